@@ -1,0 +1,257 @@
+//! The process-wide device context: chosen once (by `--device`, `VKGRAD_DEVICE` or type), then
+//! shared by every tensor. Recording is serialised by a mutex; tensors from several threads
+//! may interleave in one command buffer because hazards are tracked per buffer.
+
+use super::kernels::{self, Kernel, Pipeline};
+use super::pool::{Pool, Storage};
+use super::recorder::{Access, Recorder, Stats};
+use super::{open, DeviceChoice, DeviceInfo};
+use crate::error::{Error, Result};
+use ash::vk;
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage};
+use vulkano::device::{Device, DeviceCreateInfo, DeviceExtensions, Queue, QueueCreateInfo, QueueFlags};
+use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
+use vulkano::VulkanObject;
+
+pub struct Context {
+    pub info: DeviceInfo,
+    pub(crate) device: Arc<Device>,
+    pub(crate) mem: Arc<StandardMemoryAllocator>,
+    pub(crate) pool: Arc<Mutex<Pool>>,
+    pipelines: Mutex<HashMap<(Kernel, SmallVec<[u32; 4]>), Arc<Pipeline>>>,
+    rec: Mutex<Recorder>,
+    /// Use the one-workgroup-per-row kernel variants (GPUs) rather than one invocation per
+    /// row (CPU drivers, which vectorise across invocations and pay for barriers).
+    pub(crate) group_rows: bool,
+}
+
+/// A buffer a command binds, and whether the command writes it.
+pub(crate) struct Bind<'a>(pub &'a Storage, pub bool);
+
+static CHOICE: Mutex<Option<DeviceChoice>> = Mutex::new(None);
+static CONTEXT: OnceLock<Result<Context>> = OnceLock::new();
+
+/// Chooses the device before first use (the CLI's `--device`). Fails if a different device is
+/// already in use.
+pub fn select_device(choice: DeviceChoice) -> Result<()> {
+    if let Some(Ok(ctx)) = CONTEXT.get() {
+        let same = match &choice {
+            DeviceChoice::Auto => true,
+            DeviceChoice::Index(i) => *i == ctx.info.index,
+            DeviceChoice::Name(n) => ctx.info.name.to_lowercase().contains(&n.to_lowercase()),
+        };
+        return if same {
+            Ok(())
+        } else {
+            Err(Error::Other(format!("device already chosen ({}); choose before the first op", ctx.info.name)))
+        };
+    }
+    *CHOICE.lock().map_err(|_| Error::Other("device choice poisoned".into()))? = Some(choice);
+    Ok(())
+}
+
+/// The shared context, created on first use.
+pub fn context() -> Result<&'static Context> {
+    CONTEXT
+        .get_or_init(|| {
+            let choice = CHOICE.lock().ok().and_then(|c| c.clone()).unwrap_or_else(DeviceChoice::from_env);
+            Context::new(&choice)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent in a way later users
+    // would observe (each critical section is a single update), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Workgroup counts for `n` invocations in groups of `local`, spilling into y past 65535.
+pub(crate) fn grid(n: u64, local: u64) -> [u32; 3] {
+    let groups = n.div_ceil(local).max(1);
+    let x = groups.min(65535);
+    [x as u32, groups.div_ceil(x) as u32, 1]
+}
+
+impl Context {
+    fn new(choice: &DeviceChoice) -> Result<Self> {
+        let (pd, info) = open(choice)?;
+        let qf = pd
+            .queue_family_properties()
+            .iter()
+            .position(|q| q.queue_flags.intersects(QueueFlags::COMPUTE))
+            .ok_or_else(|| Error::vulkan("choosing a queue", format!("{} has no compute queue", info.name)))?
+            as u32;
+        let (device, mut queues) = Device::new(
+            pd,
+            DeviceCreateInfo {
+                queue_create_infos: vec![QueueCreateInfo { queue_family_index: qf, ..Default::default() }],
+                enabled_extensions: DeviceExtensions { khr_push_descriptor: true, ..DeviceExtensions::empty() },
+                ..Default::default()
+            },
+        )
+        .map_err(|e| Error::vulkan(format!("opening device {}", info.name), e))?;
+        let queue: Arc<Queue> = queues.next().ok_or_else(|| Error::vulkan("opening the queue", "none returned"))?;
+        let mem = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
+        let rec = Recorder::new(device.clone(), queue)?;
+        let group_rows = info.kind != "CPU";
+        Ok(Context {
+            info,
+            device,
+            mem,
+            pool: Arc::new(Mutex::new(Pool::default())),
+            pipelines: Mutex::new(HashMap::new()),
+            rec: Mutex::new(rec),
+            group_rows,
+        })
+    }
+
+    fn pipeline(&self, kernel: Kernel, spec: &[u32]) -> Result<Arc<Pipeline>> {
+        let key = (kernel, SmallVec::from_slice(spec));
+        if let Some(p) = lock(&self.pipelines).get(&key) {
+            return Ok(p.clone());
+        }
+        // Built outside the lock: LLVM-backed drivers take a while per pipeline.
+        let p = Arc::new(kernels::build(&self.device, kernel, spec)?);
+        Ok(lock(&self.pipelines).entry(key).or_insert(p).clone())
+    }
+
+    /// Records one dispatch. Buffers are bound to bindings 0.. in order; `push` fills the push
+    /// constant block from offset 0.
+    pub(crate) fn dispatch(&self, kernel: Kernel, spec: &[u32], binds: &[Bind], push: &[u32], groups: [u32; 3]) -> Result<()> {
+        let pipeline = self.pipeline(kernel, spec)?;
+        let accesses: SmallVec<[Access; 4]> = binds.iter().map(|b| Access { id: b.0.buf.id, write: b.1 }).collect();
+        let infos: SmallVec<[vk::DescriptorBufferInfo; 4]> = binds
+            .iter()
+            .map(|b| {
+                vk::DescriptorBufferInfo::default()
+                    .buffer(b.0.buf.sub.buffer().handle())
+                    .offset(b.0.buf.sub.offset())
+                    .range(b.0.bytes.max(4))
+            })
+            .collect();
+        let writes: SmallVec<[vk::WriteDescriptorSet; 4]> = infos
+            .iter()
+            .enumerate()
+            .map(|(i, info)| {
+                vk::WriteDescriptorSet::default()
+                    .dst_binding(i as u32)
+                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .buffer_info(std::slice::from_ref(info))
+            })
+            .collect();
+        let fns = self.device.fns();
+        let mut rec = lock(&self.rec);
+        let cb = rec.prepare(&accesses)?;
+        unsafe {
+            (fns.v1_0.cmd_bind_pipeline)(cb, vk::PipelineBindPoint::COMPUTE, pipeline.pipeline.handle());
+            (fns.khr_push_descriptor.cmd_push_descriptor_set_khr)(
+                cb,
+                vk::PipelineBindPoint::COMPUTE,
+                pipeline.layout.handle(),
+                0,
+                writes.len() as u32,
+                writes.as_ptr(),
+            );
+            if !push.is_empty() {
+                (fns.v1_0.cmd_push_constants)(
+                    cb,
+                    pipeline.layout.handle(),
+                    vk::ShaderStageFlags::COMPUTE,
+                    0,
+                    (push.len() * 4) as u32,
+                    push.as_ptr().cast(),
+                );
+            }
+            (fns.v1_0.cmd_dispatch)(cb, groups[0], groups[1], groups[2]);
+        }
+        rec.count_dispatch();
+        if rec.wants_flush() {
+            rec.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Fills `bytes` of `dst` with a repeated 32-bit pattern.
+    pub(crate) fn fill(&self, dst: &Storage, bits: u32) -> Result<()> {
+        let mut rec = lock(&self.rec);
+        let cb = rec.prepare(&[Access { id: dst.buf.id, write: true }])?;
+        let size = dst.bytes.max(4);
+        unsafe {
+            (self.device.fns().v1_0.cmd_fill_buffer)(cb, dst.buf.sub.buffer().handle(), dst.buf.sub.offset(), size, bits)
+        };
+        Ok(())
+    }
+
+    /// Copies host bytes into a new device buffer (through a staging buffer kept alive until
+    /// the copy has run).
+    pub(crate) fn upload(&self, data: &[u8]) -> Result<Arc<Storage>> {
+        let st = self.alloc(data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(st);
+        }
+        let staging = Buffer::new_slice::<u8>(
+            self.mem.clone(),
+            BufferCreateInfo { usage: BufferUsage::TRANSFER_SRC, ..Default::default() },
+            AllocationCreateInfo {
+                memory_type_filter: MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
+                ..Default::default()
+            },
+            data.len() as u64,
+        )
+        .map_err(|_| Error::OutOfMemory { bytes: data.len() as u64 })?;
+        staging
+            .write()
+            .map_err(|e| Error::vulkan("writing a staging buffer", e))?
+            .copy_from_slice(data);
+        let mut rec = lock(&self.rec);
+        let cb = rec.prepare(&[Access { id: st.buf.id, write: true }])?;
+        let region = vk::BufferCopy { src_offset: staging.offset(), dst_offset: st.buf.sub.offset(), size: data.len() as u64 };
+        unsafe { (self.device.fns().v1_0.cmd_copy_buffer)(cb, staging.buffer().handle(), st.buf.sub.buffer().handle(), 1, &region) };
+        rec.keep(staging);
+        Ok(st)
+    }
+
+    /// Reads `bytes` back from a device buffer; this submits everything recorded so far.
+    pub(crate) fn download(&self, src: &Storage, bytes: u64) -> Result<Vec<u8>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = Buffer::new_slice::<u8>(
+            self.mem.clone(),
+            BufferCreateInfo { usage: BufferUsage::TRANSFER_DST, ..Default::default() },
+            AllocationCreateInfo {
+                memory_type_filter: MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_RANDOM_ACCESS,
+                ..Default::default()
+            },
+            bytes,
+        )
+        .map_err(|_| Error::OutOfMemory { bytes })?;
+        {
+            let mut rec = lock(&self.rec);
+            // The staging buffer is fresh, so only the source read needs tracking.
+            let cb = rec.prepare(&[Access { id: src.buf.id, write: false }])?;
+            let region = vk::BufferCopy { src_offset: src.buf.sub.offset(), dst_offset: staging.offset(), size: bytes };
+            unsafe {
+                (self.device.fns().v1_0.cmd_copy_buffer)(cb, src.buf.sub.buffer().handle(), staging.buffer().handle(), 1, &region)
+            };
+            rec.flush()?;
+        }
+        let guard = staging.read().map_err(|e| Error::vulkan("reading a staging buffer", e))?;
+        Ok(guard.to_vec())
+    }
+
+    /// Submits everything recorded and waits for it.
+    pub fn sync(&self) -> Result<()> {
+        lock(&self.rec).flush()
+    }
+
+    /// Dispatch, barrier and submit counters since start.
+    pub fn stats(&self) -> Stats {
+        lock(&self.rec).stats
+    }
+}

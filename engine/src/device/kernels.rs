@@ -1,0 +1,79 @@
+//! The GLSL kernels of `shaders/`, compiled to SPIR-V at build time by vulkano-shaders, and
+//! turned into compute pipelines once per (kernel, specialisation constants).
+
+use crate::error::{Error, Result};
+use std::sync::Arc;
+use vulkano::descriptor_set::layout::DescriptorSetLayoutCreateFlags;
+use vulkano::device::Device;
+use vulkano::pipeline::compute::ComputePipelineCreateInfo;
+use vulkano::pipeline::layout::PipelineDescriptorSetLayoutCreateInfo;
+use vulkano::pipeline::{ComputePipeline, PipelineLayout, PipelineShaderStageCreateInfo};
+use vulkano::shader::{ShaderModule, SpecializationConstant};
+
+macro_rules! kernels {
+    ($($variant:ident => $module:ident, $path:literal;)*) => {
+        $(mod $module {
+            vulkano_shaders::shader! { ty: "compute", path: $path, include: ["../shaders"] }
+        })*
+
+        /// One kernel family = one file in `shaders/`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub(crate) enum Kernel { $($variant),* }
+
+        impl Kernel {
+            fn load(self, device: Arc<Device>) -> Result<Arc<ShaderModule>> {
+                match self {
+                    $(Kernel::$variant => $module::load(device)
+                        .map_err(|e| Error::vulkan(concat!("loading ", $path), e)),)*
+                }
+            }
+        }
+    };
+}
+
+kernels! {
+    Unary => unary_cs, "../shaders/unary.comp";
+    Binary => binary_cs, "../shaders/binary.comp";
+    Where => where_cs, "../shaders/where.comp";
+    Copy => copy_cs, "../shaders/copy.comp";
+    Random => random_cs, "../shaders/random.comp";
+    Reduce => reduce_cs, "../shaders/reduce.comp";
+    Rowwise => rowwise_cs, "../shaders/rowwise.comp";
+    Matmul => matmul_cs, "../shaders/matmul.comp";
+    Index => index_cs, "../shaders/index.comp";
+}
+
+/// A built pipeline and its layout (descriptors are pushed, not allocated: set 0 is a
+/// push-descriptor set, so recording a dispatch allocates nothing).
+pub(crate) struct Pipeline {
+    pub pipeline: Arc<ComputePipeline>,
+    pub layout: Arc<PipelineLayout>,
+}
+
+pub(crate) fn build(device: &Arc<Device>, kernel: Kernel, spec: &[u32]) -> Result<Pipeline> {
+    let ctx = |what: &str| format!("{what} for kernel {kernel:?} {spec:?}");
+    let module = kernel.load(device.clone())?;
+    let module = module
+        .specialize(spec.iter().enumerate().map(|(i, v)| (i as u32, SpecializationConstant::U32(*v))).collect())
+        .map_err(|e| Error::vulkan(ctx("specialising"), e))?;
+    let entry = module
+        .entry_point("main")
+        .ok_or_else(|| Error::vulkan(ctx("finding entry point"), "no `main`"))?;
+    let stage = PipelineShaderStageCreateInfo::new(entry);
+    let mut set_layouts = PipelineDescriptorSetLayoutCreateInfo::from_stages([&stage]);
+    for set in &mut set_layouts.set_layouts {
+        set.flags |= DescriptorSetLayoutCreateFlags::PUSH_DESCRIPTOR;
+    }
+    let layout_info = set_layouts
+        .into_pipeline_layout_create_info(device.clone())
+        .map_err(|e| Error::vulkan(ctx("creating the pipeline layout"), format!("{e:?}")))?;
+    let layout = PipelineLayout::new(device.clone(), layout_info)
+        .map_err(|e| Error::vulkan(ctx("creating the pipeline layout"), e))?;
+    let pipeline = ComputePipeline::new(
+        device.clone(),
+        None,
+        ComputePipelineCreateInfo::stage_layout(stage, layout.clone()),
+    )
+    .map_err(|e| Error::vulkan(ctx("creating the pipeline"), e))?;
+    Ok(Pipeline { pipeline, layout })
+}

@@ -1,0 +1,93 @@
+//! Device buffers, reused through a pool keyed by size class, so a training step allocates
+//! no device memory after its first iteration.
+
+use super::context::Context;
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
+use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter};
+use vulkano::{Handle, VulkanObject};
+
+/// One device buffer. `id` is its Vulkan handle, used by the recorder to track hazards.
+pub(crate) struct DeviceBuffer {
+    pub sub: Subbuffer<[u8]>,
+    pub id: u64,
+}
+
+/// Buffers that are free to reuse, by size class (a power of two, at least 256 bytes).
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: HashMap<u64, Vec<Arc<DeviceBuffer>>>,
+}
+
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    bytes.max(256).next_power_of_two()
+}
+
+impl Pool {
+    pub fn take(&mut self, class: u64) -> Option<Arc<DeviceBuffer>> {
+        self.free.get_mut(&class).and_then(|v| v.pop())
+    }
+    pub fn give(&mut self, class: u64, buf: Arc<DeviceBuffer>) {
+        self.free.entry(class).or_default().push(buf);
+    }
+    pub fn clear(&mut self) {
+        self.free.clear();
+    }
+}
+
+/// The memory behind a tensor: `bytes` of a pooled buffer. Dropping it returns the buffer to
+/// the pool; the recorder never lets a reused buffer race with work still queued on the old
+/// one (it tracks hazards by buffer, see `recorder.rs`).
+pub(crate) struct Storage {
+    pub buf: Arc<DeviceBuffer>,
+    pub bytes: u64,
+    class: u64,
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.give(self.class, self.buf.clone());
+        }
+    }
+}
+
+impl Context {
+    /// A buffer of at least `bytes` (contents undefined), from the pool when one is free.
+    pub(crate) fn alloc(&self, bytes: u64) -> Result<Arc<Storage>> {
+        let class = size_class(bytes);
+        let reused = self.pool.lock().map_err(|_| Error::Other("buffer pool poisoned".into()))?.take(class);
+        let buf = match reused {
+            Some(b) => b,
+            None => match self.new_buffer(class) {
+                Ok(b) => b,
+                Err(_) => {
+                    // Return every pooled buffer to the driver and try once more. The recorder is
+                    // flushed first so that no queued command refers to a freed buffer.
+                    self.sync()?;
+                    self.pool.lock().map_err(|_| Error::Other("buffer pool poisoned".into()))?.clear();
+                    self.new_buffer(class)?
+                }
+            },
+        };
+        Ok(Arc::new(Storage { buf, bytes, class, pool: self.pool.clone() }))
+    }
+
+    fn new_buffer(&self, class: u64) -> Result<Arc<DeviceBuffer>> {
+        let sub = Buffer::new_slice::<u8>(
+            self.mem.clone(),
+            BufferCreateInfo {
+                usage: BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST,
+                ..Default::default()
+            },
+            AllocationCreateInfo { memory_type_filter: MemoryTypeFilter::PREFER_DEVICE, ..Default::default() },
+            class,
+        )
+        .map_err(|_| Error::OutOfMemory { bytes: class })?;
+        let id = sub.buffer().handle().as_raw();
+        Ok(Arc::new(DeviceBuffer { sub, id }))
+    }
+}

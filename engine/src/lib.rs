@@ -1,0 +1,15 @@
+//! vkgrad: a tensor engine on Vulkan with reverse-mode autograd, for contrastive and
+//! self-supervised learning. Layers, bottom up: `device`, `tensor` + `ops`, `autograd`,
+//! `reference` (the independent f64 CPU reference), `optim`, `bench`.
+
+pub mod autograd;
+pub mod device;
+pub mod error;
+pub(crate) mod ops;
+pub mod tensor;
+
+pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
+pub use error::{Error, Result};
+pub use ops::random::Rng;
+pub use ops::MAX_RANK;
+pub use tensor::{IntTensor, Shape, Tensor};

@@ -1,0 +1,140 @@
+//! Elementwise ops of two tensors with NumPy broadcasting, compare-to-mask, and `where`.
+//! Kernels `shaders/binary.comp` and `shaders/where.comp`.
+
+use super::{alloc_f32, broadcast_shape, broadcast_strides, check_rank, pad6};
+use crate::device::{grid, Bind, Kernel};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Op codes, in the order of `shaders/binary.comp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum B {
+    Add = 0,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Eq,
+    Gt,
+    Ge,
+}
+
+impl Tensor {
+    fn binary_raw(&self, other: &Tensor, op: B, name: &'static str) -> Result<Tensor> {
+        let shape = broadcast_shape(name, self.shape(), other.shape())?;
+        check_rank(name, &shape)?;
+        let st = alloc_f32(&shape)?;
+        let n = super::numel(&shape) as u64;
+        if n > 0 {
+            let contiguous = (self.shape() == &shape[..] && other.shape() == &shape[..]) as u32;
+            let mut push = vec![n as u32, shape.len() as u32, contiguous];
+            push.extend(pad6(&shape));
+            push.extend(broadcast_strides(self.shape(), &shape));
+            push.extend(broadcast_strides(other.shape(), &shape));
+            Tensor::ctx()?.dispatch(
+                Kernel::Binary,
+                &[op as u32],
+                &[Bind(self.storage(), false), Bind(other.storage(), false), Bind(&st, true)],
+                &push,
+                grid(n, 256),
+            )?;
+        }
+        Ok(Tensor::leaf(shape, st))
+    }
+
+    /// Runs the kernel and records `rule(a, b, g) -> (grad a, grad b)` before summing each
+    /// gradient back over the dimensions that were broadcast.
+    fn binary(
+        &self,
+        other: &Tensor,
+        op: B,
+        name: &'static str,
+        rule: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<(Tensor, Tensor)> + Send + Sync + 'static,
+    ) -> Result<Tensor> {
+        let y = self.binary_raw(other, op, name)?;
+        let (a, b) = (self.clone(), other.clone());
+        Ok(Tensor::from_op(y.0.shape.clone(), y.0.storage.clone(), name, &[self, other], move |g| {
+            let (ga, gb) = rule(&a, &b, g)?;
+            Ok(vec![Some(ga.sum_to(a.shape())?), Some(gb.sum_to(b.shape())?)])
+        }))
+    }
+
+    pub fn add(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(other, B::Add, "add", |_, _, g| Ok((g.clone(), g.clone())))
+    }
+    pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(other, B::Sub, "sub", |_, _, g| Ok((g.clone(), g.neg()?)))
+    }
+    pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(other, B::Mul, "mul", |a, b, g| Ok((g.mul(b)?, g.mul(a)?)))
+    }
+    /// d(a/b)/da = 1/b, d(a/b)/db = -a/b^2.
+    pub fn div(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(other, B::Div, "div", |a, b, g| {
+            let ga = g.div(b)?;
+            Ok((ga.clone(), ga.mul(a)?.div(b)?.neg()?))
+        })
+    }
+    /// Elementwise max; on ties the gradient is split evenly, as in PyTorch.
+    pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(other, B::Max, "maximum", |a, b, g| {
+            let wa = a.gt(b)?.add(&a.eq(b)?.mul_scalar(0.5)?)?;
+            Ok((g.mul(&wa)?, g.mul(&wa.rsub_scalar(1.0)?)?))
+        })
+    }
+    /// Elementwise min; on ties the gradient is split evenly, as in PyTorch.
+    pub fn minimum(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(other, B::Min, "minimum", |a, b, g| {
+            let wa = b.gt(a)?.add(&a.eq(b)?.mul_scalar(0.5)?)?;
+            Ok((g.mul(&wa)?, g.mul(&wa.rsub_scalar(1.0)?)?))
+        })
+    }
+    /// 1 where a == b, else 0 (no gradient).
+    pub fn eq(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary_raw(other, B::Eq, "eq")
+    }
+    /// 1 where a > b, else 0 (no gradient).
+    pub fn gt(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary_raw(other, B::Gt, "gt")
+    }
+    /// 1 where a >= b, else 0 (no gradient).
+    pub fn ge(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary_raw(other, B::Ge, "ge")
+    }
+
+    /// `mask != 0 ? a : b`, all three broadcast together. The mask gets no gradient.
+    pub fn where_(mask: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let y = Self::where_raw(mask, a, b)?;
+        let (m, sa, sb) = (mask.clone(), a.shape().to_vec(), b.shape().to_vec());
+        Ok(Tensor::from_op(y.0.shape.clone(), y.0.storage.clone(), "where", &[a, b], move |g| {
+            let zero = Tensor::zeros(&[])?;
+            Ok(vec![
+                Some(Self::where_raw(&m, g, &zero)?.sum_to(&sa)?),
+                Some(Self::where_raw(&m, &zero, g)?.sum_to(&sb)?),
+            ])
+        }))
+    }
+
+    fn where_raw(mask: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let shape = broadcast_shape("where", &broadcast_shape("where", mask.shape(), a.shape())?, b.shape())?;
+        check_rank("where", &shape)?;
+        let st = alloc_f32(&shape)?;
+        let n = super::numel(&shape) as u64;
+        if n > 0 {
+            let mut push = vec![n as u32, shape.len() as u32];
+            push.extend(pad6(&shape));
+            for t in [mask, a, b] {
+                push.extend(broadcast_strides(t.shape(), &shape));
+            }
+            Tensor::ctx()?.dispatch(
+                Kernel::Where,
+                &[],
+                &[Bind(mask.storage(), false), Bind(a.storage(), false), Bind(b.storage(), false), Bind(&st, true)],
+                &push,
+                grid(n, 256),
+            )?;
+        }
+        Ok(Tensor::leaf(shape, st))
+    }
+}

@@ -1,0 +1,105 @@
+//! The primitive ops. Each file holds a family: the forward (a kernel dispatch) and, beside
+//! it, the backward rule written with other ops, so gradients run on the GPU too.
+
+pub(crate) mod binary;
+pub(crate) mod index;
+pub(crate) mod matmul;
+pub(crate) mod movement;
+pub(crate) mod random;
+pub(crate) mod reduce;
+pub(crate) mod rowwise;
+pub(crate) mod unary;
+
+use crate::device::Storage;
+use crate::error::{Error, Result};
+use crate::tensor::{numel, Shape, Tensor};
+use std::sync::Arc;
+
+/// Highest rank the strided kernels (broadcast, copy, where) take; shapes travel as push
+/// constants, and 6 dimensions keep every push block within Vulkan's guaranteed 128 bytes.
+pub const MAX_RANK: usize = 6;
+
+pub(crate) fn check_rank(op: &'static str, shape: &[usize]) -> Result<()> {
+    if shape.len() > MAX_RANK {
+        return Err(Error::op(op, format!("shape {shape:?} has rank {}, more than the supported {MAX_RANK}", shape.len())));
+    }
+    Ok(())
+}
+
+/// NumPy broadcasting: shapes are aligned on the right; each pair of sizes must be equal or 1.
+pub(crate) fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Shape> {
+    let r = a.len().max(b.len());
+    let mut out = Shape::with_capacity(r);
+    for i in 0..r {
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        out.push(match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(Error::op(op, format!("{a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})"))),
+        });
+    }
+    Ok(out)
+}
+
+/// Row-major strides of `shape`.
+pub(crate) fn strides(shape: &[usize]) -> Shape {
+    let mut s: Shape = smallvec::smallvec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Element strides that read a tensor of shape `src` as if broadcast to `out` (0 where a
+/// dimension is broadcast), padded to MAX_RANK.
+pub(crate) fn broadcast_strides(src: &[usize], out: &[usize]) -> [u32; MAX_RANK] {
+    let st = strides(src);
+    let mut res = [0u32; MAX_RANK];
+    let off = out.len() - src.len();
+    for (i, &d) in src.iter().enumerate() {
+        res[off + i] = if d == 1 && out[off + i] != 1 { 0 } else { st[i] as u32 };
+    }
+    res
+}
+
+pub(crate) fn pad6(v: &[usize]) -> [u32; MAX_RANK] {
+    let mut r = [0u32; MAX_RANK];
+    for (i, &x) in v.iter().enumerate() {
+        r[i] = x as u32;
+    }
+    r
+}
+
+/// Resolves a possibly negative axis (-1 = last).
+pub(crate) fn norm_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize> {
+    let a = if axis < 0 { axis + rank as isize } else { axis };
+    if a < 0 || a >= rank as isize {
+        return Err(Error::op(op, format!("axis {axis} is out of range for rank {rank}")));
+    }
+    Ok(a as usize)
+}
+
+/// Device memory for an f32 result of `shape`.
+pub(crate) fn alloc_f32(shape: &[usize]) -> Result<Arc<Storage>> {
+    Tensor::ctx()?.alloc(4 * numel(shape) as u64)
+}
+
+impl Tensor {
+    /// Sums a broadcast gradient back to `shape` (the backward of broadcasting).
+    pub(crate) fn sum_to(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.shape() == shape {
+            return Ok(self.clone());
+        }
+        let lead = self.rank() - shape.len();
+        let mut g = self.clone();
+        for ax in 0..self.rank() {
+            let target = if ax < lead { 1 } else { shape[ax - lead] };
+            if g.shape()[ax] != target {
+                g = g.sum_axis(ax as isize, true)?;
+            }
+        }
+        g.reshape(shape)
+    }
+}

@@ -1,0 +1,151 @@
+//! Reductions along one axis or all axes, with keepdim (`shaders/reduce.comp`).
+
+use super::{alloc_f32, norm_axis};
+use crate::device::{grid, Bind, Kernel};
+use crate::error::{Error, Result};
+use crate::tensor::{IntTensor, Shape, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum R {
+    Sum = 0,
+    Max,
+    Min,
+    Argmax,
+    Argmin,
+}
+
+/// Which axes to reduce: one, or all of them.
+#[derive(Clone, Copy)]
+enum Axes {
+    One(usize),
+    All,
+}
+
+impl Tensor {
+    /// Returns (keepdim output shape, storage).
+    fn reduce_raw(&self, op: R, axes: Axes, name: &'static str) -> Result<(Shape, std::sync::Arc<crate::device::Storage>)> {
+        let shape = self.shape();
+        let (outer, n, inner, keep): (usize, usize, usize, Shape) = match axes {
+            Axes::All => (1, self.numel(), 1, smallvec::smallvec![1; shape.len()]),
+            Axes::One(ax) => {
+                let mut keep: Shape = shape.into();
+                keep[ax] = 1;
+                (shape[..ax].iter().product(), shape[ax], shape[ax + 1..].iter().product(), keep)
+            }
+        };
+        if n == 0 && op != R::Sum {
+            return Err(Error::op(name, format!("cannot reduce an empty axis of shape {shape:?}")));
+        }
+        let st = alloc_f32(&keep)?;
+        let outputs = (outer * inner) as u64;
+        if outputs > 0 {
+            let ctx = Tensor::ctx()?;
+            // One workgroup per output on GPUs for long contiguous rows; one invocation per
+            // output otherwise (see shaders/reduce.comp).
+            let group = ctx.group_rows && inner == 1 && n >= 256;
+            let groups = if group { grid(outputs, 1) } else { grid(outputs, 64) };
+            ctx.dispatch(
+                Kernel::Reduce,
+                &[op as u32, group as u32],
+                &[Bind(self.storage(), false), Bind(&st, true)],
+                &[outer as u32, n as u32, inner as u32],
+                groups,
+            )?;
+        }
+        Ok((keep, st))
+    }
+
+    fn out_shape(keep: &Shape, axes: Axes, keepdim: bool) -> Shape {
+        match (keepdim, axes) {
+            (true, _) => keep.clone(),
+            (false, Axes::All) => Shape::new(),
+            (false, Axes::One(ax)) => keep.iter().enumerate().filter(|(i, _)| *i != ax).map(|(_, d)| *d).collect(),
+        }
+    }
+
+    fn sum_impl(&self, axes: Axes, keepdim: bool, mean: bool) -> Result<Tensor> {
+        let name = if mean { "mean" } else { "sum" };
+        let (keep, st) = self.reduce_raw(R::Sum, axes, name)?;
+        let count = match axes {
+            Axes::All => self.numel(),
+            Axes::One(ax) => self.shape()[ax],
+        };
+        let out = Self::out_shape(&keep, axes, keepdim);
+        let sum = Tensor::leaf(out.clone(), st);
+        let y = if mean { sum.mul_scalar(1.0 / count as f32)? } else { sum };
+        let in_shape: Shape = self.shape().into();
+        Ok(Tensor::from_op(out, y.0.storage.clone(), name, &[self], move |g| {
+            // d sum / dx_i = 1 (mean: 1/count): broadcast g back over the reduced axes.
+            let g = g.reshape(&keep)?.expand(&in_shape)?;
+            Ok(vec![Some(if mean { g.mul_scalar(1.0 / count as f32)? } else { g })])
+        }))
+    }
+
+    /// max or min; the gradient is shared evenly among the elements equal to the result
+    /// (PyTorch's amax/amin rule).
+    fn extreme_impl(&self, axes: Axes, keepdim: bool, op: R, name: &'static str) -> Result<Tensor> {
+        let (keep, st) = self.reduce_raw(op, axes, name)?;
+        let out = Self::out_shape(&keep, axes, keepdim);
+        let x = self.clone();
+        let y_keep = Tensor::leaf(keep.clone(), st.clone());
+        Ok(Tensor::from_op(out, st, name, &[self], move |g| {
+            let mask = x.eq(&y_keep)?;
+            let count = match axes {
+                Axes::All => mask.sum_all()?.reshape(&keep)?,
+                Axes::One(ax) => mask.sum_axis(ax as isize, true)?,
+            };
+            Ok(vec![Some(mask.mul(&g.reshape(&keep)?.div(&count)?)?)])
+        }))
+    }
+
+    fn arg_impl(&self, axis: isize, keepdim: bool, op: R, name: &'static str) -> Result<IntTensor> {
+        let ax = norm_axis(name, axis, self.rank())?;
+        let (keep, storage) = self.reduce_raw(op, Axes::One(ax), name)?;
+        Ok(IntTensor { shape: Self::out_shape(&keep, Axes::One(ax), keepdim), storage, host: None })
+    }
+
+    /// Sum over `axis` (negative counts from the end).
+    pub fn sum_axis(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
+        let ax = norm_axis("sum", axis, self.rank())?;
+        self.sum_impl(Axes::One(ax), keepdim, false)
+    }
+    /// Sum of all elements, as a rank-0 tensor.
+    pub fn sum_all(&self) -> Result<Tensor> {
+        self.sum_impl(Axes::All, false, false)
+    }
+    pub fn mean_axis(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
+        let ax = norm_axis("mean", axis, self.rank())?;
+        if self.shape()[ax] == 0 {
+            return Err(Error::op("mean", format!("mean of an empty axis of shape {:?}", self.shape())));
+        }
+        self.sum_impl(Axes::One(ax), keepdim, true)
+    }
+    pub fn mean_all(&self) -> Result<Tensor> {
+        if self.numel() == 0 {
+            return Err(Error::op("mean", "mean of an empty tensor"));
+        }
+        self.sum_impl(Axes::All, false, true)
+    }
+    pub fn max_axis(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
+        let ax = norm_axis("max", axis, self.rank())?;
+        self.extreme_impl(Axes::One(ax), keepdim, R::Max, "max")
+    }
+    pub fn max_all(&self) -> Result<Tensor> {
+        self.extreme_impl(Axes::All, false, R::Max, "max")
+    }
+    pub fn min_axis(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
+        let ax = norm_axis("min", axis, self.rank())?;
+        self.extreme_impl(Axes::One(ax), keepdim, R::Min, "min")
+    }
+    pub fn min_all(&self) -> Result<Tensor> {
+        self.extreme_impl(Axes::All, false, R::Min, "min")
+    }
+    /// Index of the largest element along `axis` (first one on ties).
+    pub fn argmax(&self, axis: isize, keepdim: bool) -> Result<IntTensor> {
+        self.arg_impl(axis, keepdim, R::Argmax, "argmax")
+    }
+    /// Index of the smallest element along `axis` (first one on ties).
+    pub fn argmin(&self, axis: isize, keepdim: bool) -> Result<IntTensor> {
+        self.arg_impl(axis, keepdim, R::Argmin, "argmin")
+    }
+}

@@ -1,0 +1,265 @@
+//! Layer 2: tensors. A `Tensor` is an f32 array on the device with a shape, an optional
+//! autograd node (how it was made), and, for leaves, an accumulated gradient. Storage is always
+//! contiguous row-major; movement ops copy (one strided-copy kernel) so every kernel can assume
+//! dense inputs. `IntTensor` holds u32 labels and indices.
+
+use crate::device::{context, Context, Storage};
+use crate::error::{Error, Result};
+use smallvec::SmallVec;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A shape: up to four dimensions inline, more on the heap.
+pub type Shape = SmallVec<[usize; 4]>;
+
+/// The gradient rule of an op: maps the gradient of its output to gradients of its inputs
+/// (`None` where an input gets none).
+pub(crate) type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+pub(crate) struct Node {
+    pub name: &'static str,
+    pub inputs: Vec<Tensor>,
+    pub backward: BackwardFn,
+}
+
+pub(crate) struct Inner {
+    pub id: u64,
+    pub shape: Shape,
+    pub storage: Arc<Storage>,
+    pub requires_grad: bool,
+    pub node: Option<Node>,
+    pub grad: Mutex<Option<Tensor>>,
+}
+
+/// An f32 tensor on the device. Cloning is cheap (shared storage and graph node).
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<Inner>);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// A tensor that is not the result of a recorded op (a leaf).
+    pub(crate) fn leaf(shape: Shape, storage: Arc<Storage>) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shape,
+            storage,
+            requires_grad: false,
+            node: None,
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// The result of an op. The backward rule is kept only when gradients are being recorded
+    /// and some input needs one.
+    pub(crate) fn from_op(
+        shape: Shape,
+        storage: Arc<Storage>,
+        name: &'static str,
+        inputs: &[&Tensor],
+        backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.0.requires_grad);
+        let node = track.then(|| Node {
+            name,
+            inputs: inputs.iter().map(|t| (*t).clone()).collect(),
+            backward: Box::new(backward),
+        });
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shape,
+            storage,
+            requires_grad: track,
+            node,
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// Uploads host data. `data.len()` must equal the product of `shape`.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        Self::from_slice(&data, shape)
+    }
+
+    /// Uploads host data. `data.len()` must equal the product of `shape`.
+    pub fn from_slice(data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(Error::op(
+                "from_vec",
+                format!("{} values do not fill shape {:?} ({} elements)", data.len(), shape, numel(shape)),
+            ));
+        }
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let st = context()?.upload(&bytes)?;
+        Ok(Tensor::leaf(shape.into(), st))
+    }
+
+    /// A rank-0 tensor.
+    pub fn scalar(v: f32) -> Result<Tensor> {
+        Self::full(&[], v)
+    }
+
+    /// A tensor filled with `value` (recorded, no host transfer).
+    pub fn full(shape: &[usize], value: f32) -> Result<Tensor> {
+        let ctx = context()?;
+        let st = ctx.alloc(4 * numel(shape) as u64)?;
+        if numel(shape) > 0 {
+            ctx.fill(&st, value.to_bits())?;
+        }
+        Ok(Tensor::leaf(shape.into(), st))
+    }
+
+    pub fn zeros(shape: &[usize]) -> Result<Tensor> {
+        Self::full(shape, 0.0)
+    }
+
+    pub fn ones(shape: &[usize]) -> Result<Tensor> {
+        Self::full(shape, 1.0)
+    }
+
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Self::zeros(self.shape())
+    }
+
+    /// Reads the values back (submits all recorded work).
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        let bytes = context()?.download(&self.0.storage, 4 * self.numel() as u64)?;
+        Ok(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f32> {
+        if self.numel() != 1 {
+            return Err(Error::op("item", format!("shape {:?} has {} elements, not 1", self.shape(), self.numel())));
+        }
+        Ok(self.to_vec()?[0])
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.0.shape.len()
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.0.shape)
+    }
+
+    /// A stable identity (for optimiser state keyed by parameter).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// The same values as a leaf that records gradients (`x.requires_grad()` in PyTorch terms).
+    pub fn requires_grad(&self) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shape: self.0.shape.clone(),
+            storage: self.0.storage.clone(),
+            requires_grad: true,
+            node: None,
+            grad: Mutex::new(None),
+        }))
+    }
+
+    pub fn is_requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    /// The same values, cut from the graph: no gradient flows through (stop-gradient).
+    pub fn detach(&self) -> Tensor {
+        Tensor::leaf(self.0.shape.clone(), self.0.storage.clone())
+    }
+
+    /// The gradient accumulated on this leaf by `backward`, if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn zero_grad(&self) {
+        *self.0.grad.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub(crate) fn set_grad(&self, g: Option<Tensor>) {
+        *self.0.grad.lock().unwrap_or_else(|p| p.into_inner()) = g;
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.0.storage
+    }
+
+    pub(crate) fn ctx() -> Result<&'static Context> {
+        context()
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor{:?}", self.shape())?;
+        if let Some(n) = &self.0.node {
+            write!(f, " <{}>", n.name)?;
+        }
+        Ok(())
+    }
+}
+
+/// u32 labels or indices on the device. Values given from the host are remembered so that
+/// index ops can validate them without a read-back.
+#[derive(Clone)]
+pub struct IntTensor {
+    pub(crate) shape: Shape,
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) host: Option<Arc<Vec<u32>>>,
+}
+
+impl IntTensor {
+    pub fn from_vec(data: Vec<u32>, shape: &[usize]) -> Result<IntTensor> {
+        if data.len() != numel(shape) {
+            return Err(Error::op(
+                "IntTensor::from_vec",
+                format!("{} values do not fill shape {:?} ({} elements)", data.len(), shape, numel(shape)),
+            ));
+        }
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let storage = context()?.upload(&bytes)?;
+        Ok(IntTensor { shape: shape.into(), storage, host: Some(Arc::new(data)) })
+    }
+
+    pub fn to_vec(&self) -> Result<Vec<u32>> {
+        if let Some(h) = &self.host {
+            return Ok(h.as_ref().clone());
+        }
+        let bytes = context()?.download(&self.storage, 4 * numel(&self.shape) as u64)?;
+        Ok(bytes.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    /// The largest value, when known on the host (for index validation).
+    pub(crate) fn host_max(&self) -> Option<u32> {
+        self.host.as_ref().map(|h| h.iter().copied().max().unwrap_or(0))
+    }
+
+    /// The values as f32 (e.g. labels for building masks with `eq`).
+    pub fn to_f32(&self) -> Result<Tensor> {
+        crate::ops::index::int_to_f32(self)
+    }
+}
+
+impl fmt::Debug for IntTensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IntTensor{:?}", self.shape)
+    }
+}

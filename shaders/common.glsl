@@ -1,0 +1,15 @@
+// Shared by every kernel. All storage buffers are declared float[]; integer tensors
+// (labels, indices, argmax results) travel as raw bit patterns (floatBitsToUint), so one
+// buffer type serves both and the host pool never has to know the element type.
+
+// Flattened invocation index over a 2-D dispatch grid: Vulkan guarantees only 65535
+// workgroups per dimension, so large element counts spill into gl_WorkGroupID.y.
+uint flat_id() {
+    return (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x
+        + gl_LocalInvocationID.x;
+}
+
+// Flattened workgroup index, for kernels that give one workgroup to each row.
+uint flat_group() {
+    return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+}

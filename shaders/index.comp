@@ -1,0 +1,41 @@
+#version 450
+// Index ops over tensors viewed as [outer, n, inner] along the indexed axis.
+// MODE 0, gather:      out[o, j, k] = src[o, idx(o, j, k), k]
+// MODE 1, scatter_add: out[o, r, k] = base[o, r, k] + sum_{j : idx(o, j, k) == r} upd[o, j, k]
+// idx(o, j, k) = idx[o*iso + j*isj + k*isk]; index_select on rows uses strides (0, 1, 0).
+// scatter_add loops over j per output instead of using float atomics: deterministic, bit for
+// bit, and needs no atomic-float extension.
+#include "common.glsl"
+layout(local_size_x = 256) in;
+layout(constant_id = 0) const uint MODE = 0;
+layout(set = 0, binding = 0) readonly buffer S { float src[]; };
+layout(set = 0, binding = 1) readonly buffer I { float idx[]; };
+layout(set = 0, binding = 2) readonly buffer U { float upd[]; };
+layout(set = 0, binding = 3) writeonly buffer O { float outv[]; };
+layout(push_constant) uniform P {
+    uint outer; uint n_src; uint n_idx; uint inner; uint iso; uint isj; uint isk;
+} p;
+
+uint index_at(uint o, uint j, uint k) {
+    return floatBitsToUint(idx[o * p.iso + j * p.isj + k * p.isk]);
+}
+
+void main() {
+    uint id = flat_id();
+    if (MODE == 0u) {
+        if (id >= p.outer * p.n_idx * p.inner) return;
+        uint k = id % p.inner, oj = id / p.inner;
+        uint j = oj % p.n_idx, o = oj / p.n_idx;
+        // The host validates indices; the clamp only keeps a bad one inside the buffer.
+        uint r = min(index_at(o, j, k), p.n_src - 1u);
+        outv[id] = src[(o * p.n_src + r) * p.inner + k];
+    } else {
+        if (id >= p.outer * p.n_src * p.inner) return;
+        uint k = id % p.inner, or_ = id / p.inner;
+        uint r = or_ % p.n_src, o = or_ / p.n_src;
+        float acc = src[id];
+        for (uint j = 0u; j < p.n_idx; ++j)
+            if (index_at(o, j, k) == r) acc += upd[(o * p.n_idx + j) * p.inner + k];
+        outv[id] = acc;
+    }
+}

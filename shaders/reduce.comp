@@ -1,0 +1,80 @@
+#version 450
+// Reduction of the middle axis of a tensor viewed as [outer, n, inner] -> [outer, inner].
+// GROUP = 0: one invocation per output, looping over n (coalesced across inner; on CPU
+//            drivers such as lavapipe this vectorises across outputs and is the fast path).
+// GROUP = 1: one 64-wide workgroup per output with a shared-memory tree (inner == 1 only;
+//            the fast path on GPUs for long rows).
+// argmax/argmin write the index as raw uint bits; ties go to the first index, as in PyTorch.
+#include "common.glsl"
+layout(local_size_x = 64) in;
+layout(constant_id = 0) const uint OP = 0;
+layout(constant_id = 1) const uint GROUP = 0;
+layout(set = 0, binding = 0) readonly buffer X { float x[]; };
+layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
+layout(push_constant) uniform P { uint outer; uint n; uint inner; } p;
+
+const uint SUM = 0, MAX = 1, MIN = 2, ARGMAX = 3, ARGMIN = 4;
+
+// Does candidate (v, j) replace the current best (b, bj)? Lower index wins ties.
+bool better(float v, uint j, float b, uint bj) {
+    if (OP == MAX || OP == ARGMAX) return v > b || (v == b && j < bj);
+    return v < b || (v == b && j < bj);
+}
+
+float init_value() {
+    if (OP == SUM) return 0.0;
+    if (OP == MAX || OP == ARGMAX) return uintBitsToFloat(0xff800000u); // -inf
+    return uintBitsToFloat(0x7f800000u);                                 // +inf
+}
+
+void write_out(uint o, float v, uint j) {
+    y[o] = (OP == ARGMAX || OP == ARGMIN) ? uintBitsToFloat(j) : v;
+}
+
+shared float s_val[64];
+shared uint s_idx[64];
+
+void main() {
+    if (GROUP == 0u) {
+        uint id = flat_id();
+        if (id >= p.outer * p.inner) return;
+        uint o = id / p.inner, k = id % p.inner;
+        uint base = o * p.n * p.inner + k;
+        float acc = init_value();
+        uint best = 0u;
+        for (uint j = 0u; j < p.n; ++j) {
+            float v = x[base + j * p.inner];
+            if (OP == SUM) acc += v;
+            else if (j == 0u || better(v, j, acc, best)) { acc = v; best = j; }
+        }
+        write_out(id, acc, best);
+        return;
+    }
+    uint row = flat_group();
+    uint lane = gl_LocalInvocationID.x;
+    if (row >= p.outer) return;   // uniform per workgroup, so barriers below are safe
+    uint base = row * p.n;
+    float acc = init_value();
+    uint best = 0xffffffffu;
+    for (uint j = lane; j < p.n; j += 64u) {
+        float v = x[base + j];
+        if (OP == SUM) acc += v;
+        else if (best == 0xffffffffu || better(v, j, acc, best)) { acc = v; best = j; }
+    }
+    s_val[lane] = acc;
+    s_idx[lane] = best;
+    barrier();
+    for (uint s = 32u; s > 0u; s >>= 1) {
+        if (lane < s) {
+            float v = s_val[lane + s];
+            uint j = s_idx[lane + s];
+            if (OP == SUM) s_val[lane] += v;
+            else if (j != 0xffffffffu &&
+                     (s_idx[lane] == 0xffffffffu || better(v, j, s_val[lane], s_idx[lane]))) {
+                s_val[lane] = v; s_idx[lane] = j;
+            }
+        }
+        barrier();
+    }
+    if (lane == 0u) write_out(row, s_val[0], s_idx[0]);
+}

@@ -1,0 +1,80 @@
+#version 450
+// Fused row-wise kernels over the last axis of a tensor viewed as [rows, n]:
+// softmax, log_softmax and logsumexp (all max-subtracted, so no exp() of raw logits) and
+// L2 normalisation y = x / max(||x||, eps) (PyTorch's F.normalize).
+// GROUP = 0: one invocation per row (CPU drivers); GROUP = 1: one workgroup per row (GPUs).
+#include "common.glsl"
+layout(local_size_x = 64) in;
+layout(constant_id = 0) const uint OP = 0;
+layout(constant_id = 1) const uint GROUP = 0;
+layout(set = 0, binding = 0) readonly buffer X { float x[]; };
+layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
+layout(push_constant) uniform P { uint rows; uint n; float eps; } p;
+
+const uint SOFTMAX = 0, LOG_SOFTMAX = 1, LOGSUMEXP = 2, L2_NORMALIZE = 3;
+#define NEG_INF uintBitsToFloat(0xff800000u)
+
+// The row statistic pass 1 finds: the max (softmax family) or the max |x| (L2, which scales
+// by it so that squaring cannot overflow or underflow).
+float first(float v) { return OP == L2_NORMALIZE ? abs(v) : v; }
+// Pass 2 sums exp(x - m), or (x / m)^2 for L2.
+float second(float v, float m) {
+    if (OP == L2_NORMALIZE) { float t = m > 0.0 ? v / m : 0.0; return t * t; }
+    return exp(v - m);
+}
+float shift(float m) { return (OP != L2_NORMALIZE && isinf(m)) ? 0.0 : m; }
+
+void finish(uint row, uint j0, uint stride, float m, float s) {
+    uint base = row * p.n;
+    if (OP == LOGSUMEXP) { if (j0 == 0u) y[row] = m + log(s); return; }
+    if (OP == L2_NORMALIZE) {
+        float nrm = max(m * sqrt(s), p.eps);
+        for (uint j = j0; j < p.n; j += stride) y[base + j] = x[base + j] / nrm;
+        return;
+    }
+    float ls = log(s);
+    for (uint j = j0; j < p.n; j += stride) {
+        float d = x[base + j] - m;
+        y[base + j] = OP == SOFTMAX ? exp(d) / s : d - ls;
+    }
+}
+
+shared float s_red[64];
+
+void main() {
+    if (GROUP == 0u) {
+        uint row = flat_id();
+        if (row >= p.rows) return;
+        uint base = row * p.n;
+        float m = OP == L2_NORMALIZE ? 0.0 : NEG_INF;
+        for (uint j = 0u; j < p.n; ++j) m = max(m, first(x[base + j]));
+        m = shift(m);
+        float s = 0.0;
+        for (uint j = 0u; j < p.n; ++j) s += second(x[base + j], m);
+        finish(row, 0u, 1u, m, s);
+        return;
+    }
+    uint row = flat_group();
+    uint lane = gl_LocalInvocationID.x;
+    if (row >= p.rows) return;   // uniform per workgroup
+    uint base = row * p.n;
+    float m = OP == L2_NORMALIZE ? 0.0 : NEG_INF;
+    for (uint j = lane; j < p.n; j += 64u) m = max(m, first(x[base + j]));
+    s_red[lane] = m;
+    barrier();
+    for (uint k = 32u; k > 0u; k >>= 1) {
+        if (lane < k) s_red[lane] = max(s_red[lane], s_red[lane + k]);
+        barrier();
+    }
+    m = shift(s_red[0]);
+    barrier();
+    float s = 0.0;
+    for (uint j = lane; j < p.n; j += 64u) s += second(x[base + j], m);
+    s_red[lane] = s;
+    barrier();
+    for (uint k = 32u; k > 0u; k >>= 1) {
+        if (lane < k) s_red[lane] += s_red[lane + k];
+        barrier();
+    }
+    finish(row, lane, 64u, m, s_red[0]);
+}

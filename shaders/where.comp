@@ -1,0 +1,26 @@
+#version 450
+// out = mask != 0 ? a : b, all three broadcast to the output shape (stride 0 = broadcast).
+#include "common.glsl"
+layout(local_size_x = 256) in;
+layout(set = 0, binding = 0) readonly buffer M { float m[]; };
+layout(set = 0, binding = 1) readonly buffer A { float a[]; };
+layout(set = 0, binding = 2) readonly buffer B { float b[]; };
+layout(set = 0, binding = 3) writeonly buffer C { float c[]; };
+layout(push_constant) uniform P {
+    uint n; uint rank;
+    uint shape[6]; uint sm[6]; uint sa[6]; uint sb[6];
+} p;
+
+void main() {
+    uint i = flat_id();
+    if (i >= p.n) return;
+    uint im = 0u, ia = 0u, ib = 0u, rem = i;
+    for (int d = int(p.rank) - 1; d >= 0; --d) {
+        uint idx = rem % p.shape[d];
+        rem /= p.shape[d];
+        im += idx * p.sm[d];
+        ia += idx * p.sa[d];
+        ib += idx * p.sb[d];
+    }
+    c[i] = m[im] != 0.0 ? a[ia] : b[ib];
+}
