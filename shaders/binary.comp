@@ -31,7 +31,7 @@ float f(float u, float v) {
 }
 
 void main() {
-    uint i = flat_id();
+    uint i = flat_id(256u);
     if (i >= p.n) return;
     if (p.contiguous != 0u) { c[i] = f(a[i], b[i]); return; }
     uint ia = 0u, ib = 0u, rem = i;

@@ -4,8 +4,10 @@
 
 // Flattened invocation index over a 2-D dispatch grid: Vulkan guarantees only 65535
 // workgroups per dimension, so large element counts spill into gl_WorkGroupID.y.
-uint flat_id() {
-    return (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x
+// `local` must equal local_size_x: gl_WorkGroupSize read 1 under Mesa 22.3's lavapipe when the
+// shader also had specialisation constants, so the size is passed explicitly.
+uint flat_id(uint local) {
+    return (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * local
         + gl_LocalInvocationID.x;
 }
 

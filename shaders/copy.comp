@@ -11,7 +11,7 @@ layout(push_constant) uniform P {
 } p;
 
 void main() {
-    uint i = flat_id();
+    uint i = flat_id(256u);
     if (i >= p.n) return;
     uint is_ = p.s_off, id = p.d_off, rem = i;
     for (int d = int(p.rank) - 1; d >= 0; --d) {

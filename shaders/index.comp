@@ -21,7 +21,7 @@ uint index_at(uint o, uint j, uint k) {
 }
 
 void main() {
-    uint id = flat_id();
+    uint id = flat_id(256u);
     if (MODE == 0u) {
         if (id >= p.outer * p.n_idx * p.inner) return;
         uint k = id % p.inner, oj = id / p.inner;

@@ -23,7 +23,7 @@ uvec4 philox(uvec4 c, uvec2 k) {
 }
 
 void main() {
-    uint i = flat_id();
+    uint i = flat_id(256u);
     if (i >= p.n) return;
     uvec4 r = philox(uvec4(i, p.offset, 0u, 0u), uvec2(p.seed_lo, p.seed_hi));
     if (p.dist == BITS) { y[i] = uintBitsToFloat(r.x); return; }

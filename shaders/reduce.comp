@@ -36,7 +36,7 @@ shared uint s_idx[64];
 
 void main() {
     if (GROUP == 0u) {
-        uint id = flat_id();
+        uint id = flat_id(64u);
         if (id >= p.outer * p.inner) return;
         uint o = id / p.inner, k = id % p.inner;
         uint base = o * p.n * p.inner + k;

@@ -43,7 +43,7 @@ shared float s_red[64];
 
 void main() {
     if (GROUP == 0u) {
-        uint row = flat_id();
+        uint row = flat_id(64u);
         if (row >= p.rows) return;
         uint base = row * p.n;
         float m = OP == L2_NORMALIZE ? 0.0 : NEG_INF;

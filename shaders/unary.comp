@@ -59,6 +59,6 @@ float f(float v) {
 }
 
 void main() {
-    uint i = flat_id();
+    uint i = flat_id(256u);
     if (i < p.n) y[i] = f(x[i]);
 }

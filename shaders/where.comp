@@ -12,7 +12,7 @@ layout(push_constant) uniform P {
 } p;
 
 void main() {
-    uint i = flat_id();
+    uint i = flat_id(256u);
     if (i >= p.n) return;
     uint im = 0u, ia = 0u, ib = 0u, rem = i;
     for (int d = int(p.rank) - 1; d >= 0; --d) {

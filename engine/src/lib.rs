@@ -13,3 +13,4 @@ pub use error::{Error, Result};
 pub use ops::random::Rng;
 pub use ops::MAX_RANK;
 pub use tensor::{IntTensor, Shape, Tensor};
+pub mod reference;

@@ -1,0 +1,73 @@
+//! Tolerances for comparing the GPU's f32 results with the f64 reference, declared once.
+//! `docs/verification.md` gives the reasoning; each constant cites its source.
+//!
+//! An element passes when |gpu - ref| <= abs + rel * scale + per_term * n * scale, where
+//! `scale` is the magnitude of the computation (|ref| for elementwise ops, the sum of the
+//! absolute values of the terms for sums and dot products) and `n` the number of terms.
+
+/// Unit roundoff of f32, u = 2^-24.
+pub const U32: f64 = 1.0 / 16_777_216.0;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tol {
+    pub abs: f64,
+    pub rel: f64,
+    pub per_term: f64,
+}
+
+/// Smallest normal f32: Vulkan lets drivers flush denormal results to zero.
+pub const DENORM: f64 = 1.1754943508222875e-38;
+
+/// Arithmetic (+ - * /, compare, min/max, copies): correctly rounded except division, which
+/// Vulkan allows 2.5 ULP; 3 ULP = 6u covers both.
+pub const ELEMENTWISE: Tol = Tol { abs: DENORM, rel: 6.0 * U32, per_term: 0.0 };
+
+/// exp, log, sqrt, rsqrt, sigmoid, tanh, powf. Vulkan's precision table allows exp
+/// 3 + 2|x| ULP (179 ULP at |x| = 88, the edge of the f32 range) and log/tanh an absolute
+/// 2^-21 near their zeros; composites such as sigmoid inherit those. 200 ULP = 400u.
+pub const TRANSCENDENTAL: Tol = Tol { abs: 4.76837158203125e-7, rel: 400.0 * U32, per_term: 0.0 };
+
+/// Sums and dot products (reductions, matmul, scatter_add): recursive summation in f32 is
+/// within gamma_n = n u / (1 - n u) of the exact sum relative to the sum of |terms| (Higham,
+/// Accuracy and Stability of Numerical Algorithms, 2nd ed., eq. 4.4); 2u per term leaves room
+/// for the rounding of each product and of the inputs.
+pub const ACCUMULATE: Tol = Tol { abs: DENORM, rel: 2.0 * U32, per_term: 2.0 * U32 };
+
+/// Row-wise softmax family and L2 normalisation: transcendental error per term, accumulated
+/// over the row (scale = |ref| + 1 for the softmax family, whose values are O(1) or logs).
+pub const ROWWISE: Tol = Tol { abs: 4.76837158203125e-7, rel: 400.0 * U32, per_term: 2.0 * U32 };
+
+/// GPU gradients vs reference gradients. A backward pass chains up to ~6 of the ops above,
+/// so its error is bounded by a few TRANSCENDENTAL steps relative to the gradient's overall
+/// magnitude (scale = max |ref grad| + |ref grad_i|): 6 x 400u = 2400u ~ 1.4e-4.
+pub const GRADIENT: Tol = Tol { abs: 1e-30, rel: 2400.0 * U32, per_term: 2.0 * U32 };
+
+/// Reference analytic gradient vs central finite differences in f64, relative step 1e-6 per
+/// element: truncation error h^2 |f'''| / 6 and cancellation error ~ eps64 |f| / h both stay far
+/// below 1e-6 relative for the smooth, moderately scaled inputs these checks use.
+pub const FINITE_DIFFERENCE_REL: f64 = 1e-6;
+
+impl Tol {
+    pub fn bound(&self, scale: f64, n_terms: usize) -> f64 {
+        self.abs + self.rel * scale + self.per_term * n_terms as f64 * scale
+    }
+
+    /// Whether `got` (f32 from the GPU) matches `want` (f64 reference). Equal infinities and
+    /// NaN against NaN pass; any other non-finite value fails.
+    pub fn accepts(&self, got: f32, want: f64, scale: f64, n_terms: usize) -> bool {
+        let g = got as f64;
+        if want.is_nan() || g.is_nan() {
+            return want.is_nan() && g.is_nan();
+        }
+        if want.is_infinite() || g.is_infinite() {
+            // f64 can hold values that overflow f32: the GPU's inf is then the right answer.
+            let want32 = want as f32;
+            return g == want32 as f64 && got.is_infinite();
+        }
+        // A finite f64 that overflows f32 has no finite right answer either.
+        if (want as f32).is_infinite() {
+            return got.is_infinite() && got.signum() as f64 == want.signum();
+        }
+        (g - want).abs() <= self.bound(scale.abs(), n_terms)
+    }
+}
