@@ -15,3 +15,7 @@ uint flat_id(uint local) {
 uint flat_group() {
     return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
 }
+
+// llvmpipe (lavapipe) silently ends every loop of an invocation once that invocation has run
+// 65535 loop iterations in total (its infinite-loop guard). Kernels are sized so that no
+// invocation gets near it; the host refuses shapes that would (Context::loop_budget).

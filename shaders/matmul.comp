@@ -6,6 +6,7 @@
 // the layout that both CPU drivers (lavapipe vectorises across invocations) and GPUs
 // (coalesced warps) read well. Out-of-range rows/columns are clamped for loads and skipped
 // for stores, so the inner loop has no branches.
+#include "common.glsl"
 layout(local_size_x = 8, local_size_y = 8) in;
 layout(constant_id = 0) const uint TM = 4;
 layout(constant_id = 1) const uint TN = 4;

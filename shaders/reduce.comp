@@ -1,6 +1,6 @@
 #version 450
 // Reduction of the middle axis of a tensor viewed as [outer, n, inner] -> [outer, inner].
-// GROUP = 0: one invocation per output, looping over n (coalesced across inner; on CPU
+// GROUP = 0: one invocation per output chunk, looping over it (coalesced across inner; on CPU
 //            drivers such as lavapipe this vectorises across outputs and is the fast path).
 // GROUP = 1: one 64-wide workgroup per output with a shared-memory tree (inner == 1 only;
 //            the fast path on GPUs for long rows).
@@ -11,7 +11,12 @@ layout(constant_id = 0) const uint OP = 0;
 layout(constant_id = 1) const uint GROUP = 0;
 layout(set = 0, binding = 0) readonly buffer X { float x[]; };
 layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
-layout(push_constant) uniform P { uint outer; uint n; uint inner; } p;
+layout(push_constant) uniform P {
+    uint outer; uint n; uint inner;
+    uint chunk;      // elements of n each invocation reduces (thread mode)
+    uint in_pairs;   // input holds (value, index bits) pairs: a later pass of argmax/argmin
+    uint out_pairs;  // write (value, index bits) pairs: an earlier pass of argmax/argmin
+} p;
 
 const uint SUM = 0, MAX = 1, MIN = 2, ARGMAX = 3, ARGMIN = 4;
 
@@ -28,6 +33,7 @@ float init_value() {
 }
 
 void write_out(uint o, float v, uint j) {
+    if (p.out_pairs != 0u) { y[2u * o] = v; y[2u * o + 1u] = uintBitsToFloat(j); return; }
     y[o] = (OP == ARGMAX || OP == ARGMIN) ? uintBitsToFloat(j) : v;
 }
 
@@ -36,16 +42,23 @@ shared uint s_idx[64];
 
 void main() {
     if (GROUP == 0u) {
+        // Output (o, c, k) of [outer, nchunks, inner] reduces j in chunk c. Rows longer than
+        // one chunk take several passes (the host loops), which also keeps every invocation
+        // under llvmpipe's loop limit (see common.glsl).
+        uint nchunks = (p.n + p.chunk - 1u) / p.chunk;
         uint id = flat_id(64u);
-        if (id >= p.outer * p.inner) return;
-        uint o = id / p.inner, k = id % p.inner;
-        uint base = o * p.n * p.inner + k;
+        if (id >= p.outer * nchunks * p.inner) return;
+        uint k = id % p.inner, oc = id / p.inner;
+        uint c = oc % nchunks, o = oc / nchunks;
+        uint j_end = min(p.n, (c + 1u) * p.chunk);
         float acc = init_value();
-        uint best = 0u;
-        for (uint j = 0u; j < p.n; ++j) {
-            float v = x[base + j * p.inner];
+        uint best = 0xffffffffu;
+        for (uint j = c * p.chunk; j < j_end; ++j) {
+            uint at = (o * p.n + j) * p.inner + k;
+            float v = p.in_pairs != 0u ? x[2u * at] : x[at];
+            uint vj = p.in_pairs != 0u ? floatBitsToUint(x[2u * at + 1u]) : j;
             if (OP == SUM) acc += v;
-            else if (j == 0u || better(v, j, acc, best)) { acc = v; best = j; }
+            else if (best == 0xffffffffu || better(v, vj, acc, best)) { acc = v; best = vj; }
         }
         write_out(id, acc, best);
         return;
@@ -56,6 +69,7 @@ void main() {
     uint base = row * p.n;
     float acc = init_value();
     uint best = 0xffffffffu;
+    // The host sends rows of at most 64 chunks here, so each lane loops <= chunk times.
     for (uint j = lane; j < p.n; j += 64u) {
         float v = x[base + j];
         if (OP == SUM) acc += v;

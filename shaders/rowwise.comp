@@ -24,19 +24,28 @@ float second(float v, float m) {
 }
 float shift(float m) { return (OP != L2_NORMALIZE && isinf(m)) ? 0.0 : m; }
 
-void finish(uint row, uint j0, uint stride, float m, float s) {
+void finish(uint row, uint first_j, uint stride, float m, float s) {
     uint base = row * p.n;
-    if (OP == LOGSUMEXP) { if (j0 == 0u) y[row] = m + log(s); return; }
-    if (OP == L2_NORMALIZE) {
-        float nrm = max(m * sqrt(s), p.eps);
-        for (uint j = j0; j < p.n; j += stride) y[base + j] = x[base + j] / nrm;
-        return;
-    }
+    if (OP == LOGSUMEXP) { if (first_j == 0u) y[row] = m + log(s); return; }
+    float nrm = max(m * sqrt(s), p.eps);
     float ls = log(s);
-    for (uint j = j0; j < p.n; j += stride) {
-        float d = x[base + j] - m;
-        y[base + j] = OP == SOFTMAX ? exp(d) / s : d - ls;
+    for (uint j = first_j; j < p.n; j += stride) {
+        float v = x[base + j];
+        y[base + j] = OP == L2_NORMALIZE ? v / nrm : (OP == SOFTMAX ? exp(v - m) / s : v - m - ls);
     }
+}
+
+// Pass 1 over this invocation's share of the row (first_j, first_j + stride, ...).
+float pass1(uint base, uint first_j, uint stride) {
+    float m = OP == L2_NORMALIZE ? 0.0 : NEG_INF;
+    for (uint j = first_j; j < p.n; j += stride) m = max(m, first(x[base + j]));
+    return m;
+}
+
+float pass2(uint base, uint first_j, uint stride, float m) {
+    float s = 0.0;
+    for (uint j = first_j; j < p.n; j += stride) s += second(x[base + j], m);
+    return s;
 }
 
 shared float s_red[64];
@@ -46,31 +55,23 @@ void main() {
         uint row = flat_id(64u);
         if (row >= p.rows) return;
         uint base = row * p.n;
-        float m = OP == L2_NORMALIZE ? 0.0 : NEG_INF;
-        for (uint j = 0u; j < p.n; ++j) m = max(m, first(x[base + j]));
-        m = shift(m);
-        float s = 0.0;
-        for (uint j = 0u; j < p.n; ++j) s += second(x[base + j], m);
-        finish(row, 0u, 1u, m, s);
+        float m = shift(pass1(base, 0u, 1u));
+        finish(row, 0u, 1u, m, pass2(base, 0u, 1u, m));
         return;
     }
     uint row = flat_group();
     uint lane = gl_LocalInvocationID.x;
     if (row >= p.rows) return;   // uniform per workgroup
     uint base = row * p.n;
-    float m = OP == L2_NORMALIZE ? 0.0 : NEG_INF;
-    for (uint j = lane; j < p.n; j += 64u) m = max(m, first(x[base + j]));
-    s_red[lane] = m;
+    s_red[lane] = pass1(base, lane, 64u);
     barrier();
     for (uint k = 32u; k > 0u; k >>= 1) {
         if (lane < k) s_red[lane] = max(s_red[lane], s_red[lane + k]);
         barrier();
     }
-    m = shift(s_red[0]);
+    float m = shift(s_red[0]);
     barrier();
-    float s = 0.0;
-    for (uint j = lane; j < p.n; j += 64u) s += second(x[base + j], m);
-    s_red[lane] = s;
+    s_red[lane] = pass2(base, lane, 64u, m);
     barrier();
     for (uint k = 32u; k > 0u; k >>= 1) {
         if (lane < k) s_red[lane] += s_red[lane + k];

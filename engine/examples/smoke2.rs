@@ -1,13 +1,16 @@
 use vkgrad::*;
 fn main() -> Result<()> {
-    for n in [255usize, 256, 257, 300, 600, 1000] {
-        let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
-        let t = Tensor::from_slice(&x, &[n])?;
-        let back = t.to_vec()?;
-        let y = t.add_scalar(1.0)?.to_vec()?;
-        let bad_up = back.iter().enumerate().filter(|(i, v)| **v != *i as f32).count();
-        let bad = y.iter().enumerate().filter(|(i, v)| **v != *i as f32 + 1.0).count();
-        println!("n={n} bad_upload={bad_up} bad_add={bad}");
+    // matmul with long K: do the TM/TN loops count against llvmpipe's budget?
+    for k in [1000usize, 10000, 20000, 59000] {
+        let a = Tensor::ones(&[8, k])?;
+        let b = Tensor::ones(&[k, 8])?;
+        let c = a.matmul(&b)?.to_vec()?;
+        println!("K={k}: c[0]={} (want {k})", c[0]);
+    }
+    for n in [1000usize, 30000, 100000] {
+        let x = Tensor::zeros(&[2, n])?;
+        let s = x.softmax()?.sum_axis(-1, false)?.to_vec()?;
+        println!("softmax n={n}: row sums {:?}", s);
     }
     Ok(())
 }

@@ -26,6 +26,9 @@ pub struct Context {
     /// Use the one-workgroup-per-row kernel variants (GPUs) rather than one invocation per
     /// row (CPU drivers, which vectorise across invocations and pay for barriers).
     pub(crate) group_rows: bool,
+    /// Loop iterations one invocation may run, where the driver caps them: llvmpipe ends all
+    /// loops of an invocation after 65535 iterations in total (see shaders/common.glsl).
+    pub(crate) loop_budget: Option<usize>,
 }
 
 /// A buffer a command binds, and whether the command writes it.
@@ -99,6 +102,7 @@ impl Context {
         let mem = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
         let rec = Recorder::new(device.clone(), queue)?;
         let group_rows = info.kind != "CPU";
+        let loop_budget = info.driver.to_lowercase().contains("llvmpipe").then_some(60_000);
         Ok(Context {
             info,
             device,
@@ -107,6 +111,7 @@ impl Context {
             pipelines: Mutex::new(HashMap::new()),
             rec: Mutex::new(rec),
             group_rows,
+            loop_budget,
         })
     }
 
@@ -118,6 +123,18 @@ impl Context {
         // Built outside the lock: LLVM-backed drivers take a while per pipeline.
         let p = Arc::new(kernels::build(&self.device, kernel, spec)?);
         Ok(lock(&self.pipelines).entry(key).or_insert(p).clone())
+    }
+
+    /// Fails with a clear error when a kernel would loop `iterations` times per invocation on
+    /// a driver that cannot (instead of computing a silently truncated result).
+    pub(crate) fn check_loop(&self, op: &'static str, iterations: usize, what: impl FnOnce() -> String) -> Result<()> {
+        match self.loop_budget {
+            Some(b) if iterations > b => Err(Error::op(
+                op,
+                format!("{}: needs {iterations} loop iterations per invocation, more than the {b} this driver ({}) runs", what(), self.info.driver),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Records one dispatch. Buffers are bound to bindings 0.. in order; `push` fills the push

@@ -41,6 +41,7 @@ const SCATTER_ADD: u32 = 1;
 /// out[o, r, k] = base[o, r, k] + sum over j with idx(o,j,k) == r of upd[o, j, k].
 fn scatter_add_raw(base: &Tensor, idx: &IntTensor, upd: &Tensor, axis: usize, istrides: [usize; 3], n_idx: usize) -> Result<Tensor> {
     let (outer, n_src, inner) = around(base.shape(), axis);
+    Tensor::ctx()?.check_loop("scatter_add", n_idx, || format!("{n_idx} indices along axis {axis} of {:?}", base.shape()))?;
     let st = alloc_f32(base.shape())?;
     index_kernel(SCATTER_ADD, base.storage(), idx, upd.storage(), &st, base.numel(), [outer, n_src, n_idx, inner], istrides)?;
     Ok(Tensor::leaf(base.0.shape.clone(), st))

@@ -38,6 +38,7 @@ impl Tensor {
                 Tensor::ctx()?.fill(&st, 0)?;
             } else {
                 let ctx = Tensor::ctx()?;
+                ctx.check_loop("matmul", ka, shapes)?;
                 let (tm, tn) = tile(ctx.group_rows);
                 let groups = [n.div_ceil(8 * tn) as u32, m.div_ceil(8 * tm) as u32, batch as u32];
                 if groups.iter().any(|&g| g > 65535) {

@@ -3,7 +3,9 @@
 use super::{alloc_f32, norm_axis};
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
+use crate::device::Storage;
 use crate::tensor::{IntTensor, Shape, Tensor};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum R {
@@ -12,6 +14,36 @@ enum R {
     Min,
     Argmax,
     Argmin,
+}
+
+/// Elements one invocation reduces per pass. Longer axes take several passes: this keeps each
+/// invocation under llvmpipe's limit of 65535 loop iterations and gives a pairwise-like sum.
+const CHUNK: usize = 4096;
+
+/// Reduces [outer, n, inner] into `out` ([outer, inner]), in as many passes as needed.
+fn reduce_passes(x: &Storage, op: R, outer: usize, n: usize, inner: usize, out: &Arc<Storage>) -> Result<()> {
+    let ctx = Tensor::ctx()?;
+    let arg = matches!(op, R::Argmax | R::Argmin);
+    let mut partial: Option<Arc<Storage>> = None; // the previous pass's output
+    let mut n = n;
+    loop {
+        let src = partial.as_deref().unwrap_or(x);
+        let in_pairs = (arg && partial.is_some()) as u32;
+        // One workgroup per output on GPUs for long contiguous rows (see shaders/reduce.comp).
+        let group = ctx.group_rows && inner == 1 && n >= 256 && n <= 64 * CHUNK;
+        let last = group || n <= CHUNK;
+        let chunks = if last { 1 } else { n.div_ceil(CHUNK) };
+        let dst = if last { out.clone() } else { ctx.alloc((4 * outer * chunks * inner * if arg { 2 } else { 1 }) as u64)? };
+        let outputs = (outer * chunks * inner) as u64;
+        let groups = if group { grid(outputs, 1) } else { grid(outputs, 64) };
+        let push = [outer, n, inner, if last { n.max(1) } else { CHUNK }, in_pairs as usize, (arg && !last) as usize];
+        ctx.dispatch(Kernel::Reduce, &[op as u32, group as u32], &[Bind(src, false), Bind(&dst, true)], &push.map(|v| v as u32), groups)?;
+        if last {
+            return Ok(());
+        }
+        partial = Some(dst);
+        n = chunks;
+    }
 }
 
 /// Which axes to reduce: one, or all of them.
@@ -37,20 +69,8 @@ impl Tensor {
             return Err(Error::op(name, format!("cannot reduce an empty axis of shape {shape:?}")));
         }
         let st = alloc_f32(&keep)?;
-        let outputs = (outer * inner) as u64;
-        if outputs > 0 {
-            let ctx = Tensor::ctx()?;
-            // One workgroup per output on GPUs for long contiguous rows; one invocation per
-            // output otherwise (see shaders/reduce.comp).
-            let group = ctx.group_rows && inner == 1 && n >= 256;
-            let groups = if group { grid(outputs, 1) } else { grid(outputs, 64) };
-            ctx.dispatch(
-                Kernel::Reduce,
-                &[op as u32, group as u32],
-                &[Bind(self.storage(), false), Bind(&st, true)],
-                &[outer as u32, n as u32, inner as u32],
-                groups,
-            )?;
+        if outer * inner > 0 {
+            reduce_passes(self.storage(), op, outer, n, inner, &st)?;
         }
         Ok((keep, st))
     }

@@ -27,7 +27,11 @@ impl Tensor {
         let st = alloc_f32(&out)?;
         if rows > 0 {
             let ctx = Tensor::ctx()?;
-            let group = ctx.group_rows;
+            // One invocation per row loops 3n times; a 64-lane workgroup 3n/64 (+ the tree).
+            let group = ctx.group_rows || ctx.check_loop(name, 3 * n, String::new).is_err();
+            if group {
+                ctx.check_loop(name, 3 * n.div_ceil(64) + 12, || format!("rows of {n} in {:?}", self.shape()))?;
+            }
             let groups = if group { grid(rows as u64, 1) } else { grid(rows as u64, 64) };
             ctx.dispatch(
                 Kernel::Rowwise,

@@ -547,7 +547,9 @@ fn rows(x: &RefTensor) -> impl Iterator<Item = &[f64]> {
 fn row_forward(op: Rowwise, r: &[f64]) -> Vec<f64> {
     match op {
         Rowwise::Softmax => {
-            let e: Vec<f64> = r.iter().map(|v| v.exp()).collect();
+            // e^(x_i - c) / sum e^(x_j - c) is the same number for any c; c = max keeps f64 finite.
+            let c = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = r.iter().map(|v| (v - c).exp()).collect();
             let s: f64 = e.iter().sum();
             e.iter().map(|v| v / s).collect()
         }
@@ -584,7 +586,10 @@ fn row_jacobian(op: Rowwise, r: &[f64]) -> Vec<Vec<f64>> {
         Rowwise::L2Normalize(eps) => {
             let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
             if norm > eps {
-                (0..n).map(|i| (0..n).map(|j| delta(i, j) / norm - r[i] * r[j] / norm.powi(3)).collect()).collect()
+                // (I - y yᵀ) / ||x|| with y = x / ||x||: the same value as I/||x|| - x xᵀ/||x||³,
+                // without its cancellation when one entry dominates.
+                let y: Vec<f64> = r.iter().map(|v| v / norm).collect();
+                (0..n).map(|i| (0..n).map(|j| (delta(i, j) - y[i] * y[j]) / norm).collect()).collect()
             } else {
                 (0..n).map(|i| (0..n).map(|j| delta(i, j) / eps).collect()).collect()
             }
