@@ -14,3 +14,6 @@ pub use ops::random::Rng;
 pub use ops::MAX_RANK;
 pub use tensor::{IntTensor, Shape, Tensor};
 pub mod reference;
+pub mod bench;
+pub mod nn;
+pub mod optim;

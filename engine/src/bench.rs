@@ -1,0 +1,192 @@
+//! `vkgrad bench`: medians, after warm-up, of the engine's core workloads. Numbers are for
+//! comparing builds and devices measured in one run; see docs/performance.md.
+
+use crate::device::context;
+use crate::error::Result;
+use crate::nn::Linear;
+use crate::ops::random::Rng;
+use crate::optim::Sgd;
+use crate::tensor::{IntTensor, Tensor};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    pub ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gflops: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gbps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub us_per_op: Option<f64>,
+    pub runs: usize,
+}
+
+impl BenchResult {
+    fn new(name: &str, ms: f64, runs: usize) -> Self {
+        BenchResult { name: name.into(), size: None, batch: None, ms, gflops: None, gbps: None, us_per_op: None, runs }
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{:<16}", self.name);
+        if let Some(n) = self.size {
+            s += &format!(" size {n:<5}");
+        }
+        if let Some(b) = self.batch {
+            s += &format!(" batch {b:<5}");
+        }
+        s += &format!(" {:>10.3} ms", self.ms);
+        if let Some(g) = self.gflops {
+            s += &format!("  {g:>8.2} GFLOP/s");
+        }
+        if let Some(g) = self.gbps {
+            s += &format!("  {g:>8.2} GB/s");
+        }
+        if let Some(u) = self.us_per_op {
+            s += &format!("  {u:>8.2} µs/op");
+        }
+        s + &format!("  (median of {})", self.runs)
+    }
+}
+
+/// Median wall time in ms of `f` (which must synchronise), after `warmup` untimed runs.
+fn time(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut ts = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        ts.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ts.sort_by(|a, b| a.total_cmp(b));
+    Ok(ts[runs / 2])
+}
+
+/// Runs every benchmark whose name contains `filter`, calling `report` as each finishes.
+pub fn run(filter: Option<&str>, quick: bool, mut report: impl FnMut(&BenchResult)) -> Result<Vec<BenchResult>> {
+    let ctx = context()?;
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+    let runs = if quick { 3 } else { 7 };
+    let mut out = Vec::new();
+    let mut push = |r: BenchResult, out: &mut Vec<BenchResult>| {
+        report(&r);
+        out.push(r);
+    };
+    let mut rng = Rng::new(0);
+
+    if wanted("matmul") {
+        for n in [256, 512, 1024] {
+            let a = rng.normal(&[n, n], 0.0, 1.0)?;
+            let b = rng.normal(&[n, n], 0.0, 1.0)?;
+            let ms = time(2, runs, || {
+                let _c = a.matmul(&b)?;
+                ctx.sync()
+            })?;
+            let mut r = BenchResult::new("matmul", ms, runs);
+            r.size = Some(n);
+            r.gflops = Some(2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9);
+            push(r, &mut out);
+        }
+    }
+    if wanted("add") {
+        let n = 16 * 1024 * 1024;
+        let a = rng.normal(&[n], 0.0, 1.0)?;
+        let b = rng.normal(&[n], 0.0, 1.0)?;
+        let ms = time(2, runs, || {
+            let _c = a.add(&b)?;
+            ctx.sync()
+        })?;
+        let mut r = BenchResult::new("add", ms, runs);
+        r.size = Some(n);
+        r.gbps = Some(3.0 * 4.0 * n as f64 / (ms * 1e-3) / 1e9);
+        push(r, &mut out);
+    }
+    if wanted("op_chain") {
+        let x0 = Tensor::ones(&[256])?;
+        let ops = 1000;
+        let ms = time(2, runs, || {
+            let mut x = x0.clone();
+            for _ in 0..ops {
+                x = x.mul_scalar(1.0001)?;
+            }
+            ctx.sync()
+        })?;
+        let mut r = BenchResult::new("op_chain", ms, runs);
+        r.size = Some(ops);
+        r.us_per_op = Some(ms * 1e3 / ops as f64);
+        push(r, &mut out);
+    }
+    if wanted("simclr_mlp_step") {
+        for batch in [256, 1024] {
+            let mut step = SimclrMlpStep::new(batch, &mut rng)?;
+            let ms = time(2, if quick { 2 } else { 5 }, || step.step().map(|_| ()))?;
+            let mut r = BenchResult::new("simclr_mlp_step", ms, if quick { 2 } else { 5 });
+            r.batch = Some(batch);
+            push(r, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// One SimCLR training step written directly with engine ops: encoder Linear(64,512)-ReLU-
+/// Linear(512,512)-ReLU, head Linear(512,512)-ReLU-Linear(512,128), NT-Xent (τ = 0.5) over
+/// the 2N views, backward, SGD with momentum 0.9.
+pub struct SimclrMlpStep {
+    layers: Vec<Linear>,
+    views: Tensor,
+    self_mask: Tensor,
+    positives: IntTensor,
+    sgd: Sgd,
+}
+
+impl SimclrMlpStep {
+    pub fn new(n: usize, rng: &mut Rng) -> Result<Self> {
+        let dims = [64, 512, 512, 512, 128];
+        let layers = dims.windows(2).map(|d| Linear::new(d[0], d[1], rng)).collect::<Result<Vec<_>>>()?;
+        let two_n = 2 * n;
+        // Views 2i and 2i+1... here: rows [0, N) are view 1 and [N, 2N) view 2 of the same samples.
+        let views = rng.normal(&[two_n, 64], 0.0, 1.0)?;
+        let eye: Vec<f32> = (0..two_n * two_n).map(|k| (k / two_n == k % two_n) as u8 as f32).collect();
+        let positives: Vec<u32> = (0..two_n).map(|i| ((i + n) % two_n) as u32).collect();
+        Ok(SimclrMlpStep {
+            layers,
+            views,
+            self_mask: Tensor::from_vec(eye, &[two_n, two_n])?,
+            positives: IntTensor::from_vec(positives, &[two_n, 1])?,
+            sgd: Sgd::new(0.01, 0.9),
+        })
+    }
+
+    /// One synchronised step; returns the loss.
+    pub fn step(&mut self) -> Result<f32> {
+        let mut h = self.views.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h)?;
+            if i + 1 < self.layers.len() {
+                h = h.relu()?;
+            }
+        }
+        let loss = nt_xent(&h, &self.self_mask, &self.positives, 0.5)?;
+        loss.backward()?;
+        let mut params: Vec<&mut Tensor> = self.layers.iter_mut().flat_map(|l| l.parameters_mut()).collect();
+        self.sgd.step(&mut params)?;
+        loss.item()
+    }
+}
+
+/// NT-Xent over 2N embeddings: mean over anchors of -log softmax_k≠i(sim(i,k)/τ)[positive(i)].
+fn nt_xent(z: &Tensor, self_mask: &Tensor, positives: &IntTensor, tau: f32) -> Result<Tensor> {
+    let zn = z.l2_normalize(1e-12)?;
+    let sim = Tensor::matmul_t(&zn, &zn, false, true)?.mul_scalar(1.0 / tau)?;
+    // Self-similarity is masked out (not subtracted): -inf drops it from the log-sum-exp.
+    let logits = Tensor::where_(self_mask, &Tensor::scalar(f32::NEG_INFINITY)?, &sim)?;
+    logits.log_softmax()?.gather(1, positives)?.mean_all()?.neg()
+}
