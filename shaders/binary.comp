@@ -8,6 +8,10 @@ layout(constant_id = 0) const uint OP = 0;
 layout(set = 0, binding = 0) readonly buffer A { float a[]; };
 layout(set = 0, binding = 1) readonly buffer B { float b[]; };
 layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
+// vec4 views of the same buffers for the contiguous path (4 elements per invocation).
+layout(set = 0, binding = 0) readonly buffer A4 { vec4 a4[]; };
+layout(set = 0, binding = 1) readonly buffer B4 { vec4 b4[]; };
+layout(set = 0, binding = 2) writeonly buffer C4 { vec4 c4[]; };
 layout(push_constant) uniform P {
     uint n; uint rank; uint contiguous;
     uint shape[6]; uint sa[6]; uint sb[6];
@@ -32,8 +36,17 @@ float f(float u, float v) {
 
 void main() {
     uint i = flat_id(256u);
+    if (p.contiguous != 0u) {
+        // invocation i handles elements 4i .. 4i+3
+        if (4u * i + 3u < p.n) {
+            vec4 u = a4[i], v = b4[i];
+            c4[i] = vec4(f(u.x, v.x), f(u.y, v.y), f(u.z, v.z), f(u.w, v.w));
+        } else {
+            for (uint j = 4u * i; j < p.n; ++j) c[j] = f(a[j], b[j]);
+        }
+        return;
+    }
     if (i >= p.n) return;
-    if (p.contiguous != 0u) { c[i] = f(a[i], b[i]); return; }
     uint ia = 0u, ib = 0u, rem = i;
     for (int d = int(p.rank) - 1; d >= 0; --d) {
         uint idx = rem % p.shape[d];

@@ -6,6 +6,8 @@ layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint OP = 0;
 layout(set = 0, binding = 0) readonly buffer X { float x[]; };
 layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
+layout(set = 0, binding = 0) readonly buffer X4 { vec4 x4[]; };
+layout(set = 0, binding = 1) writeonly buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform P { uint n; float s; } p;
 
 const uint NEG = 0, EXP = 1, LOG = 2, SQRT = 3, RSQRT = 4, ABS = 5, RELU = 6, SIGMOID = 7,
@@ -59,6 +61,13 @@ float f(float v) {
 }
 
 void main() {
+    // Four elements per invocation through vec4 views of the same buffers: CPU drivers pay
+    // per invocation and per load instruction, so this is ~2x faster on lavapipe.
     uint i = flat_id(256u);
-    if (i < p.n) y[i] = f(x[i]);
+    if (4u * i + 3u < p.n) {
+        vec4 v = x4[i];
+        y4[i] = vec4(f(v.x), f(v.y), f(v.z), f(v.w));
+    } else {
+        for (uint j = 4u * i; j < p.n; ++j) y[j] = f(x[j]);
+    }
 }

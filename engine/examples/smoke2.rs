@@ -1,16 +1,27 @@
+use std::time::Instant;
 use vkgrad::*;
 fn main() -> Result<()> {
-    // matmul with long K: do the TM/TN loops count against llvmpipe's budget?
-    for k in [1000usize, 10000, 20000, 59000] {
-        let a = Tensor::ones(&[8, k])?;
-        let b = Tensor::ones(&[k, 8])?;
-        let c = a.matmul(&b)?.to_vec()?;
-        println!("K={k}: c[0]={} (want {k})", c[0]);
-    }
-    for n in [1000usize, 30000, 100000] {
-        let x = Tensor::zeros(&[2, n])?;
-        let s = x.softmax()?.sum_axis(-1, false)?.to_vec()?;
-        println!("softmax n={n}: row sums {:?}", s);
+    let ctx = device::context()?;
+    let n = 16 * 1024 * 1024;
+    let a = Tensor::ones(&[n])?;
+    let b = Tensor::ones(&[n])?;
+    ctx.sync()?;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let _z = Tensor::zeros(&[n])?;
+        ctx.sync()?;
+        let fill = t.elapsed();
+        let t = Instant::now();
+        let _c = a.add(&b)?;
+        ctx.sync()?;
+        let add = t.elapsed();
+        let t = Instant::now();
+        let _c = a.mul_scalar(2.0)?;
+        ctx.sync()?;
+        let un = t.elapsed();
+        let t = Instant::now();
+        ctx.sync()?;
+        println!("fill {:?} add {:?} unary {:?} empty sync {:?}", fill, add, un, t.elapsed());
     }
     Ok(())
 }

@@ -37,7 +37,8 @@ impl Tensor {
                 &[op as u32],
                 &[Bind(self.storage(), false), Bind(other.storage(), false), Bind(&st, true)],
                 &push,
-                grid(n, 256),
+                // the contiguous path handles four elements per invocation
+                grid(if contiguous == 1 { n.div_ceil(4) } else { n }, 256),
             )?;
         }
         Ok(Tensor::leaf(shape, st))

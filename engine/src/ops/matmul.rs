@@ -38,16 +38,22 @@ impl Tensor {
                 Tensor::ctx()?.fill(&st, 0)?;
             } else {
                 let ctx = Tensor::ctx()?;
-                ctx.check_loop("matmul", ka, shapes)?;
-                let (tm, tn) = tile(ctx.group_rows);
+                // The vec4 path walks K in steps of 4 and loads vec4s along each operand's
+                // contiguous dimension, so all of those must be multiples of 4. It uses a fixed
+                // 8 x 8 tile, the scalar path 4 x 4 (see shaders/matmul.comp).
+                let vec = ka % 4 == 0 && (!ta || m % 4 == 0) && (tb || n % 4 == 0);
+                let (tm, tn) = if vec { (8, 8) } else { (4, 4) };
                 let groups = [n.div_ceil(8 * tn) as u32, m.div_ceil(8 * tm) as u32, batch as u32];
                 if groups.iter().any(|&g| g > 65535) {
                     return Err(Error::op("matmul", format!("{}: too large for one dispatch", shapes())));
                 }
-                let push = [m, n, ka, m * ka, ka * n, m * n, ta as usize, tb as usize].map(|v| v as u32);
+                // K loop iterations: K/4 with vec4 loads, K without.
+                ctx.check_loop("matmul", if vec { ka / 4 } else { ka }, shapes)?;
+                let push = [m, n, ka, m * ka, ka * n, m * n].map(|v| v as u32);
+                let spec = [tm as u32, tn as u32, ta as u32, tb as u32, vec as u32];
                 ctx.dispatch(
                     Kernel::Matmul,
-                    &[tm as u32, tn as u32],
+                    &spec,
                     &[Bind(a.storage(), false), Bind(b.storage(), false), Bind(&st, true)],
                     &push,
                     groups,
@@ -62,15 +68,5 @@ impl Tensor {
             let gb = if tb { Tensor::matmul_t(g, &a2, true, ta)? } else { Tensor::matmul_t(&a2, g, !ta, false)? };
             Ok(vec![Some(ga), Some(gb)])
         }))
-    }
-}
-
-/// Register tile (rows, columns per invocation). CPU drivers keep the accumulators in vector
-/// registers (4x4 of 8-lane vectors); GPUs have more registers per lane to spend.
-fn tile(gpu: bool) -> (usize, usize) {
-    if gpu {
-        (8, 8)
-    } else {
-        (4, 4)
     }
 }

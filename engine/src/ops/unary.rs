@@ -44,7 +44,7 @@ impl Tensor {
                 &[op as u32],
                 &[Bind(self.storage(), false), Bind(&st, true)],
                 &[n as u32, s.to_bits()],
-                grid(n, 256),
+                grid(n.div_ceil(4), 256),
             )?;
         }
         Ok(Tensor::leaf(self.0.shape.clone(), st))
