@@ -22,7 +22,9 @@ pub struct NoGradGuard {
 
 impl NoGradGuard {
     pub fn new() -> Self {
-        NoGradGuard { prev: GRAD_ENABLED.with(|g| g.replace(false)) }
+        NoGradGuard {
+            prev: GRAD_ENABLED.with(|g| g.replace(false)),
+        }
     }
 }
 
@@ -50,7 +52,10 @@ impl Tensor {
         if self.numel() != 1 {
             return Err(Error::op(
                 "backward",
-                format!("needs a one-element output, got shape {:?}; use backward_with(grad)", self.shape()),
+                format!(
+                    "needs a one-element output, got shape {:?}; use backward_with(grad)",
+                    self.shape()
+                ),
             ));
         }
         self.backward_with(&Tensor::ones(self.shape())?)
@@ -61,18 +66,27 @@ impl Tensor {
         if grad.shape() != self.shape() {
             return Err(Error::op(
                 "backward",
-                format!("gradient shape {:?} differs from output shape {:?}", grad.shape(), self.shape()),
+                format!(
+                    "gradient shape {:?} differs from output shape {:?}",
+                    grad.shape(),
+                    self.shape()
+                ),
             ));
         }
         if !self.0.requires_grad {
-            return Err(Error::op("backward", "the output does not depend on any tensor that requires grad"));
+            return Err(Error::op(
+                "backward",
+                "the output does not depend on any tensor that requires grad",
+            ));
         }
         let order = topological_order(self);
         let _guard = NoGradGuard::new();
         let mut grads: HashMap<u64, Tensor> = HashMap::new();
         grads.insert(self.0.id, grad.clone());
         for t in order.iter().rev() {
-            let Some(g) = grads.remove(&t.0.id) else { continue };
+            let Some(g) = grads.remove(&t.0.id) else {
+                continue;
+            };
             match &t.0.node {
                 Some(node) => {
                     let input_grads = (node.backward)(&g)?;
@@ -81,7 +95,12 @@ impl Tensor {
                         if !input.0.requires_grad {
                             continue;
                         }
-                        debug_assert_eq!(gi.shape(), input.shape(), "gradient shape of {}", node.name);
+                        debug_assert_eq!(
+                            gi.shape(),
+                            input.shape(),
+                            "gradient shape of {}",
+                            node.name
+                        );
                         let acc = match grads.remove(&input.0.id) {
                             Some(prev) => prev.add(&gi)?,
                             None => gi,

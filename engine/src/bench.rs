@@ -29,7 +29,16 @@ pub struct BenchResult {
 
 impl BenchResult {
     fn new(name: &str, ms: f64, runs: usize) -> Self {
-        BenchResult { name: name.into(), size: None, batch: None, ms, gflops: None, gbps: None, us_per_op: None, runs }
+        BenchResult {
+            name: name.into(),
+            size: None,
+            batch: None,
+            ms,
+            gflops: None,
+            gbps: None,
+            us_per_op: None,
+            runs,
+        }
     }
 
     /// One line for people.
@@ -71,7 +80,11 @@ fn time(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result
 }
 
 /// Runs every benchmark whose name contains `filter`, calling `report` as each finishes.
-pub fn run(filter: Option<&str>, quick: bool, mut report: impl FnMut(&BenchResult)) -> Result<Vec<BenchResult>> {
+pub fn run(
+    filter: Option<&str>,
+    quick: bool,
+    mut report: impl FnMut(&BenchResult),
+) -> Result<Vec<BenchResult>> {
     let ctx = context()?;
     let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
     let runs = if quick { 3 } else { 7 };
@@ -150,11 +163,16 @@ pub struct SimclrMlpStep {
 impl SimclrMlpStep {
     pub fn new(n: usize, rng: &mut Rng) -> Result<Self> {
         let dims = [64, 512, 512, 512, 128];
-        let layers = dims.windows(2).map(|d| Linear::new(d[0], d[1], rng)).collect::<Result<Vec<_>>>()?;
+        let layers = dims
+            .windows(2)
+            .map(|d| Linear::new(d[0], d[1], rng))
+            .collect::<Result<Vec<_>>>()?;
         let two_n = 2 * n;
         // Views 2i and 2i+1... here: rows [0, N) are view 1 and [N, 2N) view 2 of the same samples.
         let views = rng.normal(&[two_n, 64], 0.0, 1.0)?;
-        let eye: Vec<f32> = (0..two_n * two_n).map(|k| (k / two_n == k % two_n) as u8 as f32).collect();
+        let eye: Vec<f32> = (0..two_n * two_n)
+            .map(|k| (k / two_n == k % two_n) as u8 as f32)
+            .collect();
         let positives: Vec<u32> = (0..two_n).map(|i| ((i + n) % two_n) as u32).collect();
         Ok(SimclrMlpStep {
             layers,
@@ -176,7 +194,11 @@ impl SimclrMlpStep {
         }
         let loss = nt_xent(&h, &self.self_mask, &self.positives, 0.5)?;
         loss.backward()?;
-        let mut params: Vec<&mut Tensor> = self.layers.iter_mut().flat_map(|l| l.parameters_mut()).collect();
+        let mut params: Vec<&mut Tensor> = self
+            .layers
+            .iter_mut()
+            .flat_map(|l| l.parameters_mut())
+            .collect();
         self.sgd.step(&mut params)?;
         loss.item()
     }
@@ -188,5 +210,9 @@ fn nt_xent(z: &Tensor, self_mask: &Tensor, positives: &IntTensor, tau: f32) -> R
     let sim = Tensor::matmul_t(&zn, &zn, false, true)?.mul_scalar(1.0 / tau)?;
     // Self-similarity is masked out (not subtracted): -inf drops it from the log-sum-exp.
     let logits = Tensor::where_(self_mask, &Tensor::scalar(f32::NEG_INFINITY)?, &sim)?;
-    logits.log_softmax()?.gather(1, positives)?.mean_all()?.neg()
+    logits
+        .log_softmax()?
+        .gather(1, positives)?
+        .mean_all()?
+        .neg()
 }

@@ -35,11 +35,17 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An op error: `Error::op("matmul", format!("{a:?} x {b:?}: inner dimensions differ"))`.
     pub fn op(op: &'static str, message: impl Into<String>) -> Self {
-        Error::Op { op, message: message.into() }
+        Error::Op {
+            op,
+            message: message.into(),
+        }
     }
 
     /// Wraps any Vulkan-side error with the place it happened.
     pub fn vulkan(context: impl Into<String>, err: impl fmt::Display) -> Self {
-        Error::Vulkan { context: context.into(), message: err.to_string() }
+        Error::Vulkan {
+            context: context.into(),
+            message: err.to_string(),
+        }
     }
 }

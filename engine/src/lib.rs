@@ -13,7 +13,7 @@ pub use error::{Error, Result};
 pub use ops::random::Rng;
 pub use ops::MAX_RANK;
 pub use tensor::{IntTensor, Shape, Tensor};
-pub mod reference;
 pub mod bench;
 pub mod nn;
 pub mod optim;
+pub mod reference;

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use vkgrad::device::{self, DeviceChoice};
 
 #[derive(Parser)]
-#[command(name = "vkgrad", version, about = "A tensor engine on Vulkan with autograd, for contrastive and self-supervised learning")]
+#[command(
+    name = "vkgrad",
+    version,
+    about = "A tensor engine on Vulkan with autograd, for contrastive and self-supervised learning"
+)]
 struct Cli {
     /// Device to run on: an index or part of a name from `vkgrad devices` (default: the best
     /// by type: discrete GPU > integrated > virtual > CPU).
@@ -49,7 +53,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> vkgrad::Result<()> {
-    let choice = cli.device.as_deref().map(DeviceChoice::parse).unwrap_or(DeviceChoice::Auto);
+    let choice = cli
+        .device
+        .as_deref()
+        .map(DeviceChoice::parse)
+        .unwrap_or(DeviceChoice::Auto);
     match cli.command {
         Command::Devices { json } => {
             let devices = device::list_devices(&choice)?;
@@ -60,31 +68,54 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
             for d in &devices {
                 let mark = if d.chosen { "*" } else { " " };
                 println!("{mark} {}: {} ({})", d.index, d.name, d.kind);
-                println!("      driver {} {}, Vulkan {}", d.driver, d.driver_info, d.api_version);
+                println!(
+                    "      driver {} {}, Vulkan {}",
+                    d.driver, d.driver_info, d.api_version
+                );
                 let heaps: Vec<String> = d
                     .memory_heaps
                     .iter()
-                    .map(|h| format!("{:.1} GiB{}", h.bytes as f64 / (1u64 << 30) as f64, if h.device_local { " device-local" } else { "" }))
+                    .map(|h| {
+                        format!(
+                            "{:.1} GiB{}",
+                            h.bytes as f64 / (1u64 << 30) as f64,
+                            if h.device_local { " device-local" } else { "" }
+                        )
+                    })
                     .collect();
                 println!("      memory heaps: {}", heaps.join(", "));
-                let sg = d.subgroup_size.map_or("unknown".to_string(), |s| s.to_string());
+                let sg = d
+                    .subgroup_size
+                    .map_or("unknown".to_string(), |s| s.to_string());
                 let [x, y, z] = d.max_workgroup_size;
-                println!("      subgroup size {sg}, max workgroup {x}x{y}x{z} ({} invocations)", d.max_workgroup_invocations);
+                println!(
+                    "      subgroup size {sg}, max workgroup {x}x{y}x{z} ({} invocations)",
+                    d.max_workgroup_invocations
+                );
                 if !(d.has_compute_queue && d.push_descriptor) {
                     println!("      not usable: needs a compute queue and VK_KHR_push_descriptor");
                 }
             }
             if !devices.iter().any(|d| d.chosen) {
-                return Err(vkgrad::Error::Other(format!("no usable device for choice {choice:?}")));
+                return Err(vkgrad::Error::Other(format!(
+                    "no usable device for choice {choice:?}"
+                )));
             }
             println!("(* = the device vkgrad uses; choose with --device N|NAME or VKGRAD_DEVICE)");
             Ok(())
         }
-        Command::Bench { json, filter, quick } => {
+        Command::Bench {
+            json,
+            filter,
+            quick,
+        } => {
             device::select_device(choice)?;
             let ctx = device::context()?;
             if !json {
-                println!("device: {} ({}, {})", ctx.info.name, ctx.info.kind, ctx.info.driver);
+                println!(
+                    "device: {} ({}, {})",
+                    ctx.info.name, ctx.info.kind, ctx.info.driver
+                );
             }
             let results = vkgrad::bench::run(filter.as_deref(), quick, |r| {
                 if !json {
@@ -92,7 +123,10 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
                 }
             })?;
             if json {
-                println!("{}", serde_json::json!({ "device": ctx.info.name, "results": results }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "device": ctx.info.name, "results": results })
+                );
             }
             Ok(())
         }

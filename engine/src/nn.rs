@@ -16,7 +16,9 @@ impl Linear {
     pub fn new(fan_in: usize, fan_out: usize, rng: &mut Rng) -> Result<Linear> {
         let bound = 1.0 / (fan_in as f32).sqrt();
         Ok(Linear {
-            weight: rng.uniform(&[fan_in, fan_out], -bound, bound)?.requires_grad(),
+            weight: rng
+                .uniform(&[fan_in, fan_out], -bound, bound)?
+                .requires_grad(),
             bias: rng.uniform(&[fan_out], -bound, bound)?.requires_grad(),
         })
     }

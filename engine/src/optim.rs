@@ -17,14 +17,26 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(lr: f32, momentum: f32) -> Sgd {
-        Sgd { lr, momentum, nesterov: false, weight_decay: 0.0, velocity: Vec::new() }
+        Sgd {
+            lr,
+            momentum,
+            nesterov: false,
+            weight_decay: 0.0,
+            velocity: Vec::new(),
+        }
     }
 
     /// Updates `params` in place from their gradients (a parameter without one is left as is)
     /// and clears the gradients.
     pub fn step(&mut self, params: &mut [&mut Tensor]) -> Result<()> {
         if !(self.lr.is_finite() && self.momentum.is_finite() && self.weight_decay.is_finite()) {
-            return Err(Error::op("sgd", format!("lr {}, momentum {}, weight decay {} must be finite", self.lr, self.momentum, self.weight_decay)));
+            return Err(Error::op(
+                "sgd",
+                format!(
+                    "lr {}, momentum {}, weight decay {} must be finite",
+                    self.lr, self.momentum, self.weight_decay
+                ),
+            ));
         }
         self.velocity.resize(params.len(), None);
         no_grad(|| {
@@ -38,7 +50,11 @@ impl Sgd {
                         Some(prev) => prev.mul_scalar(self.momentum)?.add(&g)?,
                         None => g.clone(),
                     };
-                    let s = if self.nesterov { g.add(&nv.mul_scalar(self.momentum)?)? } else { nv.clone() };
+                    let s = if self.nesterov {
+                        g.add(&nv.mul_scalar(self.momentum)?)?
+                    } else {
+                        nv.clone()
+                    };
                     *v = Some(nv);
                     s
                 } else {

@@ -90,7 +90,12 @@ impl Tensor {
         if data.len() != numel(shape) {
             return Err(Error::op(
                 "from_vec",
-                format!("{} values do not fill shape {:?} ({} elements)", data.len(), shape, numel(shape)),
+                format!(
+                    "{} values do not fill shape {:?} ({} elements)",
+                    data.len(),
+                    shape,
+                    numel(shape)
+                ),
             ));
         }
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
@@ -128,13 +133,23 @@ impl Tensor {
     /// Reads the values back (submits all recorded work).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         let bytes = context()?.download(&self.0.storage, 4 * self.numel() as u64)?;
-        Ok(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::op("item", format!("shape {:?} has {} elements, not 1", self.shape(), self.numel())));
+            return Err(Error::op(
+                "item",
+                format!(
+                    "shape {:?} has {} elements, not 1",
+                    self.shape(),
+                    self.numel()
+                ),
+            ));
         }
         Ok(self.to_vec()?[0])
     }
@@ -179,7 +194,11 @@ impl Tensor {
 
     /// The gradient accumulated on this leaf by `backward`, if any.
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .grad
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn zero_grad(&self) {
@@ -223,12 +242,21 @@ impl IntTensor {
         if data.len() != numel(shape) {
             return Err(Error::op(
                 "IntTensor::from_vec",
-                format!("{} values do not fill shape {:?} ({} elements)", data.len(), shape, numel(shape)),
+                format!(
+                    "{} values do not fill shape {:?} ({} elements)",
+                    data.len(),
+                    shape,
+                    numel(shape)
+                ),
             ));
         }
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let storage = context()?.upload(&bytes)?;
-        Ok(IntTensor { shape: shape.into(), storage, host: Some(Arc::new(data)) })
+        Ok(IntTensor {
+            shape: shape.into(),
+            storage,
+            host: Some(Arc::new(data)),
+        })
     }
 
     pub fn to_vec(&self) -> Result<Vec<u32>> {
@@ -236,7 +264,10 @@ impl IntTensor {
             return Ok(h.as_ref().clone());
         }
         let bytes = context()?.download(&self.storage, 4 * numel(&self.shape) as u64)?;
-        Ok(bytes.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -249,7 +280,9 @@ impl IntTensor {
 
     /// The largest value, when known on the host (for index validation).
     pub(crate) fn host_max(&self) -> Option<u32> {
-        self.host.as_ref().map(|h| h.iter().copied().max().unwrap_or(0))
+        self.host
+            .as_ref()
+            .map(|h| h.iter().copied().max().unwrap_or(0))
     }
 
     /// The values as f32 (e.g. labels for building masks with `eq`).

@@ -13,8 +13,15 @@ use vkgrad::Tensor;
 
 /// proptest settings with the case count scaled by `VKGRAD_PROPTEST_CASES` if set.
 pub fn config(default_cases: u32) -> Config {
-    let cases = std::env::var("VKGRAD_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default_cases);
-    Config { cases, max_shrink_iters: 2000, ..Config::default() }
+    let cases = std::env::var("VKGRAD_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_cases);
+    Config {
+        cases,
+        max_shrink_iters: 2000,
+        ..Config::default()
+    }
 }
 
 // ---------------------------------------------------------------- generators
@@ -25,8 +32,15 @@ pub fn dim() -> impl Strategy<Value = usize> {
 }
 
 /// A shape of rank in `ranks` with at most `max_elems` elements.
-pub fn shape(ranks: std::ops::RangeInclusive<usize>, max_elems: usize) -> impl Strategy<Value = Vec<usize>> {
-    ranks.prop_flat_map(|r| prop::collection::vec(dim(), r)).prop_filter("too many elements", move |s| s.iter().product::<usize>() <= max_elems)
+pub fn shape(
+    ranks: std::ops::RangeInclusive<usize>,
+    max_elems: usize,
+) -> impl Strategy<Value = Vec<usize>> {
+    ranks
+        .prop_flat_map(|r| prop::collection::vec(dim(), r))
+        .prop_filter("too many elements", move |s| {
+            s.iter().product::<usize>() <= max_elems
+        })
 }
 
 /// Magnitude classes of test values.
@@ -48,17 +62,24 @@ pub fn value(m: Magnitude) -> BoxedStrategy<f32> {
         Magnitude::Large => (1e2f32..1e4).boxed(),
         Magnitude::Tiny => (-30.0f32..-3.0).prop_map(|e| 10f32.powf(e)).boxed(),
     };
-    (mag, any::<bool>()).prop_map(|(v, neg)| if neg { -v } else { v }).boxed()
+    (mag, any::<bool>())
+        .prop_map(|(v, neg)| if neg { -v } else { v })
+        .boxed()
 }
 
 /// A tensor of `shape` with values from one magnitude class.
 pub fn tensor_of(shape: Vec<usize>) -> impl Strategy<Value = RefTensor> {
     let n: usize = shape.iter().product();
-    magnitude().prop_flat_map(move |m| prop::collection::vec(value(m), n)).prop_map(move |v| RefTensor::from_f32(&shape, &v))
+    magnitude()
+        .prop_flat_map(move |m| prop::collection::vec(value(m), n))
+        .prop_map(move |v| RefTensor::from_f32(&shape, &v))
 }
 
 /// A tensor of `shape` with values drawn from `range` (for ops with a restricted domain).
-pub fn tensor_in(shape: Vec<usize>, range: std::ops::Range<f32>) -> impl Strategy<Value = RefTensor> {
+pub fn tensor_in(
+    shape: Vec<usize>,
+    range: std::ops::Range<f32>,
+) -> impl Strategy<Value = RefTensor> {
     let n: usize = shape.iter().product();
     prop::collection::vec(range, n).prop_map(move |v| RefTensor::from_f32(&shape, &v))
 }
@@ -70,7 +91,11 @@ pub fn broadcast_pair(max_elems: usize) -> impl Strategy<Value = (Vec<usize>, Ve
         let r = out.len();
         let side = move |out: Vec<usize>| {
             (0..=r, prop::collection::vec(any::<bool>(), r)).prop_map(move |(drop, ones)| {
-                out.iter().enumerate().skip(drop).map(|(i, &d)| if ones[i] { 1 } else { d }).collect::<Vec<_>>()
+                out.iter()
+                    .enumerate()
+                    .skip(drop)
+                    .map(|(i, &d)| if ones[i] { 1 } else { d })
+                    .collect::<Vec<_>>()
             })
         };
         (side(out.clone()), side(out))
@@ -90,24 +115,36 @@ pub fn host(t: &Tensor) -> RefTensor {
 /// A deterministic, non-constant upstream gradient / direction for `shape` (values in [-1, 1]).
 pub fn probe(shape: &[usize], salt: f64) -> RefTensor {
     let n: usize = shape.iter().product();
-    RefTensor::new(shape, (0..n).map(|i| ((i as f64 + 1.0) * 0.7548776662 + salt).sin()).collect())
+    RefTensor::new(
+        shape,
+        (0..n)
+            .map(|i| ((i as f64 + 1.0) * 0.7548776662 + salt).sin())
+            .collect(),
+    )
 }
 
 // ---------------------------------------------------------------- checks
 
 /// Compares GPU output with the reference; `scale` (default |want|) and `n_terms` feed the
 /// tolerance bound.
-pub fn assert_close(what: &str, got: &[f32], want: &RefTensor, scale: Option<&RefTensor>, n_terms: usize, tol: Tol) -> Result<(), TestCaseError> {
+pub fn assert_close(
+    what: &str,
+    got: &[f32],
+    want: &RefTensor,
+    scale: Option<&RefTensor>,
+    n_terms: usize,
+    tol: Tol,
+) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.len(), want.len(), "{}: length", what);
-    for i in 0..got.len() {
+    for (i, &g) in got.iter().enumerate() {
         let s = scale.map_or(want.data[i].abs(), |s| s.data[i]);
-        if !tol.accepts(got[i], want.data[i], s, n_terms) {
+        if !tol.accepts(g, want.data[i], s, n_terms) {
             return Err(TestCaseError::fail(format!(
                 "{what}: element {i} (index {:?}): gpu {} vs reference {} (|diff| {:e} > bound {:e}; shape {:?})",
                 want.index_of(i),
-                got[i],
+                g,
                 want.data[i],
-                (got[i] as f64 - want.data[i]).abs(),
+                (g as f64 - want.data[i]).abs(),
                 tol.bound(s, n_terms),
                 want.shape
             )));
@@ -115,6 +152,9 @@ pub fn assert_close(what: &str, got: &[f32], want: &RefTensor, scale: Option<&Re
     }
     Ok(())
 }
+
+/// A reference VJP: (inputs, upstream gradient) -> one gradient per input.
+pub type VjpFn<'a> = dyn Fn(&[RefTensor], &RefTensor) -> Vec<RefTensor> + 'a;
 
 /// One op under test. `inputs` are the differentiable arguments; anything else (masks,
 /// indices, axes) is captured by the closures.
@@ -124,7 +164,7 @@ pub struct OpCase<'a> {
     pub gpu: &'a dyn Fn(&[Tensor]) -> vkgrad::Result<Tensor>,
     pub reference: &'a dyn Fn(&[RefTensor]) -> RefTensor,
     /// `None` for ops without a gradient (comparisons).
-    pub vjp: Option<&'a dyn Fn(&[RefTensor], &RefTensor) -> Vec<RefTensor>>,
+    pub vjp: Option<&'a VjpFn<'a>>,
     pub tol: Tol,
     /// Per-output rounding scale and term count (sums, dot products); default |ref|, 1.
     pub scale: Option<RefTensor>,
@@ -137,10 +177,26 @@ pub struct OpCase<'a> {
 }
 
 impl<'a> OpCase<'a> {
-    pub fn new(name: &'a str, inputs: Vec<RefTensor>, gpu: &'a dyn Fn(&[Tensor]) -> vkgrad::Result<Tensor>, reference: &'a dyn Fn(&[RefTensor]) -> RefTensor) -> Self {
-        OpCase { name, inputs, gpu, reference, vjp: None, tol: tol::ELEMENTWISE, scale: None, n_terms: 1, finite_differences: true, grad_scale: 0.0 }
+    pub fn new(
+        name: &'a str,
+        inputs: Vec<RefTensor>,
+        gpu: &'a dyn Fn(&[Tensor]) -> vkgrad::Result<Tensor>,
+        reference: &'a dyn Fn(&[RefTensor]) -> RefTensor,
+    ) -> Self {
+        OpCase {
+            name,
+            inputs,
+            gpu,
+            reference,
+            vjp: None,
+            tol: tol::ELEMENTWISE,
+            scale: None,
+            n_terms: 1,
+            finite_differences: true,
+            grad_scale: 0.0,
+        }
     }
-    pub fn vjp(mut self, f: &'a dyn Fn(&[RefTensor], &RefTensor) -> Vec<RefTensor>) -> Self {
+    pub fn vjp(mut self, f: &'a VjpFn<'a>) -> Self {
         self.vjp = Some(f);
         self
     }
@@ -165,10 +221,18 @@ impl<'a> OpCase<'a> {
     /// Runs all three checks.
     pub fn check(&self) -> Result<(), TestCaseError> {
         let leaves: Vec<Tensor> = self.inputs.iter().map(|t| gpu(t).requires_grad()).collect();
-        let y = (self.gpu)(&leaves).map_err(|e| TestCaseError::fail(format!("{}: {e}", self.name)))?;
+        let y =
+            (self.gpu)(&leaves).map_err(|e| TestCaseError::fail(format!("{}: {e}", self.name)))?;
         let want = (self.reference)(&self.inputs);
         prop_assert_eq!(y.shape(), &want.shape[..], "{}: output shape", self.name);
-        assert_close(&format!("{} forward", self.name), &y.to_vec().unwrap(), &want, self.scale.as_ref(), self.n_terms, self.tol)?;
+        assert_close(
+            &format!("{} forward", self.name),
+            &y.to_vec().unwrap(),
+            &want,
+            self.scale.as_ref(),
+            self.n_terms,
+            self.tol,
+        )?;
         let Some(vjp) = self.vjp else { return Ok(()) };
         if want.data.iter().any(|v| !v.is_finite()) {
             return Ok(()); // gradients of overflowed outputs are not comparable
@@ -176,15 +240,33 @@ impl<'a> OpCase<'a> {
         let c = probe(&want.shape, 0.25);
         let ref_grads = vjp(&self.inputs, &c);
         // GPU gradient vs reference gradient.
-        y.backward_with(&gpu(&c)).map_err(|e| TestCaseError::fail(format!("{} backward: {e}", self.name)))?;
+        y.backward_with(&gpu(&c))
+            .map_err(|e| TestCaseError::fail(format!("{} backward: {e}", self.name)))?;
         for (k, (leaf, g_ref)) in leaves.iter().zip(&ref_grads).enumerate() {
             if g_ref.data.iter().any(|v| !v.is_finite()) {
                 continue;
             }
-            let g = leaf.grad().map(|g| g.to_vec().unwrap()).unwrap_or_else(|| vec![0.0; g_ref.len()]);
+            let g = leaf
+                .grad()
+                .map(|g| g.to_vec().unwrap())
+                .unwrap_or_else(|| vec![0.0; g_ref.len()]);
             let gmax = g_ref.data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            let scale = RefTensor::new(&g_ref.shape, g_ref.data.iter().map(|v| v.abs() + gmax + self.grad_scale).collect());
-            assert_close(&format!("{} gradient of input {k}", self.name), &g, g_ref, Some(&scale), 1, tol::GRADIENT)?;
+            let scale = RefTensor::new(
+                &g_ref.shape,
+                g_ref
+                    .data
+                    .iter()
+                    .map(|v| v.abs() + gmax + self.grad_scale)
+                    .collect(),
+            );
+            assert_close(
+                &format!("{} gradient of input {k}", self.name),
+                &g,
+                g_ref,
+                Some(&scale),
+                1,
+                tol::GRADIENT,
+            )?;
         }
         if self.finite_differences {
             self.check_finite_differences(&c, &ref_grads)?;
@@ -195,13 +277,25 @@ impl<'a> OpCase<'a> {
     /// Directional central differences of phi(x) = <c, f(x)> along a probe direction v (scaled
     /// per element by |x_j|),
     /// against <grad, v> from the reference VJP.
-    fn check_finite_differences(&self, c: &RefTensor, grads: &[RefTensor]) -> Result<(), TestCaseError> {
+    fn check_finite_differences(
+        &self,
+        c: &RefTensor,
+        grads: &[RefTensor],
+    ) -> Result<(), TestCaseError> {
         // The f64 rounding in phi is relative to the magnitude of what was summed: |y|, or
         // the op's own scale (sum of |terms|) where intermediate terms cancel.
         let phi = |inputs: &[RefTensor]| -> (f64, f64) {
             let y = (self.reference)(inputs);
-            let mag = |i: usize| self.scale.as_ref().map_or(0.0, |s| s.data[i]).max(y.data[i].abs());
-            (y.data.iter().zip(&c.data).map(|(a, b)| a * b).sum(), (0..y.len()).map(|i| mag(i) * c.data[i].abs()).sum())
+            let mag = |i: usize| {
+                self.scale
+                    .as_ref()
+                    .map_or(0.0, |s| s.data[i])
+                    .max(y.data[i].abs())
+            };
+            (
+                y.data.iter().zip(&c.data).map(|(a, b)| a * b).sum(),
+                (0..y.len()).map(|i| mag(i) * c.data[i].abs()).sum(),
+            )
         };
         for k in 0..self.inputs.len() {
             // Relative steps: element j moves by h * |x_j| (1e-3 where x_j = 0), so small
@@ -220,7 +314,12 @@ impl<'a> OpCase<'a> {
             };
             let ((p, pabs), (m, _)) = (phi(&shifted(h)), phi(&shifted(-h)));
             let fd = (p - m) / (2.0 * h);
-            let terms: Vec<f64> = grads[k].data.iter().zip(&v.data).map(|(g, d)| g * d).collect();
+            let terms: Vec<f64> = grads[k]
+                .data
+                .iter()
+                .zip(&v.data)
+                .map(|(g, d)| g * d)
+                .collect();
             let an: f64 = terms.iter().sum();
             let scale: f64 = terms.iter().map(|t| t.abs()).sum();
             let bound = tol::FINITE_DIFFERENCE_REL * scale + 1e3 * f64::EPSILON * pabs / h;

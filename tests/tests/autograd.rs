@@ -9,8 +9,18 @@ fn t(v: &[f32]) -> Tensor {
 #[test]
 fn gradients_accumulate_across_backward_calls() {
     let x = t(&[1.0, 2.0]).requires_grad();
-    x.mul_scalar(3.0).unwrap().sum_all().unwrap().backward().unwrap();
-    x.mul_scalar(3.0).unwrap().sum_all().unwrap().backward().unwrap();
+    x.mul_scalar(3.0)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    x.mul_scalar(3.0)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     assert_eq!(x.grad().unwrap().to_vec().unwrap(), vec![6.0, 6.0]);
     x.zero_grad();
     assert!(x.grad().is_none());
@@ -20,7 +30,14 @@ fn gradients_accumulate_across_backward_calls() {
 fn a_tensor_used_twice_gets_both_contributions() {
     // y = x*x + x  ->  dy/dx = 2x + 1 (a diamond in the graph)
     let x = t(&[1.0, -2.0, 3.0]).requires_grad();
-    x.mul(&x).unwrap().add(&x).unwrap().sum_all().unwrap().backward().unwrap();
+    x.mul(&x)
+        .unwrap()
+        .add(&x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     assert_eq!(x.grad().unwrap().to_vec().unwrap(), vec![3.0, -3.0, 7.0]);
 }
 
@@ -29,7 +46,13 @@ fn no_grad_records_nothing_and_detach_stops_gradients() {
     let x = t(&[1.0, 2.0]).requires_grad();
     let y = no_grad(|| x.mul_scalar(2.0).unwrap());
     assert!(!y.is_requires_grad());
-    assert!(y.sum_all().unwrap().backward().unwrap_err().to_string().contains("does not depend on any tensor that requires grad"));
+    assert!(y
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap_err()
+        .to_string()
+        .contains("does not depend on any tensor that requires grad"));
     // z = x * detach(x): gradient flows only through the first factor
     let z = x.mul(&x.detach()).unwrap().sum_all().unwrap();
     z.backward().unwrap();
@@ -48,8 +71,15 @@ fn backward_with_an_upstream_gradient() {
         assert!((a - b).abs() <= 1e-5 * b.abs());
     }
     let e = y.backward_with(&t(&[1.0])).unwrap_err().to_string();
-    assert_eq!(e, "backward: gradient shape [1] differs from output shape [3]");
-    assert!(y.backward().unwrap_err().to_string().contains("needs a one-element output"));
+    assert_eq!(
+        e,
+        "backward: gradient shape [1] differs from output shape [3]"
+    );
+    assert!(y
+        .backward()
+        .unwrap_err()
+        .to_string()
+        .contains("needs a one-element output"));
 }
 
 #[test]

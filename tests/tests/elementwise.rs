@@ -34,7 +34,16 @@ fn gpu_unary(op: Unary, x: &Tensor) -> vkgrad::Result<Tensor> {
 }
 
 fn is_transcendental(op: Unary) -> bool {
-    matches!(op, Unary::Exp | Unary::Log | Unary::Sqrt | Unary::Rsqrt | Unary::Sigmoid | Unary::Tanh | Unary::Powf(_))
+    matches!(
+        op,
+        Unary::Exp
+            | Unary::Log
+            | Unary::Sqrt
+            | Unary::Rsqrt
+            | Unary::Sigmoid
+            | Unary::Tanh
+            | Unary::Powf(_)
+    )
 }
 
 /// Where the op has a kink or a domain edge, and the domain to draw from.
@@ -52,14 +61,35 @@ fn domain(op: Unary) -> Option<std::ops::Range<f32>> {
 fn unary_op() -> impl Strategy<Value = Unary> {
     let s = prop_oneof![Just(0.0f64), Just(0.5), Just(-1.25), Just(3.0)];
     prop_oneof![
-        Just(Unary::Neg), Just(Unary::Exp), Just(Unary::Log), Just(Unary::Sqrt), Just(Unary::Rsqrt),
-        Just(Unary::Abs), Just(Unary::Relu), Just(Unary::Sigmoid), Just(Unary::Tanh),
-        prop_oneof![Just(2.0f64), Just(3.0), Just(0.5), Just(-1.0), Just(1.7), Just(0.0)].prop_map(Unary::Powf),
-        s.clone().prop_map(Unary::AddS), s.clone().prop_map(Unary::SubS), s.clone().prop_map(Unary::MulS),
-        prop_oneof![Just(0.5f64), Just(-3.0)].prop_map(Unary::DivS), s.clone().prop_map(Unary::RsubS),
+        Just(Unary::Neg),
+        Just(Unary::Exp),
+        Just(Unary::Log),
+        Just(Unary::Sqrt),
+        Just(Unary::Rsqrt),
+        Just(Unary::Abs),
+        Just(Unary::Relu),
+        Just(Unary::Sigmoid),
+        Just(Unary::Tanh),
+        prop_oneof![
+            Just(2.0f64),
+            Just(3.0),
+            Just(0.5),
+            Just(-1.0),
+            Just(1.7),
+            Just(0.0)
+        ]
+        .prop_map(Unary::Powf),
+        s.clone().prop_map(Unary::AddS),
+        s.clone().prop_map(Unary::SubS),
+        s.clone().prop_map(Unary::MulS),
+        prop_oneof![Just(0.5f64), Just(-3.0)].prop_map(Unary::DivS),
+        s.clone().prop_map(Unary::RsubS),
         prop_oneof![Just(1.0f64), Just(-2.5)].prop_map(Unary::RdivS),
-        s.clone().prop_map(Unary::MaxS), s.clone().prop_map(Unary::MinS),
-        s.clone().prop_map(Unary::GtS), s.clone().prop_map(Unary::GeS), s.prop_map(Unary::EqS),
+        s.clone().prop_map(Unary::MaxS),
+        s.clone().prop_map(Unary::MinS),
+        s.clone().prop_map(Unary::GtS),
+        s.clone().prop_map(Unary::GeS),
+        s.prop_map(Unary::EqS),
     ]
 }
 
@@ -89,7 +119,13 @@ fn unary_case() -> impl Strategy<Value = (Unary, RefTensor)> {
             Some(r) => tensor_in(s, r).boxed(),
             None => tensor_of(s).boxed(),
         };
-        (Just(op), t.prop_map(move |t| match kink(op) { Some(k) => away_from(t, k, 1e-3), None => t }))
+        (
+            Just(op),
+            t.prop_map(move |t| match kink(op) {
+                Some(k) => away_from(t, k, 1e-3),
+                None => t,
+            }),
+        )
     })
 }
 
@@ -185,7 +221,15 @@ fn special_values() {
         let t = Tensor::from_slice(&xs, &[xs.len()]).unwrap();
         let got = gpu_unary(op, &t).unwrap().to_vec().unwrap();
         let want = r::unary(op, &RefTensor::from_f32(&[xs.len()], &xs));
-        assert_close(&format!("{op:?} on {xs:?}"), &got, &want, None, 1, tol::TRANSCENDENTAL).unwrap();
+        assert_close(
+            &format!("{op:?} on {xs:?}"),
+            &got,
+            &want,
+            None,
+            1,
+            tol::TRANSCENDENTAL,
+        )
+        .unwrap();
     }
 }
 
@@ -194,7 +238,12 @@ fn broadcast_errors_name_the_shapes() {
     let a = Tensor::zeros(&[3, 4]).unwrap();
     let b = Tensor::zeros(&[5]).unwrap();
     let e = a.add(&b).unwrap_err().to_string();
-    assert_eq!(e, "add: [3, 4] and [5] cannot be broadcast together (dimension 1: 4 vs 5)");
-    let e = Tensor::from_vec(vec![1.0; 5], &[2, 3]).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "add: [3, 4] and [5] cannot be broadcast together (dimension 1: 4 vs 5)"
+    );
+    let e = Tensor::from_vec(vec![1.0; 5], &[2, 3])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("5 values do not fill shape [2, 3]"), "{e}");
 }

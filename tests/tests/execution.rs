@@ -27,7 +27,10 @@ fn sizes_across_workgroup_edges() {
     for n in [1usize, 255, 256, 257, 300, 65_537] {
         let x = Tensor::from_vec((0..n).map(|i| i as f32).collect(), &[n]).unwrap();
         let y = x.add_scalar(1.0).unwrap().to_vec().unwrap();
-        assert!(y.iter().enumerate().all(|(i, v)| *v == i as f32 + 1.0), "n = {n}");
+        assert!(
+            y.iter().enumerate().all(|(i, v)| *v == i as f32 + 1.0),
+            "n = {n}"
+        );
     }
 }
 
@@ -40,7 +43,10 @@ fn sums_longer_than_the_lavapipe_loop_limit() {
         assert_eq!(x.sum_all().unwrap().item().unwrap(), n as f32, "n = {n}");
     }
     let x = Tensor::ones(&[3, 200_000]).unwrap();
-    assert_eq!(x.sum_axis(1, false).unwrap().to_vec().unwrap(), vec![200_000.0; 3]);
+    assert_eq!(
+        x.sum_axis(1, false).unwrap().to_vec().unwrap(),
+        vec![200_000.0; 3]
+    );
     let idx = x.argmax(1, false).unwrap().to_vec().unwrap();
     assert_eq!(idx, vec![0, 0, 0]); // all tied: first index
     let mut v = vec![0.0f32; 300_000];

@@ -5,18 +5,36 @@ use vkgrad::{IntTensor, Tensor};
 use vkgrad_tests::*;
 
 /// A tensor, an axis, and indices valid along that axis.
-fn indexed(idx_len: impl Strategy<Value = usize> + Clone + 'static) -> impl Strategy<Value = (RefTensor, usize, usize, Vec<u32>)> {
-    shape(1..=4, 2000).prop_flat_map(move |s| {
-        let r = s.len();
-        (Just(s), 0..r, idx_len.clone())
-    }).prop_flat_map(|(s, ax, m)| {
-        let d = s[ax] as u32;
-        (tensor_of(s), Just(ax), Just(m), prop::collection::vec(0..d, 1..=1))
-            .prop_flat_map(move |(x, ax, m, _)| {
-                let count = { let mut sh = x.shape.clone(); sh[ax] = m; sh.iter().product::<usize>() };
-                (Just(x), Just(ax), Just(m), prop::collection::vec(0..d, count))
-            })
-    })
+fn indexed(
+    idx_len: impl Strategy<Value = usize> + Clone + 'static,
+) -> impl Strategy<Value = (RefTensor, usize, usize, Vec<u32>)> {
+    shape(1..=4, 2000)
+        .prop_flat_map(move |s| {
+            let r = s.len();
+            (Just(s), 0..r, idx_len.clone())
+        })
+        .prop_flat_map(|(s, ax, m)| {
+            let d = s[ax] as u32;
+            (
+                tensor_of(s),
+                Just(ax),
+                Just(m),
+                prop::collection::vec(0..d, 1..=1),
+            )
+                .prop_flat_map(move |(x, ax, m, _)| {
+                    let count = {
+                        let mut sh = x.shape.clone();
+                        sh[ax] = m;
+                        sh.iter().product::<usize>()
+                    };
+                    (
+                        Just(x),
+                        Just(ax),
+                        Just(m),
+                        prop::collection::vec(0..d, count),
+                    )
+                })
+        })
 }
 
 proptest! {
@@ -63,9 +81,19 @@ proptest! {
 fn out_of_range_indices_are_errors() {
     let x = Tensor::zeros(&[4, 3]).unwrap();
     let idx = IntTensor::from_vec(vec![0, 4], &[2]).unwrap();
-    assert_eq!(x.index_select(0, &idx).unwrap_err().to_string(), "index_select: index 4 is out of range for axis 0 of [4, 3] (size 4)");
+    assert_eq!(
+        x.index_select(0, &idx).unwrap_err().to_string(),
+        "index_select: index 4 is out of range for axis 0 of [4, 3] (size 4)"
+    );
     let g = IntTensor::from_vec(vec![0, 1, 2, 3, 0, 1], &[2, 3]).unwrap();
-    assert!(x.gather(1, &g).unwrap_err().to_string().contains("must match [4, 3] in every dimension but 1"));
+    assert!(x
+        .gather(1, &g)
+        .unwrap_err()
+        .to_string()
+        .contains("must match [4, 3] in every dimension but 1"));
     let labels = IntTensor::from_vec(vec![3, 1, 2], &[3]).unwrap();
-    assert_eq!(labels.to_f32().unwrap().to_vec().unwrap(), vec![3.0, 1.0, 2.0]);
+    assert_eq!(
+        labels.to_f32().unwrap().to_vec().unwrap(),
+        vec![3.0, 1.0, 2.0]
+    );
 }

@@ -5,7 +5,11 @@ use vkgrad::Tensor;
 use vkgrad_tests::*;
 
 fn stored(rows: usize, cols: usize, t: bool) -> (usize, usize) {
-    if t { (cols, rows) } else { (rows, cols) }
+    if t {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    }
 }
 
 /// Half the sizes are multiples of 4, so the vec4 kernel path (all of M, K, N aligned) and
@@ -15,15 +19,23 @@ fn mdim() -> impl Strategy<Value = usize> {
 }
 
 fn matmul_case() -> impl Strategy<Value = (RefTensor, RefTensor, bool, bool)> {
-    (prop::collection::vec(1usize..=3, 0..=1), mdim(), mdim(), mdim(), any::<bool>(), any::<bool>()).prop_flat_map(|(batch, m, k, n, ta, tb)| {
-        let (ar, ac) = stored(m, k, ta);
-        let (br, bc) = stored(k, n, tb);
-        let mut sa = batch.clone();
-        sa.extend([ar, ac]);
-        let mut sb = batch;
-        sb.extend([br, bc]);
-        (tensor_of(sa), tensor_of(sb), Just(ta), Just(tb))
-    })
+    (
+        prop::collection::vec(1usize..=3, 0..=1),
+        mdim(),
+        mdim(),
+        mdim(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_flat_map(|(batch, m, k, n, ta, tb)| {
+            let (ar, ac) = stored(m, k, ta);
+            let (br, bc) = stored(k, n, tb);
+            let mut sa = batch.clone();
+            sa.extend([ar, ac]);
+            let mut sb = batch;
+            sb.extend([br, bc]);
+            (tensor_of(sa), tensor_of(sb), Just(ta), Just(tb))
+        })
 }
 
 proptest! {
@@ -45,24 +57,57 @@ proptest! {
 fn larger_than_one_tile_in_every_direction() {
     // 67 x 131 x 45: not a multiple of any tile size.
     let (m, k, n) = (67, 131, 45);
-    let a = RefTensor::new(&[m, k], (0..m * k).map(|i| ((i * 7 % 13) as f64 - 6.0) / 4.0).collect());
-    let b = RefTensor::new(&[k, n], (0..k * n).map(|i| ((i * 5 % 11) as f64 - 5.0) / 8.0).collect());
+    let a = RefTensor::new(
+        &[m, k],
+        (0..m * k)
+            .map(|i| ((i * 7 % 13) as f64 - 6.0) / 4.0)
+            .collect(),
+    );
+    let b = RefTensor::new(
+        &[k, n],
+        (0..k * n)
+            .map(|i| ((i * 5 % 11) as f64 - 5.0) / 8.0)
+            .collect(),
+    );
     let got = gpu(&a).matmul(&gpu(&b)).unwrap().to_vec().unwrap();
     let (want, scale) = r::matmul(&a, &b, false, false);
-    assert_close("matmul 67x131x45", &got, &want, Some(&scale), k, tol::ACCUMULATE).unwrap();
+    assert_close(
+        "matmul 67x131x45",
+        &got,
+        &want,
+        Some(&scale),
+        k,
+        tol::ACCUMULATE,
+    )
+    .unwrap();
 }
 
 #[test]
 fn shape_errors_name_both_shapes() {
     let a = Tensor::zeros(&[3, 4]).unwrap();
     let b = Tensor::zeros(&[5, 6]).unwrap();
-    assert_eq!(a.matmul(&b).unwrap_err().to_string(), "matmul: [3, 4] x [5, 6]: inner dimensions differ (4 vs 5)");
+    assert_eq!(
+        a.matmul(&b).unwrap_err().to_string(),
+        "matmul: [3, 4] x [5, 6]: inner dimensions differ (4 vs 5)"
+    );
     let c = Tensor::zeros(&[2, 3, 4]).unwrap();
     let d = Tensor::zeros(&[3, 4, 5]).unwrap();
-    assert_eq!(c.matmul(&d).unwrap_err().to_string(), "matmul: [2, 3, 4] x [3, 4, 5]: batch dimensions differ");
+    assert_eq!(
+        c.matmul(&d).unwrap_err().to_string(),
+        "matmul: [2, 3, 4] x [3, 4, 5]: batch dimensions differ"
+    );
     let v = Tensor::zeros(&[4]).unwrap();
-    assert!(a.matmul(&v).unwrap_err().to_string().contains("at least 2 dimensions"));
+    assert!(a
+        .matmul(&v)
+        .unwrap_err()
+        .to_string()
+        .contains("at least 2 dimensions"));
     // transposed: [4, 3]ᵀ x [4, 5] is fine
     let at = Tensor::zeros(&[4, 3]).unwrap();
-    assert_eq!(Tensor::matmul_t(&at, &Tensor::zeros(&[4, 5]).unwrap(), true, false).unwrap().shape(), &[3, 5]);
+    assert_eq!(
+        Tensor::matmul_t(&at, &Tensor::zeros(&[4, 5]).unwrap(), true, false)
+            .unwrap()
+            .shape(),
+        &[3, 5]
+    );
 }

@@ -77,12 +77,28 @@ proptest! {
 #[test]
 fn movement_errors() {
     let x = Tensor::zeros(&[2, 3]).unwrap();
-    assert_eq!(x.reshape(&[4, 2]).unwrap_err().to_string(), "reshape: cannot reshape [2, 3] (6 elements) to [4, 2] (8 elements)");
-    assert!(x.permute(&[0, 0]).unwrap_err().to_string().contains("is not a permutation"));
-    assert_eq!(x.narrow(1, 2, 2).unwrap_err().to_string(), "narrow: [2, 2+2) is outside axis 1 of [2, 3]");
-    let e = Tensor::concat(&[&x, &Tensor::zeros(&[3, 3]).unwrap()], 1).unwrap_err().to_string();
+    assert_eq!(
+        x.reshape(&[4, 2]).unwrap_err().to_string(),
+        "reshape: cannot reshape [2, 3] (6 elements) to [4, 2] (8 elements)"
+    );
+    assert!(x
+        .permute(&[0, 0])
+        .unwrap_err()
+        .to_string()
+        .contains("is not a permutation"));
+    assert_eq!(
+        x.narrow(1, 2, 2).unwrap_err().to_string(),
+        "narrow: [2, 2+2) is outside axis 1 of [2, 3]"
+    );
+    let e = Tensor::concat(&[&x, &Tensor::zeros(&[3, 3]).unwrap()], 1)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("differ outside axis 1"), "{e}");
     assert!(x.expand(&[4, 3]).is_err());
     let big = Tensor::zeros(&[1, 1, 1, 1, 1, 1, 2]).unwrap();
-    assert!(big.permute(&[6, 5, 4, 3, 2, 1, 0]).unwrap_err().to_string().contains("more than the supported 6"));
+    assert!(big
+        .permute(&[6, 5, 4, 3, 2, 1, 0])
+        .unwrap_err()
+        .to_string()
+        .contains("more than the supported 6"));
 }

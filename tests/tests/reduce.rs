@@ -5,7 +5,12 @@ use vkgrad::reference::Reduce;
 use vkgrad::Tensor;
 use vkgrad_tests::*;
 
-fn gpu_reduce(op: Reduce, x: &Tensor, axis: Option<usize>, keepdim: bool) -> vkgrad::Result<Tensor> {
+fn gpu_reduce(
+    op: Reduce,
+    x: &Tensor,
+    axis: Option<usize>,
+    keepdim: bool,
+) -> vkgrad::Result<Tensor> {
     match (op, axis) {
         (Reduce::Sum, Some(a)) => x.sum_axis(a as isize, keepdim),
         (Reduce::Mean, Some(a)) => x.mean_axis(a as isize, keepdim),
@@ -22,7 +27,11 @@ fn gpu_reduce(op: Reduce, x: &Tensor, axis: Option<usize>, keepdim: bool) -> vkg
 fn reduce_case() -> impl Strategy<Value = (RefTensor, Option<usize>, bool)> {
     shape(1..=4, 4000).prop_flat_map(|s| {
         let r = s.len();
-        (tensor_of(s), prop::option::weighted(0.8, 0..r), any::<bool>())
+        (
+            tensor_of(s),
+            prop::option::weighted(0.8, 0..r),
+            any::<bool>(),
+        )
     })
 }
 
@@ -66,9 +75,14 @@ proptest! {
 
 #[test]
 fn ties_share_the_gradient_of_max() {
-    let x = Tensor::from_vec(vec![1.0, 3.0, 3.0, 2.0], &[4]).unwrap().requires_grad();
+    let x = Tensor::from_vec(vec![1.0, 3.0, 3.0, 2.0], &[4])
+        .unwrap()
+        .requires_grad();
     x.max_all().unwrap().backward().unwrap();
-    assert_eq!(x.grad().unwrap().to_vec().unwrap(), vec![0.0, 0.5, 0.5, 0.0]);
+    assert_eq!(
+        x.grad().unwrap().to_vec().unwrap(),
+        vec![0.0, 0.5, 0.5, 0.0]
+    );
 }
 
 #[test]
@@ -78,17 +92,34 @@ fn long_rows_use_the_whole_row() {
     let x = Tensor::ones(&[n]).unwrap();
     assert_eq!(x.sum_all().unwrap().item().unwrap(), n as f32);
     let y = Tensor::from_vec((0..n).map(|i| i as f32).collect(), &[1, n]).unwrap();
-    assert_eq!(y.argmax(1, false).unwrap().to_vec().unwrap(), vec![n as u32 - 1]);
-    assert_eq!(y.max_axis(-1, false).unwrap().item().unwrap(), (n - 1) as f32);
+    assert_eq!(
+        y.argmax(1, false).unwrap().to_vec().unwrap(),
+        vec![n as u32 - 1]
+    );
+    assert_eq!(
+        y.max_axis(-1, false).unwrap().item().unwrap(),
+        (n - 1) as f32
+    );
 }
 
 #[test]
 fn reduction_errors() {
     let x = Tensor::zeros(&[2, 3]).unwrap();
-    assert_eq!(x.sum_axis(2, false).unwrap_err().to_string(), "sum: axis 2 is out of range for rank 2");
+    assert_eq!(
+        x.sum_axis(2, false).unwrap_err().to_string(),
+        "sum: axis 2 is out of range for rank 2"
+    );
     assert_eq!(x.sum_axis(-1, false).unwrap().shape(), &[2]);
-    let e = Tensor::zeros(&[0]).unwrap().max_all().unwrap_err().to_string();
+    let e = Tensor::zeros(&[0])
+        .unwrap()
+        .max_all()
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("max: cannot reduce an empty axis"), "{e}");
-    let e = Tensor::zeros(&[0]).unwrap().mean_all().unwrap_err().to_string();
+    let e = Tensor::zeros(&[0])
+        .unwrap()
+        .mean_all()
+        .unwrap_err()
+        .to_string();
     assert_eq!(e, "mean: mean of an empty tensor");
 }

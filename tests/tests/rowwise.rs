@@ -15,7 +15,13 @@ fn gpu_rowwise(op: Rowwise, x: &Tensor) -> vkgrad::Result<Tensor> {
 }
 
 fn op() -> impl Strategy<Value = Rowwise> {
-    prop_oneof![Just(Rowwise::Softmax), Just(Rowwise::LogSoftmax), Just(Rowwise::LogSumExp), Just(Rowwise::L2Normalize(1e-12)), Just(Rowwise::L2Normalize(1e-3))]
+    prop_oneof![
+        Just(Rowwise::Softmax),
+        Just(Rowwise::LogSoftmax),
+        Just(Rowwise::LogSumExp),
+        Just(Rowwise::L2Normalize(1e-12)),
+        Just(Rowwise::L2Normalize(1e-3))
+    ]
 }
 
 proptest! {
@@ -66,14 +72,29 @@ fn softmax_of_huge_logits_is_finite() {
 
 #[test]
 fn l2_normalize_handles_zero_and_extreme_rows() {
-    let x = Tensor::from_vec(vec![0.0, 0.0, 3e30, 4e30, 3e-30, 4e-30], &[3, 2]).unwrap().requires_grad();
+    let x = Tensor::from_vec(vec![0.0, 0.0, 3e30, 4e30, 3e-30, 4e-30], &[3, 2])
+        .unwrap()
+        .requires_grad();
     let y = x.l2_normalize(1e-12).unwrap();
     let v = y.to_vec().unwrap();
     assert_eq!(&v[..2], &[0.0, 0.0]); // a zero row stays zero, no NaN
-    assert!((v[2] - 0.6).abs() < 1e-6 && (v[3] - 0.8).abs() < 1e-6, "{v:?}");
+    assert!(
+        (v[2] - 0.6).abs() < 1e-6 && (v[3] - 0.8).abs() < 1e-6,
+        "{v:?}"
+    );
     // below eps the row is divided by eps: 3e-30 / 1e-12
     assert!((v[4] - 3e-18).abs() < 1e-23, "{v:?}");
     y.sum_all().unwrap().backward().unwrap();
-    assert!(x.grad().unwrap().to_vec().unwrap().iter().all(|g| g.is_finite()));
-    assert!(x.l2_normalize(0.0).unwrap_err().to_string().contains("eps must be positive"));
+    assert!(x
+        .grad()
+        .unwrap()
+        .to_vec()
+        .unwrap()
+        .iter()
+        .all(|g| g.is_finite()));
+    assert!(x
+        .l2_normalize(0.0)
+        .unwrap_err()
+        .to_string()
+        .contains("eps must be positive"));
 }

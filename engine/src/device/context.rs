@@ -12,16 +12,21 @@ use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage};
-use vulkano::device::{Device, DeviceCreateInfo, DeviceExtensions, Queue, QueueCreateInfo, QueueFlags};
+use vulkano::device::{
+    Device, DeviceCreateInfo, DeviceExtensions, Queue, QueueCreateInfo, QueueFlags,
+};
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
 use vulkano::VulkanObject;
+
+/// A kernel and its specialisation constants.
+type PipelineKey = (Kernel, SmallVec<[u32; 4]>);
 
 pub struct Context {
     pub info: DeviceInfo,
     pub(crate) device: Arc<Device>,
     pub(crate) mem: Arc<StandardMemoryAllocator>,
     pub(crate) pool: Arc<Mutex<Pool>>,
-    pipelines: Mutex<HashMap<(Kernel, SmallVec<[u32; 4]>), Arc<Pipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     rec: Mutex<Recorder>,
     /// Use the one-workgroup-per-row kernel variants (GPUs) rather than one invocation per
     /// row (CPU drivers, which vectorise across invocations and pay for barriers).
@@ -49,10 +54,15 @@ pub fn select_device(choice: DeviceChoice) -> Result<()> {
         return if same {
             Ok(())
         } else {
-            Err(Error::Other(format!("device already chosen ({}); choose before the first op", ctx.info.name)))
+            Err(Error::Other(format!(
+                "device already chosen ({}); choose before the first op",
+                ctx.info.name
+            )))
         };
     }
-    *CHOICE.lock().map_err(|_| Error::Other("device choice poisoned".into()))? = Some(choice);
+    *CHOICE
+        .lock()
+        .map_err(|_| Error::Other("device choice poisoned".into()))? = Some(choice);
     Ok(())
 }
 
@@ -60,7 +70,11 @@ pub fn select_device(choice: DeviceChoice) -> Result<()> {
 pub fn context() -> Result<&'static Context> {
     CONTEXT
         .get_or_init(|| {
-            let choice = CHOICE.lock().ok().and_then(|c| c.clone()).unwrap_or_else(DeviceChoice::from_env);
+            let choice = CHOICE
+                .lock()
+                .ok()
+                .and_then(|c| c.clone())
+                .unwrap_or_else(DeviceChoice::from_env);
             Context::new(&choice)
         })
         .as_ref()
@@ -87,22 +101,38 @@ impl Context {
             .queue_family_properties()
             .iter()
             .position(|q| q.queue_flags.intersects(QueueFlags::COMPUTE))
-            .ok_or_else(|| Error::vulkan("choosing a queue", format!("{} has no compute queue", info.name)))?
-            as u32;
+            .ok_or_else(|| {
+                Error::vulkan(
+                    "choosing a queue",
+                    format!("{} has no compute queue", info.name),
+                )
+            })? as u32;
         let (device, mut queues) = Device::new(
             pd,
             DeviceCreateInfo {
-                queue_create_infos: vec![QueueCreateInfo { queue_family_index: qf, ..Default::default() }],
-                enabled_extensions: DeviceExtensions { khr_push_descriptor: true, ..DeviceExtensions::empty() },
+                queue_create_infos: vec![QueueCreateInfo {
+                    queue_family_index: qf,
+                    ..Default::default()
+                }],
+                enabled_extensions: DeviceExtensions {
+                    khr_push_descriptor: true,
+                    ..DeviceExtensions::empty()
+                },
                 ..Default::default()
             },
         )
         .map_err(|e| Error::vulkan(format!("opening device {}", info.name), e))?;
-        let queue: Arc<Queue> = queues.next().ok_or_else(|| Error::vulkan("opening the queue", "none returned"))?;
+        let queue: Arc<Queue> = queues
+            .next()
+            .ok_or_else(|| Error::vulkan("opening the queue", "none returned"))?;
         let mem = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
         let rec = Recorder::new(device.clone(), queue)?;
         let group_rows = info.kind != "CPU";
-        let loop_budget = info.driver.to_lowercase().contains("llvmpipe").then_some(60_000);
+        let loop_budget = info
+            .driver
+            .to_lowercase()
+            .contains("llvmpipe")
+            .then_some(60_000);
         Ok(Context {
             info,
             device,
@@ -127,7 +157,12 @@ impl Context {
 
     /// Fails with a clear error when a kernel would loop `iterations` times per invocation on
     /// a driver that cannot (instead of computing a silently truncated result).
-    pub(crate) fn check_loop(&self, op: &'static str, iterations: usize, what: impl FnOnce() -> String) -> Result<()> {
+    pub(crate) fn check_loop(
+        &self,
+        op: &'static str,
+        iterations: usize,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
         match self.loop_budget {
             Some(b) if iterations > b => Err(Error::op(
                 op,
@@ -139,9 +174,22 @@ impl Context {
 
     /// Records one dispatch. Buffers are bound to bindings 0.. in order; `push` fills the push
     /// constant block from offset 0.
-    pub(crate) fn dispatch(&self, kernel: Kernel, spec: &[u32], binds: &[Bind], push: &[u32], groups: [u32; 3]) -> Result<()> {
+    pub(crate) fn dispatch(
+        &self,
+        kernel: Kernel,
+        spec: &[u32],
+        binds: &[Bind],
+        push: &[u32],
+        groups: [u32; 3],
+    ) -> Result<()> {
         let pipeline = self.pipeline(kernel, spec)?;
-        let accesses: SmallVec<[Access; 4]> = binds.iter().map(|b| Access { id: b.0.buf.id, write: b.1 }).collect();
+        let accesses: SmallVec<[Access; 4]> = binds
+            .iter()
+            .map(|b| Access {
+                id: b.0.buf.id,
+                write: b.1,
+            })
+            .collect();
         let infos: SmallVec<[vk::DescriptorBufferInfo; 4]> = binds
             .iter()
             .map(|b| {
@@ -165,7 +213,11 @@ impl Context {
         let mut rec = lock(&self.rec);
         let cb = rec.prepare(&accesses)?;
         unsafe {
-            (fns.v1_0.cmd_bind_pipeline)(cb, vk::PipelineBindPoint::COMPUTE, pipeline.pipeline.handle());
+            (fns.v1_0.cmd_bind_pipeline)(
+                cb,
+                vk::PipelineBindPoint::COMPUTE,
+                pipeline.pipeline.handle(),
+            );
             (fns.khr_push_descriptor.cmd_push_descriptor_set_khr)(
                 cb,
                 vk::PipelineBindPoint::COMPUTE,
@@ -196,10 +248,19 @@ impl Context {
     /// Fills `bytes` of `dst` with a repeated 32-bit pattern.
     pub(crate) fn fill(&self, dst: &Storage, bits: u32) -> Result<()> {
         let mut rec = lock(&self.rec);
-        let cb = rec.prepare(&[Access { id: dst.buf.id, write: true }])?;
+        let cb = rec.prepare(&[Access {
+            id: dst.buf.id,
+            write: true,
+        }])?;
         let size = dst.bytes.max(4);
         unsafe {
-            (self.device.fns().v1_0.cmd_fill_buffer)(cb, dst.buf.sub.buffer().handle(), dst.buf.sub.offset(), size, bits)
+            (self.device.fns().v1_0.cmd_fill_buffer)(
+                cb,
+                dst.buf.sub.buffer().handle(),
+                dst.buf.sub.offset(),
+                size,
+                bits,
+            )
         };
         Ok(())
     }
@@ -213,22 +274,43 @@ impl Context {
         }
         let staging = Buffer::new_slice::<u8>(
             self.mem.clone(),
-            BufferCreateInfo { usage: BufferUsage::TRANSFER_SRC, ..Default::default() },
+            BufferCreateInfo {
+                usage: BufferUsage::TRANSFER_SRC,
+                ..Default::default()
+            },
             AllocationCreateInfo {
-                memory_type_filter: MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
+                memory_type_filter: MemoryTypeFilter::PREFER_HOST
+                    | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
                 ..Default::default()
             },
             data.len() as u64,
         )
-        .map_err(|_| Error::OutOfMemory { bytes: data.len() as u64 })?;
+        .map_err(|_| Error::OutOfMemory {
+            bytes: data.len() as u64,
+        })?;
         staging
             .write()
             .map_err(|e| Error::vulkan("writing a staging buffer", e))?
             .copy_from_slice(data);
         let mut rec = lock(&self.rec);
-        let cb = rec.prepare(&[Access { id: st.buf.id, write: true }])?;
-        let region = vk::BufferCopy { src_offset: staging.offset(), dst_offset: st.buf.sub.offset(), size: data.len() as u64 };
-        unsafe { (self.device.fns().v1_0.cmd_copy_buffer)(cb, staging.buffer().handle(), st.buf.sub.buffer().handle(), 1, &region) };
+        let cb = rec.prepare(&[Access {
+            id: st.buf.id,
+            write: true,
+        }])?;
+        let region = vk::BufferCopy {
+            src_offset: staging.offset(),
+            dst_offset: st.buf.sub.offset(),
+            size: data.len() as u64,
+        };
+        unsafe {
+            (self.device.fns().v1_0.cmd_copy_buffer)(
+                cb,
+                staging.buffer().handle(),
+                st.buf.sub.buffer().handle(),
+                1,
+                &region,
+            )
+        };
         rec.keep(staging);
         Ok(st)
     }
@@ -240,9 +322,13 @@ impl Context {
         }
         let staging = Buffer::new_slice::<u8>(
             self.mem.clone(),
-            BufferCreateInfo { usage: BufferUsage::TRANSFER_DST, ..Default::default() },
+            BufferCreateInfo {
+                usage: BufferUsage::TRANSFER_DST,
+                ..Default::default()
+            },
             AllocationCreateInfo {
-                memory_type_filter: MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_RANDOM_ACCESS,
+                memory_type_filter: MemoryTypeFilter::PREFER_HOST
+                    | MemoryTypeFilter::HOST_RANDOM_ACCESS,
                 ..Default::default()
             },
             bytes,
@@ -251,14 +337,29 @@ impl Context {
         {
             let mut rec = lock(&self.rec);
             // The staging buffer is fresh, so only the source read needs tracking.
-            let cb = rec.prepare(&[Access { id: src.buf.id, write: false }])?;
-            let region = vk::BufferCopy { src_offset: src.buf.sub.offset(), dst_offset: staging.offset(), size: bytes };
+            let cb = rec.prepare(&[Access {
+                id: src.buf.id,
+                write: false,
+            }])?;
+            let region = vk::BufferCopy {
+                src_offset: src.buf.sub.offset(),
+                dst_offset: staging.offset(),
+                size: bytes,
+            };
             unsafe {
-                (self.device.fns().v1_0.cmd_copy_buffer)(cb, src.buf.sub.buffer().handle(), staging.buffer().handle(), 1, &region)
+                (self.device.fns().v1_0.cmd_copy_buffer)(
+                    cb,
+                    src.buf.sub.buffer().handle(),
+                    staging.buffer().handle(),
+                    1,
+                    &region,
+                )
             };
             rec.flush()?;
         }
-        let guard = staging.read().map_err(|e| Error::vulkan("reading a staging buffer", e))?;
+        let guard = staging
+            .read()
+            .map_err(|e| Error::vulkan("reading a staging buffer", e))?;
         Ok(guard.to_vec())
     }
 

@@ -54,7 +54,12 @@ pub(crate) fn build(device: &Arc<Device>, kernel: Kernel, spec: &[u32]) -> Resul
     let ctx = |what: &str| format!("{what} for kernel {kernel:?} {spec:?}");
     let module = kernel.load(device.clone())?;
     let module = module
-        .specialize(spec.iter().enumerate().map(|(i, v)| (i as u32, SpecializationConstant::U32(*v))).collect())
+        .specialize(
+            spec.iter()
+                .enumerate()
+                .map(|(i, v)| (i as u32, SpecializationConstant::U32(*v)))
+                .collect(),
+        )
         .map_err(|e| Error::vulkan(ctx("specialising"), e))?;
     let entry = module
         .entry_point("main")

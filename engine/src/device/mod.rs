@@ -7,10 +7,10 @@ mod pool;
 mod recorder;
 
 pub use context::{context, select_device, Context};
-pub use recorder::Stats;
 pub(crate) use context::{grid, Bind};
 pub(crate) use kernels::Kernel;
 pub(crate) use pool::Storage;
+pub use recorder::Stats;
 
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -70,7 +70,9 @@ impl DeviceChoice {
 
     /// The choice from `VKGRAD_DEVICE`, or `Auto`.
     pub fn from_env() -> Self {
-        std::env::var("VKGRAD_DEVICE").map(|v| Self::parse(&v)).unwrap_or(DeviceChoice::Auto)
+        std::env::var("VKGRAD_DEVICE")
+            .map(|v| Self::parse(&v))
+            .unwrap_or(DeviceChoice::Auto)
     }
 }
 
@@ -94,7 +96,8 @@ fn instance() -> Result<Arc<Instance>> {
                 application_name: Some("vkgrad".into()),
                 ..Default::default()
             };
-            Instance::new(library, info).map_err(|e| Error::vulkan("creating the Vulkan instance", e))
+            Instance::new(library, info)
+                .map_err(|e| Error::vulkan("creating the Vulkan instance", e))
         })
         .clone()
 }
@@ -127,7 +130,10 @@ fn describe(index: usize, pd: &PhysicalDevice) -> DeviceInfo {
         index,
         name: p.device_name.clone(),
         kind: kind_rank(p.device_type).1.to_string(),
-        driver: p.driver_name.clone().unwrap_or_else(|| format!("{:?}", p.driver_id)),
+        driver: p
+            .driver_name
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", p.driver_id)),
         driver_info: p.driver_info.clone().unwrap_or_default(),
         api_version: pd.api_version().to_string(),
         memory_heaps: mem
@@ -135,7 +141,9 @@ fn describe(index: usize, pd: &PhysicalDevice) -> DeviceInfo {
             .iter()
             .map(|h| MemoryHeap {
                 bytes: h.size,
-                device_local: h.flags.contains(vulkano::memory::MemoryHeapFlags::DEVICE_LOCAL),
+                device_local: h
+                    .flags
+                    .contains(vulkano::memory::MemoryHeapFlags::DEVICE_LOCAL),
             })
             .collect(),
         subgroup_size: p.subgroup_size,
@@ -154,27 +162,45 @@ fn describe(index: usize, pd: &PhysicalDevice) -> DeviceInfo {
 /// among the devices that can run vkgrad (a compute queue and push descriptors).
 fn choose(infos: &[DeviceInfo], choice: &DeviceChoice) -> Result<usize> {
     let usable = |d: &DeviceInfo| d.has_compute_queue && d.push_descriptor;
-    let names = || infos.iter().map(|d| format!("{}: {}", d.index, d.name)).collect::<Vec<_>>().join(", ");
+    let names = || {
+        infos
+            .iter()
+            .map(|d| format!("{}: {}", d.index, d.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let pick = |d: &DeviceInfo, asked: String| {
         if usable(d) {
             Ok(d.index)
         } else {
             Err(Error::DeviceNotFound(
                 asked,
-                format!("'{}' lacks a compute queue or VK_KHR_push_descriptor", d.name),
+                format!(
+                    "'{}' lacks a compute queue or VK_KHR_push_descriptor",
+                    d.name
+                ),
             ))
         }
     };
     match choice {
         DeviceChoice::Index(i) => match infos.get(*i) {
             Some(d) => pick(d, i.to_string()),
-            None => Err(Error::DeviceNotFound(i.to_string(), format!("there are {} devices ({})", infos.len(), names()))),
+            None => Err(Error::DeviceNotFound(
+                i.to_string(),
+                format!("there are {} devices ({})", infos.len(), names()),
+            )),
         },
         DeviceChoice::Name(n) => {
             let lower = n.to_lowercase();
-            match infos.iter().find(|d| d.name.to_lowercase().contains(&lower)) {
+            match infos
+                .iter()
+                .find(|d| d.name.to_lowercase().contains(&lower))
+            {
                 Some(d) => pick(d, n.clone()),
-                None => Err(Error::DeviceNotFound(n.clone(), format!("no device name contains it ({})", names()))),
+                None => Err(Error::DeviceNotFound(
+                    n.clone(),
+                    format!("no device name contains it ({})", names()),
+                )),
             }
         }
         DeviceChoice::Auto => infos
@@ -187,13 +213,20 @@ fn choose(infos: &[DeviceInfo], choice: &DeviceChoice) -> Result<usize> {
 }
 
 fn kind_rank_of(kind: &str) -> u32 {
-    ["discrete GPU", "integrated GPU", "virtual GPU", "CPU"].iter().position(|k| *k == kind).unwrap_or(4) as u32
+    ["discrete GPU", "integrated GPU", "virtual GPU", "CPU"]
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(4) as u32
 }
 
 /// Lists every Vulkan device, marking the one `choice` selects.
 pub fn list_devices(choice: &DeviceChoice) -> Result<Vec<DeviceInfo>> {
     let pds = physical_devices()?;
-    let mut infos: Vec<_> = pds.iter().enumerate().map(|(i, pd)| describe(i, pd)).collect();
+    let mut infos: Vec<_> = pds
+        .iter()
+        .enumerate()
+        .map(|(i, pd)| describe(i, pd))
+        .collect();
     if let Ok(i) = choose(&infos, choice) {
         infos[i].chosen = true;
     }
@@ -202,7 +235,11 @@ pub fn list_devices(choice: &DeviceChoice) -> Result<Vec<DeviceInfo>> {
 
 pub(crate) fn open(choice: &DeviceChoice) -> Result<(Arc<PhysicalDevice>, DeviceInfo)> {
     let pds = physical_devices()?;
-    let infos: Vec<_> = pds.iter().enumerate().map(|(i, pd)| describe(i, pd)).collect();
+    let infos: Vec<_> = pds
+        .iter()
+        .enumerate()
+        .map(|(i, pd)| describe(i, pd))
+        .collect();
     let i = choose(&infos, choice)?;
     let mut info = infos[i].clone();
     info.chosen = true;
@@ -233,7 +270,11 @@ mod tests {
 
     #[test]
     fn auto_prefers_discrete_then_integrated_then_cpu() {
-        let ds = vec![dev(0, "CPU", "llvmpipe"), dev(1, "integrated GPU", "Intel"), dev(2, "discrete GPU", "AMD")];
+        let ds = vec![
+            dev(0, "CPU", "llvmpipe"),
+            dev(1, "integrated GPU", "Intel"),
+            dev(2, "discrete GPU", "AMD"),
+        ];
         assert_eq!(choose(&ds, &DeviceChoice::Auto).unwrap(), 2);
         assert_eq!(choose(&ds[..2], &DeviceChoice::Auto).unwrap(), 1);
         assert_eq!(choose(&ds[..1], &DeviceChoice::Auto).unwrap(), 0);
@@ -241,12 +282,22 @@ mod tests {
 
     #[test]
     fn explicit_choice_by_index_and_name() {
-        let ds = vec![dev(0, "CPU", "llvmpipe"), dev(1, "discrete GPU", "NVIDIA H100")];
+        let ds = vec![
+            dev(0, "CPU", "llvmpipe"),
+            dev(1, "discrete GPU", "NVIDIA H100"),
+        ];
         assert_eq!(choose(&ds, &DeviceChoice::parse("0")).unwrap(), 0);
         assert_eq!(choose(&ds, &DeviceChoice::parse("h100")).unwrap(), 1);
-        let e = choose(&ds, &DeviceChoice::parse("7")).unwrap_err().to_string();
-        assert!(e.contains("device '7' not found") && e.contains("there are 2 devices"), "{e}");
-        let e = choose(&ds, &DeviceChoice::parse("radeon")).unwrap_err().to_string();
+        let e = choose(&ds, &DeviceChoice::parse("7"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("device '7' not found") && e.contains("there are 2 devices"),
+            "{e}"
+        );
+        let e = choose(&ds, &DeviceChoice::parse("radeon"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'radeon' not found"), "{e}");
     }
 
@@ -256,6 +307,9 @@ mod tests {
         d.push_descriptor = false;
         let ds = vec![d, dev(1, "CPU", "llvmpipe")];
         assert_eq!(choose(&ds, &DeviceChoice::Auto).unwrap(), 1);
-        assert!(choose(&ds, &DeviceChoice::Index(0)).unwrap_err().to_string().contains("VK_KHR_push_descriptor"));
+        assert!(choose(&ds, &DeviceChoice::Index(0))
+            .unwrap_err()
+            .to_string()
+            .contains("VK_KHR_push_descriptor"));
     }
 }

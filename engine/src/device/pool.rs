@@ -59,7 +59,11 @@ impl Context {
     /// A buffer of at least `bytes` (contents undefined), from the pool when one is free.
     pub(crate) fn alloc(&self, bytes: u64) -> Result<Arc<Storage>> {
         let class = size_class(bytes);
-        let reused = self.pool.lock().map_err(|_| Error::Other("buffer pool poisoned".into()))?.take(class);
+        let reused = self
+            .pool
+            .lock()
+            .map_err(|_| Error::Other("buffer pool poisoned".into()))?
+            .take(class);
         let buf = match reused {
             Some(b) => b,
             None => match self.new_buffer(class) {
@@ -68,22 +72,35 @@ impl Context {
                     // Return every pooled buffer to the driver and try once more. The recorder is
                     // flushed first so that no queued command refers to a freed buffer.
                     self.sync()?;
-                    self.pool.lock().map_err(|_| Error::Other("buffer pool poisoned".into()))?.clear();
+                    self.pool
+                        .lock()
+                        .map_err(|_| Error::Other("buffer pool poisoned".into()))?
+                        .clear();
                     self.new_buffer(class)?
                 }
             },
         };
-        Ok(Arc::new(Storage { buf, bytes, class, pool: self.pool.clone() }))
+        Ok(Arc::new(Storage {
+            buf,
+            bytes,
+            class,
+            pool: self.pool.clone(),
+        }))
     }
 
     fn new_buffer(&self, class: u64) -> Result<Arc<DeviceBuffer>> {
         let sub = Buffer::new_slice::<u8>(
             self.mem.clone(),
             BufferCreateInfo {
-                usage: BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST,
+                usage: BufferUsage::STORAGE_BUFFER
+                    | BufferUsage::TRANSFER_SRC
+                    | BufferUsage::TRANSFER_DST,
                 ..Default::default()
             },
-            AllocationCreateInfo { memory_type_filter: MemoryTypeFilter::PREFER_DEVICE, ..Default::default() },
+            AllocationCreateInfo {
+                memory_type_filter: MemoryTypeFilter::PREFER_DEVICE,
+                ..Default::default()
+            },
             class,
         )
         .map_err(|_| Error::OutOfMemory { bytes: class })?;

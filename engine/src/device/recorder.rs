@@ -57,9 +57,11 @@ impl Recorder {
             .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER)
             .queue_family_index(queue.queue_family_index());
         let mut pool = vk::CommandPool::null();
-        unsafe { (fns.v1_0.create_command_pool)(device.handle(), &info, std::ptr::null(), &mut pool) }
-            .result()
-            .map_err(|r| vk_err("creating the command pool", r))?;
+        unsafe {
+            (fns.v1_0.create_command_pool)(device.handle(), &info, std::ptr::null(), &mut pool)
+        }
+        .result()
+        .map_err(|r| vk_err("creating the command pool", r))?;
         let alloc = vk::CommandBufferAllocateInfo::default()
             .command_pool(pool)
             .level(vk::CommandBufferLevel::PRIMARY)
@@ -69,9 +71,16 @@ impl Recorder {
             .result()
             .map_err(|r| vk_err("allocating a command buffer", r))?;
         let mut fence = vk::Fence::null();
-        unsafe { (fns.v1_0.create_fence)(device.handle(), &vk::FenceCreateInfo::default(), std::ptr::null(), &mut fence) }
-            .result()
-            .map_err(|r| vk_err("creating a fence", r))?;
+        unsafe {
+            (fns.v1_0.create_fence)(
+                device.handle(),
+                &vk::FenceCreateInfo::default(),
+                std::ptr::null(),
+                &mut fence,
+            )
+        }
+        .result()
+        .map_err(|r| vk_err("creating a fence", r))?;
         Ok(Recorder {
             device,
             queue,
@@ -92,7 +101,8 @@ impl Recorder {
     pub fn prepare(&mut self, accesses: &[Access]) -> Result<vk::CommandBuffer> {
         let fns = self.device.fns();
         if !self.recording {
-            let begin = vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
+            let begin = vk::CommandBufferBeginInfo::default()
+                .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
             unsafe { (fns.v1_0.begin_command_buffer)(self.cb, &begin) }
                 .result()
                 .map_err(|r| vk_err("beginning a command buffer", r))?;
@@ -100,9 +110,9 @@ impl Recorder {
             // Work from earlier submits (and host writes to staging) must be visible.
             self.barrier(vk::PipelineStageFlags::ALL_COMMANDS | vk::PipelineStageFlags::HOST);
         }
-        let conflict = accesses.iter().any(|a| {
-            self.writes.contains(&a.id) || (a.write && self.reads.contains(&a.id))
-        });
+        let conflict = accesses
+            .iter()
+            .any(|a| self.writes.contains(&a.id) || (a.write && self.reads.contains(&a.id)));
         if conflict {
             self.barrier(vk::PipelineStageFlags::ALL_COMMANDS);
         }
@@ -176,22 +186,33 @@ impl Recorder {
                 0,
                 std::ptr::null(),
             );
-            (fns.v1_0.end_command_buffer)(self.cb).result().map_err(|r| vk_err("ending a command buffer", r))?;
+            (fns.v1_0.end_command_buffer)(self.cb)
+                .result()
+                .map_err(|r| vk_err("ending a command buffer", r))?;
         }
         self.recording = false;
         let cbs = [self.cb];
         let submit = vk::SubmitInfo::default().command_buffers(&cbs);
         let queue = self.queue.clone();
         let fence = self.fence;
-        let submitted = queue.with(|_guard| unsafe { (fns.v1_0.queue_submit)(queue.handle(), 1, &submit, fence) });
-        let waited = submitted.result().map_err(|r| vk_err("submitting work", r)).and_then(|_| {
-            unsafe { (fns.v1_0.wait_for_fences)(self.device.handle(), 1, &fence, vk::TRUE, u64::MAX) }
+        let submitted = queue
+            .with(|_guard| unsafe { (fns.v1_0.queue_submit)(queue.handle(), 1, &submit, fence) });
+        let waited = submitted
+            .result()
+            .map_err(|r| vk_err("submitting work", r))
+            .and_then(|_| {
+                unsafe {
+                    (fns.v1_0.wait_for_fences)(self.device.handle(), 1, &fence, vk::TRUE, u64::MAX)
+                }
                 .result()
                 .map_err(|r| vk_err("waiting for the device", r))
-        });
+            });
         let reset = unsafe {
             let fence_reset = (fns.v1_0.reset_fences)(self.device.handle(), 1, &fence);
-            fence_reset.result().and((fns.v1_0.reset_command_buffer)(self.cb, vk::CommandBufferResetFlags::empty()).result())
+            fence_reset.result().and(
+                (fns.v1_0.reset_command_buffer)(self.cb, vk::CommandBufferResetFlags::empty())
+                    .result(),
+            )
         };
         self.reads.clear();
         self.writes.clear();

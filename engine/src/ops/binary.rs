@@ -35,7 +35,11 @@ impl Tensor {
             Tensor::ctx()?.dispatch(
                 Kernel::Binary,
                 &[op as u32],
-                &[Bind(self.storage(), false), Bind(other.storage(), false), Bind(&st, true)],
+                &[
+                    Bind(self.storage(), false),
+                    Bind(other.storage(), false),
+                    Bind(&st, true),
+                ],
                 &push,
                 // the contiguous path handles four elements per invocation
                 grid(if contiguous == 1 { n.div_ceil(4) } else { n }, 256),
@@ -55,10 +59,19 @@ impl Tensor {
     ) -> Result<Tensor> {
         let y = self.binary_raw(other, op, name)?;
         let (a, b) = (self.clone(), other.clone());
-        Ok(Tensor::from_op(y.0.shape.clone(), y.0.storage.clone(), name, &[self, other], move |g| {
-            let (ga, gb) = rule(&a, &b, g)?;
-            Ok(vec![Some(ga.sum_to(a.shape())?), Some(gb.sum_to(b.shape())?)])
-        }))
+        Ok(Tensor::from_op(
+            y.0.shape.clone(),
+            y.0.storage.clone(),
+            name,
+            &[self, other],
+            move |g| {
+                let (ga, gb) = rule(&a, &b, g)?;
+                Ok(vec![
+                    Some(ga.sum_to(a.shape())?),
+                    Some(gb.sum_to(b.shape())?),
+                ])
+            },
+        ))
     }
 
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
@@ -108,17 +121,27 @@ impl Tensor {
     pub fn where_(mask: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let y = Self::where_raw(mask, a, b)?;
         let (m, sa, sb) = (mask.clone(), a.shape().to_vec(), b.shape().to_vec());
-        Ok(Tensor::from_op(y.0.shape.clone(), y.0.storage.clone(), "where", &[a, b], move |g| {
-            let zero = Tensor::zeros(&[])?;
-            Ok(vec![
-                Some(Self::where_raw(&m, g, &zero)?.sum_to(&sa)?),
-                Some(Self::where_raw(&m, &zero, g)?.sum_to(&sb)?),
-            ])
-        }))
+        Ok(Tensor::from_op(
+            y.0.shape.clone(),
+            y.0.storage.clone(),
+            "where",
+            &[a, b],
+            move |g| {
+                let zero = Tensor::zeros(&[])?;
+                Ok(vec![
+                    Some(Self::where_raw(&m, g, &zero)?.sum_to(&sa)?),
+                    Some(Self::where_raw(&m, &zero, g)?.sum_to(&sb)?),
+                ])
+            },
+        ))
     }
 
     fn where_raw(mask: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let shape = broadcast_shape("where", &broadcast_shape("where", mask.shape(), a.shape())?, b.shape())?;
+        let shape = broadcast_shape(
+            "where",
+            &broadcast_shape("where", mask.shape(), a.shape())?,
+            b.shape(),
+        )?;
         check_rank("where", &shape)?;
         let st = alloc_f32(&shape)?;
         let n = super::numel(&shape) as u64;
@@ -131,7 +154,12 @@ impl Tensor {
             Tensor::ctx()?.dispatch(
                 Kernel::Where,
                 &[],
-                &[Bind(mask.storage(), false), Bind(a.storage(), false), Bind(b.storage(), false), Bind(&st, true)],
+                &[
+                    Bind(mask.storage(), false),
+                    Bind(a.storage(), false),
+                    Bind(b.storage(), false),
+                    Bind(&st, true),
+                ],
                 &push,
                 grid(n, 256),
             )?;

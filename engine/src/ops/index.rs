@@ -8,28 +8,64 @@ use crate::tensor::{numel, IntTensor, Shape, Tensor};
 
 /// Sizes of a tensor viewed as [outer, n, inner] around `axis`.
 fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
 }
 
-fn check_indices(op: &'static str, idx: &IntTensor, bound: usize, shape: &[usize], axis: usize) -> Result<()> {
+fn check_indices(
+    op: &'static str,
+    idx: &IntTensor,
+    bound: usize,
+    shape: &[usize],
+    axis: usize,
+) -> Result<()> {
     if let Some(max) = idx.host_max() {
         if idx.numel() > 0 && max as usize >= bound {
-            return Err(Error::op(op, format!("index {max} is out of range for axis {axis} of {shape:?} (size {bound})")));
+            return Err(Error::op(
+                op,
+                format!("index {max} is out of range for axis {axis} of {shape:?} (size {bound})"),
+            ));
         }
     }
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn index_kernel(mode: u32, src: &Storage, idx: &IntTensor, upd: &Storage, out: &Storage, outputs: usize, sizes: [usize; 4], istrides: [usize; 3]) -> Result<()> {
+fn index_kernel(
+    mode: u32,
+    src: &Storage,
+    idx: &IntTensor,
+    upd: &Storage,
+    out: &Storage,
+    outputs: usize,
+    sizes: [usize; 4],
+    istrides: [usize; 3],
+) -> Result<()> {
     if outputs == 0 {
         return Ok(());
     }
-    let push = [sizes[0], sizes[1], sizes[2], sizes[3], istrides[0], istrides[1], istrides[2]].map(|v| v as u32);
+    let push = [
+        sizes[0],
+        sizes[1],
+        sizes[2],
+        sizes[3],
+        istrides[0],
+        istrides[1],
+        istrides[2],
+    ]
+    .map(|v| v as u32);
     Tensor::ctx()?.dispatch(
         Kernel::Index,
         &[mode],
-        &[Bind(src, false), Bind(&idx.storage, false), Bind(upd, false), Bind(out, true)],
+        &[
+            Bind(src, false),
+            Bind(&idx.storage, false),
+            Bind(upd, false),
+            Bind(out, true),
+        ],
         &push,
         grid(outputs as u64, 256),
     )
@@ -39,11 +75,29 @@ const GATHER: u32 = 0;
 const SCATTER_ADD: u32 = 1;
 
 /// out[o, r, k] = base[o, r, k] + sum over j with idx(o,j,k) == r of upd[o, j, k].
-fn scatter_add_raw(base: &Tensor, idx: &IntTensor, upd: &Tensor, axis: usize, istrides: [usize; 3], n_idx: usize) -> Result<Tensor> {
+fn scatter_add_raw(
+    base: &Tensor,
+    idx: &IntTensor,
+    upd: &Tensor,
+    axis: usize,
+    istrides: [usize; 3],
+    n_idx: usize,
+) -> Result<Tensor> {
     let (outer, n_src, inner) = around(base.shape(), axis);
-    Tensor::ctx()?.check_loop("scatter_add", n_idx, || format!("{n_idx} indices along axis {axis} of {:?}", base.shape()))?;
+    Tensor::ctx()?.check_loop("scatter_add", n_idx, || {
+        format!("{n_idx} indices along axis {axis} of {:?}", base.shape())
+    })?;
     let st = alloc_f32(base.shape())?;
-    index_kernel(SCATTER_ADD, base.storage(), idx, upd.storage(), &st, base.numel(), [outer, n_src, n_idx, inner], istrides)?;
+    index_kernel(
+        SCATTER_ADD,
+        base.storage(),
+        idx,
+        upd.storage(),
+        &st,
+        base.numel(),
+        [outer, n_src, n_idx, inner],
+        istrides,
+    )?;
     Ok(Tensor::leaf(base.0.shape.clone(), st))
 }
 
@@ -58,7 +112,10 @@ impl Tensor {
     pub fn index_select(&self, axis: isize, idx: &IntTensor) -> Result<Tensor> {
         let ax = norm_axis("index_select", axis, self.rank())?;
         if idx.shape.len() != 1 {
-            return Err(Error::op("index_select", format!("index must be 1-D, got shape {:?}", idx.shape)));
+            return Err(Error::op(
+                "index_select",
+                format!("index must be 1-D, got shape {:?}", idx.shape),
+            ));
         }
         let (outer, n_src, inner) = around(self.shape(), ax);
         check_indices("index_select", idx, n_src, self.shape(), ax)?;
@@ -67,11 +124,33 @@ impl Tensor {
         out[ax] = m;
         let st = alloc_f32(&out)?;
         let strides = [0, 1, 0];
-        index_kernel(GATHER, self.storage(), idx, self.storage(), &st, numel(&out), [outer, n_src, m, inner], strides)?;
+        index_kernel(
+            GATHER,
+            self.storage(),
+            idx,
+            self.storage(),
+            &st,
+            numel(&out),
+            [outer, n_src, m, inner],
+            strides,
+        )?;
         let (idx2, full) = (idx.clone(), self.shape().to_vec());
-        Ok(Tensor::from_op(out, st, "index_select", &[self], move |g| {
-            Ok(vec![Some(scatter_add_raw(&Tensor::zeros(&full)?, &idx2, g, ax, strides, m)?)])
-        }))
+        Ok(Tensor::from_op(
+            out,
+            st,
+            "index_select",
+            &[self],
+            move |g| {
+                Ok(vec![Some(scatter_add_raw(
+                    &Tensor::zeros(&full)?,
+                    &idx2,
+                    g,
+                    ax,
+                    strides,
+                    m,
+                )?)])
+            },
+        ))
     }
 
     /// PyTorch's `gather`: out[.., j, ..] = self[.., idx[.., j, ..], ..] along `axis`; `idx`
@@ -84,11 +163,33 @@ impl Tensor {
         let n_idx = idx.shape[ax];
         let st = alloc_f32(&idx.shape)?;
         let strides = [n_idx * inner, inner, 1];
-        index_kernel(GATHER, self.storage(), idx, self.storage(), &st, idx.numel(), [outer, n_src, n_idx, inner], strides)?;
+        index_kernel(
+            GATHER,
+            self.storage(),
+            idx,
+            self.storage(),
+            &st,
+            idx.numel(),
+            [outer, n_src, n_idx, inner],
+            strides,
+        )?;
         let (idx2, full) = (idx.clone(), self.shape().to_vec());
-        Ok(Tensor::from_op(idx.shape.clone(), st, "gather", &[self], move |g| {
-            Ok(vec![Some(scatter_add_raw(&Tensor::zeros(&full)?, &idx2, g, ax, strides, n_idx)?)])
-        }))
+        Ok(Tensor::from_op(
+            idx.shape.clone(),
+            st,
+            "gather",
+            &[self],
+            move |g| {
+                Ok(vec![Some(scatter_add_raw(
+                    &Tensor::zeros(&full)?,
+                    &idx2,
+                    g,
+                    ax,
+                    strides,
+                    n_idx,
+                )?)])
+            },
+        ))
     }
 
     /// PyTorch's out-of-place `scatter_add`: self with src[.., j, ..] added at
@@ -97,7 +198,14 @@ impl Tensor {
         let ax = norm_axis("scatter_add", axis, self.rank())?;
         check_like("scatter_add", self.shape(), &idx.shape, ax)?;
         if src.shape() != &idx.shape[..] {
-            return Err(Error::op("scatter_add", format!("src shape {:?} differs from index shape {:?}", src.shape(), idx.shape)));
+            return Err(Error::op(
+                "scatter_add",
+                format!(
+                    "src shape {:?} differs from index shape {:?}",
+                    src.shape(),
+                    idx.shape
+                ),
+            ));
         }
         let (_, n_src, inner) = around(self.shape(), ax);
         check_indices("scatter_add", idx, n_src, self.shape(), ax)?;
@@ -105,15 +213,22 @@ impl Tensor {
         let strides = [n_idx * inner, inner, 1];
         let y = scatter_add_raw(self, idx, src, ax, strides, n_idx)?;
         let idx2 = idx.clone();
-        Ok(Tensor::from_op(y.0.shape.clone(), y.0.storage.clone(), "scatter_add", &[self, src], move |g| {
-            Ok(vec![Some(g.clone()), Some(g.gather(ax as isize, &idx2)?)])
-        }))
+        Ok(Tensor::from_op(
+            y.0.shape.clone(),
+            y.0.storage.clone(),
+            "scatter_add",
+            &[self, src],
+            move |g| Ok(vec![Some(g.clone()), Some(g.gather(ax as isize, &idx2)?)]),
+        ))
     }
 }
 
 fn check_like(op: &'static str, shape: &[usize], idx: &[usize], ax: usize) -> Result<()> {
     if idx.len() != shape.len() || (0..shape.len()).any(|d| d != ax && idx[d] != shape[d]) {
-        return Err(Error::op(op, format!("index shape {idx:?} must match {shape:?} in every dimension but {ax}")));
+        return Err(Error::op(
+            op,
+            format!("index shape {idx:?} must match {shape:?} in every dimension but {ax}"),
+        ));
     }
     Ok(())
 }

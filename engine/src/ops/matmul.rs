@@ -16,18 +16,41 @@ impl Tensor {
     /// Leading (batch) dimensions must be equal.
     pub fn matmul_t(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<Tensor> {
         let (sa, sb) = (a.shape(), b.shape());
-        let shapes = || format!("{sa:?}{} x {sb:?}{}", if ta { "ᵀ" } else { "" }, if tb { "ᵀ" } else { "" });
+        let shapes = || {
+            format!(
+                "{sa:?}{} x {sb:?}{}",
+                if ta { "ᵀ" } else { "" },
+                if tb { "ᵀ" } else { "" }
+            )
+        };
         if sa.len() < 2 || sb.len() < 2 {
-            return Err(Error::op("matmul", format!("{}: both operands need at least 2 dimensions", shapes())));
+            return Err(Error::op(
+                "matmul",
+                format!("{}: both operands need at least 2 dimensions", shapes()),
+            ));
         }
         let (ra, rb) = (sa.len(), sb.len());
         if sa[..ra - 2] != sb[..rb - 2] {
-            return Err(Error::op("matmul", format!("{}: batch dimensions differ", shapes())));
+            return Err(Error::op(
+                "matmul",
+                format!("{}: batch dimensions differ", shapes()),
+            ));
         }
-        let (m, ka) = if ta { (sa[ra - 1], sa[ra - 2]) } else { (sa[ra - 2], sa[ra - 1]) };
-        let (kb, n) = if tb { (sb[rb - 1], sb[rb - 2]) } else { (sb[rb - 2], sb[rb - 1]) };
+        let (m, ka) = if ta {
+            (sa[ra - 1], sa[ra - 2])
+        } else {
+            (sa[ra - 2], sa[ra - 1])
+        };
+        let (kb, n) = if tb {
+            (sb[rb - 1], sb[rb - 2])
+        } else {
+            (sb[rb - 2], sb[rb - 1])
+        };
         if ka != kb {
-            return Err(Error::op("matmul", format!("{}: inner dimensions differ ({ka} vs {kb})", shapes())));
+            return Err(Error::op(
+                "matmul",
+                format!("{}: inner dimensions differ ({ka} vs {kb})", shapes()),
+            ));
         }
         let batch: usize = sa[..ra - 2].iter().product();
         let mut out: Shape = sa[..ra - 2].into();
@@ -43,9 +66,16 @@ impl Tensor {
                 // 8 x 8 tile, the scalar path 4 x 4 (see shaders/matmul.comp).
                 let vec = ka % 4 == 0 && (!ta || m % 4 == 0) && (tb || n % 4 == 0);
                 let (tm, tn) = if vec { (8, 8) } else { (4, 4) };
-                let groups = [n.div_ceil(8 * tn) as u32, m.div_ceil(8 * tm) as u32, batch as u32];
+                let groups = [
+                    n.div_ceil(8 * tn) as u32,
+                    m.div_ceil(8 * tm) as u32,
+                    batch as u32,
+                ];
                 if groups.iter().any(|&g| g > 65535) {
-                    return Err(Error::op("matmul", format!("{}: too large for one dispatch", shapes())));
+                    return Err(Error::op(
+                        "matmul",
+                        format!("{}: too large for one dispatch", shapes()),
+                    ));
                 }
                 // K loop iterations: K/4 with vec4 loads, K without.
                 ctx.check_loop("matmul", if vec { ka / 4 } else { ka }, shapes)?;
@@ -54,7 +84,11 @@ impl Tensor {
                 ctx.dispatch(
                     Kernel::Matmul,
                     &spec,
-                    &[Bind(a.storage(), false), Bind(b.storage(), false), Bind(&st, true)],
+                    &[
+                        Bind(a.storage(), false),
+                        Bind(b.storage(), false),
+                        Bind(&st, true),
+                    ],
                     &push,
                     groups,
                 )?;
@@ -64,8 +98,16 @@ impl Tensor {
         Ok(Tensor::from_op(out, st, "matmul", &[a, b], move |g| {
             // C = op(A) op(B):  dop(A) = G op(B)ᵀ,  dop(B) = op(A)ᵀ G; a transposed operand
             // takes the transpose of that, written as another flag choice rather than a copy.
-            let ga = if ta { Tensor::matmul_t(&b2, g, tb, true)? } else { Tensor::matmul_t(g, &b2, false, !tb)? };
-            let gb = if tb { Tensor::matmul_t(g, &a2, true, ta)? } else { Tensor::matmul_t(&a2, g, !ta, false)? };
+            let ga = if ta {
+                Tensor::matmul_t(&b2, g, tb, true)?
+            } else {
+                Tensor::matmul_t(g, &b2, false, !tb)?
+            };
+            let gb = if tb {
+                Tensor::matmul_t(g, &a2, true, ta)?
+            } else {
+                Tensor::matmul_t(&a2, g, !ta, false)?
+            };
             Ok(vec![Some(ga), Some(gb)])
         }))
     }

@@ -21,7 +21,13 @@ pub const MAX_RANK: usize = 6;
 
 pub(crate) fn check_rank(op: &'static str, shape: &[usize]) -> Result<()> {
     if shape.len() > MAX_RANK {
-        return Err(Error::op(op, format!("shape {shape:?} has rank {}, more than the supported {MAX_RANK}", shape.len())));
+        return Err(Error::op(
+            op,
+            format!(
+                "shape {shape:?} has rank {}, more than the supported {MAX_RANK}",
+                shape.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -31,13 +37,28 @@ pub(crate) fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Res
     let r = a.len().max(b.len());
     let mut out = Shape::with_capacity(r);
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out.push(match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => return Err(Error::op(op, format!("{a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})"))),
+            _ => {
+                return Err(Error::op(
+                    op,
+                    format!(
+                    "{a:?} and {b:?} cannot be broadcast together (dimension {i}: {da} vs {db})"
+                ),
+                ))
+            }
         });
     }
     Ok(out)
@@ -59,7 +80,11 @@ pub(crate) fn broadcast_strides(src: &[usize], out: &[usize]) -> [u32; MAX_RANK]
     let mut res = [0u32; MAX_RANK];
     let off = out.len() - src.len();
     for (i, &d) in src.iter().enumerate() {
-        res[off + i] = if d == 1 && out[off + i] != 1 { 0 } else { st[i] as u32 };
+        res[off + i] = if d == 1 && out[off + i] != 1 {
+            0
+        } else {
+            st[i] as u32
+        };
     }
     res
 }
@@ -76,7 +101,10 @@ pub(crate) fn pad6(v: &[usize]) -> [u32; MAX_RANK] {
 pub(crate) fn norm_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize> {
     let a = if axis < 0 { axis + rank as isize } else { axis };
     if a < 0 || a >= rank as isize {
-        return Err(Error::op(op, format!("axis {axis} is out of range for rank {rank}")));
+        return Err(Error::op(
+            op,
+            format!("axis {axis} is out of range for rank {rank}"),
+        ));
     }
     Ok(a as usize)
 }

@@ -7,7 +7,15 @@ use crate::error::{Error, Result};
 use crate::tensor::{numel, Shape, Tensor};
 
 /// dst[d_off + sum idx*ds] = src[s_off + sum idx*ss] for idx over `shape`.
-fn strided_copy(src: &Storage, s_off: usize, ss: &[u32; MAX_RANK], dst: &Storage, d_off: usize, ds: &[u32; MAX_RANK], shape: &[usize]) -> Result<()> {
+fn strided_copy(
+    src: &Storage,
+    s_off: usize,
+    ss: &[u32; MAX_RANK],
+    dst: &Storage,
+    d_off: usize,
+    ds: &[u32; MAX_RANK],
+    shape: &[usize],
+) -> Result<()> {
     let n = numel(shape) as u64;
     if n == 0 {
         return Ok(());
@@ -16,7 +24,13 @@ fn strided_copy(src: &Storage, s_off: usize, ss: &[u32; MAX_RANK], dst: &Storage
     push.extend(pad6(shape));
     push.extend(ss);
     push.extend(ds);
-    Tensor::ctx()?.dispatch(Kernel::Copy, &[], &[Bind(src, false), Bind(dst, true)], &push, grid(n, 256))
+    Tensor::ctx()?.dispatch(
+        Kernel::Copy,
+        &[],
+        &[Bind(src, false), Bind(dst, true)],
+        &push,
+        grid(n, 256),
+    )
 }
 
 fn to6(v: &[usize]) -> [u32; MAX_RANK] {
@@ -29,36 +43,71 @@ impl Tensor {
         if numel(shape) != self.numel() {
             return Err(Error::op(
                 "reshape",
-                format!("cannot reshape {:?} ({} elements) to {:?} ({} elements)", self.shape(), self.numel(), shape, numel(shape)),
+                format!(
+                    "cannot reshape {:?} ({} elements) to {:?} ({} elements)",
+                    self.shape(),
+                    self.numel(),
+                    shape,
+                    numel(shape)
+                ),
             ));
         }
         let orig: Shape = self.shape().into();
-        Ok(Tensor::from_op(shape.into(), self.0.storage.clone(), "reshape", &[self], move |g| Ok(vec![Some(g.reshape(&orig)?)])))
+        Ok(Tensor::from_op(
+            shape.into(),
+            self.0.storage.clone(),
+            "reshape",
+            &[self],
+            move |g| Ok(vec![Some(g.reshape(&orig)?)]),
+        ))
     }
 
     /// Reorders dimensions: output dimension i is input dimension `dims[i]`.
     pub fn permute(&self, dims: &[usize]) -> Result<Tensor> {
         let r = self.rank();
         let mut seen = vec![false; r];
-        if dims.len() != r || dims.iter().any(|&d| d >= r || std::mem::replace(&mut seen[d], true)) {
-            return Err(Error::op("permute", format!("{dims:?} is not a permutation of the {r} dimensions of {:?}", self.shape())));
+        if dims.len() != r
+            || dims
+                .iter()
+                .any(|&d| d >= r || std::mem::replace(&mut seen[d], true))
+        {
+            return Err(Error::op(
+                "permute",
+                format!(
+                    "{dims:?} is not a permutation of the {r} dimensions of {:?}",
+                    self.shape()
+                ),
+            ));
         }
         check_rank("permute", self.shape())?;
         let out: Shape = dims.iter().map(|&d| self.shape()[d]).collect();
         let st_in = strides(self.shape());
         let ss: Vec<usize> = dims.iter().map(|&d| st_in[d]).collect();
         let st = alloc_f32(&out)?;
-        strided_copy(self.storage(), 0, &to6(&ss), &st, 0, &to6(&strides(&out)), &out)?;
+        strided_copy(
+            self.storage(),
+            0,
+            &to6(&ss),
+            &st,
+            0,
+            &to6(&strides(&out)),
+            &out,
+        )?;
         let mut inverse = vec![0; r];
         for (i, &d) in dims.iter().enumerate() {
             inverse[d] = i;
         }
-        Ok(Tensor::from_op(out, st, "permute", &[self], move |g| Ok(vec![Some(g.permute(&inverse)?)])))
+        Ok(Tensor::from_op(out, st, "permute", &[self], move |g| {
+            Ok(vec![Some(g.permute(&inverse)?)])
+        }))
     }
 
     /// Swaps two dimensions.
     pub fn transpose(&self, a: isize, b: isize) -> Result<Tensor> {
-        let (a, b) = (norm_axis("transpose", a, self.rank())?, norm_axis("transpose", b, self.rank())?);
+        let (a, b) = (
+            norm_axis("transpose", a, self.rank())?,
+            norm_axis("transpose", b, self.rank())?,
+        );
         let mut dims: Vec<usize> = (0..self.rank()).collect();
         dims.swap(a, b);
         self.permute(&dims)
@@ -69,35 +118,63 @@ impl Tensor {
         let ax = norm_axis("narrow", axis, self.rank())?;
         let size = self.shape()[ax];
         if start.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::op("narrow", format!("[{start}, {start}+{len}) is outside axis {ax} of {:?}", self.shape())));
+            return Err(Error::op(
+                "narrow",
+                format!(
+                    "[{start}, {start}+{len}) is outside axis {ax} of {:?}",
+                    self.shape()
+                ),
+            ));
         }
         check_rank("narrow", self.shape())?;
         let mut out: Shape = self.shape().into();
         out[ax] = len;
         let ss = strides(self.shape());
         let st = alloc_f32(&out)?;
-        strided_copy(self.storage(), start * ss[ax], &to6(&ss), &st, 0, &to6(&strides(&out)), &out)?;
+        strided_copy(
+            self.storage(),
+            start * ss[ax],
+            &to6(&ss),
+            &st,
+            0,
+            &to6(&strides(&out)),
+            &out,
+        )?;
         let full: Shape = self.shape().into();
         Ok(Tensor::from_op(out, st, "narrow", &[self], move |g| {
             // The gradient of a slice is the slice's gradient placed in zeros.
             let z = alloc_f32(&full)?;
             Tensor::ctx()?.fill(&z, 0)?;
             let ds = strides(&full);
-            strided_copy(g.storage(), 0, &to6(&strides(g.shape())), &z, start * ds[ax], &to6(&ds), g.shape())?;
+            strided_copy(
+                g.storage(),
+                0,
+                &to6(&strides(g.shape())),
+                &z,
+                start * ds[ax],
+                &to6(&ds),
+                g.shape(),
+            )?;
             Ok(vec![Some(Tensor::leaf(full.clone(), z))])
         }))
     }
 
     /// Joins tensors along `axis`; all other dimensions must agree.
     pub fn concat(tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::op("concat", "no tensors given"))?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::op("concat", "no tensors given"))?;
         let ax = norm_axis("concat", axis, first.rank())?;
         check_rank("concat", first.shape())?;
         for t in tensors {
-            let same = t.rank() == first.rank() && (0..t.rank()).all(|d| d == ax || t.shape()[d] == first.shape()[d]);
+            let same = t.rank() == first.rank()
+                && (0..t.rank()).all(|d| d == ax || t.shape()[d] == first.shape()[d]);
             if !same {
                 let shapes: Vec<_> = tensors.iter().map(|t| t.shape().to_vec()).collect();
-                return Err(Error::op("concat", format!("shapes {shapes:?} differ outside axis {ax}")));
+                return Err(Error::op(
+                    "concat",
+                    format!("shapes {shapes:?} differ outside axis {ax}"),
+                ));
             }
         }
         let mut out: Shape = first.shape().into();
@@ -107,7 +184,15 @@ impl Tensor {
         let mut offset = 0;
         let mut sizes = Vec::new();
         for t in tensors {
-            strided_copy(t.storage(), 0, &to6(&strides(t.shape())), &st, offset * ds[ax], &to6(&ds), t.shape())?;
+            strided_copy(
+                t.storage(),
+                0,
+                &to6(&strides(t.shape())),
+                &st,
+                offset * ds[ax],
+                &to6(&ds),
+                t.shape(),
+            )?;
             offset += t.shape()[ax];
             sizes.push(t.shape()[ax]);
         }
@@ -126,16 +211,33 @@ impl Tensor {
     pub fn expand(&self, shape: &[usize]) -> Result<Tensor> {
         let target = super::broadcast_shape("expand", self.shape(), shape)?;
         if &target[..] != shape {
-            return Err(Error::op("expand", format!("{:?} cannot be expanded to {shape:?}", self.shape())));
+            return Err(Error::op(
+                "expand",
+                format!("{:?} cannot be expanded to {shape:?}", self.shape()),
+            ));
         }
         if self.shape() == shape {
             return Ok(self.clone());
         }
         check_rank("expand", shape)?;
         let st = alloc_f32(shape)?;
-        strided_copy(self.storage(), 0, &broadcast_strides(self.shape(), shape), &st, 0, &to6(&strides(shape)), shape)?;
+        strided_copy(
+            self.storage(),
+            0,
+            &broadcast_strides(self.shape(), shape),
+            &st,
+            0,
+            &to6(&strides(shape)),
+            shape,
+        )?;
         let src: Shape = self.shape().into();
-        Ok(Tensor::from_op(shape.into(), st, "expand", &[self], move |g| Ok(vec![Some(g.sum_to(&src)?)])))
+        Ok(Tensor::from_op(
+            shape.into(),
+            st,
+            "expand",
+            &[self],
+            move |g| Ok(vec![Some(g.sum_to(&src)?)]),
+        ))
     }
 
     /// Alias of [`Tensor::expand`], by NumPy's name.

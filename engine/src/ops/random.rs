@@ -22,15 +22,38 @@ impl Rng {
         Rng { seed, offset: 0 }
     }
 
-    fn draw(&mut self, shape: &[usize], dist: u32, a: f32, b: f32) -> Result<std::sync::Arc<crate::device::Storage>> {
+    fn draw(
+        &mut self,
+        shape: &[usize],
+        dist: u32,
+        a: f32,
+        b: f32,
+    ) -> Result<std::sync::Arc<crate::device::Storage>> {
         let n = numel(shape);
         if n as u64 > u32::MAX as u64 {
-            return Err(Error::op("random", format!("shape {shape:?} has more than 2^32 elements")));
+            return Err(Error::op(
+                "random",
+                format!("shape {shape:?} has more than 2^32 elements"),
+            ));
         }
         let st = alloc_f32(shape)?;
         if n > 0 {
-            let push = [n as u32, self.seed as u32, (self.seed >> 32) as u32, self.offset, dist, a.to_bits(), b.to_bits()];
-            Tensor::ctx()?.dispatch(Kernel::Random, &[], &[Bind(&st, true)], &push, grid(n as u64, 256))?;
+            let push = [
+                n as u32,
+                self.seed as u32,
+                (self.seed >> 32) as u32,
+                self.offset,
+                dist,
+                a.to_bits(),
+                b.to_bits(),
+            ];
+            Tensor::ctx()?.dispatch(
+                Kernel::Random,
+                &[],
+                &[Bind(&st, true)],
+                &push,
+                grid(n as u64, 256),
+            )?;
         }
         self.offset = self.offset.wrapping_add(1);
         Ok(st)
@@ -39,21 +62,37 @@ impl Rng {
     /// Uniform on [lo, hi).
     pub fn uniform(&mut self, shape: &[usize], lo: f32, hi: f32) -> Result<Tensor> {
         if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
-            return Err(Error::op("uniform", format!("needs finite lo <= hi, got [{lo}, {hi})")));
+            return Err(Error::op(
+                "uniform",
+                format!("needs finite lo <= hi, got [{lo}, {hi})"),
+            ));
         }
-        Ok(Tensor::leaf(shape.into(), self.draw(shape, UNIFORM, lo, hi)?))
+        Ok(Tensor::leaf(
+            shape.into(),
+            self.draw(shape, UNIFORM, lo, hi)?,
+        ))
     }
 
     /// Normal with the given mean and standard deviation (Box-Muller).
     pub fn normal(&mut self, shape: &[usize], mean: f32, std: f32) -> Result<Tensor> {
         if !(mean.is_finite() && std.is_finite() && std >= 0.0) {
-            return Err(Error::op("normal", format!("needs finite mean and std >= 0, got mean {mean}, std {std}")));
+            return Err(Error::op(
+                "normal",
+                format!("needs finite mean and std >= 0, got mean {mean}, std {std}"),
+            ));
         }
-        Ok(Tensor::leaf(shape.into(), self.draw(shape, NORMAL, mean, std)?))
+        Ok(Tensor::leaf(
+            shape.into(),
+            self.draw(shape, NORMAL, mean, std)?,
+        ))
     }
 
     /// The raw 32-bit Philox outputs (first word of each counter block).
     pub fn bits(&mut self, shape: &[usize]) -> Result<IntTensor> {
-        Ok(IntTensor { shape: shape.into(), storage: self.draw(shape, BITS, 0.0, 0.0)?, host: None })
+        Ok(IntTensor {
+            shape: shape.into(),
+            storage: self.draw(shape, BITS, 0.0, 0.0)?,
+            host: None,
+        })
     }
 }

@@ -1,9 +1,9 @@
 //! Reductions along one axis or all axes, with keepdim (`shaders/reduce.comp`).
 
 use super::{alloc_f32, norm_axis};
+use crate::device::Storage;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
-use crate::device::Storage;
 use crate::tensor::{IntTensor, Shape, Tensor};
 use std::sync::Arc;
 
@@ -21,7 +21,14 @@ enum R {
 const CHUNK: usize = 4096;
 
 /// Reduces [outer, n, inner] into `out` ([outer, inner]), in as many passes as needed.
-fn reduce_passes(x: &Storage, op: R, outer: usize, n: usize, inner: usize, out: &Arc<Storage>) -> Result<()> {
+fn reduce_passes(
+    x: &Storage,
+    op: R,
+    outer: usize,
+    n: usize,
+    inner: usize,
+    out: &Arc<Storage>,
+) -> Result<()> {
     let ctx = Tensor::ctx()?;
     let arg = matches!(op, R::Argmax | R::Argmin);
     let mut partial: Option<Arc<Storage>> = None; // the previous pass's output
@@ -30,14 +37,35 @@ fn reduce_passes(x: &Storage, op: R, outer: usize, n: usize, inner: usize, out: 
         let src = partial.as_deref().unwrap_or(x);
         let in_pairs = (arg && partial.is_some()) as u32;
         // One workgroup per output on GPUs for long contiguous rows (see shaders/reduce.comp).
-        let group = ctx.group_rows && inner == 1 && n >= 256 && n <= 64 * CHUNK;
+        let group = ctx.group_rows && inner == 1 && (256..=64 * CHUNK).contains(&n);
         let last = group || n <= CHUNK;
         let chunks = if last { 1 } else { n.div_ceil(CHUNK) };
-        let dst = if last { out.clone() } else { ctx.alloc((4 * outer * chunks * inner * if arg { 2 } else { 1 }) as u64)? };
+        let dst = if last {
+            out.clone()
+        } else {
+            ctx.alloc((4 * outer * chunks * inner * if arg { 2 } else { 1 }) as u64)?
+        };
         let outputs = (outer * chunks * inner) as u64;
-        let groups = if group { grid(outputs, 1) } else { grid(outputs, 64) };
-        let push = [outer, n, inner, if last { n.max(1) } else { CHUNK }, in_pairs as usize, (arg && !last) as usize];
-        ctx.dispatch(Kernel::Reduce, &[op as u32, group as u32], &[Bind(src, false), Bind(&dst, true)], &push.map(|v| v as u32), groups)?;
+        let groups = if group {
+            grid(outputs, 1)
+        } else {
+            grid(outputs, 64)
+        };
+        let push = [
+            outer,
+            n,
+            inner,
+            if last { n.max(1) } else { CHUNK },
+            in_pairs as usize,
+            (arg && !last) as usize,
+        ];
+        ctx.dispatch(
+            Kernel::Reduce,
+            &[op as u32, group as u32],
+            &[Bind(src, false), Bind(&dst, true)],
+            &push.map(|v| v as u32),
+            groups,
+        )?;
         if last {
             return Ok(());
         }
@@ -55,18 +83,31 @@ enum Axes {
 
 impl Tensor {
     /// Returns (keepdim output shape, storage).
-    fn reduce_raw(&self, op: R, axes: Axes, name: &'static str) -> Result<(Shape, std::sync::Arc<crate::device::Storage>)> {
+    fn reduce_raw(
+        &self,
+        op: R,
+        axes: Axes,
+        name: &'static str,
+    ) -> Result<(Shape, std::sync::Arc<crate::device::Storage>)> {
         let shape = self.shape();
         let (outer, n, inner, keep): (usize, usize, usize, Shape) = match axes {
             Axes::All => (1, self.numel(), 1, smallvec::smallvec![1; shape.len()]),
             Axes::One(ax) => {
                 let mut keep: Shape = shape.into();
                 keep[ax] = 1;
-                (shape[..ax].iter().product(), shape[ax], shape[ax + 1..].iter().product(), keep)
+                (
+                    shape[..ax].iter().product(),
+                    shape[ax],
+                    shape[ax + 1..].iter().product(),
+                    keep,
+                )
             }
         };
         if n == 0 && op != R::Sum {
-            return Err(Error::op(name, format!("cannot reduce an empty axis of shape {shape:?}")));
+            return Err(Error::op(
+                name,
+                format!("cannot reduce an empty axis of shape {shape:?}"),
+            ));
         }
         let st = alloc_f32(&keep)?;
         if outer * inner > 0 {
@@ -79,7 +120,12 @@ impl Tensor {
         match (keepdim, axes) {
             (true, _) => keep.clone(),
             (false, Axes::All) => Shape::new(),
-            (false, Axes::One(ax)) => keep.iter().enumerate().filter(|(i, _)| *i != ax).map(|(_, d)| *d).collect(),
+            (false, Axes::One(ax)) => keep
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != ax)
+                .map(|(_, d)| *d)
+                .collect(),
         }
     }
 
@@ -92,13 +138,27 @@ impl Tensor {
         };
         let out = Self::out_shape(&keep, axes, keepdim);
         let sum = Tensor::leaf(out.clone(), st);
-        let y = if mean { sum.mul_scalar(1.0 / count as f32)? } else { sum };
+        let y = if mean {
+            sum.mul_scalar(1.0 / count as f32)?
+        } else {
+            sum
+        };
         let in_shape: Shape = self.shape().into();
-        Ok(Tensor::from_op(out, y.0.storage.clone(), name, &[self], move |g| {
-            // d sum / dx_i = 1 (mean: 1/count): broadcast g back over the reduced axes.
-            let g = g.reshape(&keep)?.expand(&in_shape)?;
-            Ok(vec![Some(if mean { g.mul_scalar(1.0 / count as f32)? } else { g })])
-        }))
+        Ok(Tensor::from_op(
+            out,
+            y.0.storage.clone(),
+            name,
+            &[self],
+            move |g| {
+                // d sum / dx_i = 1 (mean: 1/count): broadcast g back over the reduced axes.
+                let g = g.reshape(&keep)?.expand(&in_shape)?;
+                Ok(vec![Some(if mean {
+                    g.mul_scalar(1.0 / count as f32)?
+                } else {
+                    g
+                })])
+            },
+        ))
     }
 
     /// max or min; the gradient is shared evenly among the elements equal to the result
@@ -121,7 +181,11 @@ impl Tensor {
     fn arg_impl(&self, axis: isize, keepdim: bool, op: R, name: &'static str) -> Result<IntTensor> {
         let ax = norm_axis(name, axis, self.rank())?;
         let (keep, storage) = self.reduce_raw(op, Axes::One(ax), name)?;
-        Ok(IntTensor { shape: Self::out_shape(&keep, Axes::One(ax), keepdim), storage, host: None })
+        Ok(IntTensor {
+            shape: Self::out_shape(&keep, Axes::One(ax), keepdim),
+            storage,
+            host: None,
+        })
     }
 
     /// Sum over `axis` (negative counts from the end).
@@ -136,7 +200,10 @@ impl Tensor {
     pub fn mean_axis(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
         let ax = norm_axis("mean", axis, self.rank())?;
         if self.shape()[ax] == 0 {
-            return Err(Error::op("mean", format!("mean of an empty axis of shape {:?}", self.shape())));
+            return Err(Error::op(
+                "mean",
+                format!("mean of an empty axis of shape {:?}", self.shape()),
+            ));
         }
         self.sum_impl(Axes::One(ax), keepdim, true)
     }

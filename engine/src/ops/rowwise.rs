@@ -17,22 +17,38 @@ enum W {
 impl Tensor {
     fn rowwise_raw(&self, op: W, eps: f32, name: &'static str) -> Result<Tensor> {
         let Some(&n) = self.shape().last() else {
-            return Err(Error::op(name, "needs at least one dimension (it works along the last)"));
+            return Err(Error::op(
+                name,
+                "needs at least one dimension (it works along the last)",
+            ));
         };
         if n == 0 && op == W::LogSumExp {
-            return Err(Error::op(name, format!("the last axis of {:?} is empty", self.shape())));
+            return Err(Error::op(
+                name,
+                format!("the last axis of {:?} is empty", self.shape()),
+            ));
         }
-        let rows = if n == 0 { 0 } else { self.numel() / n };
-        let out: Shape = if op == W::LogSumExp { self.shape()[..self.rank() - 1].into() } else { self.shape().into() };
+        let rows = self.numel().checked_div(n).unwrap_or(0);
+        let out: Shape = if op == W::LogSumExp {
+            self.shape()[..self.rank() - 1].into()
+        } else {
+            self.shape().into()
+        };
         let st = alloc_f32(&out)?;
         if rows > 0 {
             let ctx = Tensor::ctx()?;
             // One invocation per row loops 3n times; a 64-lane workgroup 3n/64 (+ the tree).
             let group = ctx.group_rows || ctx.check_loop(name, 3 * n, String::new).is_err();
             if group {
-                ctx.check_loop(name, 3 * n.div_ceil(64) + 12, || format!("rows of {n} in {:?}", self.shape()))?;
+                ctx.check_loop(name, 3 * n.div_ceil(64) + 12, || {
+                    format!("rows of {n} in {:?}", self.shape())
+                })?;
             }
-            let groups = if group { grid(rows as u64, 1) } else { grid(rows as u64, 64) };
+            let groups = if group {
+                grid(rows as u64, 1)
+            } else {
+                grid(rows as u64, 64)
+            };
             ctx.dispatch(
                 Kernel::Rowwise,
                 &[op as u32, group as u32],
@@ -44,27 +60,48 @@ impl Tensor {
         Ok(Tensor::leaf(out, st))
     }
 
-    fn rowwise(&self, op: W, eps: f32, name: &'static str, rule: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static) -> Result<Tensor> {
+    fn rowwise(
+        &self,
+        op: W,
+        eps: f32,
+        name: &'static str,
+        rule: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
+    ) -> Result<Tensor> {
         let y = self.rowwise_raw(op, eps, name)?;
         let (x, yd) = (self.clone(), y.detach());
-        Ok(Tensor::from_op(y.0.shape.clone(), y.0.storage.clone(), name, &[self], move |g| Ok(vec![Some(rule(&x, &yd, g)?)])))
+        Ok(Tensor::from_op(
+            y.0.shape.clone(),
+            y.0.storage.clone(),
+            name,
+            &[self],
+            move |g| Ok(vec![Some(rule(&x, &yd, g)?)]),
+        ))
     }
 
     /// Softmax over the last axis. dx = y (g - sum(g y)).
     pub fn softmax(&self) -> Result<Tensor> {
-        self.rowwise(W::Softmax, 0.0, "softmax", |_, y, g| y.mul(&g.sub(&g.mul(y)?.sum_axis(-1, true)?)?))
+        self.rowwise(W::Softmax, 0.0, "softmax", |_, y, g| {
+            y.mul(&g.sub(&g.mul(y)?.sum_axis(-1, true)?)?)
+        })
     }
 
     /// Log-softmax over the last axis. dx = g - softmax(x) sum(g).
     pub fn log_softmax(&self) -> Result<Tensor> {
-        self.rowwise(W::LogSoftmax, 0.0, "log_softmax", |_, y, g| g.sub(&y.exp()?.mul(&g.sum_axis(-1, true)?)?))
+        self.rowwise(W::LogSoftmax, 0.0, "log_softmax", |_, y, g| {
+            g.sub(&y.exp()?.mul(&g.sum_axis(-1, true)?)?)
+        })
     }
 
     /// log(sum(exp(x))) over the last axis (which is removed). dx = g softmax(x).
     pub fn logsumexp(&self) -> Result<Tensor> {
         self.rowwise(W::LogSumExp, 0.0, "logsumexp", |x, _, g| {
-            let keep: Shape = x.shape()[..x.rank() - 1].iter().copied().chain([1]).collect();
-            x.rowwise_raw(W::Softmax, 0.0, "logsumexp")?.mul(&g.reshape(&keep)?)
+            let keep: Shape = x.shape()[..x.rank() - 1]
+                .iter()
+                .copied()
+                .chain([1])
+                .collect();
+            x.rowwise_raw(W::Softmax, 0.0, "logsumexp")?
+                .mul(&g.reshape(&keep)?)
         })
     }
 
@@ -72,7 +109,10 @@ impl Tensor {
     /// dx = (g - y (y·g) [||x|| > eps]) / max(||x||, eps).
     pub fn l2_normalize(&self, eps: f32) -> Result<Tensor> {
         if !(eps > 0.0 && eps.is_finite()) {
-            return Err(Error::op("l2_normalize", format!("eps must be positive and finite, got {eps}")));
+            return Err(Error::op(
+                "l2_normalize",
+                format!("eps must be positive and finite, got {eps}"),
+            ));
         }
         self.rowwise(W::L2Normalize, eps, "l2_normalize", move |x, y, g| {
             // x·y = ||x|| where ||x|| > eps and ||x||^2/eps <= eps elsewhere, so max(x·y, eps)

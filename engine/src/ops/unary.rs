@@ -60,7 +60,13 @@ impl Tensor {
     ) -> Result<Tensor> {
         let y = self.unary_raw(op, s)?;
         let (x, yv) = (self.clone(), y.detach());
-        Ok(Tensor::from_op(y.0.shape.clone(), y.0.storage.clone(), name, &[self], move |g| Ok(vec![Some(rule(&x, &yv, g)?)])))
+        Ok(Tensor::from_op(
+            y.0.shape.clone(),
+            y.0.storage.clone(),
+            name,
+            &[self],
+            move |g| Ok(vec![Some(rule(&x, &yv, g)?)]),
+        ))
     }
 
     /// A 0/1 mask: no gradient flows through comparisons.
@@ -85,23 +91,33 @@ impl Tensor {
     }
     /// d/dx x^-1/2 = -1/2 x^-3/2 = -0.5 y^3.
     pub fn rsqrt(&self) -> Result<Tensor> {
-        self.unary(U::Rsqrt, 0.0, "rsqrt", |_, y, g| g.mul(&y.mul(y)?.mul(y)?)?.mul_scalar(-0.5))
+        self.unary(U::Rsqrt, 0.0, "rsqrt", |_, y, g| {
+            g.mul(&y.mul(y)?.mul(y)?)?.mul_scalar(-0.5)
+        })
     }
     /// d/dx |x| = sign(x) (0 at 0, as PyTorch).
     pub fn abs(&self) -> Result<Tensor> {
-        self.unary(U::Abs, 0.0, "abs", |x, _, g| g.mul(&x.unary_raw(U::Sign, 0.0)?))
+        self.unary(U::Abs, 0.0, "abs", |x, _, g| {
+            g.mul(&x.unary_raw(U::Sign, 0.0)?)
+        })
     }
     /// Gradient 1 where x > 0, else 0 (0 at 0, as PyTorch).
     pub fn relu(&self) -> Result<Tensor> {
-        self.unary(U::Relu, 0.0, "relu", |x, _, g| g.mul(&x.unary_raw(U::Step, 0.0)?))
+        self.unary(U::Relu, 0.0, "relu", |x, _, g| {
+            g.mul(&x.unary_raw(U::Step, 0.0)?)
+        })
     }
     /// d/dx sigma(x) = y (1 - y).
     pub fn sigmoid(&self) -> Result<Tensor> {
-        self.unary(U::Sigmoid, 0.0, "sigmoid", |_, y, g| g.mul(&y.mul(&y.rsub_scalar(1.0)?)?))
+        self.unary(U::Sigmoid, 0.0, "sigmoid", |_, y, g| {
+            g.mul(&y.mul(&y.rsub_scalar(1.0)?)?)
+        })
     }
     /// d/dx tanh x = 1 - y^2.
     pub fn tanh(&self) -> Result<Tensor> {
-        self.unary(U::Tanh, 0.0, "tanh", |_, y, g| g.mul(&y.mul(y)?.rsub_scalar(1.0)?))
+        self.unary(U::Tanh, 0.0, "tanh", |_, y, g| {
+            g.mul(&y.mul(y)?.rsub_scalar(1.0)?)
+        })
     }
     /// x^p with C powf semantics (negative x needs an integer p). d/dx = p x^(p-1).
     pub fn powf(&self, p: f32) -> Result<Tensor> {
@@ -131,15 +147,21 @@ impl Tensor {
     }
     /// s / x; d/dx = -s / x^2 = -y / x.
     pub fn rdiv_scalar(&self, s: f32) -> Result<Tensor> {
-        self.unary(U::RdivS, s, "rdiv_scalar", |x, y, g| g.mul(y)?.div(x)?.neg())
+        self.unary(U::RdivS, s, "rdiv_scalar", |x, y, g| {
+            g.mul(y)?.div(x)?.neg()
+        })
     }
     /// max(x, s) with clamp semantics: the gradient passes where x >= s.
     pub fn maximum_scalar(&self, s: f32) -> Result<Tensor> {
-        self.unary(U::MaxS, s, "maximum_scalar", move |x, _, g| g.mul(&x.ge_scalar(s)?))
+        self.unary(U::MaxS, s, "maximum_scalar", move |x, _, g| {
+            g.mul(&x.ge_scalar(s)?)
+        })
     }
     /// min(x, s) with clamp semantics: the gradient passes where x <= s.
     pub fn minimum_scalar(&self, s: f32) -> Result<Tensor> {
-        self.unary(U::MinS, s, "minimum_scalar", move |x, _, g| g.mul(&x.unary_raw(U::GtS, s)?.rsub_scalar(1.0)?))
+        self.unary(U::MinS, s, "minimum_scalar", move |x, _, g| {
+            g.mul(&x.unary_raw(U::GtS, s)?.rsub_scalar(1.0)?)
+        })
     }
     /// 1 where x > s, else 0.
     pub fn gt_scalar(&self, s: f32) -> Result<Tensor> {

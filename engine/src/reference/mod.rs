@@ -18,8 +18,16 @@ pub struct RefTensor {
 
 impl RefTensor {
     pub fn new(shape: &[usize], data: Vec<f64>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "RefTensor::new: {shape:?} vs {} values", data.len());
-        RefTensor { shape: shape.to_vec(), data }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "RefTensor::new: {shape:?} vs {} values",
+            data.len()
+        );
+        RefTensor {
+            shape: shape.to_vec(),
+            data,
+        }
     }
     pub fn from_f32(shape: &[usize], data: &[f32]) -> Self {
         Self::new(shape, data.iter().map(|&v| v as f64).collect())

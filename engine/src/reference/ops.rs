@@ -2,6 +2,9 @@
 //! from the mathematical definition (explicit partial derivatives and Jacobians), not from the
 //! GPU path's compositions.
 
+// Index loops here mirror the subscripts of the formulas, which is the point of a reference.
+#![allow(clippy::needless_range_loop)]
+
 use super::{ravel, unravel, RefTensor};
 
 // ---------------------------------------------------------------- elementwise, one input
@@ -42,7 +45,13 @@ impl Unary {
             Sqrt => x.sqrt(),
             Rsqrt => 1.0 / x.sqrt(),
             Abs => x.abs(),
-            Relu => if x > 0.0 { x } else { 0.0 },
+            Relu => {
+                if x > 0.0 {
+                    x
+                } else {
+                    0.0
+                }
+            }
             Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Tanh => x.tanh(),
             Powf(p) => x.powf(p),
@@ -52,8 +61,20 @@ impl Unary {
             DivS(s) => x / s,
             RsubS(s) => s - x,
             RdivS(s) => s / x,
-            MaxS(s) => if x >= s { x } else { s },
-            MinS(s) => if x <= s { x } else { s },
+            MaxS(s) => {
+                if x >= s {
+                    x
+                } else {
+                    s
+                }
+            }
+            MinS(s) => {
+                if x <= s {
+                    x
+                } else {
+                    s
+                }
+            }
             GtS(s) => (x > s) as u8 as f64,
             GeS(s) => (x >= s) as u8 as f64,
             EqS(s) => (x == s) as u8 as f64,
@@ -69,14 +90,34 @@ impl Unary {
             Log => 1.0 / x,
             Sqrt => 0.5 / x.sqrt(),
             Rsqrt => -0.5 * x.powf(-1.5),
-            Abs => if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 },
-            Relu => if x > 0.0 { 1.0 } else { 0.0 },
+            Abs => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            }
+            Relu => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
             Sigmoid => {
                 let s = 1.0 / (1.0 + (-x).exp());
                 s * (1.0 - s)
             }
             Tanh => 1.0 - x.tanh().powi(2),
-            Powf(p) => if p == 0.0 { 0.0 } else { p * x.powf(p - 1.0) },
+            Powf(p) => {
+                if p == 0.0 {
+                    0.0
+                } else {
+                    p * x.powf(p - 1.0)
+                }
+            }
             AddS(_) | SubS(_) => 1.0,
             MulS(s) => s,
             DivS(s) => 1.0 / s,
@@ -94,7 +135,14 @@ pub fn unary(op: Unary, x: &RefTensor) -> RefTensor {
 }
 
 pub fn unary_vjp(op: Unary, x: &RefTensor, g: &RefTensor) -> RefTensor {
-    RefTensor::new(&x.shape, x.data.iter().zip(&g.data).map(|(&v, &gi)| gi * op.derivative(v).unwrap_or(0.0)).collect())
+    RefTensor::new(
+        &x.shape,
+        x.data
+            .iter()
+            .zip(&g.data)
+            .map(|(&v, &gi)| gi * op.derivative(v).unwrap_or(0.0))
+            .collect(),
+    )
 }
 
 // ---------------------------------------------------------------- elementwise, two inputs
@@ -120,8 +168,20 @@ impl Binary {
             Sub => a - b,
             Mul => a * b,
             Div => a / b,
-            Maximum => if a >= b { a } else { b },
-            Minimum => if a <= b { a } else { b },
+            Maximum => {
+                if a >= b {
+                    a
+                } else {
+                    b
+                }
+            }
+            Minimum => {
+                if a <= b {
+                    a
+                } else {
+                    b
+                }
+            }
             Eq => (a == b) as u8 as f64,
             Gt => (a > b) as u8 as f64,
             Ge => (a >= b) as u8 as f64,
@@ -136,8 +196,24 @@ impl Binary {
             Sub => (1.0, -1.0),
             Mul => (b, a),
             Div => (1.0 / b, -a / (b * b)),
-            Maximum => if a > b { (1.0, 0.0) } else if a < b { (0.0, 1.0) } else { (0.5, 0.5) },
-            Minimum => if a < b { (1.0, 0.0) } else if a > b { (0.0, 1.0) } else { (0.5, 0.5) },
+            Maximum => {
+                if a > b {
+                    (1.0, 0.0)
+                } else if a < b {
+                    (0.0, 1.0)
+                } else {
+                    (0.5, 0.5)
+                }
+            }
+            Minimum => {
+                if a < b {
+                    (1.0, 0.0)
+                } else if a > b {
+                    (0.0, 1.0)
+                } else {
+                    (0.5, 0.5)
+                }
+            }
             Eq | Gt | Ge => (0.0, 0.0),
         }
     }
@@ -163,23 +239,36 @@ pub fn broadcast_shapes(shapes: &[&[usize]]) -> Option<Vec<usize>> {
 /// Position in a tensor of shape `src` of the output multi-index `idx` it is broadcast to.
 fn source_pos(idx: &[usize], src: &[usize]) -> usize {
     let lead = idx.len() - src.len();
-    let own: Vec<usize> = src.iter().enumerate().map(|(d, &n)| if n == 1 { 0 } else { idx[lead + d] }).collect();
+    let own: Vec<usize> = src
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| if n == 1 { 0 } else { idx[lead + d] })
+        .collect();
     ravel(&own, src)
 }
 
 pub fn binary(op: Binary, a: &RefTensor, b: &RefTensor) -> RefTensor {
-    let shape = broadcast_shapes(&[&a.shape, &b.shape]).expect("reference binary: shapes do not broadcast");
+    let shape =
+        broadcast_shapes(&[&a.shape, &b.shape]).expect("reference binary: shapes do not broadcast");
     let n = shape.iter().product();
     let data = (0..n)
         .map(|i| {
             let idx = unravel(i, &shape);
-            op.apply(a.data[source_pos(&idx, &a.shape)], b.data[source_pos(&idx, &b.shape)])
+            op.apply(
+                a.data[source_pos(&idx, &a.shape)],
+                b.data[source_pos(&idx, &b.shape)],
+            )
         })
         .collect();
     RefTensor::new(&shape, data)
 }
 
-pub fn binary_vjp(op: Binary, a: &RefTensor, b: &RefTensor, g: &RefTensor) -> (RefTensor, RefTensor) {
+pub fn binary_vjp(
+    op: Binary,
+    a: &RefTensor,
+    b: &RefTensor,
+    g: &RefTensor,
+) -> (RefTensor, RefTensor) {
     let (mut ga, mut gb) = (RefTensor::zeros(&a.shape), RefTensor::zeros(&b.shape));
     for i in 0..g.len() {
         let idx = unravel(i, &g.shape);
@@ -192,18 +281,28 @@ pub fn binary_vjp(op: Binary, a: &RefTensor, b: &RefTensor, g: &RefTensor) -> (R
 }
 
 pub fn where_(m: &RefTensor, a: &RefTensor, b: &RefTensor) -> RefTensor {
-    let shape = broadcast_shapes(&[&m.shape, &a.shape, &b.shape]).expect("reference where: shapes do not broadcast");
+    let shape = broadcast_shapes(&[&m.shape, &a.shape, &b.shape])
+        .expect("reference where: shapes do not broadcast");
     let n = shape.iter().product();
     let data = (0..n)
         .map(|i| {
             let idx = unravel(i, &shape);
-            if m.data[source_pos(&idx, &m.shape)] != 0.0 { a.data[source_pos(&idx, &a.shape)] } else { b.data[source_pos(&idx, &b.shape)] }
+            if m.data[source_pos(&idx, &m.shape)] != 0.0 {
+                a.data[source_pos(&idx, &a.shape)]
+            } else {
+                b.data[source_pos(&idx, &b.shape)]
+            }
         })
         .collect();
     RefTensor::new(&shape, data)
 }
 
-pub fn where_vjp(m: &RefTensor, a: &RefTensor, b: &RefTensor, g: &RefTensor) -> (RefTensor, RefTensor) {
+pub fn where_vjp(
+    m: &RefTensor,
+    a: &RefTensor,
+    b: &RefTensor,
+    g: &RefTensor,
+) -> (RefTensor, RefTensor) {
     let (mut ga, mut gb) = (RefTensor::zeros(&a.shape), RefTensor::zeros(&b.shape));
     for i in 0..g.len() {
         let idx = unravel(i, &g.shape);
@@ -228,18 +327,30 @@ pub enum Reduce {
 
 /// Output multi-index (keepdim layout) that input index `idx` reduces into.
 fn reduced_index(idx: &[usize], axis: Option<usize>) -> Vec<usize> {
-    idx.iter().enumerate().map(|(d, &i)| if axis.is_none_or(|a| a == d) { 0 } else { i }).collect()
+    idx.iter()
+        .enumerate()
+        .map(|(d, &i)| if axis.is_none_or(|a| a == d) { 0 } else { i })
+        .collect()
 }
 
 fn keep_shape(shape: &[usize], axis: Option<usize>) -> Vec<usize> {
-    shape.iter().enumerate().map(|(d, &s)| if axis.is_none_or(|a| a == d) { 1 } else { s }).collect()
+    shape
+        .iter()
+        .enumerate()
+        .map(|(d, &s)| if axis.is_none_or(|a| a == d) { 1 } else { s })
+        .collect()
 }
 
 fn final_shape(shape: &[usize], axis: Option<usize>, keepdim: bool) -> Vec<usize> {
     match (axis, keepdim) {
         (_, true) => keep_shape(shape, axis),
         (None, false) => vec![],
-        (Some(a), false) => shape.iter().enumerate().filter(|(d, _)| *d != a).map(|(_, &s)| s).collect(),
+        (Some(a), false) => shape
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| *d != a)
+            .map(|(_, &s)| s)
+            .collect(),
     }
 }
 
@@ -286,7 +397,13 @@ pub fn reduce_vjp(op: Reduce, x: &RefTensor, axis: Option<usize>, g: &RefTensor)
         gx.data[i] = match op {
             Reduce::Sum => g.data[o],
             Reduce::Mean => g.data[o] / count[o],
-            Reduce::Max | Reduce::Min => if x.data[i] == y.data[o] { g.data[o] / count[o] } else { 0.0 },
+            Reduce::Max | Reduce::Min => {
+                if x.data[i] == y.data[o] {
+                    g.data[o] / count[o]
+                } else {
+                    0.0
+                }
+            }
         };
     }
     gx
@@ -302,13 +419,24 @@ pub fn arg_extreme(x: &RefTensor, axis: usize, keepdim: bool, max: bool) -> (Vec
         let v = x.data[i];
         let better = match best[o] {
             None => true,
-            Some((b, _)) => if max { v > b } else { v < b },
+            Some((b, _)) => {
+                if max {
+                    v > b
+                } else {
+                    v < b
+                }
+            }
         };
         if better {
             best[o] = Some((v, idx[axis]));
         }
     }
-    (final_shape(&x.shape, Some(axis), keepdim), best.iter().map(|b| b.map_or(0, |(_, j)| j as u32)).collect())
+    (
+        final_shape(&x.shape, Some(axis), keepdim),
+        best.iter()
+            .map(|b| b.map_or(0, |(_, j)| j as u32))
+            .collect(),
+    )
 }
 
 // ---------------------------------------------------------------- matmul
@@ -322,7 +450,11 @@ fn mat_at(x: &RefTensor, batch: usize, r: usize, c: usize, t: bool) -> f64 {
 
 fn mat_dims(x: &RefTensor, t: bool) -> (usize, usize) {
     let k = x.shape.len();
-    if t { (x.shape[k - 1], x.shape[k - 2]) } else { (x.shape[k - 2], x.shape[k - 1]) }
+    if t {
+        (x.shape[k - 1], x.shape[k - 2])
+    } else {
+        (x.shape[k - 2], x.shape[k - 1])
+    }
 }
 
 /// op(a) · op(b), batched over equal leading dimensions. Returns (product, scale), where scale
@@ -353,13 +485,31 @@ pub fn matmul(a: &RefTensor, b: &RefTensor, ta: bool, tb: bool) -> (RefTensor, R
 }
 
 /// VJP of op(a) · op(b): d a_stored[p] = sum over outputs of g_ij * d c_ij / d a_stored[p].
-pub fn matmul_vjp(a: &RefTensor, b: &RefTensor, ta: bool, tb: bool, g: &RefTensor) -> (RefTensor, RefTensor) {
+pub fn matmul_vjp(
+    a: &RefTensor,
+    b: &RefTensor,
+    ta: bool,
+    tb: bool,
+    g: &RefTensor,
+) -> (RefTensor, RefTensor) {
     let (m, k) = mat_dims(a, ta);
     let (_, n) = mat_dims(b, tb);
     let batch: usize = a.shape[..a.shape.len() - 2].iter().product();
     let (mut ga, mut gb) = (RefTensor::zeros(&a.shape), RefTensor::zeros(&b.shape));
-    let a_pos = |z: usize, i: usize, l: usize| if ta { z * m * k + l * m + i } else { z * m * k + i * k + l };
-    let b_pos = |z: usize, l: usize, j: usize| if tb { z * k * n + j * k + l } else { z * k * n + l * n + j };
+    let a_pos = |z: usize, i: usize, l: usize| {
+        if ta {
+            z * m * k + l * m + i
+        } else {
+            z * m * k + i * k + l
+        }
+    };
+    let b_pos = |z: usize, l: usize, j: usize| {
+        if tb {
+            z * k * n + j * k + l
+        } else {
+            z * k * n + l * n + j
+        }
+    };
     for z in 0..batch {
         for i in 0..m {
             for j in 0..n {
@@ -450,7 +600,12 @@ pub fn concat_vjp(shapes: &[Vec<usize>], axis: usize, g: &RefTensor) -> Vec<RefT
 
 pub fn expand(x: &RefTensor, shape: &[usize]) -> RefTensor {
     let n = shape.iter().product();
-    RefTensor::new(shape, (0..n).map(|i| x.data[source_pos(&unravel(i, shape), &x.shape)]).collect())
+    RefTensor::new(
+        shape,
+        (0..n)
+            .map(|i| x.data[source_pos(&unravel(i, shape), &x.shape)])
+            .collect(),
+    )
 }
 
 pub fn expand_vjp(x_shape: &[usize], g: &RefTensor) -> RefTensor {
@@ -518,7 +673,12 @@ pub fn scatter_add(base: &RefTensor, axis: usize, idx: &[u32], src: &RefTensor) 
 }
 
 /// (d base, d src) of scatter_add.
-pub fn scatter_add_vjp(axis: usize, idx: &[u32], src_shape: &[usize], g: &RefTensor) -> (RefTensor, RefTensor) {
+pub fn scatter_add_vjp(
+    axis: usize,
+    idx: &[u32],
+    src_shape: &[usize],
+    g: &RefTensor,
+) -> (RefTensor, RefTensor) {
     let mut gs = RefTensor::zeros(src_shape);
     for i in 0..gs.len() {
         let mut p = unravel(i, src_shape);
@@ -576,11 +736,15 @@ fn row_jacobian(op: Rowwise, r: &[f64]) -> Vec<Vec<f64>> {
     match op {
         Rowwise::Softmax => {
             let y = row_forward(Rowwise::Softmax, r);
-            (0..n).map(|i| (0..n).map(|j| y[i] * (delta(i, j) - y[j])).collect()).collect()
+            (0..n)
+                .map(|i| (0..n).map(|j| y[i] * (delta(i, j) - y[j])).collect())
+                .collect()
         }
         Rowwise::LogSoftmax => {
             let y = row_forward(Rowwise::Softmax, r);
-            (0..n).map(|i| (0..n).map(|j| delta(i, j) - y[j]).collect()).collect()
+            (0..n)
+                .map(|i| (0..n).map(|j| delta(i, j) - y[j]).collect())
+                .collect()
         }
         Rowwise::LogSumExp => vec![row_forward(Rowwise::Softmax, r)],
         Rowwise::L2Normalize(eps) => {
@@ -589,9 +753,13 @@ fn row_jacobian(op: Rowwise, r: &[f64]) -> Vec<Vec<f64>> {
                 // (I - y yᵀ) / ||x|| with y = x / ||x||: the same value as I/||x|| - x xᵀ/||x||³,
                 // without its cancellation when one entry dominates.
                 let y: Vec<f64> = r.iter().map(|v| v / norm).collect();
-                (0..n).map(|i| (0..n).map(|j| (delta(i, j) - y[i] * y[j]) / norm).collect()).collect()
+                (0..n)
+                    .map(|i| (0..n).map(|j| (delta(i, j) - y[i] * y[j]) / norm).collect())
+                    .collect()
             } else {
-                (0..n).map(|i| (0..n).map(|j| delta(i, j) / eps).collect()).collect()
+                (0..n)
+                    .map(|i| (0..n).map(|j| delta(i, j) / eps).collect())
+                    .collect()
             }
         }
     }
@@ -599,7 +767,11 @@ fn row_jacobian(op: Rowwise, r: &[f64]) -> Vec<Vec<f64>> {
 
 pub fn rowwise(op: Rowwise, x: &RefTensor) -> RefTensor {
     let data: Vec<f64> = rows(x).flat_map(|r| row_forward(op, r)).collect();
-    let shape = if op == Rowwise::LogSumExp { x.shape[..x.shape.len() - 1].to_vec() } else { x.shape.clone() };
+    let shape = if op == Rowwise::LogSumExp {
+        x.shape[..x.shape.len() - 1].to_vec()
+    } else {
+        x.shape.clone()
+    };
     RefTensor::new(&shape, data)
 }
 

@@ -20,27 +20,47 @@ pub const DENORM: f64 = 1.1754943508222875e-38;
 
 /// Arithmetic (+ - * /, compare, min/max, copies): correctly rounded except division, which
 /// Vulkan allows 2.5 ULP; 3 ULP = 6u covers both.
-pub const ELEMENTWISE: Tol = Tol { abs: DENORM, rel: 6.0 * U32, per_term: 0.0 };
+pub const ELEMENTWISE: Tol = Tol {
+    abs: DENORM,
+    rel: 6.0 * U32,
+    per_term: 0.0,
+};
 
 /// exp, log, sqrt, rsqrt, sigmoid, tanh, powf. Vulkan's precision table allows exp
 /// 3 + 2|x| ULP (179 ULP at |x| = 88, the edge of the f32 range) and log/tanh an absolute
 /// 2^-21 near their zeros; composites such as sigmoid inherit those. 200 ULP = 400u.
-pub const TRANSCENDENTAL: Tol = Tol { abs: 4.76837158203125e-7, rel: 400.0 * U32, per_term: 0.0 };
+pub const TRANSCENDENTAL: Tol = Tol {
+    abs: 4.76837158203125e-7,
+    rel: 400.0 * U32,
+    per_term: 0.0,
+};
 
 /// Sums and dot products (reductions, matmul, scatter_add): recursive summation in f32 is
 /// within gamma_n = n u / (1 - n u) of the exact sum relative to the sum of |terms| (Higham,
 /// Accuracy and Stability of Numerical Algorithms, 2nd ed., eq. 4.4); 2u per term leaves room
 /// for the rounding of each product and of the inputs.
-pub const ACCUMULATE: Tol = Tol { abs: DENORM, rel: 2.0 * U32, per_term: 2.0 * U32 };
+pub const ACCUMULATE: Tol = Tol {
+    abs: DENORM,
+    rel: 2.0 * U32,
+    per_term: 2.0 * U32,
+};
 
 /// Row-wise softmax family and L2 normalisation: transcendental error per term, accumulated
 /// over the row (scale = |ref| + 1 for the softmax family, whose values are O(1) or logs).
-pub const ROWWISE: Tol = Tol { abs: 4.76837158203125e-7, rel: 400.0 * U32, per_term: 2.0 * U32 };
+pub const ROWWISE: Tol = Tol {
+    abs: 4.76837158203125e-7,
+    rel: 400.0 * U32,
+    per_term: 2.0 * U32,
+};
 
 /// GPU gradients vs reference gradients. A backward pass chains up to ~6 of the ops above,
 /// so its error is bounded by a few TRANSCENDENTAL steps relative to the gradient's overall
 /// magnitude (scale = max |ref grad| + |ref grad_i|): 6 x 400u = 2400u ~ 1.4e-4.
-pub const GRADIENT: Tol = Tol { abs: 1e-30, rel: 2400.0 * U32, per_term: 2.0 * U32 };
+pub const GRADIENT: Tol = Tol {
+    abs: 1e-30,
+    rel: 2400.0 * U32,
+    per_term: 2.0 * U32,
+};
 
 /// Reference analytic gradient vs central finite differences in f64, relative step 1e-6 per
 /// element: truncation error h^2 |f'''| / 6 and cancellation error ~ eps64 |f| / h both stay far
