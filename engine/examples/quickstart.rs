@@ -12,9 +12,15 @@ fn main() -> vkgrad::Result<()> {
     loss.backward()?; // the backward pass runs on the device too
     println!("c = {:?}", c.to_vec()?); // a read-back submits the recorded work
     println!("loss = {}", loss.item()?);
-    println!("dloss/da = {:?}", a.grad().expect("a requires grad").to_vec()?);
+    println!(
+        "dloss/da = {:?}",
+        a.grad().expect("a requires grad").to_vec()?
+    );
     let mut rng = Rng::new(42);
     let z = rng.normal(&[4, 8], 0.0, 1.0)?.l2_normalize(1e-12)?;
-    println!("row norms = {:?}", z.square()?.sum_axis(-1, false)?.sqrt()?.to_vec()?);
+    println!(
+        "row norms = {:?}",
+        z.square()?.sum_axis(-1, false)?.sqrt()?.to_vec()?
+    );
     Ok(())
 }
