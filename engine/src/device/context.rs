@@ -36,8 +36,38 @@ pub struct Context {
     pub(crate) loop_budget: Option<usize>,
 }
 
-/// A buffer a command binds, and whether the command writes it.
-pub(crate) struct Bind<'a>(pub &'a Storage, pub bool);
+/// A buffer a command binds: read or written as a storage buffer, or read as a uniform texel
+/// buffer of vec4s (`samplerBuffer`; texel fetches are vectorised gathers on CPU drivers, where
+/// storage-buffer loads go lane by lane).
+pub(crate) struct Bind<'a> {
+    st: &'a Storage,
+    write: bool,
+    texels: bool,
+}
+
+impl<'a> Bind<'a> {
+    pub fn read(st: &'a Storage) -> Self {
+        Bind {
+            st,
+            write: false,
+            texels: false,
+        }
+    }
+    pub fn write(st: &'a Storage) -> Self {
+        Bind {
+            st,
+            write: true,
+            texels: false,
+        }
+    }
+    pub fn texels(st: &'a Storage) -> Self {
+        Bind {
+            st,
+            write: false,
+            texels: true,
+        }
+    }
+}
 
 static CHOICE: Mutex<Option<DeviceChoice>> = Mutex::new(None);
 static CONTEXT: OnceLock<Result<Context>> = OnceLock::new();
@@ -186,27 +216,41 @@ impl Context {
         let accesses: SmallVec<[Access; 4]> = binds
             .iter()
             .map(|b| Access {
-                id: b.0.buf.id,
-                write: b.1,
+                id: b.st.buf.id,
+                write: b.write,
             })
             .collect();
         let infos: SmallVec<[vk::DescriptorBufferInfo; 4]> = binds
             .iter()
             .map(|b| {
                 vk::DescriptorBufferInfo::default()
-                    .buffer(b.0.buf.sub.buffer().handle())
-                    .offset(b.0.buf.sub.offset())
-                    .range(b.0.bytes.max(4))
+                    .buffer(b.st.buf.sub.buffer().handle())
+                    .offset(b.st.buf.sub.offset())
+                    .range(b.st.bytes.max(4))
             })
             .collect();
-        let writes: SmallVec<[vk::WriteDescriptorSet; 4]> = infos
+        let views: SmallVec<[vk::BufferView; 4]> = binds
+            .iter()
+            .map(|b| {
+                if b.texels {
+                    b.st.buf.texel_view().map(|v| v.handle())
+                } else {
+                    Ok(vk::BufferView::null())
+                }
+            })
+            .collect::<Result<_>>()?;
+        let writes: SmallVec<[vk::WriteDescriptorSet; 4]> = binds
             .iter()
             .enumerate()
-            .map(|(i, info)| {
-                vk::WriteDescriptorSet::default()
-                    .dst_binding(i as u32)
-                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
-                    .buffer_info(std::slice::from_ref(info))
+            .map(|(i, b)| {
+                let w = vk::WriteDescriptorSet::default().dst_binding(i as u32);
+                if b.texels {
+                    w.descriptor_type(vk::DescriptorType::UNIFORM_TEXEL_BUFFER)
+                        .texel_buffer_view(std::slice::from_ref(&views[i]))
+                } else {
+                    w.descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                        .buffer_info(std::slice::from_ref(&infos[i]))
+                }
             })
             .collect();
         let fns = self.device.fns();

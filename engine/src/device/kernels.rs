@@ -40,6 +40,7 @@ kernels! {
     Reduce => reduce_cs, "../shaders/reduce.comp";
     Rowwise => rowwise_cs, "../shaders/rowwise.comp";
     Matmul => matmul_cs, "../shaders/matmul.comp";
+    MatmulLanes => matmul_lanes_cs, "../shaders/matmul_lanes.comp";
     Index => index_cs, "../shaders/index.comp";
 }
 

@@ -4,8 +4,10 @@
 use super::context::Context;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use vulkano::buffer::view::{BufferView, BufferViewCreateInfo};
 use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
+use vulkano::format::Format;
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter};
 use vulkano::{Handle, VulkanObject};
 
@@ -13,6 +15,25 @@ use vulkano::{Handle, VulkanObject};
 pub(crate) struct DeviceBuffer {
     pub sub: Subbuffer<[u8]>,
     pub id: u64,
+    /// An RGBA32F view of the whole buffer, made on first use as a uniform texel buffer.
+    view: OnceLock<Arc<BufferView>>,
+}
+
+impl DeviceBuffer {
+    pub fn texel_view(&self) -> Result<&Arc<BufferView>> {
+        if let Some(v) = self.view.get() {
+            return Ok(v);
+        }
+        let v = BufferView::new(
+            self.sub.clone(),
+            BufferViewCreateInfo {
+                format: Format::R32G32B32A32_SFLOAT,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| Error::vulkan("creating a texel buffer view", format!("{e:?}")))?;
+        Ok(self.view.get_or_init(|| v))
+    }
 }
 
 /// Buffers that are free to reuse, by size class (a power of two, at least 256 bytes).
@@ -93,6 +114,7 @@ impl Context {
             self.mem.clone(),
             BufferCreateInfo {
                 usage: BufferUsage::STORAGE_BUFFER
+                    | BufferUsage::UNIFORM_TEXEL_BUFFER
                     | BufferUsage::TRANSFER_SRC
                     | BufferUsage::TRANSFER_DST,
                 ..Default::default()
@@ -105,6 +127,10 @@ impl Context {
         )
         .map_err(|_| Error::OutOfMemory { bytes: class })?;
         let id = sub.buffer().handle().as_raw();
-        Ok(Arc::new(DeviceBuffer { sub, id }))
+        Ok(Arc::new(DeviceBuffer {
+            sub,
+            id,
+            view: OnceLock::new(),
+        }))
     }
 }

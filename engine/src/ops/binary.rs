@@ -36,9 +36,9 @@ impl Tensor {
                 Kernel::Binary,
                 &[op as u32],
                 &[
-                    Bind(self.storage(), false),
-                    Bind(other.storage(), false),
-                    Bind(&st, true),
+                    Bind::read(self.storage()),
+                    Bind::read(other.storage()),
+                    Bind::write(&st),
                 ],
                 &push,
                 // the contiguous path handles four elements per invocation
@@ -155,10 +155,10 @@ impl Tensor {
                 Kernel::Where,
                 &[],
                 &[
-                    Bind(mask.storage(), false),
-                    Bind(a.storage(), false),
-                    Bind(b.storage(), false),
-                    Bind(&st, true),
+                    Bind::read(mask.storage()),
+                    Bind::read(a.storage()),
+                    Bind::read(b.storage()),
+                    Bind::write(&st),
                 ],
                 &push,
                 grid(n, 256),

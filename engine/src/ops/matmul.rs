@@ -65,33 +65,40 @@ impl Tensor {
                 // contiguous dimension, so all of those must be multiples of 4. It uses a fixed
                 // 8 x 8 tile, the scalar path 4 x 4 (see shaders/matmul.comp).
                 let vec = ka % 4 == 0 && (!ta || m % 4 == 0) && (tb || n % 4 == 0);
-                let (tm, tn) = if vec { (8, 8) } else { (4, 4) };
-                let groups = [
-                    n.div_ceil(8 * tn) as u32,
-                    m.div_ceil(8 * tm) as u32,
-                    batch as u32,
-                ];
+                let push = [m, n, ka, m * ka, ka * n, m * n].map(|v| v as u32);
+                let (sa_, sb_) = (a.storage(), b.storage());
+                // K loop iterations: K/4 with vec4 loads, K without.
+                ctx.check_loop("matmul", if vec { ka / 4 } else { ka }, shapes)?;
+                let lanes = vec && !ctx.group_rows;
+                let binds = if lanes {
+                    [Bind::texels(sa_), Bind::texels(sb_), Bind::write(&st)]
+                } else {
+                    [Bind::read(sa_), Bind::read(sb_), Bind::write(&st)]
+                };
+                let (kernel, spec, groups) = if lanes {
+                    // CPU drivers: 8-lane workgroups sharing A rows, inputs read as texel
+                    // buffers (shaders/matmul_lanes.comp).
+                    (
+                        Kernel::MatmulLanes,
+                        vec![ta as u32, tb as u32],
+                        [n.div_ceil(64), m.div_ceil(8), batch],
+                    )
+                } else {
+                    let (tm, tn) = if vec { (8, 8) } else { (4, 4) };
+                    let spec = vec![tm as u32, tn as u32, ta as u32, tb as u32, vec as u32];
+                    (
+                        Kernel::Matmul,
+                        spec,
+                        [n.div_ceil(8 * tn), m.div_ceil(8 * tm), batch],
+                    )
+                };
                 if groups.iter().any(|&g| g > 65535) {
                     return Err(Error::op(
                         "matmul",
                         format!("{}: too large for one dispatch", shapes()),
                     ));
                 }
-                // K loop iterations: K/4 with vec4 loads, K without.
-                ctx.check_loop("matmul", if vec { ka / 4 } else { ka }, shapes)?;
-                let push = [m, n, ka, m * ka, ka * n, m * n].map(|v| v as u32);
-                let spec = [tm as u32, tn as u32, ta as u32, tb as u32, vec as u32];
-                ctx.dispatch(
-                    Kernel::Matmul,
-                    &spec,
-                    &[
-                        Bind(a.storage(), false),
-                        Bind(b.storage(), false),
-                        Bind(&st, true),
-                    ],
-                    &push,
-                    groups,
-                )?;
+                ctx.dispatch(kernel, &spec, &binds, &push, groups.map(|g| g as u32))?;
             }
         }
         let (a2, b2) = (a.clone(), b.clone());

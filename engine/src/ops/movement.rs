@@ -27,7 +27,7 @@ fn strided_copy(
     Tensor::ctx()?.dispatch(
         Kernel::Copy,
         &[],
-        &[Bind(src, false), Bind(dst, true)],
+        &[Bind::read(src), Bind::write(dst)],
         &push,
         grid(n, 256),
     )

@@ -50,7 +50,7 @@ impl Rng {
             Tensor::ctx()?.dispatch(
                 Kernel::Random,
                 &[],
-                &[Bind(&st, true)],
+                &[Bind::write(&st)],
                 &push,
                 grid(n as u64, 256),
             )?;

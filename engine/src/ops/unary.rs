@@ -42,7 +42,7 @@ impl Tensor {
             Tensor::ctx()?.dispatch(
                 Kernel::Unary,
                 &[op as u32],
-                &[Bind(self.storage(), false), Bind(&st, true)],
+                &[Bind::read(self.storage()), Bind::write(&st)],
                 &[n as u32, s.to_bits()],
                 grid(n.div_ceil(4), 256),
             )?;
