@@ -5,12 +5,10 @@
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint OP = 0;
-layout(set = 0, binding = 0) readonly buffer A { float a[]; };
-layout(set = 0, binding = 1) readonly buffer B { float b[]; };
+layout(set = 0, binding = 0) uniform samplerBuffer a_t;
+layout(set = 0, binding = 1) uniform samplerBuffer b_t;
 layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
 // vec4 views of the same buffers for the contiguous path (4 elements per invocation).
-layout(set = 0, binding = 0) readonly buffer A4 { vec4 a4[]; };
-layout(set = 0, binding = 1) readonly buffer B4 { vec4 b4[]; };
 layout(set = 0, binding = 2) writeonly buffer C4 { vec4 c4[]; };
 layout(push_constant) uniform P {
     uint n; uint rank; uint contiguous;
@@ -39,10 +37,10 @@ void main() {
     if (p.contiguous != 0u) {
         // invocation i handles elements 4i .. 4i+3
         if (4u * i + 3u < p.n) {
-            vec4 u = a4[i], v = b4[i];
+            vec4 u = texelFetch(a_t, int(i)), v = texelFetch(b_t, int(i));
             c4[i] = vec4(f(u.x, v.x), f(u.y, v.y), f(u.z, v.z), f(u.w, v.w));
         } else {
-            for (uint j = 4u * i; j < p.n; ++j) c[j] = f(a[j], b[j]);
+            for (uint j = 4u * i; j < p.n; ++j) c[j] = f(fetch(a_t, j), fetch(b_t, j));
         }
         return;
     }
@@ -54,5 +52,5 @@ void main() {
         ia += idx * p.sa[d];
         ib += idx * p.sb[d];
     }
-    c[i] = f(a[ia], b[ib]);
+    c[i] = f(fetch(a_t, ia), fetch(b_t, ib));
 }

@@ -19,3 +19,10 @@ uint flat_group() {
 // llvmpipe (lavapipe) silently ends every loop of an invocation once that invocation has run
 // 65535 loop iterations in total (its infinite-loop guard). Kernels are sized so that no
 // invocation gets near it; the host refuses shapes that would (Context::loop_budget).
+
+// Inputs are read through uniform texel buffers (an RGBA32F view of the whole buffer): on CPU
+// drivers a texel fetch is one vectorised gather, while a storage-buffer load is a loop over the
+// SIMD lanes with a branch each (lavapipe, Mesa 22.3: about 10x slower); GPUs read both through
+// their caches. Integer data (indices) stays in storage buffers: texel fetches may flush the
+// denormal floats that small integers' bit patterns are.
+float fetch(samplerBuffer t, uint i) { return texelFetch(t, int(i >> 2))[i & 3u]; }

@@ -3,7 +3,7 @@
 // One kernel serves permute, slice/narrow, expand, concat and the pads of their backwards.
 #include "common.glsl"
 layout(local_size_x = 256) in;
-layout(set = 0, binding = 0) readonly buffer S { float src[]; };
+layout(set = 0, binding = 0) uniform samplerBuffer src_t;
 layout(set = 0, binding = 1) buffer D { float dst[]; };
 layout(push_constant) uniform P {
     uint n; uint rank; uint s_off; uint d_off;
@@ -20,5 +20,5 @@ void main() {
         is_ += idx * p.ss[d];
         id += idx * p.ds[d];
     }
-    dst[id] = src[is_];
+    dst[id] = fetch(src_t, is_);
 }

@@ -2,6 +2,7 @@
 // Index ops over tensors viewed as [outer, n, inner] along the indexed axis.
 // MODE 0, gather:      out[o, j, k] = src[o, idx(o, j, k), k]
 // MODE 1, scatter_add: out[o, r, k] = base[o, r, k] + sum_{j : idx(o, j, k) == r} upd[o, j, k]
+// MODE 2, to_f32:      out[i] = float(idx[i]) for i < outer (integer tensor -> f32 values)
 // idx(o, j, k) = idx[o*iso + j*isj + k*isk]; index_select on rows uses strides (0, 1, 0).
 // scatter_add loops over j per output instead of using float atomics: deterministic, bit for
 // bit, and needs no atomic-float extension.
@@ -22,6 +23,10 @@ uint index_at(uint o, uint j, uint k) {
 
 void main() {
     uint id = flat_id(256u);
+    if (MODE == 2u) {
+        if (id < p.outer) outv[id] = float(floatBitsToUint(idx[id]));
+        return;
+    }
     if (MODE == 0u) {
         if (id >= p.outer * p.n_idx * p.inner) return;
         uint k = id % p.inner, oj = id / p.inner;

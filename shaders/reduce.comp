@@ -9,13 +9,13 @@
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint OP = 0;
 layout(constant_id = 1) const uint GROUP = 0;
-layout(set = 0, binding = 0) readonly buffer X { float x[]; };
+layout(set = 0, binding = 0) uniform samplerBuffer x_t;
 layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform P {
     uint outer; uint n; uint inner;
     uint chunk;      // elements of n each invocation reduces (thread mode)
-    uint in_pairs;   // input holds (value, index bits) pairs: a later pass of argmax/argmin
-    uint out_pairs;  // write (value, index bits) pairs: an earlier pass of argmax/argmin
+    uint in_pairs;   // input holds (value, index) pairs: a later pass of argmax/argmin
+    uint out_pairs;  // write (value, index) pairs: an earlier pass of argmax/argmin
 } p;
 
 const uint SUM = 0, MAX = 1, MIN = 2, ARGMAX = 3, ARGMIN = 4;
@@ -33,7 +33,9 @@ float init_value() {
 }
 
 void write_out(uint o, float v, uint j) {
-    if (p.out_pairs != 0u) { y[2u * o] = v; y[2u * o + 1u] = uintBitsToFloat(j); return; }
+    // Pair indices are stored as float values (exact below 2^24), not bit patterns, because
+    // they are read back through texel fetches, which may flush denormals.
+    if (p.out_pairs != 0u) { y[2u * o] = v; y[2u * o + 1u] = float(j); return; }
     y[o] = (OP == ARGMAX || OP == ARGMIN) ? uintBitsToFloat(j) : v;
 }
 
@@ -55,8 +57,8 @@ void main() {
         uint best = 0xffffffffu;
         for (uint j = c * p.chunk; j < j_end; ++j) {
             uint at = (o * p.n + j) * p.inner + k;
-            float v = p.in_pairs != 0u ? x[2u * at] : x[at];
-            uint vj = p.in_pairs != 0u ? floatBitsToUint(x[2u * at + 1u]) : j;
+            float v = p.in_pairs != 0u ? fetch(x_t, 2u * at) : fetch(x_t, at);
+            uint vj = p.in_pairs != 0u ? uint(fetch(x_t, 2u * at + 1u)) : j;
             if (OP == SUM) acc += v;
             else if (best == 0xffffffffu || better(v, vj, acc, best)) { acc = v; best = vj; }
         }
@@ -71,7 +73,7 @@ void main() {
     uint best = 0xffffffffu;
     // The host sends rows of at most 64 chunks here, so each lane loops <= chunk times.
     for (uint j = lane; j < p.n; j += 64u) {
-        float v = x[base + j];
+        float v = fetch(x_t, base + j);
         if (OP == SUM) acc += v;
         else if (best == 0xffffffffu || better(v, j, acc, best)) { acc = v; best = j; }
     }

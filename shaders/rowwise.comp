@@ -7,7 +7,7 @@
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint OP = 0;
 layout(constant_id = 1) const uint GROUP = 0;
-layout(set = 0, binding = 0) readonly buffer X { float x[]; };
+layout(set = 0, binding = 0) uniform samplerBuffer x_t;
 layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform P { uint rows; uint n; float eps; } p;
 
@@ -30,7 +30,7 @@ void finish(uint row, uint first_j, uint stride, float m, float s) {
     float nrm = max(m * sqrt(s), p.eps);
     float ls = log(s);
     for (uint j = first_j; j < p.n; j += stride) {
-        float v = x[base + j];
+        float v = fetch(x_t, base + j);
         y[base + j] = OP == L2_NORMALIZE ? v / nrm : (OP == SOFTMAX ? exp(v - m) / s : v - m - ls);
     }
 }
@@ -38,13 +38,13 @@ void finish(uint row, uint first_j, uint stride, float m, float s) {
 // Pass 1 over this invocation's share of the row (first_j, first_j + stride, ...).
 float pass1(uint base, uint first_j, uint stride) {
     float m = OP == L2_NORMALIZE ? 0.0 : NEG_INF;
-    for (uint j = first_j; j < p.n; j += stride) m = max(m, first(x[base + j]));
+    for (uint j = first_j; j < p.n; j += stride) m = max(m, first(fetch(x_t, base + j)));
     return m;
 }
 
 float pass2(uint base, uint first_j, uint stride, float m) {
     float s = 0.0;
-    for (uint j = first_j; j < p.n; j += stride) s += second(x[base + j], m);
+    for (uint j = first_j; j < p.n; j += stride) s += second(fetch(x_t, base + j), m);
     return s;
 }
 

@@ -4,15 +4,14 @@
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint OP = 0;
-layout(set = 0, binding = 0) readonly buffer X { float x[]; };
+layout(set = 0, binding = 0) uniform samplerBuffer x_t;
 layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
-layout(set = 0, binding = 0) readonly buffer X4 { vec4 x4[]; };
 layout(set = 0, binding = 1) writeonly buffer Y4 { vec4 y4[]; };
 layout(push_constant) uniform P { uint n; float s; } p;
 
 const uint NEG = 0, EXP = 1, LOG = 2, SQRT = 3, RSQRT = 4, ABS = 5, RELU = 6, SIGMOID = 7,
            TANH = 8, POWF = 9, ADD_S = 10, MUL_S = 11, RSUB_S = 12, RDIV_S = 13, MAX_S = 14,
-           MIN_S = 15, GT_S = 16, GE_S = 17, EQ_S = 18, STEP = 19, SIGN = 20, DIV_S = 21, U32_TO_F32 = 22;
+           MIN_S = 15, GT_S = 16, GE_S = 17, EQ_S = 18, STEP = 19, SIGN = 20, DIV_S = 21;
 
 // GLSL leaves pow(x, y) undefined for x < 0 and for x = 0, y <= 0; define it like C's powf.
 float powf_c(float v, float e) {
@@ -55,7 +54,6 @@ float f(float v) {
     case STEP: return v > 0.0 ? 1.0 : 0.0;
     case SIGN: return v > 0.0 ? 1.0 : (v < 0.0 ? -1.0 : 0.0);
     case DIV_S: return v / p.s;
-    case U32_TO_F32: return float(floatBitsToUint(v));
     }
     return v;
 }
@@ -65,9 +63,9 @@ void main() {
     // per invocation and per load instruction, so this is ~2x faster on lavapipe.
     uint i = flat_id(256u);
     if (4u * i + 3u < p.n) {
-        vec4 v = x4[i];
+        vec4 v = texelFetch(x_t, int(i));
         y4[i] = vec4(f(v.x), f(v.y), f(v.z), f(v.w));
     } else {
-        for (uint j = 4u * i; j < p.n; ++j) y[j] = f(x[j]);
+        for (uint j = 4u * i; j < p.n; ++j) y[j] = f(fetch(x_t, j));
     }
 }

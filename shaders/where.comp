@@ -2,9 +2,9 @@
 // out = mask != 0 ? a : b, all three broadcast to the output shape (stride 0 = broadcast).
 #include "common.glsl"
 layout(local_size_x = 256) in;
-layout(set = 0, binding = 0) readonly buffer M { float m[]; };
-layout(set = 0, binding = 1) readonly buffer A { float a[]; };
-layout(set = 0, binding = 2) readonly buffer B { float b[]; };
+layout(set = 0, binding = 0) uniform samplerBuffer m_t;
+layout(set = 0, binding = 1) uniform samplerBuffer a_t;
+layout(set = 0, binding = 2) uniform samplerBuffer b_t;
 layout(set = 0, binding = 3) writeonly buffer C { float c[]; };
 layout(push_constant) uniform P {
     uint n; uint rank;
@@ -22,5 +22,5 @@ void main() {
         ia += idx * p.sa[d];
         ib += idx * p.sb[d];
     }
-    c[i] = m[im] != 0.0 ? a[ia] : b[ib];
+    c[i] = fetch(m_t, im) != 0.0 ? fetch(a_t, ia) : fetch(b_t, ib);
 }

@@ -36,8 +36,8 @@ impl Tensor {
                 Kernel::Binary,
                 &[op as u32],
                 &[
-                    Bind::read(self.storage()),
-                    Bind::read(other.storage()),
+                    Bind::texels(self.storage()),
+                    Bind::texels(other.storage()),
                     Bind::write(&st),
                 ],
                 &push,
@@ -155,9 +155,9 @@ impl Tensor {
                 Kernel::Where,
                 &[],
                 &[
-                    Bind::read(mask.storage()),
-                    Bind::read(a.storage()),
-                    Bind::read(b.storage()),
+                    Bind::texels(mask.storage()),
+                    Bind::texels(a.storage()),
+                    Bind::texels(b.storage()),
                     Bind::write(&st),
                 ],
                 &push,

@@ -73,6 +73,7 @@ fn index_kernel(
 
 const GATHER: u32 = 0;
 const SCATTER_ADD: u32 = 1;
+const TO_F32: u32 = 2;
 
 /// out[o, r, k] = base[o, r, k] + sum over j with idx(o,j,k) == r of upd[o, j, k].
 fn scatter_add_raw(
@@ -102,8 +103,10 @@ fn scatter_add_raw(
 }
 
 pub(crate) fn int_to_f32(t: &IntTensor) -> Result<Tensor> {
-    let x = Tensor::leaf(t.shape.clone(), t.storage.clone());
-    x.unary_raw(super::unary::U::U32ToF32, 0.0)
+    let st = alloc_f32(&t.shape)?;
+    let n = t.numel();
+    index_kernel(TO_F32, &st, t, &st, &st, n, [n, 0, 0, 0], [0, 0, 0])?;
+    Ok(Tensor::leaf(t.shape.clone(), st))
 }
 
 impl Tensor {

@@ -27,7 +27,7 @@ fn strided_copy(
     Tensor::ctx()?.dispatch(
         Kernel::Copy,
         &[],
-        &[Bind::read(src), Bind::write(dst)],
+        &[Bind::texels(src), Bind::write(dst)],
         &push,
         grid(n, 256),
     )

@@ -62,7 +62,7 @@ fn reduce_passes(
         ctx.dispatch(
             Kernel::Reduce,
             &[op as u32, group as u32],
-            &[Bind::read(src), Bind::write(&dst)],
+            &[Bind::texels(src), Bind::write(&dst)],
             &push.map(|v| v as u32),
             groups,
         )?;

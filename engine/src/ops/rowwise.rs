@@ -52,7 +52,7 @@ impl Tensor {
             ctx.dispatch(
                 Kernel::Rowwise,
                 &[op as u32, group as u32],
-                &[Bind::read(self.storage()), Bind::write(&st)],
+                &[Bind::texels(self.storage()), Bind::write(&st)],
                 &[rows as u32, n as u32, eps.to_bits()],
                 groups,
             )?;

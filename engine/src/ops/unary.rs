@@ -30,7 +30,6 @@ pub(crate) enum U {
     Step,
     Sign,
     DivS,
-    U32ToF32,
 }
 
 impl Tensor {
@@ -42,7 +41,7 @@ impl Tensor {
             Tensor::ctx()?.dispatch(
                 Kernel::Unary,
                 &[op as u32],
-                &[Bind::read(self.storage()), Bind::write(&st)],
+                &[Bind::texels(self.storage()), Bind::write(&st)],
                 &[n as u32, s.to_bits()],
                 grid(n.div_ceil(4), 256),
             )?;
