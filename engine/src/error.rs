@@ -9,6 +9,9 @@ pub enum Error {
     /// No Vulkan loader library could be opened.
     #[error("no Vulkan loader found ({0}); install one, e.g. on Debian: apt-get install libvulkan1 mesa-vulkan-drivers")]
     NoLoader(String),
+    /// The loader found no driver to create an instance with.
+    #[error("no Vulkan driver found (creating an instance failed: {0}); install one, e.g. on Debian: apt-get install mesa-vulkan-drivers (lavapipe runs Vulkan on the CPU)")]
+    NoDriver(String),
     /// The loader works but lists no device.
     #[error("no Vulkan device found; install a driver, e.g. on Debian: apt-get install mesa-vulkan-drivers (lavapipe runs Vulkan on the CPU)")]
     NoDevice,

@@ -97,9 +97,7 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
                 }
             }
             if !devices.iter().any(|d| d.chosen) {
-                return Err(vkgrad::Error::Other(format!(
-                    "no usable device for choice {choice:?}"
-                )));
+                device::resolve_device(&choice)?; // the error that says why
             }
             println!("(* = the device vkgrad uses; choose with --device N|NAME or VKGRAD_DEVICE)");
             Ok(())

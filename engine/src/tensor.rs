@@ -42,6 +42,16 @@ pub(crate) fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// The element count of a user-given shape, refusing shapes whose count or f32 byte size
+/// overflows (so later `numel` calls on accepted shapes cannot overflow).
+pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|n| n.checked_mul(4).is_some())
+        .ok_or_else(|| Error::op(op, format!("shape {shape:?} has too many elements")))
+}
+
 impl Tensor {
     /// A tensor that is not the result of a recorded op (a leaf).
     pub(crate) fn leaf(shape: Shape, storage: Arc<Storage>) -> Tensor {
@@ -87,7 +97,7 @@ impl Tensor {
 
     /// Uploads host data. `data.len()` must equal the product of `shape`.
     pub fn from_slice(data: &[f32], shape: &[usize]) -> Result<Tensor> {
-        if data.len() != numel(shape) {
+        if data.len() != checked_numel("from_vec", shape)? {
             return Err(Error::op(
                 "from_vec",
                 format!(
@@ -110,6 +120,7 @@ impl Tensor {
 
     /// A tensor filled with `value` (recorded, no host transfer).
     pub fn full(shape: &[usize], value: f32) -> Result<Tensor> {
+        checked_numel("full", shape)?;
         let ctx = context()?;
         let st = ctx.alloc(4 * numel(shape) as u64)?;
         if numel(shape) > 0 {
@@ -239,7 +250,7 @@ pub struct IntTensor {
 
 impl IntTensor {
     pub fn from_vec(data: Vec<u32>, shape: &[usize]) -> Result<IntTensor> {
-        if data.len() != numel(shape) {
+        if data.len() != checked_numel("IntTensor::from_vec", shape)? {
             return Err(Error::op(
                 "IntTensor::from_vec",
                 format!(

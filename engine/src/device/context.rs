@@ -34,6 +34,10 @@ pub struct Context {
     /// Loop iterations one invocation may run, where the driver caps them: llvmpipe ends all
     /// loops of an invocation after 65535 iterations in total (see shaders/common.glsl).
     pub(crate) loop_budget: Option<usize>,
+    /// The largest range one storage-buffer binding may cover, and the most texels a texel
+    /// buffer view may hold (maxStorageBufferRange, maxTexelBufferElements).
+    max_storage_range: u64,
+    max_texels: u64,
 }
 
 /// A buffer a command binds: read or written as a storage buffer, or read as a uniform texel
@@ -163,6 +167,9 @@ impl Context {
             .to_lowercase()
             .contains("llvmpipe")
             .then_some(60_000);
+        let props = device.physical_device().properties();
+        let max_storage_range = props.max_storage_buffer_range as u64;
+        let max_texels = props.max_texel_buffer_elements as u64;
         Ok(Context {
             info,
             device,
@@ -172,6 +179,8 @@ impl Context {
             rec: Mutex::new(rec),
             group_rows,
             loop_budget,
+            max_storage_range,
+            max_texels,
         })
     }
 
@@ -212,6 +221,29 @@ impl Context {
         push: &[u32],
         groups: [u32; 3],
     ) -> Result<()> {
+        for b in binds {
+            // Raw commands skip validation, so the device's limits are checked here: past them
+            // a shader would read out of range instead of failing.
+            let (size, limit, what) = if b.texels {
+                (
+                    b.st.buf.sub.size() / 16,
+                    self.max_texels,
+                    "texels (maxTexelBufferElements)",
+                )
+            } else {
+                (
+                    b.st.bytes,
+                    self.max_storage_range,
+                    "bytes (maxStorageBufferRange)",
+                )
+            };
+            if size > limit {
+                return Err(Error::Other(format!(
+                    "{kernel:?} kernel: a tensor of {} bytes is larger than {} allows: {size} > {limit} {what}",
+                    b.st.bytes, self.info.name
+                )));
+            }
+        }
         let pipeline = self.pipeline(kernel, spec)?;
         let accesses: SmallVec<[Access; 4]> = binds
             .iter()
@@ -282,11 +314,7 @@ impl Context {
             }
             (fns.v1_0.cmd_dispatch)(cb, groups[0], groups[1], groups[2]);
         }
-        rec.count_dispatch();
-        if rec.wants_flush() {
-            rec.flush()?;
-        }
-        Ok(())
+        rec.count_dispatch()
     }
 
     /// Fills `bytes` of `dst` with a repeated 32-bit pattern.
@@ -405,6 +433,12 @@ impl Context {
             .read()
             .map_err(|e| Error::vulkan("reading a staging buffer", e))?;
         Ok(guard.to_vec())
+    }
+
+    /// (maxStorageBufferRange in bytes, maxTexelBufferElements): the largest tensor an op can
+    /// take is bounded by the first.
+    pub fn buffer_limits(&self) -> (u64, u64) {
+        (self.max_storage_range, self.max_texels)
     }
 
     /// Submits everything recorded and waits for it.

@@ -96,8 +96,8 @@ fn instance() -> Result<Arc<Instance>> {
                 application_name: Some("vkgrad".into()),
                 ..Default::default()
             };
-            Instance::new(library, info)
-                .map_err(|e| Error::vulkan("creating the Vulkan instance", e))
+            // Without any driver the loader refuses the instance (VK_ERROR_INCOMPATIBLE_DRIVER).
+            Instance::new(library, info).map_err(|e| Error::NoDriver(format!("{e:?}")))
         })
         .clone()
 }
@@ -231,6 +231,11 @@ pub fn list_devices(choice: &DeviceChoice) -> Result<Vec<DeviceInfo>> {
         infos[i].chosen = true;
     }
     Ok(infos)
+}
+
+/// The device `choice` selects, or the error that says why there is none.
+pub fn resolve_device(choice: &DeviceChoice) -> Result<DeviceInfo> {
+    open(choice).map(|(_, info)| info)
 }
 
 pub(crate) fn open(choice: &DeviceChoice) -> Result<(Arc<PhysicalDevice>, DeviceInfo)> {

@@ -40,7 +40,7 @@ fn to6(v: &[usize]) -> [u32; MAX_RANK] {
 impl Tensor {
     /// Same elements, new shape (no copy). The element count must match.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        if numel(shape) != self.numel() {
+        if crate::tensor::checked_numel("reshape", shape)? != self.numel() {
             return Err(Error::op(
                 "reshape",
                 format!(
@@ -209,6 +209,7 @@ impl Tensor {
 
     /// Broadcasts to `shape` (NumPy rules), materialising the copy.
     pub fn expand(&self, shape: &[usize]) -> Result<Tensor> {
+        crate::tensor::checked_numel("expand", shape)?;
         let target = super::broadcast_shape("expand", self.shape(), shape)?;
         if &target[..] != shape {
             return Err(Error::op(

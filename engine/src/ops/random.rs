@@ -3,7 +3,7 @@
 use super::alloc_f32;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
-use crate::tensor::{numel, IntTensor, Tensor};
+use crate::tensor::{IntTensor, Tensor};
 
 /// A seeded stream: every draw uses the next stream offset, so successive draws differ and a
 /// run is reproducible from its seed. Element i of a draw depends only on (seed, offset, i).
@@ -29,7 +29,7 @@ impl Rng {
         a: f32,
         b: f32,
     ) -> Result<std::sync::Arc<crate::device::Storage>> {
-        let n = numel(shape);
+        let n = crate::tensor::checked_numel("random", shape)?;
         if n as u64 > u32::MAX as u64 {
             return Err(Error::op(
                 "random",
