@@ -42,6 +42,24 @@ pub(crate) fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// Checks that `len` 32-bit words fill `shape`, then uploads them.
+fn upload_words(
+    op: &'static str,
+    words: impl Iterator<Item = [u8; 4]>,
+    len: usize,
+    shape: &[usize],
+) -> Result<Arc<Storage>> {
+    let n = checked_numel(op, shape)?;
+    if len != n {
+        return Err(Error::op(
+            op,
+            format!("{len} values do not fill shape {shape:?} ({n} elements)"),
+        ));
+    }
+    let bytes: Vec<u8> = words.flatten().collect();
+    context()?.upload(&bytes)
+}
+
 /// The element count of a user-given shape, refusing shapes whose count or f32 byte size
 /// overflows (so later `numel` calls on accepted shapes cannot overflow).
 pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
@@ -97,19 +115,12 @@ impl Tensor {
 
     /// Uploads host data. `data.len()` must equal the product of `shape`.
     pub fn from_slice(data: &[f32], shape: &[usize]) -> Result<Tensor> {
-        if data.len() != checked_numel("from_vec", shape)? {
-            return Err(Error::op(
-                "from_vec",
-                format!(
-                    "{} values do not fill shape {:?} ({} elements)",
-                    data.len(),
-                    shape,
-                    numel(shape)
-                ),
-            ));
-        }
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let st = context()?.upload(&bytes)?;
+        let st = upload_words(
+            "from_vec",
+            data.iter().map(|v| v.to_ne_bytes()),
+            data.len(),
+            shape,
+        )?;
         Ok(Tensor::leaf(shape.into(), st))
     }
 
@@ -250,19 +261,12 @@ pub struct IntTensor {
 
 impl IntTensor {
     pub fn from_vec(data: Vec<u32>, shape: &[usize]) -> Result<IntTensor> {
-        if data.len() != checked_numel("IntTensor::from_vec", shape)? {
-            return Err(Error::op(
-                "IntTensor::from_vec",
-                format!(
-                    "{} values do not fill shape {:?} ({} elements)",
-                    data.len(),
-                    shape,
-                    numel(shape)
-                ),
-            ));
-        }
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let storage = context()?.upload(&bytes)?;
+        let storage = upload_words(
+            "IntTensor::from_vec",
+            data.iter().map(|v| v.to_ne_bytes()),
+            data.len(),
+            shape,
+        )?;
         Ok(IntTensor {
             shape: shape.into(),
             storage,

@@ -11,7 +11,7 @@ use ash::vk;
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage};
+use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
 use vulkano::device::{
     Device, DeviceCreateInfo, DeviceExtensions, Queue, QueueCreateInfo, QueueFlags,
 };
@@ -337,6 +337,28 @@ impl Context {
         Ok(())
     }
 
+    /// A host-visible buffer for transfers to or from the device.
+    fn staging(
+        &self,
+        usage: BufferUsage,
+        access: MemoryTypeFilter,
+        bytes: u64,
+    ) -> Result<Subbuffer<[u8]>> {
+        Buffer::new_slice::<u8>(
+            self.mem.clone(),
+            BufferCreateInfo {
+                usage,
+                ..Default::default()
+            },
+            AllocationCreateInfo {
+                memory_type_filter: MemoryTypeFilter::PREFER_HOST | access,
+                ..Default::default()
+            },
+            bytes,
+        )
+        .map_err(|_| Error::OutOfMemory { bytes })
+    }
+
     /// Copies host bytes into a new device buffer (through a staging buffer kept alive until
     /// the copy has run).
     pub(crate) fn upload(&self, data: &[u8]) -> Result<Arc<Storage>> {
@@ -344,22 +366,11 @@ impl Context {
         if data.is_empty() {
             return Ok(st);
         }
-        let staging = Buffer::new_slice::<u8>(
-            self.mem.clone(),
-            BufferCreateInfo {
-                usage: BufferUsage::TRANSFER_SRC,
-                ..Default::default()
-            },
-            AllocationCreateInfo {
-                memory_type_filter: MemoryTypeFilter::PREFER_HOST
-                    | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
-                ..Default::default()
-            },
+        let staging = self.staging(
+            BufferUsage::TRANSFER_SRC,
+            MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
             data.len() as u64,
-        )
-        .map_err(|_| Error::OutOfMemory {
-            bytes: data.len() as u64,
-        })?;
+        )?;
         staging
             .write()
             .map_err(|e| Error::vulkan("writing a staging buffer", e))?
@@ -392,20 +403,11 @@ impl Context {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        let staging = Buffer::new_slice::<u8>(
-            self.mem.clone(),
-            BufferCreateInfo {
-                usage: BufferUsage::TRANSFER_DST,
-                ..Default::default()
-            },
-            AllocationCreateInfo {
-                memory_type_filter: MemoryTypeFilter::PREFER_HOST
-                    | MemoryTypeFilter::HOST_RANDOM_ACCESS,
-                ..Default::default()
-            },
+        let staging = self.staging(
+            BufferUsage::TRANSFER_DST,
+            MemoryTypeFilter::HOST_RANDOM_ACCESS,
             bytes,
-        )
-        .map_err(|_| Error::OutOfMemory { bytes })?;
+        )?;
         {
             let mut rec = lock(&self.rec);
             // The staging buffer is fresh, so only the source read needs tracking.

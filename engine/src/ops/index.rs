@@ -102,6 +102,19 @@ fn scatter_add_raw(
     Ok(Tensor::leaf(base.0.shape.clone(), st))
 }
 
+/// The gradient of a gather-like op: the output gradient added at its indices into zeros of the
+/// source's shape.
+fn scatter_into_zeros(
+    full: &[usize],
+    idx: &IntTensor,
+    g: &Tensor,
+    axis: usize,
+    istrides: [usize; 3],
+    n_idx: usize,
+) -> Result<Tensor> {
+    scatter_add_raw(&Tensor::zeros(full)?, idx, g, axis, istrides, n_idx)
+}
+
 pub(crate) fn int_to_f32(t: &IntTensor) -> Result<Tensor> {
     let st = alloc_f32(&t.shape)?;
     let n = t.numel();
@@ -144,13 +157,8 @@ impl Tensor {
             "index_select",
             &[self],
             move |g| {
-                Ok(vec![Some(scatter_add_raw(
-                    &Tensor::zeros(&full)?,
-                    &idx2,
-                    g,
-                    ax,
-                    strides,
-                    m,
+                Ok(vec![Some(scatter_into_zeros(
+                    &full, &idx2, g, ax, strides, m,
                 )?)])
             },
         ))
@@ -183,13 +191,8 @@ impl Tensor {
             "gather",
             &[self],
             move |g| {
-                Ok(vec![Some(scatter_add_raw(
-                    &Tensor::zeros(&full)?,
-                    &idx2,
-                    g,
-                    ax,
-                    strides,
-                    n_idx,
+                Ok(vec![Some(scatter_into_zeros(
+                    &full, &idx2, g, ax, strides, n_idx,
                 )?)])
             },
         ))
