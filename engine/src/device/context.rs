@@ -161,7 +161,7 @@ impl Context {
             .ok_or_else(|| Error::vulkan("opening the queue", "none returned"))?;
         let mem = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
         let rec = Recorder::new(device.clone(), queue)?;
-                // VKGRAD_KERNELS=gpu|cpu forces a variant family (the test suite runs the GPU variants on
+        // VKGRAD_KERNELS=gpu|cpu forces a variant family (the test suite runs the GPU variants on
         // lavapipe too, so both are verified on machines without a GPU).
         let group_rows = match std::env::var("VKGRAD_KERNELS").as_deref() {
             Ok("gpu") => true,

@@ -41,6 +41,7 @@ kernels! {
     Rowwise => rowwise_cs, "../shaders/rowwise.comp";
     Matmul => matmul_cs, "../shaders/matmul.comp";
     MatmulLanes => matmul_lanes_cs, "../shaders/matmul_lanes.comp";
+    MatmulTiled => matmul_tiled_cs, "../shaders/matmul_tiled.comp";
     Index => index_cs, "../shaders/index.comp";
 }
 

@@ -61,44 +61,41 @@ impl Tensor {
                 Tensor::ctx()?.fill(&st, 0)?;
             } else {
                 let ctx = Tensor::ctx()?;
-                // The vec4 path walks K in steps of 4 and loads vec4s along each operand's
-                // contiguous dimension, so all of those must be multiples of 4. It uses a fixed
-                // 8 x 8 tile, the scalar path 4 x 4 (see shaders/matmul.comp).
+                // Three kernels (see shaders/): GPUs take the shared-memory tiled one; CPU drivers
+                // take the 8-lane vec4 one when K and each operand's contiguous dimension are
+                // multiples of 4, and a scalar 4 x 4 one otherwise. Loop counts per invocation
+                // (for drivers with a loop budget): K/16 slices of up to ~400 iterations, K/4, K.
                 let vec = ka % 4 == 0 && (!ta || m % 4 == 0) && (tb || n % 4 == 0);
-                let push = [m, n, ka, m * ka, ka * n, m * n].map(|v| v as u32);
-                let (sa_, sb_) = (a.storage(), b.storage());
-                // K loop iterations: K/4 with vec4 loads, K without.
-                ctx.check_loop("matmul", if vec { ka / 4 } else { ka }, shapes)?;
-                let lanes = vec && !ctx.group_rows;
-                let binds = if lanes {
-                    [Bind::texels(sa_), Bind::texels(sb_), Bind::write(&st)]
-                } else {
-                    [Bind::read(sa_), Bind::read(sb_), Bind::write(&st)]
-                };
-                let (kernel, spec, groups) = if lanes {
-                    // CPU drivers: 8-lane workgroups sharing A rows, inputs read as texel
-                    // buffers (shaders/matmul_lanes.comp).
+                let t = [ta as u32, tb as u32];
+                let (kernel, groups, loops) = if ctx.group_rows {
+                    (
+                        Kernel::MatmulTiled,
+                        [n.div_ceil(64), m.div_ceil(64), batch],
+                        ka.div_ceil(16) * 400,
+                    )
+                } else if vec {
                     (
                         Kernel::MatmulLanes,
-                        vec![ta as u32, tb as u32],
                         [n.div_ceil(64), m.div_ceil(8), batch],
+                        ka / 4,
                     )
                 } else {
-                    let (tm, tn) = if vec { (8, 8) } else { (4, 4) };
-                    let spec = vec![tm as u32, tn as u32, ta as u32, tb as u32, vec as u32];
-                    (
-                        Kernel::Matmul,
-                        spec,
-                        [n.div_ceil(8 * tn), m.div_ceil(8 * tm), batch],
-                    )
+                    (Kernel::Matmul, [n.div_ceil(32), m.div_ceil(32), batch], ka)
                 };
+                ctx.check_loop("matmul", loops, shapes)?;
+                let push = [m, n, ka, m * ka, ka * n, m * n].map(|v| v as u32);
+                let binds = [
+                    Bind::texels(a.storage()),
+                    Bind::texels(b.storage()),
+                    Bind::write(&st),
+                ];
                 if groups.iter().any(|&g| g > 65535) {
                     return Err(Error::op(
                         "matmul",
                         format!("{}: too large for one dispatch", shapes()),
                     ));
                 }
-                ctx.dispatch(kernel, &spec, &binds, &push, groups.map(|g| g as u32))?;
+                ctx.dispatch(kernel, &t, &binds, &push, groups.map(|g| g as u32))?;
             }
         }
         let (a2, b2) = (a.clone(), b.clone());
