@@ -27,6 +27,9 @@ pub enum Error {
     /// An op was called with arguments it cannot take (shapes, axes, values).
     #[error("{op}: {message}")]
     Op { op: &'static str, message: String },
+    /// A plugin file was refused or a plugin call failed.
+    #[error("plugin {path}: {message}")]
+    Plugin { path: String, message: String },
     /// Anything else, with its own complete message.
     #[error("{0}")]
     Other(String),

@@ -17,3 +17,4 @@ pub mod bench;
 pub mod nn;
 pub mod optim;
 pub mod reference;
+pub mod plugin;

@@ -39,6 +39,30 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// List the plugins found, their components and options.
+    Plugins {
+        /// A plugin file or a folder of them (repeatable); VKGRAD_PLUGIN_PATH and the built-in
+        /// plugins next to the vkgrad binary are searched too.
+        #[arg(long = "plugin")]
+        plugins: Vec<std::path::PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove a plugin right: run the property harness on every component of the file at PATH.
+    Verify {
+        /// The plugin file (a .so / .dylib / .dll).
+        path: std::path::PathBuf,
+        /// Generated cases per property.
+        #[arg(long, default_value_t = 32)]
+        cases: u32,
+        /// Seed of the case generator.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +124,63 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
                 device::resolve_device(&choice)?; // the error that says why
             }
             println!("(* = the device vkgrad uses; choose with --device N|NAME or VKGRAD_DEVICE)");
+            Ok(())
+        }
+        Command::Plugins { plugins, json } => {
+            let files = vkgrad::plugin::search_paths(&plugins);
+            let reg = vkgrad::plugin::Registry::load_all(&files);
+            if json {
+                let refused: Vec<String> = reg.refused.iter().map(|e| e.to_string()).collect();
+                println!("{}", serde_json::json!({ "plugins": reg.plugins, "refused": refused }));
+                return Ok(());
+            }
+            for p in &reg.plugins {
+                println!("{} {} (ABI {}) — {}", p.name, p.version, p.abi, p.path.display());
+                for c in &p.components {
+                    println!("  {} [{}]: {}", c.name, c.kind, c.description);
+                    for o in c.options.as_array().into_iter().flatten() {
+                        let field = |k: &str| o[k].as_str().unwrap_or("?").to_string();
+                        println!("      {} ({}, default {}): {}", field("name"), field("type"), o["default"], field("doc"));
+                    }
+                }
+            }
+            if reg.plugins.is_empty() {
+                let searched: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                println!("no plugins found (searched: {})", searched.join(", "));
+            }
+            for e in &reg.refused {
+                eprintln!("refused: {e}");
+            }
+            Ok(())
+        }
+        Command::Verify { path, cases, seed, json } => {
+            let mut reg = vkgrad::plugin::Registry::default();
+            reg.load(&path)?;
+            let plugin = &reg.plugins[0];
+            let total = (plugin.components.len() * vkgrad::plugin::verify::CASE_PROPERTIES.len()) as u64;
+            let bar = if json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total) };
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+                bar.set_style(style);
+            }
+            let checks = vkgrad::plugin::verify::verify(plugin, cases, seed, |what, _| {
+                bar.set_message(what.to_string());
+                bar.inc(1);
+            });
+            bar.finish_and_clear();
+            let failed = checks.iter().filter(|c| !c.passed).count();
+            if json {
+                let out = serde_json::json!({ "plugin": plugin.name, "path": path, "checks": checks, "failed": failed });
+                println!("{out}");
+            } else {
+                for c in &checks {
+                    let mark = if c.passed { "ok  " } else { "FAIL" };
+                    println!("{mark} {} — {}: {}", c.component, c.property, c.detail);
+                }
+                println!("{} passed, {} failed", checks.len() - failed, failed);
+            }
+            if failed > 0 {
+                return Err(vkgrad::Error::Other(format!("{failed} check(s) failed for {}", path.display())));
+            }
             Ok(())
         }
         Command::Bench {

@@ -67,6 +67,12 @@ pub const GRADIENT: Tol = Tol {
 /// below 1e-6 relative for the smooth, moderately scaled inputs these checks use.
 pub const FINITE_DIFFERENCE_REL: f64 = 1e-6;
 
+/// `vkgrad verify`: a plugin's device gradient (f32, through a chain of ops) vs central finite
+/// differences of its f64 CPU reference, relative to the sum of |terms| of the directional
+/// derivative. 1e-3 covers GRADIENT's chained f32 error with room for the reference's own
+/// cancellation; a wrong gradient (a missing factor, a sign) misses it by orders of magnitude.
+pub const PLUGIN_GRADIENT_REL: f64 = 1e-3;
+
 impl Tol {
     pub fn bound(&self, scale: f64, n_terms: usize) -> f64 {
         self.abs + self.rel * scale + self.per_term * n_terms as f64 * scale

@@ -1,0 +1,309 @@
+//! The host side of the ABI: the op table plugins call by name, over opaque handles. A fresh
+//! `CallState` backs each call into a plugin; handles index its table, and whatever the plugin
+//! did not return is freed when the call ends.
+
+use crate::error::{Error, Result};
+use crate::tensor::{IntTensor, Tensor};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use vkgrad_plugin::abi::{self, ErrorSink, Handle, HostApi, Str};
+
+/// A value behind a handle.
+#[derive(Clone)]
+pub(crate) enum Held {
+    F(Tensor),
+    I(IntTensor),
+}
+
+#[derive(Default)]
+pub(crate) struct CallState {
+    table: HashMap<Handle, Held>,
+    next: Handle,
+}
+
+impl CallState {
+    pub fn insert(&mut self, v: Held) -> Handle {
+        self.next += 1;
+        self.table.insert(self.next, v);
+        self.next
+    }
+    pub fn take(&mut self, h: Handle) -> Option<Held> {
+        self.table.remove(&h)
+    }
+    fn get(&self, h: Handle) -> Result<&Held> {
+        self.table.get(&h).ok_or_else(|| Error::Other(format!("unknown tensor handle {h}")))
+    }
+    fn f(&self, h: Handle) -> Result<&Tensor> {
+        match self.get(h)? {
+            Held::F(t) => Ok(t),
+            Held::I(_) => Err(Error::Other(format!("handle {h} is an integer tensor where an f32 one is needed"))),
+        }
+    }
+    fn i(&self, h: Handle) -> Result<&IntTensor> {
+        match self.get(h)? {
+            Held::I(t) => Ok(t),
+            Held::F(_) => Err(Error::Other(format!("handle {h} is an f32 tensor where an integer one is needed"))),
+        }
+    }
+}
+
+/// The API table for one call; `ctx` points at the call's state.
+pub(crate) fn api(state: &mut CallState) -> HostApi {
+    HostApi {
+        struct_size: std::mem::size_of::<HostApi>(),
+        abi_minor: abi::ABI_MINOR,
+        ctx: state as *mut CallState as *mut c_void,
+        op: host_op,
+        shape: host_shape,
+        release: host_release,
+        tensor: host_tensor,
+        log: host_log,
+    }
+}
+
+unsafe fn state<'a>(ctx: *mut c_void) -> &'a mut CallState {
+    unsafe { &mut *(ctx as *mut CallState) }
+}
+
+unsafe fn fail(err: *mut ErrorSink, e: impl std::fmt::Display) -> i32 {
+    unsafe { vkgrad_plugin::report(err, &e.to_string()) };
+    abi::ERROR
+}
+
+unsafe extern "C" fn host_op(
+    ctx: *mut c_void,
+    name: Str,
+    inputs: *const Handle,
+    n_inputs: usize,
+    attrs: Str,
+    out: *mut Handle,
+    err: *mut ErrorSink,
+) -> i32 {
+    let st = unsafe { state(ctx) };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Held> {
+        let name = unsafe { name.as_str() }.map_err(|e| Error::Other(format!("op name is not UTF-8: {e}")))?;
+        let attrs = unsafe { attrs.as_str() }.map_err(|e| Error::Other(format!("{name}: attributes are not UTF-8: {e}")))?;
+        let attrs: Value = if attrs.trim().is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_str(attrs).map_err(|e| Error::Other(format!("{name}: attributes are not JSON: {e}")))?
+        };
+        let handles = if n_inputs == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(inputs, n_inputs) } };
+        run_op(st, name, handles, &attrs)
+    }));
+    match result {
+        Ok(Ok(v)) => {
+            unsafe { *out = st.insert(v) };
+            abi::OK
+        }
+        Ok(Err(e)) => unsafe { fail(err, e) },
+        Err(_) => unsafe { fail(err, "the host panicked running this op (a bug in vkgrad)") },
+    }
+}
+
+fn attr_f(op: &str, a: &Value, key: &str) -> Result<f32> {
+    a.get(key).and_then(Value::as_f64).map(|v| v as f32).ok_or_else(|| Error::Other(format!("{op}: attribute `{key}` (a number) is missing")))
+}
+fn attr_i(op: &str, a: &Value, key: &str) -> Result<isize> {
+    a.get(key).and_then(Value::as_i64).map(|v| v as isize).ok_or_else(|| Error::Other(format!("{op}: attribute `{key}` (an integer) is missing")))
+}
+fn attr_u(op: &str, a: &Value, key: &str) -> Result<usize> {
+    a.get(key).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| Error::Other(format!("{op}: attribute `{key}` (a non-negative integer) is missing")))
+}
+fn attr_list(op: &str, a: &Value, key: &str) -> Result<Vec<usize>> {
+    a.get(key)
+        .and_then(Value::as_array)
+        .and_then(|v| v.iter().map(|x| x.as_u64().map(|u| u as usize)).collect())
+        .ok_or_else(|| Error::Other(format!("{op}: attribute `{key}` (a list of non-negative integers) is missing")))
+}
+fn attr_b(a: &Value, key: &str) -> bool {
+    a.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// The op table: every engine op, by name, with its attributes.
+fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
+    let want = |n: usize| {
+        if h.len() == n {
+            Ok(())
+        } else {
+            Err(Error::Other(format!("{name}: takes {n} input(s), got {}", h.len())))
+        }
+    };
+    let x = |i: usize| st.f(h[i]);
+    let f = |t: Tensor| Ok(Held::F(t));
+    match name {
+        "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "abs" | "relu" | "sigmoid" | "tanh" | "softmax" | "log_softmax" | "logsumexp"
+        | "detach" => {
+            want(1)?;
+            let t = x(0)?;
+            f(match name {
+                "neg" => t.neg()?,
+                "exp" => t.exp()?,
+                "log" => t.log()?,
+                "sqrt" => t.sqrt()?,
+                "rsqrt" => t.rsqrt()?,
+                "abs" => t.abs()?,
+                "relu" => t.relu()?,
+                "sigmoid" => t.sigmoid()?,
+                "tanh" => t.tanh()?,
+                "softmax" => t.softmax()?,
+                "log_softmax" => t.log_softmax()?,
+                "logsumexp" => t.logsumexp()?,
+                _ => t.detach(),
+            })
+        }
+        "powf" => {
+            want(1)?;
+            f(x(0)?.powf(attr_f(name, a, "p")?)?)
+        }
+        "l2_normalize" => {
+            want(1)?;
+            f(x(0)?.l2_normalize(a.get("eps").and_then(Value::as_f64).unwrap_or(1e-12) as f32)?)
+        }
+        "add_scalar" | "sub_scalar" | "mul_scalar" | "div_scalar" | "rsub_scalar" | "rdiv_scalar" | "maximum_scalar"
+        | "minimum_scalar" | "gt_scalar" | "ge_scalar" | "eq_scalar" => {
+            want(1)?;
+            let (t, s) = (x(0)?, attr_f(name, a, "s")?);
+            f(match name {
+                "add_scalar" => t.add_scalar(s)?,
+                "sub_scalar" => t.sub_scalar(s)?,
+                "mul_scalar" => t.mul_scalar(s)?,
+                "div_scalar" => t.div_scalar(s)?,
+                "rsub_scalar" => t.rsub_scalar(s)?,
+                "rdiv_scalar" => t.rdiv_scalar(s)?,
+                "maximum_scalar" => t.maximum_scalar(s)?,
+                "minimum_scalar" => t.minimum_scalar(s)?,
+                "gt_scalar" => t.gt_scalar(s)?,
+                "ge_scalar" => t.ge_scalar(s)?,
+                _ => t.eq_scalar(s)?,
+            })
+        }
+        "add" | "sub" | "mul" | "div" | "maximum" | "minimum" | "eq" | "gt" | "ge" => {
+            want(2)?;
+            let (p, q) = (x(0)?, x(1)?);
+            f(match name {
+                "add" => p.add(q)?,
+                "sub" => p.sub(q)?,
+                "mul" => p.mul(q)?,
+                "div" => p.div(q)?,
+                "maximum" => p.maximum(q)?,
+                "minimum" => p.minimum(q)?,
+                "eq" => p.eq(q)?,
+                "gt" => p.gt(q)?,
+                _ => p.ge(q)?,
+            })
+        }
+        "where" => {
+            want(3)?;
+            f(Tensor::where_(x(0)?, x(1)?, x(2)?)?)
+        }
+        "sum" | "mean" | "max" | "min" => {
+            want(1)?;
+            let t = x(0)?;
+            let keep = attr_b(a, "keepdim");
+            f(match (name, a.get("axis").and_then(Value::as_i64)) {
+                ("sum", Some(ax)) => t.sum_axis(ax as isize, keep)?,
+                ("mean", Some(ax)) => t.mean_axis(ax as isize, keep)?,
+                ("max", Some(ax)) => t.max_axis(ax as isize, keep)?,
+                ("min", Some(ax)) => t.min_axis(ax as isize, keep)?,
+                ("sum", None) => t.sum_all()?,
+                ("mean", None) => t.mean_all()?,
+                ("max", None) => t.max_all()?,
+                _ => t.min_all()?,
+            })
+        }
+        "argmax" | "argmin" => {
+            want(1)?;
+            let (t, ax, keep) = (x(0)?, attr_i(name, a, "axis")?, attr_b(a, "keepdim"));
+            Ok(Held::I(if name == "argmax" { t.argmax(ax, keep)? } else { t.argmin(ax, keep)? }))
+        }
+        "matmul" => {
+            want(2)?;
+            f(Tensor::matmul_t(x(0)?, x(1)?, attr_b(a, "ta"), attr_b(a, "tb"))?)
+        }
+        "reshape" => {
+            want(1)?;
+            f(x(0)?.reshape(&attr_list(name, a, "shape")?)?)
+        }
+        "permute" => {
+            want(1)?;
+            f(x(0)?.permute(&attr_list(name, a, "dims")?)?)
+        }
+        "transpose" => {
+            want(1)?;
+            f(x(0)?.transpose(attr_i(name, a, "a")?, attr_i(name, a, "b")?)?)
+        }
+        "narrow" => {
+            want(1)?;
+            f(x(0)?.narrow(attr_i(name, a, "axis")?, attr_u(name, a, "start")?, attr_u(name, a, "len")?)?)
+        }
+        "expand" => {
+            want(1)?;
+            f(x(0)?.expand(&attr_list(name, a, "shape")?)?)
+        }
+        "concat" => {
+            let ts = h.iter().map(|&i| st.f(i)).collect::<Result<Vec<_>>>()?;
+            f(Tensor::concat(&ts, attr_i(name, a, "axis")?)?)
+        }
+        "index_select" | "gather" => {
+            want(2)?;
+            let (t, idx, ax) = (x(0)?, st.i(h[1])?, attr_i(name, a, "axis")?);
+            f(if name == "gather" { t.gather(ax, idx)? } else { t.index_select(ax, idx)? })
+        }
+        "scatter_add" => {
+            want(3)?;
+            f(x(0)?.scatter_add(attr_i(name, a, "axis")?, st.i(h[1])?, x(2)?)?)
+        }
+        "to_f32" => {
+            want(1)?;
+            f(st.i(h[0])?.to_f32()?)
+        }
+        _ => Err(Error::Other(format!("unknown host op `{name}`; docs/writing-a-plugin.md lists the op table"))),
+    }
+}
+
+unsafe extern "C" fn host_shape(ctx: *mut c_void, t: Handle, dims: *mut usize, cap: usize, rank: *mut usize) -> i32 {
+    let st = unsafe { state(ctx) };
+    let shape: Vec<usize> = match st.get(t) {
+        Ok(Held::F(x)) => x.shape().to_vec(),
+        Ok(Held::I(x)) => x.shape().to_vec(),
+        Err(_) => return abi::ERROR,
+    };
+    unsafe { *rank = shape.len() };
+    for (i, d) in shape.iter().take(cap).enumerate() {
+        unsafe { *dims.add(i) = *d };
+    }
+    abi::OK
+}
+
+unsafe extern "C" fn host_release(ctx: *mut c_void, t: Handle) {
+    unsafe { state(ctx) }.take(t);
+}
+
+unsafe extern "C" fn host_tensor(
+    ctx: *mut c_void,
+    data: *const f32,
+    len: usize,
+    dims: *const usize,
+    rank: usize,
+    out: *mut Handle,
+    err: *mut ErrorSink,
+) -> i32 {
+    let st = unsafe { state(ctx) };
+    let data = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
+    let dims = if rank == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(dims, rank) } };
+    match Tensor::from_slice(data, dims) {
+        Ok(t) => {
+            unsafe { *out = st.insert(Held::F(t)) };
+            abi::OK
+        }
+        Err(e) => unsafe { fail(err, e) },
+    }
+}
+
+unsafe extern "C" fn host_log(_ctx: *mut c_void, level: u32, message: Str) {
+    let m = unsafe { message.as_str() }.unwrap_or("(log message not UTF-8)");
+    let tag = ["debug", "info", "warn", "error"].get(level as usize).unwrap_or(&"info");
+    eprintln!("[plugin {tag}] {m}");
+}
