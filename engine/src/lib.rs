@@ -16,5 +16,5 @@ pub use tensor::{IntTensor, Shape, Tensor};
 pub mod bench;
 pub mod nn;
 pub mod optim;
-pub mod reference;
 pub mod plugin;
+pub mod reference;

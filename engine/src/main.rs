@@ -131,16 +131,31 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
             let reg = vkgrad::plugin::Registry::load_all(&files);
             if json {
                 let refused: Vec<String> = reg.refused.iter().map(|e| e.to_string()).collect();
-                println!("{}", serde_json::json!({ "plugins": reg.plugins, "refused": refused }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "plugins": reg.plugins, "refused": refused })
+                );
                 return Ok(());
             }
             for p in &reg.plugins {
-                println!("{} {} (ABI {}) — {}", p.name, p.version, p.abi, p.path.display());
+                println!(
+                    "{} {} (ABI {}) — {}",
+                    p.name,
+                    p.version,
+                    p.abi,
+                    p.path.display()
+                );
                 for c in &p.components {
                     println!("  {} [{}]: {}", c.name, c.kind, c.description);
                     for o in c.options.as_array().into_iter().flatten() {
                         let field = |k: &str| o[k].as_str().unwrap_or("?").to_string();
-                        println!("      {} ({}, default {}): {}", field("name"), field("type"), o["default"], field("doc"));
+                        println!(
+                            "      {} ({}, default {}): {}",
+                            field("name"),
+                            field("type"),
+                            o["default"],
+                            field("doc")
+                        );
                     }
                 }
             }
@@ -153,13 +168,24 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
             }
             Ok(())
         }
-        Command::Verify { path, cases, seed, json } => {
+        Command::Verify {
+            path,
+            cases,
+            seed,
+            json,
+        } => {
             let mut reg = vkgrad::plugin::Registry::default();
             reg.load(&path)?;
             let plugin = &reg.plugins[0];
-            let total = (plugin.components.len() * vkgrad::plugin::verify::CASE_PROPERTIES.len()) as u64;
-            let bar = if json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total) };
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+            let total =
+                (plugin.components.len() * vkgrad::plugin::verify::CASE_PROPERTIES.len()) as u64;
+            let bar = if json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                indicatif::ProgressBar::new(total)
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            {
                 bar.set_style(style);
             }
             let checks = vkgrad::plugin::verify::verify(plugin, cases, seed, |what, _| {
@@ -179,7 +205,10 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
                 println!("{} passed, {} failed", checks.len() - failed, failed);
             }
             if failed > 0 {
-                return Err(vkgrad::Error::Other(format!("{failed} check(s) failed for {}", path.display())));
+                return Err(vkgrad::Error::Other(format!(
+                    "{failed} check(s) failed for {}",
+                    path.display()
+                )));
             }
             Ok(())
         }

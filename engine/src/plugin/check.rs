@@ -8,7 +8,10 @@ use std::path::Path;
 use vkgrad_plugin::abi::ENTRY_SYMBOL;
 
 pub(crate) fn refuse(path: &Path, why: impl Into<String>) -> Error {
-    Error::Plugin { path: path.display().to_string(), message: why.into() }
+    Error::Plugin {
+        path: path.display().to_string(),
+        message: why.into(),
+    }
 }
 
 fn host_arch() -> Option<Architecture> {
@@ -45,18 +48,40 @@ pub(crate) fn inspect(path: &Path) -> Result<()> {
     let file = object::File::parse(&*bytes)
         .map_err(|e| refuse(path, format!("is not a shared library ({e})")))?;
     if file.format() != host_format() {
-        return Err(refuse(path, format!("is a {:?} file; this machine loads {:?}", file.format(), host_format())));
+        return Err(refuse(
+            path,
+            format!(
+                "is a {:?} file; this machine loads {:?}",
+                file.format(),
+                host_format()
+            ),
+        ));
     }
     if file.kind() != ObjectKind::Dynamic {
-        return Err(refuse(path, format!("is a {:?} object, not a shared library", file.kind())));
+        return Err(refuse(
+            path,
+            format!("is a {:?} object, not a shared library", file.kind()),
+        ));
     }
     if host_arch().is_some_and(|a| a != file.architecture()) {
-        return Err(refuse(path, format!("is built for {:?}, this machine is {}", file.architecture(), std::env::consts::ARCH)));
+        return Err(refuse(
+            path,
+            format!(
+                "is built for {:?}, this machine is {}",
+                file.architecture(),
+                std::env::consts::ARCH
+            ),
+        ));
     }
     let entry = |name: &[u8]| name.strip_prefix(b"_").unwrap_or(name) == ENTRY_SYMBOL.as_bytes();
     // ELF lists exports in its dynamic symbol table; Mach-O and PE in an export table.
-    let exported = file.dynamic_symbols().any(|s| s.is_definition() && s.name_bytes().map(entry).unwrap_or(false))
-        || file.exports().map(|ex| ex.iter().any(|e| entry(e.name()))).unwrap_or(false);
+    let exported = file
+        .dynamic_symbols()
+        .any(|s| s.is_definition() && s.name_bytes().map(entry).unwrap_or(false))
+        || file
+            .exports()
+            .map(|ex| ex.iter().any(|e| entry(e.name())))
+            .unwrap_or(false);
     if !exported {
         return Err(refuse(path, format!("does not export `{ENTRY_SYMBOL}`: not a vkgrad plugin (or built for another ABI major version)")));
     }

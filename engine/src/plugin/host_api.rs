@@ -32,18 +32,24 @@ impl CallState {
         self.table.remove(&h)
     }
     fn get(&self, h: Handle) -> Result<&Held> {
-        self.table.get(&h).ok_or_else(|| Error::Other(format!("unknown tensor handle {h}")))
+        self.table
+            .get(&h)
+            .ok_or_else(|| Error::Other(format!("unknown tensor handle {h}")))
     }
     fn f(&self, h: Handle) -> Result<&Tensor> {
         match self.get(h)? {
             Held::F(t) => Ok(t),
-            Held::I(_) => Err(Error::Other(format!("handle {h} is an integer tensor where an f32 one is needed"))),
+            Held::I(_) => Err(Error::Other(format!(
+                "handle {h} is an integer tensor where an f32 one is needed"
+            ))),
         }
     }
     fn i(&self, h: Handle) -> Result<&IntTensor> {
         match self.get(h)? {
             Held::I(t) => Ok(t),
-            Held::F(_) => Err(Error::Other(format!("handle {h} is an f32 tensor where an integer one is needed"))),
+            Held::F(_) => Err(Error::Other(format!(
+                "handle {h} is an f32 tensor where an integer one is needed"
+            ))),
         }
     }
 }
@@ -82,14 +88,21 @@ unsafe extern "C" fn host_op(
 ) -> i32 {
     let st = unsafe { state(ctx) };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Held> {
-        let name = unsafe { name.as_str() }.map_err(|e| Error::Other(format!("op name is not UTF-8: {e}")))?;
-        let attrs = unsafe { attrs.as_str() }.map_err(|e| Error::Other(format!("{name}: attributes are not UTF-8: {e}")))?;
+        let name = unsafe { name.as_str() }
+            .map_err(|e| Error::Other(format!("op name is not UTF-8: {e}")))?;
+        let attrs = unsafe { attrs.as_str() }
+            .map_err(|e| Error::Other(format!("{name}: attributes are not UTF-8: {e}")))?;
         let attrs: Value = if attrs.trim().is_empty() {
             Value::Object(Default::default())
         } else {
-            serde_json::from_str(attrs).map_err(|e| Error::Other(format!("{name}: attributes are not JSON: {e}")))?
+            serde_json::from_str(attrs)
+                .map_err(|e| Error::Other(format!("{name}: attributes are not JSON: {e}")))?
         };
-        let handles = if n_inputs == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(inputs, n_inputs) } };
+        let handles = if n_inputs == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(inputs, n_inputs) }
+        };
         run_op(st, name, handles, &attrs)
     }));
     match result {
@@ -103,19 +116,36 @@ unsafe extern "C" fn host_op(
 }
 
 fn attr_f(op: &str, a: &Value, key: &str) -> Result<f32> {
-    a.get(key).and_then(Value::as_f64).map(|v| v as f32).ok_or_else(|| Error::Other(format!("{op}: attribute `{key}` (a number) is missing")))
+    a.get(key)
+        .and_then(Value::as_f64)
+        .map(|v| v as f32)
+        .ok_or_else(|| Error::Other(format!("{op}: attribute `{key}` (a number) is missing")))
 }
 fn attr_i(op: &str, a: &Value, key: &str) -> Result<isize> {
-    a.get(key).and_then(Value::as_i64).map(|v| v as isize).ok_or_else(|| Error::Other(format!("{op}: attribute `{key}` (an integer) is missing")))
+    a.get(key)
+        .and_then(Value::as_i64)
+        .map(|v| v as isize)
+        .ok_or_else(|| Error::Other(format!("{op}: attribute `{key}` (an integer) is missing")))
 }
 fn attr_u(op: &str, a: &Value, key: &str) -> Result<usize> {
-    a.get(key).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| Error::Other(format!("{op}: attribute `{key}` (a non-negative integer) is missing")))
+    a.get(key)
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "{op}: attribute `{key}` (a non-negative integer) is missing"
+            ))
+        })
 }
 fn attr_list(op: &str, a: &Value, key: &str) -> Result<Vec<usize>> {
     a.get(key)
         .and_then(Value::as_array)
         .and_then(|v| v.iter().map(|x| x.as_u64().map(|u| u as usize)).collect())
-        .ok_or_else(|| Error::Other(format!("{op}: attribute `{key}` (a list of non-negative integers) is missing")))
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "{op}: attribute `{key}` (a list of non-negative integers) is missing"
+            ))
+        })
 }
 fn attr_b(a: &Value, key: &str) -> bool {
     a.get(key).and_then(Value::as_bool).unwrap_or(false)
@@ -127,14 +157,17 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
         if h.len() == n {
             Ok(())
         } else {
-            Err(Error::Other(format!("{name}: takes {n} input(s), got {}", h.len())))
+            Err(Error::Other(format!(
+                "{name}: takes {n} input(s), got {}",
+                h.len()
+            )))
         }
     };
     let x = |i: usize| st.f(h[i]);
     let f = |t: Tensor| Ok(Held::F(t));
     match name {
-        "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "abs" | "relu" | "sigmoid" | "tanh" | "softmax" | "log_softmax" | "logsumexp"
-        | "detach" => {
+        "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "abs" | "relu" | "sigmoid" | "tanh"
+        | "softmax" | "log_softmax" | "logsumexp" | "detach" => {
             want(1)?;
             let t = x(0)?;
             f(match name {
@@ -161,8 +194,9 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
             want(1)?;
             f(x(0)?.l2_normalize(a.get("eps").and_then(Value::as_f64).unwrap_or(1e-12) as f32)?)
         }
-        "add_scalar" | "sub_scalar" | "mul_scalar" | "div_scalar" | "rsub_scalar" | "rdiv_scalar" | "maximum_scalar"
-        | "minimum_scalar" | "gt_scalar" | "ge_scalar" | "eq_scalar" => {
+        "add_scalar" | "sub_scalar" | "mul_scalar" | "div_scalar" | "rsub_scalar"
+        | "rdiv_scalar" | "maximum_scalar" | "minimum_scalar" | "gt_scalar" | "ge_scalar"
+        | "eq_scalar" => {
             want(1)?;
             let (t, s) = (x(0)?, attr_f(name, a, "s")?);
             f(match name {
@@ -216,11 +250,20 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
         "argmax" | "argmin" => {
             want(1)?;
             let (t, ax, keep) = (x(0)?, attr_i(name, a, "axis")?, attr_b(a, "keepdim"));
-            Ok(Held::I(if name == "argmax" { t.argmax(ax, keep)? } else { t.argmin(ax, keep)? }))
+            Ok(Held::I(if name == "argmax" {
+                t.argmax(ax, keep)?
+            } else {
+                t.argmin(ax, keep)?
+            }))
         }
         "matmul" => {
             want(2)?;
-            f(Tensor::matmul_t(x(0)?, x(1)?, attr_b(a, "ta"), attr_b(a, "tb"))?)
+            f(Tensor::matmul_t(
+                x(0)?,
+                x(1)?,
+                attr_b(a, "ta"),
+                attr_b(a, "tb"),
+            )?)
         }
         "reshape" => {
             want(1)?;
@@ -236,7 +279,11 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
         }
         "narrow" => {
             want(1)?;
-            f(x(0)?.narrow(attr_i(name, a, "axis")?, attr_u(name, a, "start")?, attr_u(name, a, "len")?)?)
+            f(x(0)?.narrow(
+                attr_i(name, a, "axis")?,
+                attr_u(name, a, "start")?,
+                attr_u(name, a, "len")?,
+            )?)
         }
         "expand" => {
             want(1)?;
@@ -249,7 +296,11 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
         "index_select" | "gather" => {
             want(2)?;
             let (t, idx, ax) = (x(0)?, st.i(h[1])?, attr_i(name, a, "axis")?);
-            f(if name == "gather" { t.gather(ax, idx)? } else { t.index_select(ax, idx)? })
+            f(if name == "gather" {
+                t.gather(ax, idx)?
+            } else {
+                t.index_select(ax, idx)?
+            })
         }
         "scatter_add" => {
             want(3)?;
@@ -259,11 +310,19 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
             want(1)?;
             f(st.i(h[0])?.to_f32()?)
         }
-        _ => Err(Error::Other(format!("unknown host op `{name}`; docs/writing-a-plugin.md lists the op table"))),
+        _ => Err(Error::Other(format!(
+            "unknown host op `{name}`; docs/writing-a-plugin.md lists the op table"
+        ))),
     }
 }
 
-unsafe extern "C" fn host_shape(ctx: *mut c_void, t: Handle, dims: *mut usize, cap: usize, rank: *mut usize) -> i32 {
+unsafe extern "C" fn host_shape(
+    ctx: *mut c_void,
+    t: Handle,
+    dims: *mut usize,
+    cap: usize,
+    rank: *mut usize,
+) -> i32 {
     let st = unsafe { state(ctx) };
     let shape: Vec<usize> = match st.get(t) {
         Ok(Held::F(x)) => x.shape().to_vec(),
@@ -291,8 +350,16 @@ unsafe extern "C" fn host_tensor(
     err: *mut ErrorSink,
 ) -> i32 {
     let st = unsafe { state(ctx) };
-    let data = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
-    let dims = if rank == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(dims, rank) } };
+    let data = if len == 0 {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts(data, len) }
+    };
+    let dims = if rank == 0 {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts(dims, rank) }
+    };
     match Tensor::from_slice(data, dims) {
         Ok(t) => {
             unsafe { *out = st.insert(Held::F(t)) };
@@ -304,6 +371,8 @@ unsafe extern "C" fn host_tensor(
 
 unsafe extern "C" fn host_log(_ctx: *mut c_void, level: u32, message: Str) {
     let m = unsafe { message.as_str() }.unwrap_or("(log message not UTF-8)");
-    let tag = ["debug", "info", "warn", "error"].get(level as usize).unwrap_or(&"info");
+    let tag = ["debug", "info", "warn", "error"]
+        .get(level as usize)
+        .unwrap_or(&"info");
     eprintln!("[plugin {tag}] {m}");
 }

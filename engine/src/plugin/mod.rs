@@ -17,7 +17,9 @@ use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use vkgrad_plugin::abi::{self, ComponentVTable, ErrorSink, PluginDescriptor, RefArray, RefSink, Registrar, Str};
+use vkgrad_plugin::abi::{
+    self, ComponentVTable, ErrorSink, PluginDescriptor, RefArray, RefSink, Registrar, Str,
+};
 
 /// A loaded plugin.
 #[derive(Serialize)]
@@ -44,6 +46,9 @@ pub struct Component {
     path: PathBuf,
     #[serde(skip)]
     poisoned: Arc<AtomicBool>,
+    /// What the panic that poisoned the plugin said.
+    #[serde(skip)]
+    poison_reason: Arc<std::sync::Mutex<String>>,
 }
 
 /// All plugins found, and the files that were refused (with why).
@@ -59,9 +64,16 @@ pub struct Registry {
 pub fn search_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
     let mut roots: Vec<(PathBuf, bool)> = explicit.iter().map(|p| (p.clone(), true)).collect();
     if let Ok(v) = std::env::var("VKGRAD_PLUGIN_PATH") {
-        roots.extend(std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).map(|p| (p, true)));
+        roots.extend(
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|p| (p, true)),
+        );
     }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         roots.push((dir, false));
     }
     let mut files = Vec::new();
@@ -74,7 +86,9 @@ pub fn search_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
                 .map(|e| e.path())
                 .filter(|p| {
                     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    let library = [".so", ".dylib", ".dll"].iter().any(|ext| name.ends_with(ext));
+                    let library = [".so", ".dylib", ".dll"]
+                        .iter()
+                        .any(|ext| name.ends_with(ext));
                     // In the binary's own folder only our built-in plugins count.
                     library && (any_library || name.contains("vkgrad_plugin_"))
                 })
@@ -96,6 +110,7 @@ struct Collect {
     taken: Vec<String>,
     components: Vec<Component>,
     poisoned: Arc<AtomicBool>,
+    poison_reason: Arc<std::sync::Mutex<String>>,
     problem: Option<String>,
 }
 
@@ -112,7 +127,8 @@ unsafe extern "C" fn register(ctx: *mut c_void, vt: *const ComponentVTable) -> i
             abi::ERROR
         }
         Err(_) => {
-            c.problem.get_or_insert("the host panicked registering a component".into());
+            c.problem
+                .get_or_insert("the host panicked registering a component".into());
             abi::ERROR
         }
     }
@@ -120,17 +136,37 @@ unsafe extern "C" fn register(ctx: *mut c_void, vt: *const ComponentVTable) -> i
 
 /// The checks on a registered component.
 fn accept(c: &Collect, vt: *const ComponentVTable) -> std::result::Result<Component, String> {
-    let vt: &'static ComponentVTable = unsafe { vt.as_ref() }.ok_or("registered a null component")?;
+    let vt: &'static ComponentVTable =
+        unsafe { vt.as_ref() }.ok_or("registered a null component")?;
     if vt.struct_size < std::mem::size_of::<ComponentVTable>() {
-        return Err(format!("a component table of {} bytes is smaller than ABI 1.0's {}", vt.struct_size, std::mem::size_of::<ComponentVTable>()));
+        return Err(format!(
+            "a component table of {} bytes is smaller than ABI 1.0's {}",
+            vt.struct_size,
+            std::mem::size_of::<ComponentVTable>()
+        ));
     }
-    let text = |s: Str, what: &str| unsafe { s.as_str() }.map(str::to_string).map_err(|_| format!("component {what} is not UTF-8"));
+    let text = |s: Str, what: &str| {
+        unsafe { s.as_str() }
+            .map(str::to_string)
+            .map_err(|_| format!("component {what} is not UTF-8"))
+    };
     let name = text(vt.name, "name")?;
     let local = name
         .strip_prefix(&format!("{}::", c.plugin))
-        .ok_or_else(|| format!("component `{name}` is not namespaced as `{}::name`", c.plugin))?;
-    if local.is_empty() || !local.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-        return Err(format!("component name `{name}`: the part after `::` must be letters, digits and `_`"));
+        .ok_or_else(|| {
+            format!(
+                "component `{name}` is not namespaced as `{}::name`",
+                c.plugin
+            )
+        })?;
+    if local.is_empty()
+        || !local
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    {
+        return Err(format!(
+            "component name `{name}`: the part after `::` must be letters, digits and `_`"
+        ));
     }
     if c.taken.contains(&name) {
         return Err(format!("component `{name}` is registered twice"));
@@ -142,12 +178,16 @@ fn accept(c: &Collect, vt: *const ComponentVTable) -> std::result::Result<Compon
         k => return Err(format!("component `{name}` has unknown kind {k}")),
     };
     if vt.reference.is_none() {
-        return Err(format!("component `{name}` has no CPU reference; every component must have one"));
+        return Err(format!(
+            "component `{name}` has no CPU reference; every component must have one"
+        ));
     }
     let options: serde_json::Value = serde_json::from_str(&text(vt.options_schema, "options")?)
         .map_err(|e| format!("component `{name}`: options schema is not JSON: {e}"))?;
     if !options.is_array() {
-        return Err(format!("component `{name}`: options schema must be a JSON array"));
+        return Err(format!(
+            "component `{name}`: options schema must be a JSON array"
+        ));
     }
     Ok(Component {
         name,
@@ -157,6 +197,7 @@ fn accept(c: &Collect, vt: *const ComponentVTable) -> std::result::Result<Compon
         vtable: vt,
         path: c.path.clone(),
         poisoned: c.poisoned.clone(),
+        poison_reason: c.poison_reason.clone(),
     })
 }
 
@@ -164,9 +205,14 @@ fn accept(c: &Collect, vt: *const ComponentVTable) -> std::result::Result<Compon
 fn sink(msg: &mut String) -> ErrorSink {
     unsafe extern "C" fn set(ctx: *mut c_void, m: Str) {
         let s = unsafe { &mut *(ctx as *mut String) };
-        *s = unsafe { m.as_str() }.unwrap_or("(message not UTF-8)").to_string();
+        *s = unsafe { m.as_str() }
+            .unwrap_or("(message not UTF-8)")
+            .to_string();
     }
-    ErrorSink { ctx: msg as *mut String as *mut c_void, set }
+    ErrorSink {
+        ctx: msg as *mut String as *mut c_void,
+        set,
+    }
 }
 
 impl Registry {
@@ -186,42 +232,89 @@ impl Registry {
         check::inspect(path)?;
         // Safety: the file is a shared object for this machine exporting our entry symbol;
         // running its initialisers is what loading a plugin means. It is never unloaded.
-        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| refuse(path, format!("cannot be loaded: {e}")))?;
+        let lib = unsafe { libloading::Library::new(path) }
+            .map_err(|e| refuse(path, format!("cannot be loaded: {e}")))?;
         let lib: &'static libloading::Library = Box::leak(Box::new(lib));
         let entry: libloading::Symbol<unsafe extern "C" fn() -> *const PluginDescriptor> =
-            unsafe { lib.get(abi::ENTRY_SYMBOL.as_bytes()) }.map_err(|e| refuse(path, format!("entry symbol: {e}")))?;
-        let desc = std::panic::catch_unwind(|| unsafe { entry() }).map_err(|_| refuse(path, "the entry function panicked"))?;
-        let desc = unsafe { desc.as_ref() }.ok_or_else(|| refuse(path, "the entry function returned no descriptor"))?;
+            unsafe { lib.get(abi::ENTRY_SYMBOL.as_bytes()) }
+                .map_err(|e| refuse(path, format!("entry symbol: {e}")))?;
+        let desc = std::panic::catch_unwind(|| unsafe { entry() })
+            .map_err(|_| refuse(path, "the entry function panicked"))?;
+        let desc = unsafe { desc.as_ref() }
+            .ok_or_else(|| refuse(path, "the entry function returned no descriptor"))?;
         // The version fields come first in every version of the descriptor.
         if desc.abi_major != abi::ABI_MAJOR {
-            return Err(refuse(path, format!("is built for plugin ABI {}.x; this vkgrad speaks {}.{}", desc.abi_major, abi::ABI_MAJOR, abi::ABI_MINOR)));
+            return Err(refuse(
+                path,
+                format!(
+                    "is built for plugin ABI {}.x; this vkgrad speaks {}.{}",
+                    desc.abi_major,
+                    abi::ABI_MAJOR,
+                    abi::ABI_MINOR
+                ),
+            ));
         }
         if desc.abi_minor > abi::ABI_MINOR {
             return Err(refuse(
                 path,
-                format!("needs plugin ABI {}.{}, newer than this vkgrad's {}.{}; update vkgrad", desc.abi_major, desc.abi_minor, abi::ABI_MAJOR, abi::ABI_MINOR),
+                format!(
+                    "needs plugin ABI {}.{}, newer than this vkgrad's {}.{}; update vkgrad",
+                    desc.abi_major,
+                    desc.abi_minor,
+                    abi::ABI_MAJOR,
+                    abi::ABI_MINOR
+                ),
             ));
         }
         if desc.struct_size < std::mem::size_of::<PluginDescriptor>() {
-            return Err(refuse(path, format!("its descriptor has {} bytes, ABI 1.0 needs {}", desc.struct_size, std::mem::size_of::<PluginDescriptor>())));
+            return Err(refuse(
+                path,
+                format!(
+                    "its descriptor has {} bytes, ABI 1.0 needs {}",
+                    desc.struct_size,
+                    std::mem::size_of::<PluginDescriptor>()
+                ),
+            ));
         }
-        let name = unsafe { desc.name.as_str() }.map_err(|_| refuse(path, "plugin name is not UTF-8"))?.to_string();
-        let version = unsafe { desc.version.as_str() }.map_err(|_| refuse(path, "plugin version is not UTF-8"))?.to_string();
+        let name = unsafe { desc.name.as_str() }
+            .map_err(|_| refuse(path, "plugin name is not UTF-8"))?
+            .to_string();
+        let version = unsafe { desc.version.as_str() }
+            .map_err(|_| refuse(path, "plugin version is not UTF-8"))?
+            .to_string();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(refuse(path, format!("plugin name `{name}` must be letters, digits and `_`")));
+            return Err(refuse(
+                path,
+                format!("plugin name `{name}` must be letters, digits and `_`"),
+            ));
         }
         if let Some(other) = self.plugins.iter().find(|p| p.name == name) {
-            return Err(refuse(path, format!("a plugin named `{name}` is already loaded from {}", other.path.display())));
+            return Err(refuse(
+                path,
+                format!(
+                    "a plugin named `{name}` is already loaded from {}",
+                    other.path.display()
+                ),
+            ));
         }
         let mut collect = Collect {
             plugin: name.clone(),
             path: path.to_path_buf(),
-            taken: self.plugins.iter().flat_map(|p| p.components.iter().map(|c| c.name.clone())).collect(),
+            taken: self
+                .plugins
+                .iter()
+                .flat_map(|p| p.components.iter().map(|c| c.name.clone()))
+                .collect(),
             components: Vec::new(),
             poisoned: Arc::new(AtomicBool::new(false)),
+            poison_reason: Default::default(),
             problem: None,
         };
-        let registrar = Registrar { struct_size: std::mem::size_of::<Registrar>(), ctx: &mut collect as *mut Collect as *mut c_void, register };
+        let registrar = Registrar {
+            struct_size: std::mem::size_of::<Registrar>(),
+            ctx: &mut collect as *mut Collect as *mut c_void,
+            register,
+        };
         let mut state = CallState::default();
         let api = host_api::api(&mut state);
         let mut msg = String::new();
@@ -247,13 +340,19 @@ impl Registry {
 
     /// A component by its full name.
     pub fn component(&self, name: &str) -> Option<&Component> {
-        self.plugins.iter().flat_map(|p| &p.components).find(|c| c.name == name)
+        self.plugins
+            .iter()
+            .flat_map(|p| &p.components)
+            .find(|c| c.name == name)
     }
 }
 
 impl Component {
     fn err(&self, message: impl Into<String>) -> Error {
-        Error::Plugin { path: self.path.display().to_string(), message: format!("{}: {}", self.name, message.into()) }
+        Error::Plugin {
+            path: self.path.display().to_string(),
+            message: format!("{}: {}", self.name, message.into()),
+        }
     }
 
     /// Turns a call's status into a result; a panic poisons the whole plugin.
@@ -262,15 +361,27 @@ impl Component {
             abi::OK => Ok(()),
             abi::PANICKED => {
                 self.poisoned.store(true, Ordering::SeqCst);
-                Err(self.err(format!("{msg}; the plugin is now poisoned and will not be called again")))
+                *self.poison_reason.lock().unwrap_or_else(|p| p.into_inner()) = msg.clone();
+                Err(self.err(format!(
+                    "{msg}; the plugin is now poisoned and will not be called again"
+                )))
             }
-            _ => Err(self.err(if msg.is_empty() { "failed without a message".into() } else { msg })),
+            _ => Err(self.err(if msg.is_empty() {
+                "failed without a message".into()
+            } else {
+                msg
+            })),
         }
     }
 
     fn check_alive(&self) -> Result<()> {
         if self.poisoned.load(Ordering::SeqCst) {
-            return Err(self.err("the plugin panicked earlier and is poisoned"));
+            let why = self
+                .poison_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(self.err(format!("the plugin is poisoned: it {why}")));
         }
         Ok(())
     }
@@ -289,7 +400,10 @@ impl Component {
         if inst.is_null() {
             return Err(self.err("create returned no instance"));
         }
-        Ok(LossInstance { comp: self.clone(), inst })
+        Ok(LossInstance {
+            comp: self.clone(),
+            inst,
+        })
     }
 }
 
@@ -313,34 +427,79 @@ impl LossInstance {
         let api = host_api::api(&mut state);
         let (mut out, mut msg) = (0, String::new());
         let mut err = sink(&mut msg);
-        let st = unsafe { (self.comp.vtable.forward)(self.inst, &api, handles.as_ptr(), handles.len(), &mut out, &mut err) };
+        let st = unsafe {
+            (self.comp.vtable.forward)(
+                self.inst,
+                &api,
+                handles.as_ptr(),
+                handles.len(),
+                &mut out,
+                &mut err,
+            )
+        };
         self.comp.status(st, msg)?;
         match state.take(out) {
             Some(Held::F(t)) if t.numel() == 1 => Ok(t.reshape(&[])?),
-            Some(Held::F(t)) => Err(self.comp.err(format!("forward returned shape {:?}; a loss returns one value", t.shape()))),
+            Some(Held::F(t)) => Err(self.comp.err(format!(
+                "forward returned shape {:?}; a loss returns one value",
+                t.shape()
+            ))),
             _ => Err(self.comp.err("forward returned no f32 tensor")),
         }
     }
 
     /// The component's own CPU reference (f64).
-    pub fn reference(&self, features: &[f64], dims: &[usize], labels: Option<&[f64]>) -> Result<f64> {
+    pub fn reference(
+        &self,
+        features: &[f64],
+        dims: &[usize],
+        labels: Option<&[f64]>,
+    ) -> Result<f64> {
         self.comp.check_alive()?;
-        let reference = self.comp.vtable.reference.ok_or_else(|| self.comp.err("no CPU reference"))?;
+        let reference = self
+            .comp
+            .vtable
+            .reference
+            .ok_or_else(|| self.comp.err("no CPU reference"))?;
         let arrays = [
-            RefArray { data: features.as_ptr(), len: features.len(), dims: dims.as_ptr(), rank: dims.len() },
+            RefArray {
+                data: features.as_ptr(),
+                len: features.len(),
+                dims: dims.as_ptr(),
+                rank: dims.len(),
+            },
             match labels {
-                Some(l) => RefArray { data: l.as_ptr(), len: l.len(), dims: [l.len()].as_ptr(), rank: 1 },
-                None => RefArray { data: std::ptr::null(), len: 0, dims: std::ptr::null(), rank: 0 },
+                Some(l) => RefArray {
+                    data: l.as_ptr(),
+                    len: l.len(),
+                    dims: [l.len()].as_ptr(),
+                    rank: 1,
+                },
+                None => RefArray {
+                    data: std::ptr::null(),
+                    len: 0,
+                    dims: std::ptr::null(),
+                    rank: 0,
+                },
             },
         ];
         let mut value: Option<f64> = None;
-        unsafe extern "C" fn put(ctx: *mut c_void, data: *const f64, len: usize, _dims: *const usize, _rank: usize) {
+        unsafe extern "C" fn put(
+            ctx: *mut c_void,
+            data: *const f64,
+            len: usize,
+            _dims: *const usize,
+            _rank: usize,
+        ) {
             let v = unsafe { &mut *(ctx as *mut Option<f64>) };
             if len == 1 && !data.is_null() {
                 *v = Some(unsafe { *data });
             }
         }
-        let mut out = RefSink { ctx: &mut value as *mut Option<f64> as *mut c_void, put };
+        let mut out = RefSink {
+            ctx: &mut value as *mut Option<f64> as *mut c_void,
+            put,
+        };
         let mut msg = String::new();
         let mut err = sink(&mut msg);
         let st = unsafe { reference(self.inst, arrays.as_ptr(), arrays.len(), &mut out, &mut err) };

@@ -31,7 +31,10 @@ pub struct Str {
 
 impl Str {
     pub fn new(s: &str) -> Str {
-        Str { ptr: s.as_ptr(), len: s.len() }
+        Str {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
     /// # Safety
     /// `ptr` must point to `len` readable bytes for the lifetime `'a`.
@@ -67,7 +70,13 @@ pub struct RefArray {
 #[repr(C)]
 pub struct RefSink {
     pub ctx: *mut c_void,
-    pub put: unsafe extern "C" fn(ctx: *mut c_void, data: *const f64, len: usize, dims: *const usize, rank: usize),
+    pub put: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        data: *const f64,
+        len: usize,
+        dims: *const usize,
+        rank: usize,
+    ),
 }
 
 /// What the host offers a plugin. Grows at the end; check `struct_size`.
@@ -88,7 +97,13 @@ pub struct HostApi {
         err: *mut ErrorSink,
     ) -> i32,
     /// Writes up to `cap` dimensions of `t` to `dims` and its rank to `rank`.
-    pub shape: unsafe extern "C" fn(ctx: *mut c_void, t: Handle, dims: *mut usize, cap: usize, rank: *mut usize) -> i32,
+    pub shape: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        t: Handle,
+        dims: *mut usize,
+        cap: usize,
+        rank: *mut usize,
+    ) -> i32,
     /// Gives a handle back; the host frees the tensor when nothing else holds it.
     pub release: unsafe extern "C" fn(ctx: *mut c_void, t: Handle),
     /// Makes a tensor from host data (constants, masks).
@@ -121,7 +136,8 @@ pub struct ComponentVTable {
     /// JSON array of `{"name", "type", "default", "doc"}`.
     pub options_schema: Str,
     /// Validates the options (a JSON object; missing keys take defaults) and makes an instance.
-    pub create: unsafe extern "C" fn(options_json: Str, out: *mut *mut c_void, err: *mut ErrorSink) -> i32,
+    pub create:
+        unsafe extern "C" fn(options_json: Str, out: *mut *mut c_void, err: *mut ErrorSink) -> i32,
     pub destroy: unsafe extern "C" fn(instance: *mut c_void),
     /// Loss: inputs = [features [N, V, D], labels [N] or 0, extra inputs...]; out = scalar.
     pub forward: unsafe extern "C" fn(
@@ -161,7 +177,11 @@ pub struct PluginDescriptor {
     pub abi_minor: u32,
     pub name: Str,
     pub version: Str,
-    pub init: unsafe extern "C" fn(host: *const HostApi, registrar: *const Registrar, err: *mut ErrorSink) -> i32,
+    pub init: unsafe extern "C" fn(
+        host: *const HostApi,
+        registrar: *const Registrar,
+        err: *mut ErrorSink,
+    ) -> i32,
 }
 
 // Descriptors and vtables are immutable statics shared by the whole process.

@@ -41,7 +41,15 @@ impl<'h> HostTensor<'h> {
         let mut dims = [0usize; 16];
         let mut rank = 0usize;
         let api = self.host.api();
-        let st = unsafe { (api.shape)(api.ctx, self.handle, dims.as_mut_ptr(), dims.len(), &mut rank) };
+        let st = unsafe {
+            (api.shape)(
+                api.ctx,
+                self.handle,
+                dims.as_mut_ptr(),
+                dims.len(),
+                &mut rank,
+            )
+        };
         if st != abi::OK || rank > dims.len() {
             return Err(format!("host: no shape for tensor handle {}", self.handle));
         }
@@ -71,18 +79,41 @@ impl Host {
 
     /// Runs a host op by name (`matmul`, `l2_normalize`, `log_softmax`, ...) with attributes.
     /// The result records gradients and runs on the device like any engine op.
-    pub fn op(&self, name: &str, inputs: &[&HostTensor], attrs: Value) -> Result<HostTensor<'_>, String> {
+    pub fn op(
+        &self,
+        name: &str,
+        inputs: &[&HostTensor],
+        attrs: Value,
+    ) -> Result<HostTensor<'_>, String> {
         let handles: Vec<Handle> = inputs.iter().map(|t| t.handle).collect();
         let attrs = attrs.to_string();
         let mut out: Handle = 0;
         let mut msg = String::new();
         let mut sink = error_sink(&mut msg);
         let api = self.api();
-        let st = unsafe { (api.op)(api.ctx, Str::new(name), handles.as_ptr(), handles.len(), Str::new(&attrs), &mut out, &mut sink) };
+        let st = unsafe {
+            (api.op)(
+                api.ctx,
+                Str::new(name),
+                handles.as_ptr(),
+                handles.len(),
+                Str::new(&attrs),
+                &mut out,
+                &mut sink,
+            )
+        };
         if st != abi::OK {
-            return Err(if msg.is_empty() { format!("host op {name} failed") } else { msg });
+            return Err(if msg.is_empty() {
+                format!("host op {name} failed")
+            } else {
+                msg
+            });
         }
-        Ok(HostTensor { handle: out, host: self, owned: true })
+        Ok(HostTensor {
+            handle: out,
+            host: self,
+            owned: true,
+        })
     }
 
     /// A constant tensor from host data.
@@ -91,11 +122,25 @@ impl Host {
         let mut msg = String::new();
         let mut sink = error_sink(&mut msg);
         let api = self.api();
-        let st = unsafe { (api.tensor)(api.ctx, data.as_ptr(), data.len(), dims.as_ptr(), dims.len(), &mut out, &mut sink) };
+        let st = unsafe {
+            (api.tensor)(
+                api.ctx,
+                data.as_ptr(),
+                data.len(),
+                dims.as_ptr(),
+                dims.len(),
+                &mut out,
+                &mut sink,
+            )
+        };
         if st != abi::OK {
             return Err(msg);
         }
-        Ok(HostTensor { handle: out, host: self, owned: true })
+        Ok(HostTensor {
+            handle: out,
+            host: self,
+            owned: true,
+        })
     }
 
     /// Logs a line through the host (level 0 = debug .. 3 = error).
@@ -106,7 +151,11 @@ impl Host {
 
     /// A handle the host passed in (not released by the plugin).
     fn borrow(&self, handle: Handle) -> HostTensor<'_> {
-        HostTensor { handle, host: self, owned: false }
+        HostTensor {
+            handle,
+            host: self,
+            owned: false,
+        }
     }
 }
 
@@ -157,16 +206,25 @@ pub trait Loss: Sized + Send + Sync + 'static {
     fn needs_labels(&self) -> bool {
         false
     }
-    fn forward<'h>(&self, host: &'h Host, inputs: &LossInputs<'h>) -> Result<HostTensor<'h>, String>;
+    fn forward<'h>(
+        &self,
+        host: &'h Host,
+        inputs: &LossInputs<'h>,
+    ) -> Result<HostTensor<'h>, String>;
     fn reference(&self, inputs: &RefInputs) -> Result<f64, String>;
 }
 
 fn error_sink(msg: &mut String) -> ErrorSink {
     unsafe extern "C" fn set(ctx: *mut c_void, m: Str) {
         let s = unsafe { &mut *(ctx as *mut String) };
-        *s = unsafe { m.as_str() }.unwrap_or("(error message not UTF-8)").to_string();
+        *s = unsafe { m.as_str() }
+            .unwrap_or("(error message not UTF-8)")
+            .to_string();
     }
-    ErrorSink { ctx: msg as *mut String as *mut c_void, set }
+    ErrorSink {
+        ctx: msg as *mut String as *mut c_void,
+        set,
+    }
 }
 
 /// Reports `message` through the host's sink.
@@ -180,7 +238,10 @@ pub unsafe fn report(err: *mut ErrorSink, message: &str) {
 }
 
 /// Runs `f` at the ABI boundary: errors become `ERROR` with a message, panics `PANICKED`.
-pub fn guard(err: *mut ErrorSink, f: impl FnOnce() -> Result<(), String>) -> i32 {
+///
+/// # Safety
+/// `err` is null or a valid sink for the duration of the call.
+pub unsafe fn guard(err: *mut ErrorSink, f: impl FnOnce() -> Result<(), String>) -> i32 {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => abi::OK,
         Ok(Err(m)) => {
@@ -188,26 +249,48 @@ pub fn guard(err: *mut ErrorSink, f: impl FnOnce() -> Result<(), String>) -> i32
             abi::ERROR
         }
         Err(p) => {
-            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-            unsafe { report(err, &format!("panicked: {}", what.unwrap_or_else(|| "(no message)".into()))) };
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned());
+            unsafe {
+                report(
+                    err,
+                    &format!(
+                        "panicked: {}",
+                        what.unwrap_or_else(|| "(no message)".into())
+                    ),
+                )
+            };
             abi::PANICKED
         }
     }
 }
 
 /// The trampolines for a [`Loss`] type; `export_plugin!` builds its vtable from them.
+///
+/// Safety, for every function here: only the host calls them, through the vtable, with the
+/// pointers the ABI describes (a live instance from `create`, valid input arrays and sinks).
+#[allow(clippy::missing_safety_doc)]
 pub mod trampolines {
     use super::*;
 
-    pub unsafe extern "C" fn create<T: Loss>(options: Str, out: *mut *mut c_void, err: *mut ErrorSink) -> i32 {
-        guard(err, || {
-            let text = unsafe { options.as_str() }.map_err(|e| format!("options are not UTF-8: {e}"))?;
+    pub unsafe extern "C" fn create<T: Loss>(
+        options: Str,
+        out: *mut *mut c_void,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        let body = || {
+            let text =
+                unsafe { options.as_str() }.map_err(|e| format!("options are not UTF-8: {e}"))?;
             let text = if text.trim().is_empty() { "{}" } else { text };
-            let opts: T::Options = serde_json::from_str(text).map_err(|e| format!("{}: bad options: {e}", T::NAME))?;
+            let opts: T::Options =
+                serde_json::from_str(text).map_err(|e| format!("{}: bad options: {e}", T::NAME))?;
             let inst = T::new(opts)?;
             unsafe { *out = Box::into_raw(Box::new(inst)) as *mut c_void };
             Ok(())
-        })
+        };
+        unsafe { guard(err, body) }
     }
 
     pub unsafe extern "C" fn destroy<T: Loss>(instance: *mut c_void) {
@@ -224,12 +307,16 @@ pub mod trampolines {
         out: *mut Handle,
         err: *mut ErrorSink,
     ) -> i32 {
-        guard(err, || {
+        let body = || {
             let inst = unsafe { &*(instance as *const T) };
             let host = Host { api: host };
             let handles = unsafe { std::slice::from_raw_parts(inputs, n_inputs) };
             let features = host.borrow(*handles.first().ok_or("no features given")?);
-            let labels = handles.get(1).copied().filter(|&h| h != 0).map(|h| host.borrow(h));
+            let labels = handles
+                .get(1)
+                .copied()
+                .filter(|&h| h != 0)
+                .map(|h| host.borrow(h));
             if inst.needs_labels() && labels.is_none() {
                 return Err(format!("{} needs labels", T::NAME));
             }
@@ -237,7 +324,8 @@ pub mod trampolines {
             y.owned = false; // ownership of the result handle passes to the host
             unsafe { *out = y.handle };
             Ok(())
-        })
+        };
+        unsafe { guard(err, body) }
     }
 
     pub unsafe extern "C" fn reference<T: Loss>(
@@ -247,14 +335,20 @@ pub mod trampolines {
         out: *mut RefSink,
         err: *mut ErrorSink,
     ) -> i32 {
-        guard(err, || {
+        let body = || {
             let inst = unsafe { &*(instance as *const T) };
             let arrays = unsafe { std::slice::from_raw_parts(inputs, n_inputs) };
             let view = |a: &RefArray| unsafe {
-                Array { data: std::slice::from_raw_parts(a.data, a.len), dims: std::slice::from_raw_parts(a.dims, a.rank) }
+                Array {
+                    data: std::slice::from_raw_parts(a.data, a.len),
+                    dims: std::slice::from_raw_parts(a.dims, a.rank),
+                }
             };
             let features = view(arrays.first().ok_or("no features given")?);
-            let labels = arrays.get(1).filter(|a| !a.data.is_null()).map(|a| unsafe { std::slice::from_raw_parts(a.data, a.len) });
+            let labels = arrays
+                .get(1)
+                .filter(|a| !a.data.is_null())
+                .map(|a| unsafe { std::slice::from_raw_parts(a.data, a.len) });
             if inst.needs_labels() && labels.is_none() {
                 return Err(format!("{} needs labels", T::NAME));
             }
@@ -262,13 +356,18 @@ pub mod trampolines {
             let sink = unsafe { &mut *out };
             unsafe { (sink.put)(sink.ctx, &v, 1, std::ptr::null(), 0) };
             Ok(())
-        })
+        };
+        unsafe { guard(err, body) }
     }
 
     /// A vtable for `T`, named `plugin::T::NAME`; leaked, as it lives as long as the process.
     pub fn loss_vtable<T: Loss>(plugin: &str) -> &'static abi::ComponentVTable {
         let name: &'static str = Box::leak(format!("{plugin}::{}", T::NAME).into_boxed_str());
-        let schema: &'static str = Box::leak(serde_json::to_string(&T::options()).unwrap_or_default().into_boxed_str());
+        let schema: &'static str = Box::leak(
+            serde_json::to_string(&T::options())
+                .unwrap_or_default()
+                .into_boxed_str(),
+        );
         Box::leak(Box::new(abi::ComponentVTable {
             struct_size: std::mem::size_of::<abi::ComponentVTable>(),
             kind: abi::KIND_LOSS,
@@ -293,7 +392,7 @@ macro_rules! export_plugin {
             registrar: *const $crate::abi::Registrar,
             err: *mut $crate::abi::ErrorSink,
         ) -> i32 {
-            $crate::guard(err, || {
+            let body = || {
                 let reg = unsafe { registrar.as_ref() }.ok_or("no registrar")?;
                 if reg.struct_size < ::std::mem::size_of::<$crate::abi::Registrar>() {
                     return Err("the host's registrar is older than this SDK".into());
@@ -305,7 +404,8 @@ macro_rules! export_plugin {
                     }
                 )*
                 Ok(())
-            })
+            };
+            unsafe { $crate::guard(err, body) }
         }
 
         static __VKGRAD_PLUGIN_DESCRIPTOR: $crate::abi::PluginDescriptor = $crate::abi::PluginDescriptor {

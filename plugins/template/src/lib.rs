@@ -4,7 +4,9 @@
 //! (docs/writing-a-plugin.md walks through it).
 
 use serde::Deserialize;
-use vkgrad_plugin::{export_plugin, json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+use vkgrad_plugin::{
+    export_plugin, json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs,
+};
 
 /// Options, from JSON; missing keys take the defaults, unknown keys are errors.
 #[derive(Deserialize)]
@@ -29,26 +31,43 @@ const EPS: f64 = 1e-12;
 impl Loss for Alignment {
     type Options = AlignmentOptions;
     const NAME: &'static str = "alignment";
-    const DESCRIPTION: &'static str = "Alignment of positive pairs (Wang & Isola 2020): mean ||ẑ_v − ẑ_w||^α over view pairs";
+    const DESCRIPTION: &'static str =
+        "Alignment of positive pairs (Wang & Isola 2020): mean ||ẑ_v − ẑ_w||^α over view pairs";
 
     fn options() -> Vec<OptionSpec> {
-        vec![OptionSpec { name: "alpha", ty: "float > 0", default: json!(2.0), doc: "exponent α of the distance" }]
+        vec![OptionSpec {
+            name: "alpha",
+            ty: "float > 0",
+            default: json!(2.0),
+            doc: "exponent α of the distance",
+        }]
     }
 
     fn new(o: AlignmentOptions) -> Result<Self, String> {
         if !(o.alpha > 0.0 && o.alpha.is_finite()) {
-            return Err(format!("alignment: alpha must be positive and finite, got {}", o.alpha));
+            return Err(format!(
+                "alignment: alpha must be positive and finite, got {}",
+                o.alpha
+            ));
         }
         Ok(Alignment { alpha: o.alpha })
     }
 
-    fn forward<'h>(&self, host: &'h Host, inputs: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
+    fn forward<'h>(
+        &self,
+        host: &'h Host,
+        inputs: &LossInputs<'h>,
+    ) -> Result<HostTensor<'h>, String> {
         let shape = inputs.features.shape()?;
         let [n, v, _d] = shape[..] else {
-            return Err(format!("alignment: features must be [N, V, D], got {shape:?}"));
+            return Err(format!(
+                "alignment: features must be [N, V, D], got {shape:?}"
+            ));
         };
         if n == 0 || v < 2 {
-            return Err(format!("alignment: needs N >= 1 samples and V >= 2 views, got {shape:?}"));
+            return Err(format!(
+                "alignment: needs N >= 1 samples and V >= 2 views, got {shape:?}"
+            ));
         }
         let z = host.op("l2_normalize", &[&inputs.features], json!({ "eps": EPS }))?;
         let mut total: Option<HostTensor> = None;
@@ -75,10 +94,16 @@ impl Loss for Alignment {
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {
         let f = &x.features;
         let [n, v, d] = f.dims[..] else {
-            return Err(format!("alignment: features must be [N, V, D], got {:?}", f.dims));
+            return Err(format!(
+                "alignment: features must be [N, V, D], got {:?}",
+                f.dims
+            ));
         };
         if n == 0 || v < 2 {
-            return Err(format!("alignment: needs N >= 1 samples and V >= 2 views, got {:?}", f.dims));
+            return Err(format!(
+                "alignment: needs N >= 1 samples and V >= 2 views, got {:?}",
+                f.dims
+            ));
         }
         let unit = |i: usize, a: usize| -> Vec<f64> {
             let row: Vec<f64> = (0..d).map(|k| f.at(&[i, a, k])).collect();

@@ -1,0 +1,289 @@
+//! Plugins as users meet them: the template plugin loads and passes `vkgrad verify`; bad files and
+//! misbehaving plugins are refused or caught with a clear error, and the host never crashes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Builds a workspace plugin crate (debug) and returns its library path.
+fn built_plugin(package: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", package])
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build -p {package} failed");
+    // target/debug/deps/<test binary> -> target/debug
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let file = format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        package.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    );
+    dir.join(file)
+}
+
+/// A private copy, so each test loads its own instance of the library.
+fn copy_of(lib: &Path, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vkgrad-plugin-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let to = dir.join(format!("lib{name}{}", std::env::consts::DLL_SUFFIX));
+    std::fs::copy(lib, &to).unwrap();
+    to
+}
+
+fn vkgrad(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vkgrad"));
+    cmd.args(args)
+        .env_remove("VKGRAD_PLUGIN_PATH")
+        .env_remove("VKGRAD_FIXTURE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run vkgrad");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn fixture(fault: &str, args: &[&str]) -> (bool, String, String) {
+    let lib = copy_of(
+        &built_plugin("vkgrad-fixture-plugin"),
+        &format!("fixture_{fault}"),
+    );
+    let mut all: Vec<&str> = args.to_vec();
+    let path = lib.to_str().unwrap().to_string();
+    all.push(&path);
+    vkgrad(&all, &[("VKGRAD_FIXTURE", fault)])
+}
+
+#[test]
+fn the_template_plugin_passes_verify() {
+    let lib = built_plugin("vkgrad-plugin-template");
+    let (ok, out, err) = vkgrad(&["verify", lib.to_str().unwrap(), "--cases", "16"], &[]);
+    assert!(ok, "{out}\n{err}");
+    for property in [
+        "bad options rejected",
+        "matches CPU reference",
+        "gradient vs finite differences",
+        "finite",
+        "deterministic",
+    ] {
+        assert!(
+            out.contains(&format!("ok   template::alignment — {property}")),
+            "{property}: {out}"
+        );
+    }
+    assert!(out.contains("6 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn plugins_lists_components_and_options() {
+    let lib = built_plugin("vkgrad-plugin-template");
+    let (ok, out, err) = vkgrad(
+        &["plugins", "--plugin", lib.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "template")
+        .expect("template listed");
+    assert_eq!(p["version"], "0.1.0");
+    let c = &p["components"][0];
+    assert_eq!(c["name"], "template::alignment");
+    assert_eq!(c["kind"], "loss");
+    assert_eq!(c["options"][0]["name"], "alpha");
+    assert_eq!(c["options"][0]["default"], 2.0);
+    // the same plugin through VKGRAD_PLUGIN_PATH (a folder)
+    let (ok, out, _) = vkgrad(
+        &["plugins"],
+        &[(
+            "VKGRAD_PLUGIN_PATH",
+            lib.parent().unwrap().to_str().unwrap(),
+        )],
+    );
+    assert!(ok && out.contains("template::alignment"), "{out}");
+}
+
+#[test]
+fn files_that_are_not_plugins_are_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("vkgrad-bad-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("libgarbage.so");
+    std::fs::write(
+        &garbage,
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let empty = dir.join("libempty.so");
+    std::fs::write(&empty, b"").unwrap();
+    let text = dir.join("libtext.so");
+    std::fs::write(&text, "this is not a shared library\n").unwrap();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (garbage, "is not a shared library"),
+        (empty, "is empty"),
+        (text, "is not a shared library"),
+        (dir.join("libmissing.so"), "cannot be read"),
+        (dir.clone(), "is not a regular file"),
+    ];
+    for (path, why) in cases {
+        let (ok, _, err) = vkgrad(&["verify", path.to_str().unwrap()], &[]);
+        assert!(!ok, "{path:?} was accepted");
+        assert!(
+            err.contains(path.to_str().unwrap()) && err.contains(why),
+            "{path:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // A real shared library that is not a plugin (the Vulkan loader itself).
+    let system = [
+        "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
+        "/usr/lib/aarch64-linux-gnu/libvulkan.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    if let Some(lib) = system {
+        let (ok, _, err) = vkgrad(&["verify", lib], &[]);
+        assert!(
+            !ok && err.contains("does not export `vkgrad_plugin_entry_v1`"),
+            "{err}"
+        );
+    }
+    // The host goes on with the good plugins when one file is bad.
+    let good = built_plugin("vkgrad-plugin-template");
+    let (ok, out, err) = vkgrad(
+        &[
+            "plugins",
+            "--plugin",
+            dir.join("libtext.so").to_str().unwrap(),
+            "--plugin",
+            good.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        ok && out.contains("template::alignment")
+            && err.contains("refused")
+            && err.contains("libtext.so"),
+        "{out}\n{err}"
+    );
+}
+
+#[test]
+fn abi_and_registration_faults_are_refused() {
+    for (fault, why) in [
+        (
+            "wrong_major",
+            "is built for plugin ABI 2.x; this vkgrad speaks 1.0",
+        ),
+        (
+            "newer_minor",
+            "needs plugin ABI 1.1, newer than this vkgrad's 1.0",
+        ),
+        (
+            "duplicate",
+            "component `fixture::mean_square` is registered twice",
+        ),
+        ("bad_name", "is not namespaced as `fixture::name`"),
+        ("no_reference", "has no CPU reference"),
+        (
+            "panic_init",
+            "init panicked: fixture: init panics on purpose",
+        ),
+    ] {
+        let (ok, _, err) = fixture(fault, &["verify"]);
+        assert!(!ok, "{fault} accepted");
+        assert!(
+            err.contains(why) && err.contains(&format!("fixture_{fault}")),
+            "{fault}: {err}"
+        );
+    }
+}
+
+#[test]
+fn verify_catches_wrong_values_nan_and_panics() {
+    let (ok, out, _) = fixture("ok", &["verify", "--cases", "8"]);
+    assert!(ok, "{out}");
+    let (ok, out, _) = fixture("wrong_gpu", &["verify", "--cases", "8"]);
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL fixture::mean_square — matches CPU reference: device")
+            && out.contains("smallest failing input"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL fixture::mean_square — gradient vs finite differences"),
+        "{out}"
+    );
+    let (ok, out, _) = fixture("nan", &["verify", "--cases", "8"]);
+    assert!(
+        !ok && out.contains("FAIL fixture::mean_square — finite: non-finite result"),
+        "{out}"
+    );
+    let (ok, out, err) = fixture("panic_forward", &["verify", "--cases", "8"]);
+    assert!(!ok);
+    assert!(
+        out.contains("poisoned") && out.contains("forward panics on purpose"),
+        "{out}\n{err}"
+    );
+}
+
+/// docs/writing-a-plugin.md, followed word for word: the template copied out of the workspace,
+/// built against the SDK by path, verified and listed by the `vkgrad` binary.
+#[test]
+fn the_plugin_guide_works_as_written() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let guide = std::fs::read_to_string(repo.join("docs/writing-a-plugin.md")).unwrap();
+    let steps = guide.split("## The steps").nth(1).expect("a steps section");
+    let script = steps
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh block");
+    assert!(
+        script.starts_with("VKGRAD_REPO=/path/to/vkgrad\n"),
+        "{script}"
+    );
+    let script = script.replacen("/path/to/vkgrad", repo.to_str().unwrap(), 1);
+    let work = std::env::temp_dir().join(format!("vkgrad-guide-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_vkgrad")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(&work)
+        .env("PATH", path)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("VKGRAD_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "the guide's steps failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("template::alignment [loss]"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&work);
+}
