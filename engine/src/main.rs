@@ -177,8 +177,12 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
             let mut reg = vkgrad::plugin::Registry::default();
             reg.load(&path)?;
             let plugin = &reg.plugins[0];
-            let total =
-                (plugin.components.len() * vkgrad::plugin::verify::CASE_PROPERTIES.len()) as u64;
+            let total: usize = plugin
+                .components
+                .iter()
+                .map(|c| vkgrad::plugin::verify::case_properties(c.kind).len())
+                .sum();
+            let total = total as u64;
             let bar = if json {
                 indicatif::ProgressBar::hidden()
             } else {
@@ -188,7 +192,7 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
             {
                 bar.set_style(style);
             }
-            let checks = vkgrad::plugin::verify::verify(plugin, cases, seed, |what, _| {
+            let checks = vkgrad::plugin::verify::verify(plugin, cases, seed, |what| {
                 bar.set_message(what.to_string());
                 bar.inc(1);
             });

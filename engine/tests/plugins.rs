@@ -69,19 +69,29 @@ fn the_template_plugin_passes_verify() {
     let lib = built_plugin("vkgrad-plugin-template");
     let (ok, out, err) = vkgrad(&["verify", lib.to_str().unwrap(), "--cases", "16"], &[]);
     assert!(ok, "{out}\n{err}");
-    for property in [
-        "bad options rejected",
-        "matches CPU reference",
-        "gradient vs finite differences",
-        "finite",
-        "deterministic",
-    ] {
+    for component in ["alignment", "linear", "gaussian_noise"] {
+        for property in [
+            "bad options rejected",
+            "default options accepted",
+            "matches CPU reference",
+            "finite",
+            "deterministic",
+        ] {
+            assert!(
+                out.contains(&format!("ok   template::{component} — {property}")),
+                "{component} {property}: {out}"
+            );
+        }
+    }
+    for component in ["alignment", "linear"] {
         assert!(
-            out.contains(&format!("ok   template::alignment — {property}")),
-            "{property}: {out}"
+            out.contains(&format!(
+                "ok   template::{component} — gradient vs finite differences"
+            )),
+            "{out}"
         );
     }
-    assert!(out.contains("6 passed, 0 failed"), "{out}");
+    assert!(out.contains("17 passed, 0 failed"), "{out}");
 }
 
 #[test]
@@ -283,7 +293,7 @@ fn the_plugin_guide_works_as_written() {
         out.status.success(),
         "the guide's steps failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("17 passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("template::alignment [loss]"), "{stdout}");
     let _ = std::fs::remove_dir_all(&work);
 }

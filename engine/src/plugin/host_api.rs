@@ -306,6 +306,25 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
             want(3)?;
             f(x(0)?.scatter_add(attr_i(name, a, "axis")?, st.i(h[1])?, x(2)?)?)
         }
+        "random" => {
+            want(0)?;
+            let seed = a.get("seed").and_then(Value::as_u64).ok_or_else(|| {
+                Error::Other("random: attribute `seed` (an integer) is missing".into())
+            })?;
+            let offset = attr_u(name, a, "offset")? as u32;
+            let shape = attr_list(name, a, "shape")?;
+            let (p, q) = (attr_f(name, a, "a")?, attr_f(name, a, "b")?);
+            let mut rng = crate::Rng { seed, offset };
+            f(match a.get("dist").and_then(Value::as_str) {
+                Some("uniform") => rng.uniform(&shape, p, q)?,
+                Some("normal") => rng.normal(&shape, p, q)?,
+                other => {
+                    return Err(Error::Other(format!(
+                        "random: `dist` must be \"uniform\" or \"normal\", got {other:?}"
+                    )))
+                }
+            })
+        }
         "to_f32" => {
             want(1)?;
             f(st.i(h[0])?.to_f32()?)

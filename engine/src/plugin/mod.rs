@@ -386,12 +386,9 @@ impl Component {
         Ok(())
     }
 
-    /// Makes a loss from options (a JSON object; `{}` for the defaults).
-    pub fn create_loss(&self, options_json: &str) -> Result<LossInstance> {
+    /// Makes an instance from options (a JSON object; `{}` for the defaults).
+    pub fn instantiate(&self, options_json: &str) -> Result<Instance> {
         self.check_alive()?;
-        if self.kind != "loss" {
-            return Err(self.err(format!("is a {}, not a loss", self.kind)));
-        }
         let mut inst: *mut c_void = std::ptr::null_mut();
         let mut msg = String::new();
         let mut err = sink(&mut msg);
@@ -400,30 +397,73 @@ impl Component {
         if inst.is_null() {
             return Err(self.err("create returned no instance"));
         }
-        Ok(LossInstance {
+        let instance = Instance {
             comp: self.clone(),
             inst,
-        })
+        };
+        instance.describe()?; // a component that cannot describe itself is refused here
+        Ok(instance)
+    }
+
+    /// Makes a loss from options.
+    pub fn create_loss(&self, options_json: &str) -> Result<Instance> {
+        if self.kind != "loss" {
+            return Err(self.err(format!("is a {}, not a loss", self.kind)));
+        }
+        self.instantiate(options_json)
     }
 }
 
-/// A created loss component.
-pub struct LossInstance {
+/// What an instance says about its shapes (encoders and augmentations).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Description {
+    #[serde(default)]
+    pub input_shape: Vec<usize>,
+    #[serde(default)]
+    pub parameters: Vec<vkgrad_plugin::ParamSpec>,
+}
+
+/// A created component.
+pub struct Instance {
     comp: Component,
     inst: *mut c_void,
 }
 
-impl LossInstance {
+/// Kept for callers that name the loss case.
+pub type LossInstance = Instance;
+
+/// What a CPU reference returned.
+pub struct RefOutput {
+    pub data: Vec<f64>,
+    pub dims: Vec<usize>,
+}
+
+impl Instance {
     pub fn component(&self) -> &Component {
         &self.comp
     }
 
-    /// The loss on the device, recording gradients: features `[N, V, D]`, optional labels `[N]`.
-    pub fn forward(&self, features: &Tensor, labels: Option<&IntTensor>) -> Result<Tensor> {
+    /// The instance's input shape and parameters.
+    pub fn describe(&self) -> Result<Description> {
+        self.comp.check_alive()?;
+        let mut msg = String::new();
+        let mut out = sink(&mut msg);
+        let st = unsafe { (self.comp.vtable.describe)(self.inst, &mut out) };
+        if st != abi::OK {
+            return self.comp.status(st, msg).map(|_| Description::default());
+        }
+        serde_json::from_str(&msg)
+            .map_err(|e| self.comp.err(format!("describe returned bad JSON: {e}")))
+    }
+
+    /// Calls the component's device path on host values.
+    fn call_forward(&self, inputs: Vec<Option<Held>>, stream: u64) -> Result<Tensor> {
         self.comp.check_alive()?;
         let mut state = CallState::default();
-        let mut handles = vec![state.insert(Held::F(features.clone()))];
-        handles.push(labels.map_or(0, |l| state.insert(Held::I(l.clone()))));
+        let handles: Vec<abi::Handle> = inputs
+            .into_iter()
+            .map(|v| v.map_or(0, |v| state.insert(v)))
+            .collect();
         let api = host_api::api(&mut state);
         let (mut out, mut msg) = (0, String::new());
         let mut err = sink(&mut msg);
@@ -433,47 +473,38 @@ impl LossInstance {
                 &api,
                 handles.as_ptr(),
                 handles.len(),
+                stream,
                 &mut out,
                 &mut err,
             )
         };
         self.comp.status(st, msg)?;
         match state.take(out) {
-            Some(Held::F(t)) if t.numel() == 1 => Ok(t.reshape(&[])?),
-            Some(Held::F(t)) => Err(self.comp.err(format!(
-                "forward returned shape {:?}; a loss returns one value",
-                t.shape()
-            ))),
+            Some(Held::F(t)) => Ok(t),
             _ => Err(self.comp.err("forward returned no f32 tensor")),
         }
     }
 
-    /// The component's own CPU reference (f64).
-    pub fn reference(
+    /// Calls the component's CPU reference; `None` inputs are passed as absent (null data).
+    pub fn call_reference(
         &self,
-        features: &[f64],
-        dims: &[usize],
-        labels: Option<&[f64]>,
-    ) -> Result<f64> {
+        inputs: &[Option<(&[f64], &[usize])>],
+        stream: u64,
+    ) -> Result<RefOutput> {
         self.comp.check_alive()?;
         let reference = self
             .comp
             .vtable
             .reference
             .ok_or_else(|| self.comp.err("no CPU reference"))?;
-        let arrays = [
-            RefArray {
-                data: features.as_ptr(),
-                len: features.len(),
-                dims: dims.as_ptr(),
-                rank: dims.len(),
-            },
-            match labels {
-                Some(l) => RefArray {
-                    data: l.as_ptr(),
-                    len: l.len(),
-                    dims: [l.len()].as_ptr(),
-                    rank: 1,
+        let arrays: Vec<RefArray> = inputs
+            .iter()
+            .map(|a| match a {
+                Some((d, s)) => RefArray {
+                    data: d.as_ptr(),
+                    len: d.len(),
+                    dims: s.as_ptr(),
+                    rank: s.len(),
                 },
                 None => RefArray {
                     data: std::ptr::null(),
@@ -481,34 +512,110 @@ impl LossInstance {
                     dims: std::ptr::null(),
                     rank: 0,
                 },
-            },
-        ];
-        let mut value: Option<f64> = None;
+            })
+            .collect();
+        let mut got: Option<RefOutput> = None;
         unsafe extern "C" fn put(
             ctx: *mut c_void,
             data: *const f64,
             len: usize,
-            _dims: *const usize,
-            _rank: usize,
+            dims: *const usize,
+            rank: usize,
         ) {
-            let v = unsafe { &mut *(ctx as *mut Option<f64>) };
-            if len == 1 && !data.is_null() {
-                *v = Some(unsafe { *data });
-            }
+            let v = unsafe { &mut *(ctx as *mut Option<RefOutput>) };
+            let data = if len == 0 || data.is_null() {
+                vec![]
+            } else {
+                unsafe { std::slice::from_raw_parts(data, len) }.to_vec()
+            };
+            let dims = if rank == 0 || dims.is_null() {
+                vec![]
+            } else {
+                unsafe { std::slice::from_raw_parts(dims, rank) }.to_vec()
+            };
+            *v = Some(RefOutput { data, dims });
         }
         let mut out = RefSink {
-            ctx: &mut value as *mut Option<f64> as *mut c_void,
+            ctx: &mut got as *mut Option<RefOutput> as *mut c_void,
             put,
         };
         let mut msg = String::new();
         let mut err = sink(&mut msg);
-        let st = unsafe { reference(self.inst, arrays.as_ptr(), arrays.len(), &mut out, &mut err) };
+        let st = unsafe {
+            reference(
+                self.inst,
+                arrays.as_ptr(),
+                arrays.len(),
+                stream,
+                &mut out,
+                &mut err,
+            )
+        };
         self.comp.status(st, msg)?;
-        value.ok_or_else(|| self.comp.err("the CPU reference returned no value"))
+        let got = got.ok_or_else(|| self.comp.err("the CPU reference returned no value"))?;
+        if got.data.len() != got.dims.iter().product::<usize>() {
+            return Err(self.comp.err(format!(
+                "the CPU reference returned {} values for shape {:?}",
+                got.data.len(),
+                got.dims
+            )));
+        }
+        Ok(got)
+    }
+
+    /// A loss on the device, recording gradients: features `[N, V, D]`, optional labels `[N]`.
+    pub fn forward(&self, features: &Tensor, labels: Option<&IntTensor>) -> Result<Tensor> {
+        let t = self.call_forward(
+            vec![
+                Some(Held::F(features.clone())),
+                labels.map(|l| Held::I(l.clone())),
+            ],
+            0,
+        )?;
+        if t.numel() != 1 {
+            return Err(self.comp.err(format!(
+                "forward returned shape {:?}; a loss returns one value",
+                t.shape()
+            )));
+        }
+        t.reshape(&[])
+    }
+
+    /// A loss's CPU reference value.
+    pub fn reference(
+        &self,
+        features: &[f64],
+        dims: &[usize],
+        labels: Option<&[f64]>,
+    ) -> Result<f64> {
+        let ldims = [labels.map_or(0, |l| l.len())];
+        let out = self.call_reference(
+            &[Some((features, dims)), labels.map(|l| (l, &ldims[..]))],
+            0,
+        )?;
+        match out.data[..] {
+            [v] => Ok(v),
+            _ => Err(self.comp.err(format!(
+                "the CPU reference returned {} values; a loss returns one",
+                out.data.len()
+            ))),
+        }
+    }
+
+    /// An encoder on the device: `x` `[B, ...input_shape]`, parameters in declared order.
+    pub fn encode(&self, x: &Tensor, params: &[Tensor]) -> Result<Tensor> {
+        let mut inputs = vec![Some(Held::F(x.clone()))];
+        inputs.extend(params.iter().map(|p| Some(Held::F(p.clone()))));
+        self.call_forward(inputs, 0)
+    }
+
+    /// An augmentation on the device, drawing from `stream`.
+    pub fn augment(&self, batch: &Tensor, stream: u64) -> Result<Tensor> {
+        self.call_forward(vec![Some(Held::F(batch.clone()))], stream)
     }
 }
 
-impl Drop for LossInstance {
+impl Drop for Instance {
     fn drop(&mut self) {
         if !self.comp.poisoned.load(Ordering::SeqCst) {
             unsafe { (self.comp.vtable.destroy)(self.inst) };

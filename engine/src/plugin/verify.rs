@@ -1,16 +1,20 @@
 //! `vkgrad verify`: the property harness every plugin component goes through — the same proof
-//! the built-in components get. For a loss: default options accepted and bad ones refused; on
-//! generated inputs (proptest, shrinking to the smallest failing case) the device value matches
-//! the component's CPU reference, the device gradient matches central finite differences of
-//! the CPU reference, results are finite and bit-for-bit deterministic.
+//! the built-in components get. For every kind: default options accepted and bad ones refused,
+//! and on generated inputs (proptest, shrinking to the smallest failing case) the device result
+//! matches the component's own CPU reference, is finite, and is bit-for-bit deterministic.
+//! Losses and encoders also get their device gradients checked against central finite
+//! differences of the CPU reference (for encoders: with respect to the input and every
+//! parameter).
 
-use super::{Component, LossInstance, Plugin};
+use super::{Component, Instance};
 use crate::error::Result;
+use crate::ops::random::Rng;
 use crate::reference::tol;
 use crate::tensor::{IntTensor, Tensor};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use serde::Serialize;
+use vkgrad_plugin::Init;
 
 /// One line of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -21,10 +25,11 @@ pub struct Check {
     pub detail: String,
 }
 
-/// A generated loss input: N samples, V views, D dimensions, values from a seed, labels from
-/// `classes` classes.
+/// A generated input: a batch of `n` samples (for losses: `v` views of `d` dimensions; for
+/// encoders and augmentations: the component's input shape), values from `seed` times `scale`,
+/// labels from `classes` classes.
 #[derive(Debug, Clone)]
-pub struct LossCase {
+pub struct Case {
     pub n: usize,
     pub v: usize,
     pub d: usize,
@@ -33,44 +38,33 @@ pub struct LossCase {
     pub scale: f64,
 }
 
-impl LossCase {
-    fn features(&self) -> Vec<f64> {
-        // splitmix64 -> uniform(-1, 1) * scale, rounded to f32 so device and reference see the
-        // same numbers.
-        let mut s = self.seed;
-        (0..self.n * self.v * self.d)
-            .map(|_| {
-                s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = s;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                (((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * self.scale
-            })
-            .map(|x| x as f32 as f64)
-            .collect()
-    }
-    fn labels(&self) -> Vec<u32> {
-        (0..self.n)
-            .map(|i| ((i as u64 * 7 + self.seed) % self.classes as u64) as u32)
-            .collect()
-    }
-    fn dims(&self) -> [usize; 3] {
-        [self.n, self.v, self.d]
-    }
+/// splitmix64 -> uniform(-1, 1) * scale, rounded to f32 so device and reference see the same
+/// numbers.
+fn values(seed: u64, count: usize, scale: f64) -> Vec<f64> {
+    let mut s = seed;
+    (0..count)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * scale) as f32 as f64
+        })
+        .collect()
 }
 
-fn loss_cases() -> impl Strategy<Value = LossCase> {
+fn cases() -> impl Strategy<Value = Case> {
     (
-        2usize..=6,
+        1usize..=6,
         2usize..=3,
         1usize..=6,
         1u32..=3,
         any::<u64>(),
         prop_oneof![Just(1.0), Just(0.1), Just(10.0)],
     )
-        .prop_map(|(n, v, d, classes, seed, scale)| LossCase {
-            n,
+        .prop_map(|(n, v, d, classes, seed, scale)| Case {
+            n: n.max(2),
             v,
             d,
             classes,
@@ -79,97 +73,146 @@ fn loss_cases() -> impl Strategy<Value = LossCase> {
         })
 }
 
-/// Runs the loss on the device: value, gradient w.r.t. the features.
-fn device_run(loss: &LossInstance, case: &LossCase) -> Result<(f32, Vec<f32>)> {
-    let f: Vec<f32> = case.features().iter().map(|&x| x as f32).collect();
-    let x = Tensor::from_vec(f, &case.dims())?.requires_grad();
-    let labels = IntTensor::from_vec(case.labels(), &[case.n])?;
-    let y = loss.forward(&x, Some(&labels))?;
+fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// A directional probe (relative steps per element, as the engine's own checks use).
+fn direction(x: &[f64], salt: f64) -> Vec<f64> {
+    x.iter()
+        .enumerate()
+        .map(|(i, xi)| ((i as f64 + 1.0) * 0.7548776662 + salt).sin() * xi.abs().max(1e-3))
+        .collect()
+}
+
+/// Compares a device gradient with central differences of `f` along one direction.
+fn finite_difference_check(
+    what: &str,
+    x: &[f64],
+    grad: &[f32],
+    salt: f64,
+    f: &dyn Fn(&[f64]) -> Result<f64>,
+) -> std::result::Result<(), String> {
+    let dir = direction(x, salt);
+    let h = 1e-5;
+    let shifted = |t: f64| {
+        x.iter()
+            .zip(&dir)
+            .map(|(a, d)| a + t * d)
+            .collect::<Vec<_>>()
+    };
+    let fd = (f(&shifted(h)).map_err(|e| e.to_string())?
+        - f(&shifted(-h)).map_err(|e| e.to_string())?)
+        / (2.0 * h);
+    let terms: Vec<f64> = grad.iter().zip(&dir).map(|(g, d)| *g as f64 * d).collect();
+    let an: f64 = terms.iter().sum();
+    let scale: f64 = terms.iter().map(|t| t.abs()).sum::<f64>() + fd.abs();
+    let bound = tol::PLUGIN_GRADIENT_REL * scale + 1e-9;
+    let within = (fd - an).abs() <= bound; // NaN fails
+    if !within {
+        return Err(format!("{what}: device gradient gives {an}, finite differences of the CPU reference {fd} (bound {bound:e})"));
+    }
+    Ok(())
+}
+
+/// Elementwise device-vs-reference comparison for array outputs: GRADIENT's chained bound
+/// relative to |ref_i| + max |ref| (docs/verification.md).
+fn compare(
+    got: &[f32],
+    got_shape: &[usize],
+    want: &super::RefOutput,
+) -> std::result::Result<(), String> {
+    if got_shape != want.dims.as_slice() {
+        return Err(format!(
+            "device output shape {got_shape:?} vs CPU reference shape {:?}",
+            want.dims
+        ));
+    }
+    let max = want.data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(&want.data).enumerate() {
+        let bound = tol::GRADIENT.rel * (w.abs() + max) + 1e-30;
+        let within = (*g as f64 - w).abs() <= bound;
+        if !within {
+            return Err(format!(
+                "element {i}: device {g} vs CPU reference {w} (bound {bound:e})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bits_equal(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+// ---------------------------------------------------------------- losses
+
+fn loss_run(loss: &Instance, c: &Case, x: &[f64]) -> Result<(f32, Vec<f32>)> {
+    let xt = Tensor::from_vec(to_f32(x), &[c.n, c.v, c.d])?.requires_grad();
+    let labels = IntTensor::from_vec(loss_labels(c), &[c.n])?;
+    let y = loss.forward(&xt, Some(&labels))?;
     y.backward()?;
-    let g = x
+    let g = xt
         .grad()
         .map(|g| g.to_vec())
         .transpose()?
-        .unwrap_or_else(|| vec![0.0; x.numel()]);
+        .unwrap_or_else(|| vec![0.0; xt.numel()]);
     Ok((y.item()?, g))
 }
 
-fn reference(loss: &LossInstance, case: &LossCase, features: &[f64]) -> Result<f64> {
-    let labels: Vec<f64> = case.labels().iter().map(|&l| l as f64).collect();
-    loss.reference(features, &case.dims(), Some(&labels))
+fn loss_labels(c: &Case) -> Vec<u32> {
+    (0..c.n)
+        .map(|i| ((i as u64 * 7 + c.seed) % c.classes as u64) as u32)
+        .collect()
 }
 
-/// Checks one generated case; an error names what disagreed.
-fn check_case(
-    loss: &LossInstance,
-    case: &LossCase,
-    property: &str,
-) -> std::result::Result<(), TestCaseError> {
-    let fail = |m: String| TestCaseError::fail(m);
-    let (value, grad) =
-        device_run(loss, case).map_err(|e| fail(format!("device run failed: {e}")))?;
-    let x = case.features();
-    let want = reference(loss, case, &x).map_err(|e| fail(format!("CPU reference failed: {e}")))?;
+fn loss_reference(loss: &Instance, c: &Case, x: &[f64]) -> Result<f64> {
+    let labels: Vec<f64> = loss_labels(c).iter().map(|&l| l as f64).collect();
+    loss.reference(x, &[c.n, c.v, c.d], Some(&labels))
+}
+
+fn loss_case(loss: &Instance, c: &Case, property: &str) -> std::result::Result<(), String> {
+    let x = values(c.seed, c.n * c.v * c.d, c.scale);
+    let (value, grad) = loss_run(loss, c, &x).map_err(|e| format!("device run failed: {e}"))?;
+    let want = loss_reference(loss, c, &x).map_err(|e| format!("CPU reference failed: {e}"))?;
     match property {
-        "finite" => {
-            if !value.is_finite() || grad.iter().any(|g| !g.is_finite()) {
-                return Err(fail(format!("non-finite result on finite inputs: value {value}, gradient has non-finite entries: {}", grad.iter().any(|g| !g.is_finite()))));
-            }
-        }
         "matches CPU reference" => {
             // A loss is a short chain of ops over O(1) terms: GRADIENT's chained bound, relative
-            // to |value| + 1 (docs/verification.md).
+            // to |value| + 1.
             let bound = tol::GRADIENT.rel * (want.abs() + 1.0);
-            // Written as "within" so that a NaN (which compares false) fails.
-            let within = (value as f64 - want).abs() <= bound;
+            let within = (value as f64 - want).abs() <= bound; // NaN fails
             if !within {
-                return Err(fail(format!(
+                return Err(format!(
                     "device {value} vs CPU reference {want} (|diff| {:e} > {bound:e})",
                     (value as f64 - want).abs()
-                )));
+                ));
             }
         }
         "gradient vs finite differences" => {
-            for probe in 0..2u64 {
-                // relative steps per element, as in the engine's own checks
-                let dir: Vec<f64> = x
-                    .iter()
-                    .enumerate()
-                    .map(|(i, xi)| {
-                        ((i as f64 + 1.0) * 0.7548776662 + probe as f64).sin() * xi.abs().max(1e-3)
-                    })
-                    .collect();
-                let h = 1e-5;
-                let shifted = |t: f64| {
-                    x.iter()
-                        .zip(&dir)
-                        .map(|(a, d)| a + t * d)
-                        .collect::<Vec<_>>()
-                };
-                let plus = reference(loss, case, &shifted(h)).map_err(|e| fail(e.to_string()))?;
-                let minus = reference(loss, case, &shifted(-h)).map_err(|e| fail(e.to_string()))?;
-                let fd = (plus - minus) / (2.0 * h);
-                let terms: Vec<f64> = grad.iter().zip(&dir).map(|(g, d)| *g as f64 * d).collect();
-                let an: f64 = terms.iter().sum();
-                let scale: f64 = terms.iter().map(|t| t.abs()).sum::<f64>() + fd.abs();
-                let bound = tol::PLUGIN_GRADIENT_REL * scale + 1e-9;
-                let within = (fd - an).abs() <= bound; // NaN fails
-                if !within {
-                    return Err(fail(format!("directional derivative {probe}: device gradient gives {an}, finite differences of the CPU reference {fd} (bound {bound:e})")));
-                }
+            for probe in 0..2 {
+                finite_difference_check(
+                    &format!("direction {probe}"),
+                    &x,
+                    &grad,
+                    probe as f64,
+                    &|xs| loss_reference(loss, c, xs),
+                )?;
+            }
+        }
+        "finite" => {
+            if !value.is_finite() || grad.iter().any(|g| !g.is_finite()) {
+                return Err(format!(
+                    "non-finite result on finite inputs: value {value}, gradient finite: {}",
+                    grad.iter().all(|g| g.is_finite())
+                ));
             }
         }
         "deterministic" => {
-            let (v2, g2) = device_run(loss, case).map_err(|e| fail(e.to_string()))?;
-            if v2.to_bits() != value.to_bits()
-                || g2
-                    .iter()
-                    .zip(&grad)
-                    .any(|(a, b)| a.to_bits() != b.to_bits())
-            {
-                return Err(fail(format!(
+            let (v2, g2) = loss_run(loss, c, &x).map_err(|e| e.to_string())?;
+            if v2.to_bits() != value.to_bits() || !bits_equal(&g2, &grad) {
+                return Err(format!(
                     "two runs on the same input differ: {value} vs {v2}"
-                )));
+                ));
             }
         }
         _ => unreachable!("unknown property {property}"),
@@ -177,67 +220,228 @@ fn check_case(
     Ok(())
 }
 
-/// The properties checked on generated inputs, in report order.
-pub const CASE_PROPERTIES: [&str; 4] = [
-    "matches CPU reference",
-    "gradient vs finite differences",
-    "finite",
-    "deterministic",
-];
+// ---------------------------------------------------------------- encoders
 
-/// Verifies every component of `plugin`; `progress(done, total)` is called as cases run.
+struct EncoderInputs {
+    x: Vec<f64>,
+    x_shape: Vec<usize>,
+    params: Vec<(Vec<f64>, Vec<usize>)>,
+}
+
+fn encoder_inputs(enc: &Instance, c: &Case) -> Result<EncoderInputs> {
+    let d = enc.describe()?;
+    let mut x_shape = vec![c.n];
+    x_shape.extend(&d.input_shape);
+    let x = values(c.seed, x_shape.iter().product(), c.scale);
+    // Parameters drawn on the device from the case's seed, then read back for the reference.
+    let mut rng = Rng::new(c.seed ^ 0x5EED);
+    let mut params = Vec::new();
+    for p in &d.parameters {
+        let t = match p.init {
+            Init::Uniform { bound } => rng.uniform(&p.shape, -bound as f32, bound as f32)?,
+            Init::Normal { std } => rng.normal(&p.shape, 0.0, std as f32)?,
+            Init::Constant { value } => Tensor::full(&p.shape, value as f32)?,
+        };
+        params.push((
+            t.to_vec()?.iter().map(|&v| v as f64).collect(),
+            p.shape.clone(),
+        ));
+    }
+    Ok(EncoderInputs { x, x_shape, params })
+}
+
+/// What one device run of an encoder gives: output, its shape, and the gradients of
+/// <probe, output> with respect to the input and each parameter.
+type EncoderRun = (Vec<f32>, Vec<usize>, Vec<Vec<f32>>);
+
+fn encoder_run(enc: &Instance, e: &EncoderInputs) -> Result<EncoderRun> {
+    let x = Tensor::from_vec(to_f32(&e.x), &e.x_shape)?.requires_grad();
+    let params: Vec<Tensor> = e
+        .params
+        .iter()
+        .map(|(d, s)| Tensor::from_vec(to_f32(d), s).map(|t| t.requires_grad()))
+        .collect::<Result<_>>()?;
+    let y = enc.encode(&x, &params)?;
+    let probe: Vec<f32> = (0..y.numel())
+        .map(|i| ((i as f64 + 1.0) * 0.7548776662 + 0.25).sin() as f32)
+        .collect();
+    y.backward_with(&Tensor::from_vec(probe, y.shape())?)?;
+    let mut grads = Vec::new();
+    for t in std::iter::once(&x).chain(&params) {
+        grads.push(
+            t.grad()
+                .map(|g| g.to_vec())
+                .transpose()?
+                .unwrap_or_else(|| vec![0.0; t.numel()]),
+        );
+    }
+    Ok((y.to_vec()?, y.shape().to_vec(), grads))
+}
+
+fn encoder_reference(
+    enc: &Instance,
+    e: &EncoderInputs,
+    x: &[f64],
+    params: &[(Vec<f64>, Vec<usize>)],
+) -> Result<super::RefOutput> {
+    let mut inputs: Vec<Option<(&[f64], &[usize])>> = vec![Some((x, &e.x_shape))];
+    inputs.extend(
+        params
+            .iter()
+            .map(|(d, s)| Some((d.as_slice(), s.as_slice()))),
+    );
+    enc.call_reference(&inputs, 0)
+}
+
+fn encoder_case(enc: &Instance, c: &Case, property: &str) -> std::result::Result<(), String> {
+    let e = encoder_inputs(enc, c).map_err(|err| format!("preparing inputs failed: {err}"))?;
+    let (y, shape, grads) =
+        encoder_run(enc, &e).map_err(|err| format!("device run failed: {err}"))?;
+    match property {
+        "matches CPU reference" => {
+            let want = encoder_reference(enc, &e, &e.x, &e.params)
+                .map_err(|err| format!("CPU reference failed: {err}"))?;
+            compare(&y, &shape, &want)?;
+        }
+        "gradient vs finite differences" => {
+            // phi = <probe, reference output>, differentiated along directions in x and in each
+            // parameter, against the device gradients of the same probe.
+            let probe: Vec<f64> = (0..y.len())
+                .map(|i| ((i as f64 + 1.0) * 0.7548776662 + 0.25).sin() as f32 as f64)
+                .collect();
+            let phi = |x: &[f64], params: &[(Vec<f64>, Vec<usize>)]| -> Result<f64> {
+                let out = encoder_reference(enc, &e, x, params)?;
+                Ok(out.data.iter().zip(&probe).map(|(a, b)| a * b).sum())
+            };
+            finite_difference_check("input", &e.x, &grads[0], 0.0, &|xs| phi(xs, &e.params))?;
+            for (k, (pd, ps)) in e.params.iter().enumerate() {
+                let f = |v: &[f64]| {
+                    let mut ps2 = e.params.clone();
+                    ps2[k] = (v.to_vec(), ps.clone());
+                    phi(&e.x, &ps2)
+                };
+                finite_difference_check(&format!("parameter {k}"), pd, &grads[k + 1], 1.0, &f)?;
+            }
+        }
+        "finite" => {
+            if y.iter()
+                .chain(grads.iter().flatten())
+                .any(|v| !v.is_finite())
+            {
+                return Err("non-finite output or gradient on finite inputs".into());
+            }
+        }
+        "deterministic" => {
+            let (y2, _, g2) = encoder_run(enc, &e).map_err(|err| err.to_string())?;
+            if !bits_equal(&y, &y2) || grads.iter().zip(&g2).any(|(a, b)| !bits_equal(a, b)) {
+                return Err("two runs on the same input differ".into());
+            }
+        }
+        _ => unreachable!("unknown property {property}"),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- augmentations
+
+fn augmentation_case(aug: &Instance, c: &Case, property: &str) -> std::result::Result<(), String> {
+    let d = aug.describe().map_err(|e| e.to_string())?;
+    let mut shape = vec![c.n];
+    shape.extend(&d.input_shape);
+    let x = values(c.seed, shape.iter().product(), c.scale.min(1.0));
+    let run = || -> Result<(Vec<f32>, Vec<usize>)> {
+        let y = aug.augment(&Tensor::from_vec(to_f32(&x), &shape)?, c.seed)?;
+        Ok((y.to_vec()?, y.shape().to_vec()))
+    };
+    let (y, yshape) = run().map_err(|e| format!("device run failed: {e}"))?;
+    match property {
+        "matches CPU reference" => {
+            let want = aug
+                .call_reference(&[Some((&x, &shape))], c.seed)
+                .map_err(|e| format!("CPU reference failed: {e}"))?;
+            compare(&y, &yshape, &want)?;
+        }
+        "finite" => {
+            if y.iter().any(|v| !v.is_finite()) {
+                return Err("non-finite output on finite inputs".into());
+            }
+        }
+        "deterministic" => {
+            let (y2, _) = run().map_err(|e| e.to_string())?;
+            if !bits_equal(&y, &y2) {
+                return Err("two runs with the same seed differ".into());
+            }
+        }
+        _ => unreachable!("unknown property {property}"),
+    }
+    Ok(())
+}
+
+/// The properties checked on generated inputs, per component kind, in report order.
+pub fn case_properties(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "augmentation" => &["matches CPU reference", "finite", "deterministic"],
+        _ => &[
+            "matches CPU reference",
+            "gradient vs finite differences",
+            "finite",
+            "deterministic",
+        ],
+    }
+}
+
+/// Verifies every component of `plugin`; `progress(what)` is called before each property.
 pub fn verify(
-    plugin: &Plugin,
-    cases: u32,
+    plugin: &super::Plugin,
+    cases_per_property: u32,
     seed: u64,
-    mut progress: impl FnMut(&str, u64),
+    mut progress: impl FnMut(&str),
 ) -> Vec<Check> {
     let mut out = Vec::new();
     for comp in &plugin.components {
         let mut check = |property: &'static str, r: std::result::Result<String, String>| {
-            let passed = r.is_ok();
             out.push(Check {
                 component: comp.name.clone(),
                 property,
-                passed,
+                passed: r.is_ok(),
                 detail: r.unwrap_or_else(|e| e),
             });
         };
-        if comp.kind != "loss" {
-            check(
-                "supported kind",
-                Err(format!("{} components are not verified yet", comp.kind)),
-            );
-            continue;
-        }
         check("bad options rejected", bad_options_rejected(comp));
-        let loss = match comp.create_loss("{}") {
-            Ok(l) => {
+        let inst = match comp.instantiate("{}") {
+            Ok(i) => {
                 check("default options accepted", Ok(String::new()));
-                l
+                i
             }
             Err(e) => {
                 check("default options accepted", Err(e.to_string()));
                 continue;
             }
         };
-        for property in CASE_PROPERTIES {
-            progress(&format!("{} {property}", comp.name), cases as u64);
+        for &property in case_properties(comp.kind) {
+            progress(&format!("{} {property}", comp.name));
             let mut key = [0u8; 32];
             key[..8].copy_from_slice(&seed.to_le_bytes());
             let config = Config {
-                cases,
+                cases: cases_per_property,
                 failure_persistence: None,
                 max_shrink_iters: 500,
                 ..Config::default()
             };
             let mut runner =
                 TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &key));
-            let result = runner.run(&loss_cases(), |case| check_case(&loss, &case, property));
+            let result = runner.run(&cases(), |c| {
+                let r = match comp.kind {
+                    "loss" => loss_case(&inst, &c, property),
+                    "encoder" => encoder_case(&inst, &c, property),
+                    _ => augmentation_case(&inst, &c, property),
+                };
+                r.map_err(TestCaseError::fail)
+            });
             check(
                 property,
                 match result {
-                    Ok(()) => Ok(format!("{cases} cases")),
+                    Ok(()) => Ok(format!("{cases_per_property} cases")),
                     Err(TestError::Fail(why, case)) => {
                         Err(format!("{why}; smallest failing input: {case:?}"))
                     }
@@ -267,7 +471,7 @@ fn bad_options_rejected(comp: &Component) -> std::result::Result<String, String>
         bad.push(format!(r#"{{"{first}": "not a number or flag"}}"#));
     }
     for b in &bad {
-        if comp.create_loss(b).is_ok() {
+        if comp.instantiate(b).is_ok() {
             return Err(format!("options {b} were accepted"));
         }
     }

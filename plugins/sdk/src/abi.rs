@@ -49,7 +49,7 @@ impl Str {
 /// An opaque host tensor (f32 or integer). 0 means "none".
 pub type Handle = u64;
 
-/// Where a callee reports an error message (the host copies it).
+/// Where a callee reports an error message or other text (the receiver copies it).
 #[repr(C)]
 pub struct ErrorSink {
     pub ctx: *mut c_void,
@@ -139,12 +139,15 @@ pub struct ComponentVTable {
     pub create:
         unsafe extern "C" fn(options_json: Str, out: *mut *mut c_void, err: *mut ErrorSink) -> i32,
     pub destroy: unsafe extern "C" fn(instance: *mut c_void),
-    /// Loss: inputs = [features [N, V, D], labels [N] or 0, extra inputs...]; out = scalar.
+    /// Inputs by kind — loss: [features [N, V, D], labels [N] or 0] -> a scalar; encoder:
+    /// [x [B, ...input shape], parameters...] -> [B, ...]; augmentation: [batch] -> batch.
+    /// `stream` seeds an augmentation's random draws (ignored by the other kinds).
     pub forward: unsafe extern "C" fn(
         instance: *mut c_void,
         host: *const HostApi,
         inputs: *const Handle,
         n_inputs: usize,
+        stream: u64,
         out: *mut Handle,
         err: *mut ErrorSink,
     ) -> i32,
@@ -155,10 +158,14 @@ pub struct ComponentVTable {
             instance: *mut c_void,
             inputs: *const RefArray,
             n_inputs: usize,
+            stream: u64,
             out: *mut RefSink,
             err: *mut ErrorSink,
         ) -> i32,
     >,
+    /// The instance's shapes as JSON: `{"input_shape": [...], "parameters": [{"name", "shape",
+    /// "init"}]}` (input shape and parameters are empty for losses).
+    pub describe: unsafe extern "C" fn(instance: *mut c_void, out: *mut ErrorSink) -> i32,
 }
 
 /// How a plugin registers its components during `init`.

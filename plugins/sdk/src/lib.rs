@@ -1,7 +1,7 @@
 //! The vkgrad plugin SDK: everything a plugin depends on (no vulkano, no engine).
 //!
-//! Plugin authors implement [`Loss`] (more component kinds follow) with a required CPU reference,
-//! and export with [`export_plugin!`]. The macro writes the C ABI of [`abi`]: the descriptor,
+//! Plugin authors implement [`Loss`], [`Encoder`] or [`Augmentation`], each with a required CPU
+//! reference, and export them with [`export_plugin!`]. The macro writes the C ABI of [`abi`]: the descriptor,
 //! the entry symbol and trampolines that catch panics and turn errors into status codes.
 
 pub mod abi;
@@ -188,6 +188,142 @@ pub struct RefInputs<'a> {
     pub labels: Option<&'a [f64]>,
 }
 
+/// A component's result on the CPU: values and shape.
+pub struct Output {
+    pub data: Vec<f64>,
+    pub dims: Vec<usize>,
+}
+
+/// How a parameter starts (drawn from the host's seeded stream).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Init {
+    /// Uniform on ±bound (PyTorch's Kaiming-uniform default uses bound = 1/sqrt(fan_in)).
+    Uniform {
+        bound: f64,
+    },
+    Normal {
+        std: f64,
+    },
+    Constant {
+        value: f64,
+    },
+}
+
+/// One learnable parameter of an encoder.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+}
+
+/// A seeded random stream shared by the device path and the CPU reference: draw `offset` of the
+/// stream gives element i the same number on both (Philox4x32-10, as the engine).
+#[derive(Debug, Clone, Copy)]
+pub struct Stream {
+    pub seed: u64,
+}
+
+impl Stream {
+    /// Draw `offset` on the device: uniform on [lo, hi).
+    pub fn uniform<'h>(
+        &self,
+        host: &'h Host,
+        offset: u32,
+        shape: &[usize],
+        lo: f64,
+        hi: f64,
+    ) -> Result<HostTensor<'h>, String> {
+        host.op("random", &[], json!({ "seed": self.seed, "offset": offset, "shape": shape, "dist": "uniform", "a": lo, "b": hi }))
+    }
+    /// Draw `offset` on the device: normal with mean and standard deviation.
+    pub fn normal<'h>(
+        &self,
+        host: &'h Host,
+        offset: u32,
+        shape: &[usize],
+        mean: f64,
+        std: f64,
+    ) -> Result<HostTensor<'h>, String> {
+        host.op("random", &[], json!({ "seed": self.seed, "offset": offset, "shape": shape, "dist": "normal", "a": mean, "b": std }))
+    }
+    /// Element `i` of draw `offset`, uniform, on the CPU.
+    pub fn uniform_at(&self, offset: u32, i: u32, lo: f64, hi: f64) -> f64 {
+        let u = (philox::bits(self.seed, offset, i)[0] >> 8) as f64 / 16_777_216.0;
+        lo + (hi - lo) * u
+    }
+    /// Element `i` of draw `offset`, normal, on the CPU (Box-Muller on the first two words).
+    pub fn normal_at(&self, offset: u32, i: u32, mean: f64, std: f64) -> f64 {
+        let r = philox::bits(self.seed, offset, i);
+        let u0 = (r[0] >> 8) as f64 / 16_777_216.0;
+        let u1 = ((r[1] >> 8) + 1) as f64 / 16_777_216.0;
+        mean + std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u0).cos()
+    }
+}
+
+/// Philox4x32-10 (Salmon et al. 2011), for the CPU side of [`Stream`].
+pub mod philox {
+    pub fn bits(seed: u64, offset: u32, i: u32) -> [u32; 4] {
+        let (mut c, mut k) = ([i, offset, 0, 0], [seed as u32, (seed >> 32) as u32]);
+        for _ in 0..10 {
+            let p0 = 0xD251_1F53u64 * c[0] as u64;
+            let p1 = 0xCD9E_8D57u64 * c[2] as u64;
+            c = [
+                (p1 >> 32) as u32 ^ c[1] ^ k[0],
+                p1 as u32,
+                (p0 >> 32) as u32 ^ c[3] ^ k[1],
+                p0 as u32,
+            ];
+            k = [
+                k[0].wrapping_add(0x9E37_79B9),
+                k[1].wrapping_add(0xBB67_AE85),
+            ];
+        }
+        c
+    }
+}
+
+/// An encoder: parameters + forward. `forward` composes host ops; `reference` computes the same
+/// output naively in f64 (required; `vkgrad verify` checks output and every gradient).
+pub trait Encoder: Sized + Send + Sync + 'static {
+    type Options: DeserializeOwned + Default;
+    const NAME: &'static str;
+    const DESCRIPTION: &'static str;
+    fn options() -> Vec<OptionSpec>;
+    fn new(options: Self::Options) -> Result<Self, String>;
+    /// The shape of one input sample (the batch dimension comes first in `forward`).
+    fn input_shape(&self) -> Vec<usize>;
+    fn parameters(&self) -> Vec<ParamSpec>;
+    /// `x` is `[B, ...input_shape]`; `params` come in the order of `parameters()`.
+    fn forward<'h>(
+        &self,
+        host: &'h Host,
+        x: &HostTensor<'h>,
+        params: &[HostTensor<'h>],
+    ) -> Result<HostTensor<'h>, String>;
+    fn reference(&self, x: &Array, params: &[Array]) -> Result<Output, String>;
+}
+
+/// An augmentation: a batch and a random stream in, a batch out, on the device; the CPU
+/// reference draws the same numbers from the same stream.
+pub trait Augmentation: Sized + Send + Sync + 'static {
+    type Options: DeserializeOwned + Default;
+    const NAME: &'static str;
+    const DESCRIPTION: &'static str;
+    fn options() -> Vec<OptionSpec>;
+    fn new(options: Self::Options) -> Result<Self, String>;
+    /// The shape of one sample it takes (for `vkgrad verify`'s generated batches).
+    fn input_shape(&self) -> Vec<usize>;
+    fn forward<'h>(
+        &self,
+        host: &'h Host,
+        batch: &HostTensor<'h>,
+        stream: Stream,
+    ) -> Result<HostTensor<'h>, String>;
+    fn reference(&self, batch: &Array, stream: Stream) -> Result<Output, String>;
+}
+
 /// A loss family component. `forward` composes host ops (so autograd and the GPU come from the
 /// engine); `reference` computes the same value naively in f64 without them — it is required,
 /// and `vkgrad verify` checks the two against each other.
@@ -267,7 +403,7 @@ pub unsafe fn guard(err: *mut ErrorSink, f: impl FnOnce() -> Result<(), String>)
     }
 }
 
-/// The trampolines for a [`Loss`] type; `export_plugin!` builds its vtable from them.
+/// The trampolines behind the vtables `export_plugin!` builds.
 ///
 /// Safety, for every function here: only the host calls them, through the vtable, with the
 /// pointers the ABI describes (a live instance from `create`, valid input arrays and sinks).
@@ -275,44 +411,120 @@ pub unsafe fn guard(err: *mut ErrorSink, f: impl FnOnce() -> Result<(), String>)
 pub mod trampolines {
     use super::*;
 
-    pub unsafe extern "C" fn create<T: Loss>(
+    fn make<T, O: DeserializeOwned>(
+        name: &str,
         options: Str,
         out: *mut *mut c_void,
-        err: *mut ErrorSink,
-    ) -> i32 {
-        let body = || {
-            let text =
-                unsafe { options.as_str() }.map_err(|e| format!("options are not UTF-8: {e}"))?;
-            let text = if text.trim().is_empty() { "{}" } else { text };
-            let opts: T::Options =
-                serde_json::from_str(text).map_err(|e| format!("{}: bad options: {e}", T::NAME))?;
-            let inst = T::new(opts)?;
-            unsafe { *out = Box::into_raw(Box::new(inst)) as *mut c_void };
-            Ok(())
-        };
-        unsafe { guard(err, body) }
+        new: fn(O) -> Result<T, String>,
+    ) -> Result<(), String> {
+        let text =
+            unsafe { options.as_str() }.map_err(|e| format!("options are not UTF-8: {e}"))?;
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("{name}: options are not JSON: {e}"))?;
+        // Options are named: a JSON object. (serde would also read a struct from an array.)
+        if !value.is_object() {
+            return Err(format!(
+                "{name}: options must be a JSON object, got {value}"
+            ));
+        }
+        let opts: O =
+            serde_json::from_value(value).map_err(|e| format!("{name}: bad options: {e}"))?;
+        let inst = new(opts)?;
+        unsafe { *out = Box::into_raw(Box::new(inst)) as *mut c_void };
+        Ok(())
     }
 
-    pub unsafe extern "C" fn destroy<T: Loss>(instance: *mut c_void) {
+    pub unsafe extern "C" fn destroy<T>(instance: *mut c_void) {
         if !instance.is_null() {
             let _ = catch_unwind(|| drop(unsafe { Box::from_raw(instance as *mut T) }));
         }
     }
 
-    pub unsafe extern "C" fn forward<T: Loss>(
+    fn view(a: &RefArray) -> Array<'_> {
+        let data = if a.len == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(a.data, a.len) }
+        };
+        let dims = if a.rank == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(a.dims, a.rank) }
+        };
+        Array { data, dims }
+    }
+
+    fn arrays<'a>(inputs: *const RefArray, n: usize) -> &'a [RefArray] {
+        if n == 0 {
+            &[]
+        } else {
+            unsafe { std::slice::from_raw_parts(inputs, n) }
+        }
+    }
+
+    fn handles<'a>(inputs: *const Handle, n: usize) -> &'a [Handle] {
+        if n == 0 {
+            &[]
+        } else {
+            unsafe { std::slice::from_raw_parts(inputs, n) }
+        }
+    }
+
+    fn put(out: *mut RefSink, o: &Output) {
+        let sink = unsafe { &mut *out };
+        unsafe {
+            (sink.put)(
+                sink.ctx,
+                o.data.as_ptr(),
+                o.data.len(),
+                o.dims.as_ptr(),
+                o.dims.len(),
+            )
+        };
+    }
+
+    fn describe_json(
+        err: *mut ErrorSink,
+        input_shape: Vec<usize>,
+        parameters: Vec<ParamSpec>,
+    ) -> Result<(), String> {
+        let text = json!({ "input_shape": input_shape, "parameters": parameters }).to_string();
+        unsafe { report(err, &text) };
+        Ok(())
+    }
+
+    /// Gives the result handle to the host (it is not released when `y` drops).
+    fn hand_over(mut y: HostTensor, out: *mut Handle) {
+        y.owned = false;
+        unsafe { *out = y.handle };
+    }
+
+    // ---- losses
+
+    pub unsafe extern "C" fn create_loss<T: Loss>(
+        options: Str,
+        out: *mut *mut c_void,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        unsafe { guard(err, || make(T::NAME, options, out, T::new)) }
+    }
+
+    pub unsafe extern "C" fn forward_loss<T: Loss>(
         instance: *mut c_void,
         host: *const HostApi,
         inputs: *const Handle,
         n_inputs: usize,
+        _stream: u64,
         out: *mut Handle,
         err: *mut ErrorSink,
     ) -> i32 {
         let body = || {
             let inst = unsafe { &*(instance as *const T) };
             let host = Host { api: host };
-            let handles = unsafe { std::slice::from_raw_parts(inputs, n_inputs) };
-            let features = host.borrow(*handles.first().ok_or("no features given")?);
-            let labels = handles
+            let h = handles(inputs, n_inputs);
+            let features = host.borrow(*h.first().ok_or("no features given")?);
+            let labels = h
                 .get(1)
                 .copied()
                 .filter(|&h| h != 0)
@@ -320,73 +532,280 @@ pub mod trampolines {
             if inst.needs_labels() && labels.is_none() {
                 return Err(format!("{} needs labels", T::NAME));
             }
-            let mut y = inst.forward(&host, &LossInputs { features, labels })?;
-            y.owned = false; // ownership of the result handle passes to the host
-            unsafe { *out = y.handle };
+            hand_over(inst.forward(&host, &LossInputs { features, labels })?, out);
             Ok(())
         };
         unsafe { guard(err, body) }
     }
 
-    pub unsafe extern "C" fn reference<T: Loss>(
+    pub unsafe extern "C" fn reference_loss<T: Loss>(
         instance: *mut c_void,
         inputs: *const RefArray,
         n_inputs: usize,
+        _stream: u64,
         out: *mut RefSink,
         err: *mut ErrorSink,
     ) -> i32 {
         let body = || {
             let inst = unsafe { &*(instance as *const T) };
-            let arrays = unsafe { std::slice::from_raw_parts(inputs, n_inputs) };
-            let view = |a: &RefArray| unsafe {
-                Array {
-                    data: std::slice::from_raw_parts(a.data, a.len),
-                    dims: std::slice::from_raw_parts(a.dims, a.rank),
-                }
-            };
-            let features = view(arrays.first().ok_or("no features given")?);
-            let labels = arrays
-                .get(1)
-                .filter(|a| !a.data.is_null())
-                .map(|a| unsafe { std::slice::from_raw_parts(a.data, a.len) });
+            let a = arrays(inputs, n_inputs);
+            let features = view(a.first().ok_or("no features given")?);
+            let labels = a.get(1).filter(|a| !a.data.is_null()).map(|a| view(a).data);
             if inst.needs_labels() && labels.is_none() {
                 return Err(format!("{} needs labels", T::NAME));
             }
             let v = inst.reference(&RefInputs { features, labels })?;
-            let sink = unsafe { &mut *out };
-            unsafe { (sink.put)(sink.ctx, &v, 1, std::ptr::null(), 0) };
+            put(
+                out,
+                &Output {
+                    data: vec![v],
+                    dims: vec![],
+                },
+            );
             Ok(())
         };
         unsafe { guard(err, body) }
     }
 
-    /// A vtable for `T`, named `plugin::T::NAME`; leaked, as it lives as long as the process.
-    pub fn loss_vtable<T: Loss>(plugin: &str) -> &'static abi::ComponentVTable {
-        let name: &'static str = Box::leak(format!("{plugin}::{}", T::NAME).into_boxed_str());
-        let schema: &'static str = Box::leak(
-            serde_json::to_string(&T::options())
-                .unwrap_or_default()
-                .into_boxed_str(),
-        );
+    pub unsafe extern "C" fn describe_loss<T: Loss>(
+        _instance: *mut c_void,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        unsafe { guard(err, || describe_json(err, vec![], vec![])) }
+    }
+
+    // ---- encoders
+
+    pub unsafe extern "C" fn create_encoder<T: Encoder>(
+        options: Str,
+        out: *mut *mut c_void,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        unsafe { guard(err, || make(T::NAME, options, out, T::new)) }
+    }
+
+    pub unsafe extern "C" fn forward_encoder<T: Encoder>(
+        instance: *mut c_void,
+        host: *const HostApi,
+        inputs: *const Handle,
+        n_inputs: usize,
+        _stream: u64,
+        out: *mut Handle,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        let body = || {
+            let inst = unsafe { &*(instance as *const T) };
+            let host = Host { api: host };
+            let h = handles(inputs, n_inputs);
+            let x = host.borrow(*h.first().ok_or("no input given")?);
+            let params: Vec<HostTensor> = h[1..].iter().map(|&p| host.borrow(p)).collect();
+            let want = inst.parameters().len();
+            if params.len() != want {
+                return Err(format!(
+                    "{} takes {want} parameters, got {}",
+                    T::NAME,
+                    params.len()
+                ));
+            }
+            hand_over(inst.forward(&host, &x, &params)?, out);
+            Ok(())
+        };
+        unsafe { guard(err, body) }
+    }
+
+    pub unsafe extern "C" fn reference_encoder<T: Encoder>(
+        instance: *mut c_void,
+        inputs: *const RefArray,
+        n_inputs: usize,
+        _stream: u64,
+        out: *mut RefSink,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        let body = || {
+            let inst = unsafe { &*(instance as *const T) };
+            let a = arrays(inputs, n_inputs);
+            let x = view(a.first().ok_or("no input given")?);
+            let params: Vec<Array> = a[1..].iter().map(view).collect();
+            put(out, &inst.reference(&x, &params)?);
+            Ok(())
+        };
+        unsafe { guard(err, body) }
+    }
+
+    pub unsafe extern "C" fn describe_encoder<T: Encoder>(
+        instance: *mut c_void,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        let body = || {
+            let inst = unsafe { &*(instance as *const T) };
+            describe_json(err, inst.input_shape(), inst.parameters())
+        };
+        unsafe { guard(err, body) }
+    }
+
+    // ---- augmentations
+
+    pub unsafe extern "C" fn create_augmentation<T: Augmentation>(
+        options: Str,
+        out: *mut *mut c_void,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        unsafe { guard(err, || make(T::NAME, options, out, T::new)) }
+    }
+
+    pub unsafe extern "C" fn forward_augmentation<T: Augmentation>(
+        instance: *mut c_void,
+        host: *const HostApi,
+        inputs: *const Handle,
+        n_inputs: usize,
+        stream: u64,
+        out: *mut Handle,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        let body = || {
+            let inst = unsafe { &*(instance as *const T) };
+            let host = Host { api: host };
+            let batch = host.borrow(*handles(inputs, n_inputs).first().ok_or("no batch given")?);
+            hand_over(inst.forward(&host, &batch, Stream { seed: stream })?, out);
+            Ok(())
+        };
+        unsafe { guard(err, body) }
+    }
+
+    pub unsafe extern "C" fn reference_augmentation<T: Augmentation>(
+        instance: *mut c_void,
+        inputs: *const RefArray,
+        n_inputs: usize,
+        stream: u64,
+        out: *mut RefSink,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        let body = || {
+            let inst = unsafe { &*(instance as *const T) };
+            let batch = view(arrays(inputs, n_inputs).first().ok_or("no batch given")?);
+            put(out, &inst.reference(&batch, Stream { seed: stream })?);
+            Ok(())
+        };
+        unsafe { guard(err, body) }
+    }
+
+    pub unsafe extern "C" fn describe_augmentation<T: Augmentation>(
+        instance: *mut c_void,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        let body = || {
+            let inst = unsafe { &*(instance as *const T) };
+            describe_json(err, inst.input_shape(), vec![])
+        };
+        unsafe { guard(err, body) }
+    }
+
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn vtable(
+        kind: u32,
+        name: String,
+        description: &'static str,
+        options: &[OptionSpec],
+        create: unsafe extern "C" fn(Str, *mut *mut c_void, *mut ErrorSink) -> i32,
+        destroy: unsafe extern "C" fn(*mut c_void),
+        forward: unsafe extern "C" fn(
+            *mut c_void,
+            *const HostApi,
+            *const Handle,
+            usize,
+            u64,
+            *mut Handle,
+            *mut ErrorSink,
+        ) -> i32,
+        reference: unsafe extern "C" fn(
+            *mut c_void,
+            *const RefArray,
+            usize,
+            u64,
+            *mut RefSink,
+            *mut ErrorSink,
+        ) -> i32,
+        describe: unsafe extern "C" fn(*mut c_void, *mut ErrorSink) -> i32,
+    ) -> &'static abi::ComponentVTable {
+        // Leaked: a vtable lives as long as the process (plugins are never unloaded).
         Box::leak(Box::new(abi::ComponentVTable {
             struct_size: std::mem::size_of::<abi::ComponentVTable>(),
-            kind: abi::KIND_LOSS,
-            name: Str::new(name),
-            description: Str::new(T::DESCRIPTION),
-            options_schema: Str::new(schema),
-            create: create::<T>,
-            destroy: destroy::<T>,
-            forward: forward::<T>,
-            reference: Some(reference::<T>),
+            kind,
+            name: Str::new(leak(name)),
+            description: Str::new(description),
+            options_schema: Str::new(leak(serde_json::to_string(options).unwrap_or_default())),
+            create,
+            destroy,
+            forward,
+            reference: Some(reference),
+            describe,
         }))
+    }
+
+    /// The vtable of loss `T` in `plugin`, named `plugin::T::NAME`.
+    pub fn loss_vtable<T: Loss>(plugin: &str) -> &'static abi::ComponentVTable {
+        let name = format!("{plugin}::{}", T::NAME);
+        vtable(
+            abi::KIND_LOSS,
+            name,
+            T::DESCRIPTION,
+            &T::options(),
+            create_loss::<T>,
+            destroy::<T>,
+            forward_loss::<T>,
+            reference_loss::<T>,
+            describe_loss::<T>,
+        )
+    }
+
+    /// The vtable of encoder `T` in `plugin`.
+    pub fn encoder_vtable<T: Encoder>(plugin: &str) -> &'static abi::ComponentVTable {
+        let name = format!("{plugin}::{}", T::NAME);
+        vtable(
+            abi::KIND_ENCODER,
+            name,
+            T::DESCRIPTION,
+            &T::options(),
+            create_encoder::<T>,
+            destroy::<T>,
+            forward_encoder::<T>,
+            reference_encoder::<T>,
+            describe_encoder::<T>,
+        )
+    }
+
+    /// The vtable of augmentation `T` in `plugin`.
+    pub fn augmentation_vtable<T: Augmentation>(plugin: &str) -> &'static abi::ComponentVTable {
+        let name = format!("{plugin}::{}", T::NAME);
+        vtable(
+            abi::KIND_AUGMENTATION,
+            name,
+            T::DESCRIPTION,
+            &T::options(),
+            create_augmentation::<T>,
+            destroy::<T>,
+            forward_augmentation::<T>,
+            reference_augmentation::<T>,
+            describe_augmentation::<T>,
+        )
     }
 }
 
 /// Exports a plugin: `export_plugin!(name: "myplugin", version: "0.1.0", losses: [MyLoss]);`
 /// generates the descriptor and the `vkgrad_plugin_entry_v1` symbol.
+/// Exports a plugin:
+/// `export_plugin!(name: "mine", version: "0.1.0", losses: [MyLoss], encoders: [MyNet], augmentations: [MyAug]);`
+/// (each list optional) generates the descriptor and the `vkgrad_plugin_entry_v1` symbol.
 #[macro_export]
 macro_rules! export_plugin {
-    (name: $name:literal, version: $version:literal, losses: [$($loss:ty),* $(,)?] $(,)?) => {
+    (name: $name:literal, version: $version:literal
+        $(, losses: [$($loss:ty),* $(,)?])?
+        $(, encoders: [$($enc:ty),* $(,)?])?
+        $(, augmentations: [$($aug:ty),* $(,)?])? $(,)?) => {
         unsafe extern "C" fn __vkgrad_plugin_init(
             _host: *const $crate::abi::HostApi,
             registrar: *const $crate::abi::Registrar,
@@ -395,14 +814,19 @@ macro_rules! export_plugin {
             let body = || {
                 let reg = unsafe { registrar.as_ref() }.ok_or("no registrar")?;
                 if reg.struct_size < ::std::mem::size_of::<$crate::abi::Registrar>() {
-                    return Err("the host's registrar is older than this SDK".into());
+                    return Err("the host's registrar is older than this SDK".to_string());
                 }
-                $(
-                    let vt = $crate::trampolines::loss_vtable::<$loss>($name);
+                let vtables: Vec<&'static $crate::abi::ComponentVTable> = vec![
+                    $($($crate::trampolines::loss_vtable::<$loss>($name),)*)?
+                    $($($crate::trampolines::encoder_vtable::<$enc>($name),)*)?
+                    $($($crate::trampolines::augmentation_vtable::<$aug>($name),)*)?
+                ];
+                for vt in vtables {
                     if unsafe { (reg.register)(reg.ctx, vt) } != $crate::abi::OK {
-                        return Err(format!("the host refused component {}", stringify!($loss)));
+                        let name = unsafe { vt.name.as_str() }.unwrap_or("?");
+                        return Err(format!("the host refused component {name}"));
                     }
-                )*
+                }
                 Ok(())
             };
             unsafe { $crate::guard(err, body) }

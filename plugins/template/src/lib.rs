@@ -1,11 +1,14 @@
-//! A complete vkgrad plugin: the alignment loss of Wang & Isola (2020),
-//!   align = mean over samples and view pairs (v < w) of ||ẑ_v − ẑ_w||^α,  ẑ = z / max(||z||, eps),
-//! with features shaped [N, V, D]. Copy this crate to start a plugin of your own
-//! (docs/writing-a-plugin.md walks through it).
+//! A complete vkgrad plugin with one component of each kind, to copy when starting your own
+//! (docs/writing-a-plugin.md walks through it):
+//! - loss `alignment` (Wang & Isola 2020): mean over samples and view pairs (v < w) of
+//!   ||ẑ_v − ẑ_w||^α, ẑ = z / max(||z||, eps), features shaped [N, V, D];
+//! - encoder `linear`: y = x W + b, optionally followed by ReLU (PyTorch's nn.Linear init);
+//! - augmentation `gaussian_noise`: x + σ ε, ε ~ N(0, 1) drawn from the seeded stream.
 
 use serde::Deserialize;
 use vkgrad_plugin::{
-    export_plugin, json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs,
+    export_plugin, json, Array, Augmentation, Encoder, Host, HostTensor, Init, Loss, LossInputs,
+    OptionSpec, Output, ParamSpec, RefInputs, Stream,
 };
 
 /// Options, from JSON; missing keys take the defaults, unknown keys are errors.
@@ -126,4 +129,205 @@ impl Loss for Alignment {
     }
 }
 
-export_plugin!(name: "template", version: "0.1.0", losses: [Alignment]);
+/// Options of the linear encoder.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinearOptions {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub relu: bool,
+}
+
+impl Default for LinearOptions {
+    fn default() -> Self {
+        LinearOptions {
+            in_features: 8,
+            out_features: 4,
+            relu: false,
+        }
+    }
+}
+
+pub struct Linear {
+    o: LinearOptions,
+}
+
+impl Encoder for Linear {
+    type Options = LinearOptions;
+    const NAME: &'static str = "linear";
+    const DESCRIPTION: &'static str = "y = x W + b (W: [in, out]), optionally followed by ReLU";
+
+    fn options() -> Vec<OptionSpec> {
+        vec![
+            OptionSpec {
+                name: "in_features",
+                ty: "integer >= 1",
+                default: json!(8),
+                doc: "input width",
+            },
+            OptionSpec {
+                name: "out_features",
+                ty: "integer >= 1",
+                default: json!(4),
+                doc: "output width",
+            },
+            OptionSpec {
+                name: "relu",
+                ty: "bool",
+                default: json!(false),
+                doc: "apply ReLU to the output",
+            },
+        ]
+    }
+
+    fn new(o: LinearOptions) -> Result<Self, String> {
+        if o.in_features == 0 || o.out_features == 0 {
+            return Err(format!(
+                "linear: in_features and out_features must be >= 1, got {} and {}",
+                o.in_features, o.out_features
+            ));
+        }
+        Ok(Linear { o })
+    }
+
+    fn input_shape(&self) -> Vec<usize> {
+        vec![self.o.in_features]
+    }
+
+    fn parameters(&self) -> Vec<ParamSpec> {
+        // PyTorch's nn.Linear default: uniform on ±1/sqrt(fan_in) for weight and bias.
+        let bound = 1.0 / (self.o.in_features as f64).sqrt();
+        vec![
+            ParamSpec {
+                name: "weight".into(),
+                shape: vec![self.o.in_features, self.o.out_features],
+                init: Init::Uniform { bound },
+            },
+            ParamSpec {
+                name: "bias".into(),
+                shape: vec![self.o.out_features],
+                init: Init::Uniform { bound },
+            },
+        ]
+    }
+
+    fn forward<'h>(
+        &self,
+        host: &'h Host,
+        x: &HostTensor<'h>,
+        p: &[HostTensor<'h>],
+    ) -> Result<HostTensor<'h>, String> {
+        let y = host.op("matmul", &[x, &p[0]], json!({}))?;
+        let y = host.op("add", &[&y, &p[1]], json!({}))?;
+        if self.o.relu {
+            host.op("relu", &[&y], json!({}))
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn reference(&self, x: &Array, p: &[Array]) -> Result<Output, String> {
+        let (b, i, o) = (x.dims[0], self.o.in_features, self.o.out_features);
+        let mut data = vec![0.0; b * o];
+        for r in 0..b {
+            for c in 0..o {
+                let mut acc = p[1].data[c];
+                for k in 0..i {
+                    acc += x.at(&[r, k]) * p[0].at(&[k, c]);
+                }
+                data[r * o + c] = if self.o.relu { acc.max(0.0) } else { acc };
+            }
+        }
+        Ok(Output {
+            data,
+            dims: vec![b, o],
+        })
+    }
+}
+
+/// Options of the Gaussian-noise augmentation.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoiseOptions {
+    pub sigma: f64,
+    pub dim: usize,
+}
+
+impl Default for NoiseOptions {
+    fn default() -> Self {
+        NoiseOptions { sigma: 0.1, dim: 8 }
+    }
+}
+
+pub struct GaussianNoise {
+    o: NoiseOptions,
+}
+
+impl Augmentation for GaussianNoise {
+    type Options = NoiseOptions;
+    const NAME: &'static str = "gaussian_noise";
+    const DESCRIPTION: &'static str =
+        "x + σ ε with ε ~ N(0, 1) from the seeded stream (vectors / tabular data)";
+
+    fn options() -> Vec<OptionSpec> {
+        vec![
+            OptionSpec {
+                name: "sigma",
+                ty: "float >= 0",
+                default: json!(0.1),
+                doc: "standard deviation σ of the noise",
+            },
+            OptionSpec {
+                name: "dim",
+                ty: "integer >= 1",
+                default: json!(8),
+                doc: "features per sample",
+            },
+        ]
+    }
+
+    fn new(o: NoiseOptions) -> Result<Self, String> {
+        if !(o.sigma >= 0.0 && o.sigma.is_finite()) || o.dim == 0 {
+            return Err(format!(
+                "gaussian_noise: needs sigma >= 0 and dim >= 1, got {} and {}",
+                o.sigma, o.dim
+            ));
+        }
+        Ok(GaussianNoise { o })
+    }
+
+    fn input_shape(&self) -> Vec<usize> {
+        vec![self.o.dim]
+    }
+
+    fn forward<'h>(
+        &self,
+        host: &'h Host,
+        batch: &HostTensor<'h>,
+        stream: Stream,
+    ) -> Result<HostTensor<'h>, String> {
+        let noise = stream.normal(host, 0, &batch.shape()?, 0.0, self.o.sigma)?;
+        host.op("add", &[batch, &noise], json!({}))
+    }
+
+    fn reference(&self, batch: &Array, stream: Stream) -> Result<Output, String> {
+        let data = batch
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x + stream.normal_at(0, i as u32, 0.0, self.o.sigma))
+            .collect();
+        Ok(Output {
+            data,
+            dims: batch.dims.to_vec(),
+        })
+    }
+}
+
+export_plugin!(
+    name: "template",
+    version: "0.1.0",
+    losses: [Alignment],
+    encoders: [Linear],
+    augmentations: [GaussianNoise],
+);
