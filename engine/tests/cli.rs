@@ -1,20 +1,8 @@
 //! The `vkgrad` command line, run as a user would.
 
-use std::process::Command;
+mod common;
 
-fn vkgrad(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vkgrad"));
-    cmd.args(args).env_remove("VKGRAD_DEVICE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run vkgrad");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use common::vkgrad;
 
 #[test]
 fn devices_lists_and_marks_the_chosen_one() {

@@ -2,6 +2,9 @@
 //! misbehaving plugins are refused or caught with a clear error, and the host never crashes.
 
 use std::path::{Path, PathBuf};
+mod common;
+
+use common::vkgrad;
 use std::process::Command;
 
 /// Builds a workspace plugin crate (debug) and returns its library path.
@@ -35,22 +38,6 @@ fn copy_of(lib: &Path, name: &str) -> PathBuf {
     let to = dir.join(format!("lib{name}{}", std::env::consts::DLL_SUFFIX));
     std::fs::copy(lib, &to).unwrap();
     to
-}
-
-fn vkgrad(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vkgrad"));
-    cmd.args(args)
-        .env_remove("VKGRAD_PLUGIN_PATH")
-        .env_remove("VKGRAD_FIXTURE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run vkgrad");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 fn fixture(fault: &str, args: &[&str]) -> (bool, String, String) {

@@ -429,9 +429,6 @@ pub struct Instance {
     inst: *mut c_void,
 }
 
-/// Kept for callers that name the loss case.
-pub type LossInstance = Instance;
-
 /// What a CPU reference returned.
 pub struct RefOutput {
     pub data: Vec<f64>,

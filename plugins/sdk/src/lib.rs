@@ -500,7 +500,42 @@ pub mod trampolines {
         unsafe { *out = y.handle };
     }
 
-    // ---- losses
+    /// The shared frame of every `forward` trampoline: recover the instance, wrap the host's
+    /// table, run `f` under `guard`, and hand the result to the host.
+    fn forward_with<T>(
+        instance: *mut c_void,
+        host: *const HostApi,
+        inputs: *const Handle,
+        n_inputs: usize,
+        out: *mut Handle,
+        err: *mut ErrorSink,
+        f: impl for<'h> FnOnce(&T, &'h Host, &[Handle]) -> Result<HostTensor<'h>, String>,
+    ) -> i32 {
+        let body = || {
+            let inst = unsafe { &*(instance as *const T) };
+            let host = Host { api: host };
+            hand_over(f(inst, &host, handles(inputs, n_inputs))?, out);
+            Ok(())
+        };
+        unsafe { guard(err, body) }
+    }
+
+    /// The shared frame of every `reference` trampoline.
+    fn reference_with<T>(
+        instance: *mut c_void,
+        inputs: *const RefArray,
+        n_inputs: usize,
+        out: *mut RefSink,
+        err: *mut ErrorSink,
+        f: impl FnOnce(&T, &[RefArray]) -> Result<Output, String>,
+    ) -> i32 {
+        let body = || {
+            let inst = unsafe { &*(instance as *const T) };
+            put(out, &f(inst, arrays(inputs, n_inputs))?);
+            Ok(())
+        };
+        unsafe { guard(err, body) }
+    }
 
     pub unsafe extern "C" fn create_loss<T: Loss>(
         options: Str,
@@ -509,6 +544,24 @@ pub mod trampolines {
     ) -> i32 {
         unsafe { guard(err, || make(T::NAME, options, out, T::new)) }
     }
+
+    pub unsafe extern "C" fn create_encoder<T: Encoder>(
+        options: Str,
+        out: *mut *mut c_void,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        unsafe { guard(err, || make(T::NAME, options, out, T::new)) }
+    }
+
+    pub unsafe extern "C" fn create_augmentation<T: Augmentation>(
+        options: Str,
+        out: *mut *mut c_void,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        unsafe { guard(err, || make(T::NAME, options, out, T::new)) }
+    }
+
+    // ---- losses
 
     pub unsafe extern "C" fn forward_loss<T: Loss>(
         instance: *mut c_void,
@@ -519,23 +572,26 @@ pub mod trampolines {
         out: *mut Handle,
         err: *mut ErrorSink,
     ) -> i32 {
-        let body = || {
-            let inst = unsafe { &*(instance as *const T) };
-            let host = Host { api: host };
-            let h = handles(inputs, n_inputs);
-            let features = host.borrow(*h.first().ok_or("no features given")?);
-            let labels = h
-                .get(1)
-                .copied()
-                .filter(|&h| h != 0)
-                .map(|h| host.borrow(h));
-            if inst.needs_labels() && labels.is_none() {
-                return Err(format!("{} needs labels", T::NAME));
-            }
-            hand_over(inst.forward(&host, &LossInputs { features, labels })?, out);
-            Ok(())
-        };
-        unsafe { guard(err, body) }
+        forward_with(
+            instance,
+            host,
+            inputs,
+            n_inputs,
+            out,
+            err,
+            |inst: &T, host, h| {
+                let features = host.borrow(*h.first().ok_or("no features given")?);
+                let labels = h
+                    .get(1)
+                    .copied()
+                    .filter(|&h| h != 0)
+                    .map(|h| host.borrow(h));
+                if inst.needs_labels() && labels.is_none() {
+                    return Err(format!("{} needs labels", T::NAME));
+                }
+                inst.forward(host, &LossInputs { features, labels })
+            },
+        )
     }
 
     pub unsafe extern "C" fn reference_loss<T: Loss>(
@@ -546,25 +602,17 @@ pub mod trampolines {
         out: *mut RefSink,
         err: *mut ErrorSink,
     ) -> i32 {
-        let body = || {
-            let inst = unsafe { &*(instance as *const T) };
-            let a = arrays(inputs, n_inputs);
+        reference_with(instance, inputs, n_inputs, out, err, |inst: &T, a| {
             let features = view(a.first().ok_or("no features given")?);
             let labels = a.get(1).filter(|a| !a.data.is_null()).map(|a| view(a).data);
             if inst.needs_labels() && labels.is_none() {
                 return Err(format!("{} needs labels", T::NAME));
             }
-            let v = inst.reference(&RefInputs { features, labels })?;
-            put(
-                out,
-                &Output {
-                    data: vec![v],
-                    dims: vec![],
-                },
-            );
-            Ok(())
-        };
-        unsafe { guard(err, body) }
+            Ok(Output {
+                data: vec![inst.reference(&RefInputs { features, labels })?],
+                dims: vec![],
+            })
+        })
     }
 
     pub unsafe extern "C" fn describe_loss<T: Loss>(
@@ -576,14 +624,6 @@ pub mod trampolines {
 
     // ---- encoders
 
-    pub unsafe extern "C" fn create_encoder<T: Encoder>(
-        options: Str,
-        out: *mut *mut c_void,
-        err: *mut ErrorSink,
-    ) -> i32 {
-        unsafe { guard(err, || make(T::NAME, options, out, T::new)) }
-    }
-
     pub unsafe extern "C" fn forward_encoder<T: Encoder>(
         instance: *mut c_void,
         host: *const HostApi,
@@ -593,24 +633,27 @@ pub mod trampolines {
         out: *mut Handle,
         err: *mut ErrorSink,
     ) -> i32 {
-        let body = || {
-            let inst = unsafe { &*(instance as *const T) };
-            let host = Host { api: host };
-            let h = handles(inputs, n_inputs);
-            let x = host.borrow(*h.first().ok_or("no input given")?);
-            let params: Vec<HostTensor> = h[1..].iter().map(|&p| host.borrow(p)).collect();
-            let want = inst.parameters().len();
-            if params.len() != want {
-                return Err(format!(
-                    "{} takes {want} parameters, got {}",
-                    T::NAME,
-                    params.len()
-                ));
-            }
-            hand_over(inst.forward(&host, &x, &params)?, out);
-            Ok(())
-        };
-        unsafe { guard(err, body) }
+        forward_with(
+            instance,
+            host,
+            inputs,
+            n_inputs,
+            out,
+            err,
+            |inst: &T, host, h| {
+                let x = host.borrow(*h.first().ok_or("no input given")?);
+                let params: Vec<HostTensor> = h[1..].iter().map(|&p| host.borrow(p)).collect();
+                let want = inst.parameters().len();
+                if params.len() != want {
+                    return Err(format!(
+                        "{} takes {want} parameters, got {}",
+                        T::NAME,
+                        params.len()
+                    ));
+                }
+                inst.forward(host, &x, &params)
+            },
+        )
     }
 
     pub unsafe extern "C" fn reference_encoder<T: Encoder>(
@@ -621,37 +664,26 @@ pub mod trampolines {
         out: *mut RefSink,
         err: *mut ErrorSink,
     ) -> i32 {
-        let body = || {
-            let inst = unsafe { &*(instance as *const T) };
-            let a = arrays(inputs, n_inputs);
+        reference_with(instance, inputs, n_inputs, out, err, |inst: &T, a| {
             let x = view(a.first().ok_or("no input given")?);
             let params: Vec<Array> = a[1..].iter().map(view).collect();
-            put(out, &inst.reference(&x, &params)?);
-            Ok(())
-        };
-        unsafe { guard(err, body) }
+            inst.reference(&x, &params)
+        })
     }
 
     pub unsafe extern "C" fn describe_encoder<T: Encoder>(
         instance: *mut c_void,
         err: *mut ErrorSink,
     ) -> i32 {
-        let body = || {
-            let inst = unsafe { &*(instance as *const T) };
-            describe_json(err, inst.input_shape(), inst.parameters())
-        };
-        unsafe { guard(err, body) }
+        let inst = unsafe { &*(instance as *const T) };
+        unsafe {
+            guard(err, || {
+                describe_json(err, inst.input_shape(), inst.parameters())
+            })
+        }
     }
 
     // ---- augmentations
-
-    pub unsafe extern "C" fn create_augmentation<T: Augmentation>(
-        options: Str,
-        out: *mut *mut c_void,
-        err: *mut ErrorSink,
-    ) -> i32 {
-        unsafe { guard(err, || make(T::NAME, options, out, T::new)) }
-    }
 
     pub unsafe extern "C" fn forward_augmentation<T: Augmentation>(
         instance: *mut c_void,
@@ -662,14 +694,18 @@ pub mod trampolines {
         out: *mut Handle,
         err: *mut ErrorSink,
     ) -> i32 {
-        let body = || {
-            let inst = unsafe { &*(instance as *const T) };
-            let host = Host { api: host };
-            let batch = host.borrow(*handles(inputs, n_inputs).first().ok_or("no batch given")?);
-            hand_over(inst.forward(&host, &batch, Stream { seed: stream })?, out);
-            Ok(())
-        };
-        unsafe { guard(err, body) }
+        forward_with(
+            instance,
+            host,
+            inputs,
+            n_inputs,
+            out,
+            err,
+            |inst: &T, host, h| {
+                let batch = host.borrow(*h.first().ok_or("no batch given")?);
+                inst.forward(host, &batch, Stream { seed: stream })
+            },
+        )
     }
 
     pub unsafe extern "C" fn reference_augmentation<T: Augmentation>(
@@ -680,24 +716,20 @@ pub mod trampolines {
         out: *mut RefSink,
         err: *mut ErrorSink,
     ) -> i32 {
-        let body = || {
-            let inst = unsafe { &*(instance as *const T) };
-            let batch = view(arrays(inputs, n_inputs).first().ok_or("no batch given")?);
-            put(out, &inst.reference(&batch, Stream { seed: stream })?);
-            Ok(())
-        };
-        unsafe { guard(err, body) }
+        reference_with(instance, inputs, n_inputs, out, err, |inst: &T, a| {
+            inst.reference(
+                &view(a.first().ok_or("no batch given")?),
+                Stream { seed: stream },
+            )
+        })
     }
 
     pub unsafe extern "C" fn describe_augmentation<T: Augmentation>(
         instance: *mut c_void,
         err: *mut ErrorSink,
     ) -> i32 {
-        let body = || {
-            let inst = unsafe { &*(instance as *const T) };
-            describe_json(err, inst.input_shape(), vec![])
-        };
-        unsafe { guard(err, body) }
+        let inst = unsafe { &*(instance as *const T) };
+        unsafe { guard(err, || describe_json(err, inst.input_shape(), vec![])) }
     }
 
     fn leak(s: String) -> &'static str {
