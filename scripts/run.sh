@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release -p vkgrad -p vkgrad-plugin-template
+cargo build --release -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive
 ./target/release/vkgrad devices
 ./target/release/vkgrad plugins
 ./target/release/vkgrad bench "$@"

@@ -4,32 +4,8 @@
 use std::path::{Path, PathBuf};
 mod common;
 
-use common::vkgrad;
+use common::{built_plugin, vkgrad};
 use std::process::Command;
-
-/// Builds a workspace plugin crate (debug) and returns its library path.
-fn built_plugin(package: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", package])
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "cargo build -p {package} failed");
-    // target/debug/deps/<test binary> -> target/debug
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let file = format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        package.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    );
-    dir.join(file)
-}
 
 /// A private copy, so each test loads its own instance of the library.
 fn copy_of(lib: &Path, name: &str) -> PathBuf {

@@ -1,7 +1,9 @@
 //! Shared by the tests that run the `vkgrad` binary.
 
+use std::path::PathBuf;
 use std::process::Command;
 
+#[allow(dead_code)] // not every test file runs the binary
 /// Runs `vkgrad` with `args` in a clean environment (no device, plugin or fixture variables
 /// from the caller) plus `env`; returns (success, stdout, stderr).
 pub fn vkgrad(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -19,4 +21,29 @@ pub fn vkgrad(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// Builds a workspace plugin crate (debug) and returns its library path.
+#[allow(dead_code)] // not every test file builds plugins
+pub fn built_plugin(package: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", package])
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build -p {package} failed");
+    // target/debug/deps/<test binary> -> target/debug
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let file = format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        package.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    );
+    dir.join(file)
 }

@@ -1,0 +1,253 @@
+//! The contrastive loss families (plugins/contrastive) through the real plugin path: family
+//! properties, numerics, option variants against the CPU references, and bad input.
+
+mod common;
+
+use vkgrad::plugin::{Instance, Registry};
+use vkgrad::{IntTensor, Tensor};
+
+fn registry() -> &'static Registry {
+    static REG: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REG.get_or_init(|| {
+        let mut r = Registry::default();
+        r.load(&common::built_plugin("vkgrad-plugin-contrastive"))
+            .expect("load contrastive plugin");
+        r
+    })
+}
+
+fn loss(name: &str, options: &str) -> Instance {
+    registry()
+        .component(&format!("contrastive::{name}"))
+        .expect("component")
+        .create_loss(options)
+        .expect("create")
+}
+
+/// Deterministic features [N, V, D] in (-1, 1).
+fn features(n: usize, v: usize, d: usize, seed: u64) -> Vec<f32> {
+    (0..n * v * d)
+        .map(|i| (((i as u64 + 1) * (seed * 2 + 1)) as f64 * 0.618_034).sin() as f32)
+        .collect()
+}
+
+/// (value, gradient) on the device.
+fn run(l: &Instance, x: &[f32], dims: [usize; 3], labels: Option<&[u32]>) -> (f32, Vec<f32>) {
+    let t = Tensor::from_vec(x.to_vec(), &dims).unwrap().requires_grad();
+    let lab = labels.map(|l| IntTensor::from_vec(l.to_vec(), &[l.len()]).unwrap());
+    let y = l.forward(&t, lab.as_ref()).unwrap();
+    y.backward().unwrap();
+    (y.item().unwrap(), t.grad().unwrap().to_vec().unwrap())
+}
+
+fn reference(l: &Instance, x: &[f32], dims: [usize; 3], labels: Option<&[u32]>) -> f64 {
+    let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let lf: Option<Vec<f64>> = labels.map(|l| l.iter().map(|&v| v as f64).collect());
+    l.reference(&xf, &dims, lf.as_deref()).unwrap()
+}
+
+/// The error of a call that must fail.
+fn refused<T>(r: vkgrad::Result<T>) -> String {
+    match r {
+        Ok(_) => panic!("accepted where an error was expected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * (1.0 + b.abs())
+}
+
+#[test]
+fn nt_xent_on_collapsed_embeddings_is_log_2n_minus_1() {
+    for n in [2usize, 5, 16] {
+        let x: Vec<f32> = (0..n * 2 * 3).map(|i| [0.3f32, -1.2, 2.0][i % 3]).collect();
+        let l = loss("nt_xent", "{}");
+        let want = ((2 * n - 1) as f64).ln();
+        let (v, _) = run(&l, &x, [n, 2, 3], None);
+        assert!(
+            close(v as f64, want, 1e-5),
+            "N={n}: {v} vs log(2N-1) = {want}"
+        );
+        assert!(close(reference(&l, &x, [n, 2, 3], None), want, 1e-12));
+    }
+}
+
+#[test]
+fn supcon_with_distinct_labels_equals_nt_xent() {
+    let (n, d) = (6, 5);
+    let x = features(n, 2, d, 3);
+    let labels: Vec<u32> = (0..n as u32).collect();
+    for tau in [0.1, 0.5] {
+        let nt = loss("nt_xent", &format!(r#"{{"temperature": {tau}}}"#));
+        let sc = loss("supcon", &format!(r#"{{"temperature": {tau}}}"#));
+        let (a, ga) = run(&nt, &x, [n, 2, d], None);
+        let (b, gb) = run(&sc, &x, [n, 2, d], Some(&labels));
+        assert!(close(a as f64, b as f64, 1e-5), "τ={tau}: {a} vs {b}");
+        assert!(ga
+            .iter()
+            .zip(&gb)
+            .all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + p.abs())));
+        assert!(close(
+            reference(&nt, &x, [n, 2, d], None),
+            reference(&sc, &x, [n, 2, d], Some(&labels)),
+            1e-12
+        ));
+    }
+}
+
+#[test]
+fn invariant_to_permuting_the_batch_rescaling_and_swapping_views() {
+    let (n, v, d) = (5, 2, 4);
+    let x = features(n, v, d, 7);
+    let labels = [0u32, 1, 0, 2, 1];
+    let perm = [3usize, 0, 4, 1, 2];
+    let permuted: Vec<f32> = perm
+        .iter()
+        .flat_map(|&i| x[i * v * d..(i + 1) * v * d].to_vec())
+        .collect();
+    let plabels: Vec<u32> = perm.iter().map(|&i| labels[i]).collect();
+    let scaled: Vec<f32> = x.iter().map(|a| a * 3.7).collect();
+    let swapped: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            [
+                &x[(i * v + 1) * d..(i * v + 2) * d],
+                &x[i * v * d..(i * v + 1) * d],
+            ]
+            .concat()
+        })
+        .collect();
+    for (name, labs) in [("nt_xent", None), ("supcon", Some(&labels[..]))] {
+        let l = loss(name, "{}");
+        let (base, _) = run(&l, &x, [n, v, d], labs);
+        let (p, _) = run(&l, &permuted, [n, v, d], labs.map(|_| &plabels[..]));
+        let (s, _) = run(&l, &scaled, [n, v, d], labs);
+        let (w, _) = run(&l, &swapped, [n, v, d], labs);
+        for (what, got) in [("permuted", p), ("rescaled", s), ("views swapped", w)] {
+            assert!(
+                close(got as f64, base as f64, 1e-5),
+                "{name} {what}: {got} vs {base}"
+            );
+        }
+    }
+}
+
+#[test]
+fn finite_at_small_temperatures_extreme_scales_and_zero_vectors() {
+    let (n, v, d) = (4, 2, 3);
+    let labels = [0u32, 1, 0, 1];
+    for (name, labs) in [("nt_xent", None), ("supcon", Some(&labels[..]))] {
+        let l = loss(name, r#"{"temperature": 0.01}"#);
+        for scale in [1e-6f32, 1.0, 1e4] {
+            let x: Vec<f32> = features(n, v, d, 11).iter().map(|a| a * scale).collect();
+            let (val, g) = run(&l, &x, [n, v, d], labs);
+            assert!(
+                val.is_finite() && g.iter().all(|a| a.is_finite()),
+                "{name} scale {scale}: {val}"
+            );
+            assert!(
+                close(val as f64, reference(&l, &x, [n, v, d], labs), 1e-3),
+                "{name} scale {scale}"
+            );
+        }
+        // a zero feature vector: normalised with eps it stays zero (similarity 0 with all)
+        let mut x = features(n, v, d, 2);
+        x[..d].iter_mut().for_each(|a| *a = 0.0);
+        let (val, g) = run(&l, &x, [n, v, d], labs);
+        assert!(
+            val.is_finite() && g.iter().all(|a| a.is_finite()),
+            "{name} zero vector"
+        );
+        assert!(close(val as f64, reference(&l, &x, [n, v, d], labs), 1e-3));
+    }
+}
+
+#[test]
+fn supcon_without_positives_is_zero_with_zero_gradient() {
+    // one view and distinct labels: no anchor has a positive
+    let (n, d) = (4, 3);
+    let x = features(n, 1, d, 5);
+    let l = loss("supcon", "{}");
+    let (val, g) = run(&l, &x, [n, 1, d], Some(&[0, 1, 2, 3]));
+    assert_eq!(val, 0.0);
+    assert!(g.iter().all(|a| *a == 0.0), "{g:?}");
+    assert_eq!(reference(&l, &x, [n, 1, d], Some(&[0, 1, 2, 3])), 0.0);
+    // some anchors without positives are left out of the mean, as in the reference
+    let labels = [0u32, 0, 1, 2];
+    let (val, _) = run(&l, &x, [n, 1, d], Some(&labels));
+    assert!(
+        close(
+            val as f64,
+            reference(&l, &x, [n, 1, d], Some(&labels)),
+            1e-4
+        ),
+        "{val}"
+    );
+}
+
+#[test]
+fn supcon_variants_match_their_references() {
+    let (n, v, d) = (6, 2, 4);
+    let labels = [0u32, 1, 2, 0, 1, 2];
+    for options in [
+        r#"{"variant": "in"}"#,
+        r#"{"contrast_mode": "one"}"#,
+        r#"{"variant": "in", "contrast_mode": "one"}"#,
+        r#"{"base_temperature": 0.07}"#,
+        r#"{"temperature": 0.5, "base_temperature": 0.5}"#,
+    ] {
+        let l = loss("supcon", options);
+        for seed in 0..4 {
+            let x = features(n, v, d, seed);
+            let (val, g) = run(&l, &x, [n, v, d], Some(&labels));
+            let want = reference(&l, &x, [n, v, d], Some(&labels));
+            assert!(
+                close(val as f64, want, 2e-4),
+                "{options} seed {seed}: {val} vs {want}"
+            );
+            assert!(g.iter().all(|a| a.is_finite()));
+        }
+    }
+    // base_temperature multiplies by τ/τ_base
+    let x = features(n, v, d, 1);
+    let plain = reference(&loss("supcon", "{}"), &x, [n, v, d], Some(&labels));
+    let scaled = reference(
+        &loss("supcon", r#"{"base_temperature": 0.07}"#),
+        &x,
+        [n, v, d],
+        Some(&labels),
+    );
+    assert!(close(scaled, plain * 0.1 / 0.07, 1e-12));
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let comp = |n: &str| registry().component(&format!("contrastive::{n}")).unwrap();
+    for bad in [
+        r#"{"temperature": 0}"#,
+        r#"{"temperature": -1}"#,
+        r#"{"temperature": 1e999}"#,
+    ] {
+        let e = refused(comp("nt_xent").create_loss(bad));
+        // 1e999 overflows f64 and is refused as a number out of range
+        assert!(
+            e.contains("temperature") || e.contains("out of range"),
+            "{bad}: {e}"
+        );
+    }
+    let e = refused(comp("supcon").create_loss(r#"{"variant": "sideways"}"#));
+    assert!(e.contains("variant must be"), "{e}");
+    let nt = loss("nt_xent", "{}");
+    let sc = loss("supcon", "{}");
+    let err = |l: &Instance, dims: &[usize], labels: Option<Vec<u32>>| {
+        let x = Tensor::zeros(dims).unwrap();
+        let lab = labels.map(|l| IntTensor::from_vec(l.clone(), &[l.len()]).unwrap());
+        refused(l.forward(&x, lab.as_ref()))
+    };
+    assert!(err(&nt, &[4, 8], None).contains("rank 3"));
+    assert!(err(&nt, &[4, 1, 8], None).contains("needs V >= 2 views"));
+    assert!(err(&nt, &[1, 2, 8], None).contains("needs N >= 2 samples"));
+    assert!(err(&nt, &[0, 2, 8], None).contains("empty batch"));
+    assert!(err(&sc, &[4, 2, 8], Some(vec![0, 1, 2])).contains("3 labels for 4 samples"));
+    assert!(err(&sc, &[4, 2, 8], None).contains("needs labels"));
+}

@@ -1,0 +1,67 @@
+//! Loss families of contrastive learning, as specified in `shared/design/LOSSES.md`:
+//! - `nt_xent`: NT-Xent / InfoNCE over V >= 2 views (SimCLR's 2N-view form for V = 2);
+//! - `supcon`: supervised contrastive (Khosla et al. 2020), L_out (default) or L_in,
+//!   `contrast_mode` all / one, optional base temperature.
+//!
+//! Both share one device implementation (`masked.rs`): NT-Xent is SupCon whose "labels" are the
+//! sample indices, so the positives of an anchor are the other views of its own sample. Each has
+//! its own CPU reference, written straight from its formula.
+
+mod masked;
+mod nt_xent;
+mod supcon;
+
+pub use nt_xent::NtXent;
+pub use supcon::SupCon;
+
+vkgrad_plugin::export_plugin!(name: "contrastive", version: "0.1.0", losses: [NtXent, SupCon]);
+
+/// The epsilon of the L2 normalisation (PyTorch's F.normalize): a zero feature vector stays
+/// zero, so its similarity with everything is 0.
+pub const EPS: f64 = 1e-12;
+
+/// Checks a temperature option.
+pub(crate) fn check_temperature(name: &str, key: &str, t: f64) -> Result<(), String> {
+    if !(t > 0.0 && t.is_finite()) {
+        return Err(format!(
+            "{name}: {key} must be positive and finite, got {t}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks features `[N, V, D]` and returns (N, V, D).
+pub(crate) fn check_features(
+    name: &str,
+    dims: &[usize],
+    min_views: usize,
+) -> Result<(usize, usize, usize), String> {
+    let [n, v, d] = dims[..] else {
+        return Err(format!(
+            "{name}: features must have rank 3, [N, V, D], got shape {dims:?}"
+        ));
+    };
+    if n == 0 || d == 0 {
+        return Err(format!("{name}: empty batch: features of shape {dims:?}"));
+    }
+    if v < min_views {
+        return Err(format!(
+            "{name}: needs V >= {min_views} views, got features of shape {dims:?}"
+        ));
+    }
+    Ok((n, v, d))
+}
+
+/// Unit vectors of the reference: row (i, v) of features `[N, V, D]` divided by max(||.||, EPS).
+pub(crate) fn unit_rows(f: &vkgrad_plugin::Array, n: usize, v: usize, d: usize) -> Vec<Vec<f64>> {
+    let mut rows = Vec::with_capacity(n * v);
+    // view-major order: row index a = view * N + sample (as SupContrast's torch.cat(unbind(1)))
+    for view in 0..v {
+        for i in 0..n {
+            let r: Vec<f64> = (0..d).map(|k| f.at(&[i, view, k])).collect();
+            let norm = r.iter().map(|x| x * x).sum::<f64>().sqrt().max(EPS);
+            rows.push(r.iter().map(|x| x / norm).collect());
+        }
+    }
+    rows
+}
