@@ -251,3 +251,119 @@ fn bad_input_is_a_clear_error() {
     assert!(err(&sc, &[4, 2, 8], Some(vec![0, 1, 2])).contains("3 labels for 4 samples"));
     assert!(err(&sc, &[4, 2, 8], None).contains("needs labels"));
 }
+
+/// (value, feature gradient, target gradient) of BYOL on the device.
+fn run_byol(
+    l: &Instance,
+    q: &[f32],
+    t: &[f32],
+    dims: [usize; 3],
+) -> (f32, Vec<f32>, Option<Tensor>) {
+    let qt = Tensor::from_vec(q.to_vec(), &dims).unwrap().requires_grad();
+    let tt = Tensor::from_vec(t.to_vec(), &dims).unwrap().requires_grad();
+    let y = l
+        .forward_with(&qt, None, std::slice::from_ref(&tt))
+        .unwrap();
+    y.backward().unwrap();
+    (
+        y.item().unwrap(),
+        qt.grad().unwrap().to_vec().unwrap(),
+        tt.grad(),
+    )
+}
+
+#[test]
+fn byol_is_2_minus_2cos_over_view_orders_with_stop_gradient() {
+    let (n, v, d) = (5, 2, 4);
+    let q = features(n, v, d, 1);
+    let t = features(n, v, d, 2);
+    let sum = loss("byol", "{}");
+    let mean = loss("byol", r#"{"view_orders": "mean"}"#);
+    let (s, _, tg) = run_byol(&sum, &q, &t, [n, v, d]);
+    assert!(tg.is_none(), "the target branch must get no gradient");
+    let (m, _, _) = run_byol(&mean, &q, &t, [n, v, d]);
+    assert!(
+        close(s as f64, 2.0 * m as f64, 1e-6),
+        "sum {s} vs 2 x mean {m}"
+    );
+    assert!(
+        (0.0..=4.0).contains(&m),
+        "mean-over-orders BYOL in [0, 4]: {m}"
+    );
+    let qf: Vec<f64> = q.iter().map(|&a| a as f64).collect();
+    let tf: Vec<f64> = t.iter().map(|&a| a as f64).collect();
+    assert!(close(
+        s as f64,
+        sum.reference_with(&qf, &[n, v, d], None, &[&tf]).unwrap(),
+        1e-5
+    ));
+    // identical directions give 0, opposite ones the maximum
+    let (zero, _, _) = run_byol(
+        &mean,
+        &q,
+        &q.iter().map(|a| a * 2.5).collect::<Vec<_>>(),
+        [n, v, d],
+    );
+    // targets of view v' equal q of view v' here, so compare views with themselves swapped:
+    let swapped: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            [
+                &q[(i * v + 1) * d..(i * v + 2) * d],
+                &q[i * v * d..(i * v + 1) * d],
+            ]
+            .concat()
+        })
+        .collect();
+    let (aligned, _, _) = run_byol(&mean, &q, &swapped, [n, v, d]);
+    assert!(
+        aligned.abs() < 1e-5,
+        "targets equal to the other view's prediction: {aligned}"
+    );
+    assert!(zero >= 0.0);
+    let opposite: Vec<f32> = swapped.iter().map(|a| -a).collect();
+    let (far, _, _) = run_byol(&mean, &q, &opposite, [n, v, d]);
+    assert!(close(far as f64, 4.0, 1e-5), "opposite directions: {far}");
+}
+
+#[test]
+fn n_pair_and_align_uniform_match_their_references_and_properties() {
+    let (n, d) = (6, 4);
+    let np = loss("n_pair", "{}");
+    let au = loss("align_uniform", "{}");
+    for seed in 0..3 {
+        let x = features(n, 2, d, seed);
+        for l in [&np, &au] {
+            let (val, g) = run(l, &x, [n, 2, d], None);
+            assert!(
+                close(val as f64, reference(l, &x, [n, 2, d], None), 2e-4),
+                "seed {seed}: {val}"
+            );
+            assert!(g.iter().all(|a| a.is_finite()));
+        }
+    }
+    // collapsed embeddings: alignment 0 and uniformity log mean exp(0) = 0
+    let collapsed: Vec<f32> = (0..n * 2 * d)
+        .map(|i| [1.0f32, 2.0, -1.0, 0.5][i % 4])
+        .collect();
+    let (val, _) = run(&au, &collapsed, [n, 2, d], None);
+    assert!(val.abs() < 1e-5, "{val}");
+    // N-pair: permuting the pairs consistently does not change it
+    let x = features(n, 2, d, 4);
+    let perm = [2usize, 5, 0, 1, 4, 3];
+    let px: Vec<f32> = perm
+        .iter()
+        .flat_map(|&i| x[i * 2 * d..(i + 1) * 2 * d].to_vec())
+        .collect();
+    let ((a, _), (b, _)) = (
+        run(&np, &x, [n, 2, d], None),
+        run(&np, &px, [n, 2, d], None),
+    );
+    assert!(close(a as f64, b as f64, 1e-5));
+    let x3 = Tensor::zeros(&[4, 3, 2]).unwrap();
+    assert!(refused(np.forward(&x3, None)).contains("exactly V = 2 views"));
+    let byol = loss("byol", "{}");
+    assert!(
+        refused(byol.forward(&Tensor::zeros(&[4, 2, 3]).unwrap(), None))
+            .contains("needs the extra inputs [\"targets\"]")
+    );
+}

@@ -421,6 +421,14 @@ pub struct Description {
     pub input_shape: Vec<usize>,
     #[serde(default)]
     pub parameters: Vec<vkgrad_plugin::ParamSpec>,
+    /// Losses: named extra inputs shaped like the features (e.g. BYOL's targets).
+    #[serde(default)]
+    pub extra_inputs: Vec<String>,
+    #[serde(default)]
+    pub needs_labels: bool,
+    /// Losses: the numbers of views taken, (min, max).
+    #[serde(default)]
+    pub views: Option<(usize, usize)>,
 }
 
 /// A created component.
@@ -562,13 +570,22 @@ impl Instance {
 
     /// A loss on the device, recording gradients: features `[N, V, D]`, optional labels `[N]`.
     pub fn forward(&self, features: &Tensor, labels: Option<&IntTensor>) -> Result<Tensor> {
-        let t = self.call_forward(
-            vec![
-                Some(Held::F(features.clone())),
-                labels.map(|l| Held::I(l.clone())),
-            ],
-            0,
-        )?;
+        self.forward_with(features, labels, &[])
+    }
+
+    /// A loss with its named extra inputs (in `describe().extra_inputs` order).
+    pub fn forward_with(
+        &self,
+        features: &Tensor,
+        labels: Option<&IntTensor>,
+        extra: &[Tensor],
+    ) -> Result<Tensor> {
+        let mut inputs = vec![
+            Some(Held::F(features.clone())),
+            labels.map(|l| Held::I(l.clone())),
+        ];
+        inputs.extend(extra.iter().map(|e| Some(Held::F(e.clone()))));
+        let t = self.call_forward(inputs, 0)?;
         if t.numel() != 1 {
             return Err(self.comp.err(format!(
                 "forward returned shape {:?}; a loss returns one value",
@@ -585,11 +602,21 @@ impl Instance {
         dims: &[usize],
         labels: Option<&[f64]>,
     ) -> Result<f64> {
+        self.reference_with(features, dims, labels, &[])
+    }
+
+    /// A loss's CPU reference value with extra inputs (each shaped like the features).
+    pub fn reference_with(
+        &self,
+        features: &[f64],
+        dims: &[usize],
+        labels: Option<&[f64]>,
+        extra: &[&[f64]],
+    ) -> Result<f64> {
         let ldims = [labels.map_or(0, |l| l.len())];
-        let out = self.call_reference(
-            &[Some((features, dims)), labels.map(|l| (l, &ldims[..]))],
-            0,
-        )?;
+        let mut inputs = vec![Some((features, dims)), labels.map(|l| (l, &ldims[..]))];
+        inputs.extend(extra.iter().map(|e| Some((*e, dims))));
+        let out = self.call_reference(&inputs, 0)?;
         match out.data[..] {
             [v] => Ok(v),
             _ => Err(self.comp.err(format!(

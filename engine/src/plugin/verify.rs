@@ -147,10 +147,23 @@ fn bits_equal(a: &[f32], b: &[f32]) -> bool {
 
 // ---------------------------------------------------------------- losses
 
+/// The extra inputs a loss declares, generated like the features (other seeds).
+fn loss_extras(loss: &Instance, c: &Case) -> Result<Vec<Vec<f64>>> {
+    let names = loss.describe()?.extra_inputs;
+    Ok((0..names.len())
+        .map(|k| values(c.seed ^ (0xE1 + k as u64) << 32, c.n * c.v * c.d, c.scale))
+        .collect())
+}
+
 fn loss_run(loss: &Instance, c: &Case, x: &[f64]) -> Result<(f32, Vec<f32>)> {
-    let xt = Tensor::from_vec(to_f32(x), &[c.n, c.v, c.d])?.requires_grad();
+    let dims = [c.n, c.v, c.d];
+    let xt = Tensor::from_vec(to_f32(x), &dims)?.requires_grad();
     let labels = IntTensor::from_vec(loss_labels(c), &[c.n])?;
-    let y = loss.forward(&xt, Some(&labels))?;
+    let extra = loss_extras(loss, c)?
+        .iter()
+        .map(|e| Tensor::from_vec(to_f32(e), &dims))
+        .collect::<Result<Vec<_>>>()?;
+    let y = loss.forward_with(&xt, Some(&labels), &extra)?;
     y.backward()?;
     let g = xt
         .grad()
@@ -168,7 +181,9 @@ fn loss_labels(c: &Case) -> Vec<u32> {
 
 fn loss_reference(loss: &Instance, c: &Case, x: &[f64]) -> Result<f64> {
     let labels: Vec<f64> = loss_labels(c).iter().map(|&l| l as f64).collect();
-    loss.reference(x, &[c.n, c.v, c.d], Some(&labels))
+    let extras = loss_extras(loss, c)?;
+    let extra: Vec<&[f64]> = extras.iter().map(Vec::as_slice).collect();
+    loss.reference_with(x, &[c.n, c.v, c.d], Some(&labels), &extra)
 }
 
 fn loss_case(loss: &Instance, c: &Case, property: &str) -> std::result::Result<(), String> {
@@ -430,7 +445,14 @@ pub fn verify(
             };
             let mut runner =
                 TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &key));
-            let result = runner.run(&cases(), |c| {
+            // A loss that takes only some view counts gets cases with those.
+            let (vmin, vmax) = inst
+                .describe()
+                .ok()
+                .and_then(|d| d.views)
+                .unwrap_or((1, usize::MAX));
+            let result = runner.run(&cases(), |mut c| {
+                c.v = c.v.clamp(vmin, vmax.max(vmin));
                 let r = match comp.kind {
                     "loss" => loss_case(&inst, &c, property),
                     "encoder" => encoder_case(&inst, &c, property),

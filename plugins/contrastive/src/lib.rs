@@ -1,20 +1,33 @@
 //! Loss families of contrastive learning, as specified in `shared/design/LOSSES.md`:
 //! - `nt_xent`: NT-Xent / InfoNCE over V >= 2 views (SimCLR's 2N-view form for V = 2);
 //! - `supcon`: supervised contrastive (Khosla et al. 2020), L_out (default) or L_in,
-//!   `contrast_mode` all / one, optional base temperature.
+//!   `contrast_mode` all / one, optional base temperature;
+//! - `byol`: BYOL's 2 - 2 cos regression onto target projections (extra input `targets`);
+//! - `n_pair`: N-pair (Sohn 2016);
+//! - `align_uniform`: alignment + λ uniformity (Wang & Isola 2020).
 //!
 //! Both share one device implementation (`masked.rs`): NT-Xent is SupCon whose "labels" are the
 //! sample indices, so the positives of an anchor are the other views of its own sample. Each has
 //! its own CPU reference, written straight from its formula.
 
+mod align_uniform;
+mod byol;
 mod masked;
+mod n_pair;
 mod nt_xent;
 mod supcon;
 
+pub use align_uniform::AlignUniform;
+pub use byol::Byol;
+pub use n_pair::NPair;
 pub use nt_xent::NtXent;
 pub use supcon::SupCon;
 
-vkgrad_plugin::export_plugin!(name: "contrastive", version: "0.1.0", losses: [NtXent, SupCon]);
+vkgrad_plugin::export_plugin!(
+    name: "contrastive",
+    version: "0.1.0",
+    losses: [NtXent, SupCon, Byol, NPair, AlignUniform],
+);
 
 /// The epsilon of the L2 normalisation (PyTorch's F.normalize): a zero feature vector stays
 /// zero, so its similarity with everything is 0.

@@ -44,6 +44,10 @@ impl Loss for NtXent {
         Ok(NtXent { tau: o.temperature })
     }
 
+    fn views(&self) -> (usize, usize) {
+        (2, usize::MAX)
+    }
+
     fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
         let (n, v, _) = check(&x.features.shape()?)?;
         // "labels" = sample index of every row (view-major), so positives are the other views.

@@ -177,15 +177,18 @@ impl Array<'_> {
 }
 
 /// What a loss receives: features `[N, V, D]` (sample, view, dimension), optional labels `[N]`.
+/// `extra` holds the named extra inputs the loss declares (`Loss::extra_inputs`), in order.
 pub struct LossInputs<'h> {
     pub features: HostTensor<'h>,
     pub labels: Option<HostTensor<'h>>,
+    pub extra: Vec<HostTensor<'h>>,
 }
 
 /// The same inputs for the CPU reference, in f64.
 pub struct RefInputs<'a> {
     pub features: Array<'a>,
     pub labels: Option<&'a [f64]>,
+    pub extra: Vec<Array<'a>>,
 }
 
 /// A component's result on the CPU: values and shape.
@@ -341,6 +344,15 @@ pub trait Loss: Sized + Send + Sync + 'static {
     /// Whether labels are required (checked by the host before calling).
     fn needs_labels(&self) -> bool {
         false
+    }
+    /// The numbers of views V the loss takes, (min, max) inclusive.
+    fn views(&self) -> (usize, usize) {
+        (1, usize::MAX)
+    }
+    /// Names of extra inputs, each shaped like the features (e.g. BYOL's `targets`); the host
+    /// passes them after the labels, in this order.
+    fn extra_inputs(&self) -> Vec<&'static str> {
+        Vec::new()
     }
     fn forward<'h>(
         &self,
@@ -589,7 +601,19 @@ pub mod trampolines {
                 if inst.needs_labels() && labels.is_none() {
                     return Err(format!("{} needs labels", T::NAME));
                 }
-                inst.forward(host, &LossInputs { features, labels })
+                let names = inst.extra_inputs();
+                let extra: Vec<HostTensor> = h.iter().skip(2).map(|&e| host.borrow(e)).collect();
+                if extra.len() != names.len() || extra.iter().any(|e| e.handle == 0) {
+                    return Err(format!("{} needs the extra inputs {names:?}", T::NAME));
+                }
+                inst.forward(
+                    host,
+                    &LossInputs {
+                        features,
+                        labels,
+                        extra,
+                    },
+                )
             },
         )
     }
@@ -608,18 +632,39 @@ pub mod trampolines {
             if inst.needs_labels() && labels.is_none() {
                 return Err(format!("{} needs labels", T::NAME));
             }
+            let names = inst.extra_inputs();
+            let extra: Vec<Array> = a.iter().skip(2).map(view).collect();
+            if extra.len() != names.len() {
+                return Err(format!("{} needs the extra inputs {names:?}", T::NAME));
+            }
             Ok(Output {
-                data: vec![inst.reference(&RefInputs { features, labels })?],
+                data: vec![inst.reference(&RefInputs {
+                    features,
+                    labels,
+                    extra,
+                })?],
                 dims: vec![],
             })
         })
     }
 
     pub unsafe extern "C" fn describe_loss<T: Loss>(
-        _instance: *mut c_void,
+        instance: *mut c_void,
         err: *mut ErrorSink,
     ) -> i32 {
-        unsafe { guard(err, || describe_json(err, vec![], vec![])) }
+        let inst = unsafe { &*(instance as *const T) };
+        let body = || {
+            let text = json!({
+                "input_shape": [],
+                "parameters": [],
+                "extra_inputs": inst.extra_inputs(),
+                "needs_labels": inst.needs_labels(),
+                "views": [inst.views().0, inst.views().1],
+            });
+            unsafe { report(err, &text.to_string()) };
+            Ok(())
+        };
+        unsafe { guard(err, body) }
     }
 
     // ---- encoders

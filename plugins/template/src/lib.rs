@@ -56,6 +56,10 @@ impl Loss for Alignment {
         Ok(Alignment { alpha: o.alpha })
     }
 
+    fn views(&self) -> (usize, usize) {
+        (2, usize::MAX) // pairs of views
+    }
+
     fn forward<'h>(
         &self,
         host: &'h Host,

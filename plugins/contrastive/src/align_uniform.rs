@@ -1,0 +1,160 @@
+//! Alignment and uniformity (Wang & Isola 2020), on ẑ = z / max(||z||, eps):
+//!   align   = mean over samples of ||ẑ_i(view 0) - ẑ_i(view 1)||^α,  α = 2
+//!   uniform = log mean over pairs i < j of exp(-t ||ẑ_i - ẑ_j||²) within a view,  t = 2
+//!   loss    = align + λ (uniform(view 0) + uniform(view 1)) / 2,  λ = 1.
+//! The same numbers serve as evaluation metrics of an embedding.
+
+use serde::Deserialize;
+use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlignUniformOptions {
+    pub alpha: f64,
+    pub t: f64,
+    pub lambda: f64,
+}
+
+impl Default for AlignUniformOptions {
+    fn default() -> Self {
+        AlignUniformOptions {
+            alpha: 2.0,
+            t: 2.0,
+            lambda: 1.0,
+        }
+    }
+}
+
+pub struct AlignUniform {
+    o: AlignUniformOptions,
+}
+
+fn check(dims: &[usize]) -> Result<(usize, usize), String> {
+    let (n, v, d) = crate::check_features("align_uniform", dims, 2)?;
+    if v != 2 {
+        return Err(format!(
+            "align_uniform: needs exactly V = 2 views, got features of shape {dims:?}"
+        ));
+    }
+    if n < 2 {
+        return Err(format!(
+            "align_uniform: uniformity needs N >= 2 samples, got {dims:?}"
+        ));
+    }
+    Ok((n, d))
+}
+
+impl Loss for AlignUniform {
+    type Options = AlignUniformOptions;
+    const NAME: &'static str = "align_uniform";
+    const DESCRIPTION: &'static str = "alignment + λ · uniformity (Wang & Isola 2020), two views";
+
+    fn options() -> Vec<OptionSpec> {
+        vec![
+            OptionSpec {
+                name: "alpha",
+                ty: "float > 0",
+                default: json!(2.0),
+                doc: "alignment exponent α",
+            },
+            OptionSpec {
+                name: "t",
+                ty: "float > 0",
+                default: json!(2.0),
+                doc: "uniformity temperature t",
+            },
+            OptionSpec {
+                name: "lambda",
+                ty: "float >= 0",
+                default: json!(1.0),
+                doc: "weight λ of uniformity",
+            },
+        ]
+    }
+
+    fn new(o: AlignUniformOptions) -> Result<Self, String> {
+        if !(o.alpha > 0.0
+            && o.alpha.is_finite()
+            && o.t > 0.0
+            && o.t.is_finite()
+            && o.lambda >= 0.0
+            && o.lambda.is_finite())
+        {
+            return Err(format!(
+                "align_uniform: needs alpha > 0, t > 0, lambda >= 0 (finite), got {}, {}, {}",
+                o.alpha, o.t, o.lambda
+            ));
+        }
+        Ok(AlignUniform { o })
+    }
+
+    fn views(&self) -> (usize, usize) {
+        (2, 2)
+    }
+
+    fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
+        let (n, d) = check(&x.features.shape()?)?;
+        let z = host.op("l2_normalize", &[&x.features], json!({ "eps": crate::EPS }))?;
+        let view = |w: usize| -> Result<HostTensor<'h>, String> {
+            let zw = host.op("narrow", &[&z], json!({ "axis": 1, "start": w, "len": 1 }))?;
+            host.op("reshape", &[&zw], json!({ "shape": [n, d] }))
+        };
+        let (z0, z1) = (view(0)?, view(1)?);
+        // alignment
+        let diff = host.op("sub", &[&z0, &z1], json!({}))?;
+        let sq = host.op("mul", &[&diff, &diff], json!({}))?;
+        let dist2 = host.op("sum", &[&sq], json!({ "axis": -1 }))?;
+        let powed = host.op("powf", &[&dist2], json!({ "p": self.o.alpha / 2.0 }))?;
+        let align = host.op("mean", &[&powed], json!({}))?;
+        // uniformity of one view: log mean_{i<j} exp(-t ||z_i - z_j||^2)
+        let upper: Vec<f32> = (0..n * n).map(|k| (k / n < k % n) as u8 as f32).collect();
+        let upper = host.tensor(&upper, &[n, n])?;
+        let neg_inf = host.tensor(&[f32::NEG_INFINITY], &[])?;
+        let pairs = (n * (n - 1) / 2) as f64;
+        let uniform = |zw: &HostTensor<'h>| -> Result<HostTensor<'h>, String> {
+            let norms = host.op("mul", &[zw, zw], json!({}))?;
+            let norms = host.op("sum", &[&norms], json!({ "axis": -1, "keepdim": true }))?; // [N, 1]
+            let rows = host.op("reshape", &[&norms], json!({ "shape": [1, n] }))?;
+            let gram = host.op("matmul", &[zw, zw], json!({ "tb": true }))?;
+            let gram = host.op("mul_scalar", &[&gram], json!({ "s": -2.0 }))?;
+            let d2 = host.op("add", &[&gram, &norms], json!({}))?;
+            let d2 = host.op("add", &[&d2, &rows], json!({}))?;
+            let d2 = host.op("maximum_scalar", &[&d2], json!({ "s": 0.0 }))?; // rounding can go below 0
+            let e = host.op("mul_scalar", &[&d2], json!({ "s": -self.o.t }))?;
+            let e = host.op("where", &[&upper, &e, &neg_inf], json!({}))?;
+            let flat = host.op("reshape", &[&e], json!({ "shape": [1, n * n] }))?;
+            let lse = host.op("logsumexp", &[&flat], json!({}))?;
+            host.op("sub_scalar", &[&lse], json!({ "s": pairs.ln() }))
+        };
+        let u = host.op("add", &[&uniform(&z0)?, &uniform(&z1)?], json!({}))?;
+        let u = host.op("mul_scalar", &[&u], json!({ "s": self.o.lambda / 2.0 }))?;
+        let u = host.op("reshape", &[&u], json!({ "shape": [] }))?;
+        host.op("add", &[&align, &u], json!({}))
+    }
+
+    fn reference(&self, x: &RefInputs) -> Result<f64, String> {
+        let (n, d) = check(x.features.dims)?;
+        let unit = |i: usize, w: usize| -> Vec<f64> {
+            let r: Vec<f64> = (0..d).map(|k| x.features.at(&[i, w, k])).collect();
+            let norm = r.iter().map(|e| e * e).sum::<f64>().sqrt().max(crate::EPS);
+            r.iter().map(|e| e / norm).collect()
+        };
+        let dist2 =
+            |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum::<f64>();
+        let align = (0..n)
+            .map(|i| dist2(&unit(i, 0), &unit(i, 1)).powf(self.o.alpha / 2.0))
+            .sum::<f64>()
+            / n as f64;
+        let uniform = |w: usize| {
+            let mut terms = Vec::new();
+            for i in 0..n {
+                for j in i + 1..n {
+                    terms.push(-self.o.t * dist2(&unit(i, w), &unit(j, w)));
+                }
+            }
+            let mx = terms.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            mx + (terms.iter().map(|t| (t - mx).exp()).sum::<f64>() / terms.len() as f64).ln()
+        };
+        Ok(align + self.o.lambda * (uniform(0) + uniform(1)) / 2.0)
+    }
+}

@@ -1,0 +1,128 @@
+//! BYOL's regression loss (Grill et al. 2020): the online network's predictions q (features) are
+//! pulled towards the target network's projections z' (extra input `targets`, no gradient):
+//!   l = ||q̂(v) - ẑ'(v')||² = 2 - 2 cos(q(v), z'(v')),
+//! summed over the view orders (v, v'), v != v' (the paper's L + L̃ for two views), mean over
+//! the batch. `view_orders = "mean"` averages over the orders instead, so the loss lies in
+//! [0, 4]; with "sum" it lies in [0, 4 V (V - 1)]. This is the paper's 2 - 2cos (some libraries
+//! use -cos / 2, a quarter of the gradient). The EMA target itself lives in training.
+
+use serde::Deserialize;
+use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ByolOptions {
+    /// "sum" or "mean".
+    pub view_orders: String,
+}
+
+impl Default for ByolOptions {
+    fn default() -> Self {
+        ByolOptions {
+            view_orders: "sum".into(),
+        }
+    }
+}
+
+pub struct Byol {
+    mean: bool,
+}
+
+impl Loss for Byol {
+    type Options = ByolOptions;
+    const NAME: &'static str = "byol";
+    const DESCRIPTION: &'static str = "BYOL regression: 2 - 2 cos(q(v), z'(v')) over view orders, mean over the batch; extra input `targets`";
+
+    fn options() -> Vec<OptionSpec> {
+        vec![OptionSpec {
+            name: "view_orders",
+            ty: "\"sum\" | \"mean\"",
+            default: json!("sum"),
+            doc: "sum over the ordered view pairs (the paper's L + L̃) or average them",
+        }]
+    }
+
+    fn new(o: ByolOptions) -> Result<Self, String> {
+        match o.view_orders.as_str() {
+            "sum" => Ok(Byol { mean: false }),
+            "mean" => Ok(Byol { mean: true }),
+            other => Err(format!(
+                "byol: view_orders must be \"sum\" or \"mean\", got {other:?}"
+            )),
+        }
+    }
+
+    fn extra_inputs(&self) -> Vec<&'static str> {
+        vec!["targets"]
+    }
+
+    fn views(&self) -> (usize, usize) {
+        (2, usize::MAX)
+    }
+
+    fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
+        let shape = x.features.shape()?;
+        let (_, v, _) = crate::check_features("byol", &shape, 2)?;
+        let targets = &x.extra[0];
+        if targets.shape()? != shape {
+            return Err(format!(
+                "byol: targets of shape {:?} differ from the predictions' {shape:?}",
+                targets.shape()?
+            ));
+        }
+        let q = host.op("l2_normalize", &[&x.features], json!({ "eps": crate::EPS }))?;
+        let t = host.op("detach", &[targets], json!({}))?; // stop-gradient on the target branch
+        let t = host.op("l2_normalize", &[&t], json!({ "eps": crate::EPS }))?;
+        let mut total: Option<HostTensor> = None;
+        for a in 0..v {
+            for b in (0..v).filter(|&b| b != a) {
+                let qa = host.op("narrow", &[&q], json!({ "axis": 1, "start": a, "len": 1 }))?;
+                let tb = host.op("narrow", &[&t], json!({ "axis": 1, "start": b, "len": 1 }))?;
+                let prod = host.op("mul", &[&qa, &tb], json!({}))?;
+                let cos = host.op("sum", &[&prod], json!({ "axis": -1 }))?; // [N, 1]
+                let term = host.op("mul_scalar", &[&cos], json!({ "s": -2.0 }))?;
+                let term = host.op("add_scalar", &[&term], json!({ "s": 2.0 }))?;
+                total = Some(match total {
+                    None => term,
+                    Some(acc) => host.op("add", &[&acc, &term], json!({}))?,
+                });
+            }
+        }
+        let per_sample = total.ok_or("byol: no view pairs")?;
+        let loss = host.op("mean", &[&per_sample], json!({}))?;
+        let orders = (v * (v - 1)) as f64;
+        host.op(
+            "mul_scalar",
+            &[&loss],
+            json!({ "s": if self.mean { 1.0 / orders } else { 1.0 } }),
+        )
+    }
+
+    fn reference(&self, x: &RefInputs) -> Result<f64, String> {
+        let (n, v, d) = crate::check_features("byol", x.features.dims, 2)?;
+        let t = x.extra.first().ok_or("byol needs targets")?;
+        if t.dims != x.features.dims {
+            return Err(format!(
+                "byol: targets of shape {:?} differ from the predictions' {:?}",
+                t.dims, x.features.dims
+            ));
+        }
+        let unit = |a: &vkgrad_plugin::Array, i: usize, w: usize| -> Vec<f64> {
+            let r: Vec<f64> = (0..d).map(|k| a.at(&[i, w, k])).collect();
+            let norm = r.iter().map(|e| e * e).sum::<f64>().sqrt().max(crate::EPS);
+            r.iter().map(|e| e / norm).collect()
+        };
+        let mut total = 0.0;
+        for i in 0..n {
+            for a in 0..v {
+                for b in (0..v).filter(|&b| b != a) {
+                    let (qa, tb) = (unit(&x.features, i, a), unit(t, i, b));
+                    let dist2: f64 = qa.iter().zip(&tb).map(|(p, q)| (p - q) * (p - q)).sum();
+                    total += dist2; // = 2 - 2 cos for unit vectors
+                }
+            }
+        }
+        let orders = (v * (v - 1)) as f64;
+        Ok(total / n as f64 / if self.mean { orders } else { 1.0 })
+    }
+}
