@@ -15,6 +15,7 @@ pub use ops::MAX_RANK;
 pub use tensor::{IntTensor, Shape, Tensor};
 pub mod bench;
 pub mod nn;
+pub mod npy;
 pub mod optim;
 pub mod plugin;
 pub mod reference;

@@ -49,6 +49,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Evaluate a loss component on .npy data: prints the value, writes the gradient.
+    Loss {
+        /// The loss: `plugin::name`, or just `name` when unique (see `vkgrad plugins`).
+        name: String,
+        /// Features [N, V, D] (float32 or float64).
+        #[arg(long)]
+        features: std::path::PathBuf,
+        /// Labels [N] (any integer dtype).
+        #[arg(long)]
+        labels: Option<std::path::PathBuf>,
+        /// An extra input the loss declares, e.g. --input targets=t.npy (repeatable).
+        #[arg(long = "input", value_name = "KEY=FILE")]
+        inputs: Vec<String>,
+        /// An option, e.g. --set temperature=0.2 (the value is read as JSON when it parses).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Write d loss / d features here, as float32 .npy of the features' shape.
+        #[arg(long)]
+        grad_out: Option<std::path::PathBuf>,
+        /// More plugin files or folders to search.
+        #[arg(long = "plugin")]
+        plugins: Vec<std::path::PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prove a plugin right: run the property harness on every component of the file at PATH.
     Verify {
         /// The plugin file (a .so / .dylib / .dll).
@@ -168,6 +194,25 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
             }
             Ok(())
         }
+        Command::Loss {
+            name,
+            features,
+            labels,
+            inputs,
+            sets,
+            grad_out,
+            plugins,
+            json,
+        } => loss_command(
+            &name,
+            &features,
+            labels.as_deref(),
+            &inputs,
+            &sets,
+            grad_out.as_deref(),
+            &plugins,
+            json,
+        ),
         Command::Verify {
             path,
             cases,
@@ -243,4 +288,127 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `vkgrad loss`: one evaluation of a loss component on .npy files.
+#[allow(clippy::too_many_arguments)]
+fn loss_command(
+    name: &str,
+    features: &std::path::Path,
+    labels: Option<&std::path::Path>,
+    inputs: &[String],
+    sets: &[String],
+    grad_out: Option<&std::path::Path>,
+    plugins: &[std::path::PathBuf],
+    json: bool,
+) -> vkgrad::Result<()> {
+    use vkgrad::{Error, IntTensor, Tensor};
+    let reg = vkgrad::plugin::Registry::load_all(&vkgrad::plugin::search_paths(plugins));
+    let all: Vec<&vkgrad::plugin::Component> =
+        reg.plugins.iter().flat_map(|p| &p.components).collect();
+    let matches: Vec<&&vkgrad::plugin::Component> = all
+        .iter()
+        .filter(|c| {
+            c.kind == "loss" && (c.name == name || c.name.rsplit("::").next() == Some(name))
+        })
+        .collect();
+    let comp = match matches[..] {
+        [c] => *c,
+        [] => {
+            let known: Vec<&str> = all
+                .iter()
+                .filter(|c| c.kind == "loss")
+                .map(|c| c.name.as_str())
+                .collect();
+            return Err(Error::Other(format!(
+                "no loss named `{name}`; known: {}",
+                known.join(", ")
+            )));
+        }
+        _ => {
+            return Err(Error::Other(format!(
+                "`{name}` is ambiguous; use the full `plugin::name`"
+            )))
+        }
+    };
+    let mut options = serde_json::Map::new();
+    for kv in sets {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::Other(format!("--set {kv}: expected KEY=VALUE")))?;
+        let value =
+            serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        options.insert(k.to_string(), value);
+    }
+    let loss = comp.create_loss(&serde_json::Value::Object(options).to_string())?;
+    let (shape, data) = vkgrad::npy::read_floats(features)?;
+    if shape.len() != 3 {
+        return Err(Error::Other(format!(
+            "{}: features must be [N, V, D], got shape {shape:?}",
+            features.display()
+        )));
+    }
+    let x = Tensor::from_vec(data.iter().map(|&v| v as f32).collect(), &shape)?.requires_grad();
+    let labels = match labels {
+        Some(p) => {
+            let (lshape, l) = vkgrad::npy::read_labels(p)?;
+            if lshape != [shape[0]] {
+                return Err(Error::Other(format!(
+                    "{}: labels of shape {lshape:?} for {} samples; expected [{}]",
+                    p.display(),
+                    shape[0],
+                    shape[0]
+                )));
+            }
+            Some(IntTensor::from_vec(l, &[shape[0]])?)
+        }
+        None => None,
+    };
+    let wanted = loss.describe()?.extra_inputs;
+    let mut extra = Vec::new();
+    for key in &wanted {
+        let file = inputs
+            .iter()
+            .find_map(|kv| kv.split_once('=').filter(|(k, _)| k == key).map(|(_, f)| f))
+            .ok_or_else(|| Error::Other(format!("{} needs --input {key}=FILE.npy", comp.name)))?;
+        let (eshape, e) = vkgrad::npy::read_floats(std::path::Path::new(file))?;
+        if eshape != shape {
+            return Err(Error::Other(format!(
+                "{file}: shape {eshape:?} differs from the features' {shape:?}"
+            )));
+        }
+        extra.push(Tensor::from_vec(
+            e.iter().map(|&v| v as f32).collect(),
+            &shape,
+        )?);
+    }
+    for kv in inputs {
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        if !wanted.iter().any(|w| w == key) {
+            return Err(Error::Other(format!(
+                "--input {kv}: {} takes no input `{key}` (it takes {wanted:?})",
+                comp.name
+            )));
+        }
+    }
+    let y = loss.forward_with(&x, labels.as_ref(), &extra)?;
+    let value = y.item()?;
+    if let Some(path) = grad_out {
+        y.backward()?;
+        let g = x
+            .grad()
+            .map(|g| g.to_vec())
+            .transpose()?
+            .unwrap_or_else(|| vec![0.0; x.numel()]);
+        vkgrad::npy::write_f32(path, &shape, &g)?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "loss": value, "component": comp.name })
+        );
+    } else {
+        println!("{}: {value}", comp.name);
+    }
+    Ok(())
 }
