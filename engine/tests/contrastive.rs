@@ -367,3 +367,85 @@ fn n_pair_and_align_uniform_match_their_references_and_properties() {
             .contains("needs the extra inputs [\"targets\"]")
     );
 }
+
+#[test]
+fn triplet_and_margin_variants_match_their_references() {
+    let (n, v, d) = (6, 2, 4);
+    let labels = [0u32, 1, 2, 0, 1, 2];
+    for options in [
+        r#"{}"#,
+        r#"{"mining": "batch_hard"}"#,
+        r#"{"soft": true}"#,
+        r#"{"average": "nonzero"}"#,
+        r#"{"mining": "batch_hard", "average": "nonzero", "margin": 0.5}"#,
+    ] {
+        let l = loss("triplet", options);
+        for seed in 0..3 {
+            let x = features(n, v, d, seed + 10);
+            let (val, g) = run(&l, &x, [n, v, d], Some(&labels));
+            let want = reference(&l, &x, [n, v, d], Some(&labels));
+            assert!(
+                close(val as f64, want, 2e-4),
+                "triplet {options} seed {seed}: {val} vs {want}"
+            );
+            assert!(g.iter().all(|a| a.is_finite()));
+        }
+    }
+    let pair_labels = [1u32, 0, 1, 0, 0, 1];
+    for options in [r#"{}"#, r#"{"normalize": true, "margin": 0.5}"#] {
+        let l = loss("margin", options);
+        for seed in 0..3 {
+            let x = features(n, 2, d, seed + 20);
+            let (val, g) = run(&l, &x, [n, 2, d], Some(&pair_labels));
+            let want = reference(&l, &x, [n, 2, d], Some(&pair_labels));
+            assert!(
+                close(val as f64, want, 2e-4),
+                "margin {options} seed {seed}: {val} vs {want}"
+            );
+            assert!(g.iter().all(|a| a.is_finite()));
+        }
+    }
+}
+
+#[test]
+fn triplet_and_margin_are_zero_when_margins_are_satisfied() {
+    // two tight, opposite clusters: every d(a,p) ~ 0 and every d(a,n) ~ 2 > m
+    let (n, v, d) = (4, 2, 3);
+    let x: Vec<f32> = (0..n * v * d)
+        .map(|i| {
+            let sample = i / (v * d);
+            let sign = if sample % 2 == 0 { 1.0 } else { -1.0 };
+            sign * [1.0, 0.5, 0.25][i % 3] + 1e-3 * (i as f32).sin()
+        })
+        .collect();
+    let labels = [0u32, 1, 0, 1];
+    for options in [r#"{}"#, r#"{"mining": "batch_hard"}"#] {
+        let (val, g) = run(&loss("triplet", options), &x, [n, v, d], Some(&labels));
+        assert_eq!(val, 0.0, "{options}");
+        assert!(g.iter().all(|a| *a == 0.0), "{options}");
+    }
+    // margin: same pairs identical, different pairs farther apart than m = 1
+    let pairs: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            let a = [i as f32 * 3.0, 1.0, 0.0];
+            let b = if i % 2 == 0 {
+                a
+            } else {
+                [a[0] + 2.0, 1.0, 0.0]
+            };
+            [a, b].concat()
+        })
+        .collect();
+    let (val, _) = run(
+        &loss("margin", "{}"),
+        &pairs,
+        [n, 2, 3],
+        Some(&[1, 0, 1, 0]),
+    );
+    assert!(val.abs() < 1e-6, "{val}");
+    let e = refused(loss("triplet", "{}").forward(
+        &Tensor::zeros(&[200, 2, 4]).unwrap(),
+        Some(&IntTensor::from_vec(vec![0; 200], &[200]).unwrap()),
+    ));
+    assert!(e.contains("use mining = batch_hard"), "{e}");
+}

@@ -4,7 +4,9 @@
 //!   `contrast_mode` all / one, optional base temperature;
 //! - `byol`: BYOL's 2 - 2 cos regression onto target projections (extra input `targets`);
 //! - `n_pair`: N-pair (Sohn 2016);
-//! - `align_uniform`: alignment + λ uniformity (Wang & Isola 2020).
+//! - `align_uniform`: alignment + λ uniformity (Wang & Isola 2020);
+//! - `margin`: margin contrastive on pairs (Hadsell, Chopra & LeCun 2006);
+//! - `triplet`: triplet loss, all triplets or batch-hard, hinge or soft margin.
 //!
 //! Both share one device implementation (`masked.rs`): NT-Xent is SupCon whose "labels" are the
 //! sample indices, so the positives of an anchor are the other views of its own sample. Each has
@@ -12,21 +14,25 @@
 
 mod align_uniform;
 mod byol;
+mod margin;
 mod masked;
 mod n_pair;
 mod nt_xent;
 mod supcon;
+mod triplet;
 
 pub use align_uniform::AlignUniform;
 pub use byol::Byol;
+pub use margin::Margin;
 pub use n_pair::NPair;
 pub use nt_xent::NtXent;
 pub use supcon::SupCon;
+pub use triplet::Triplet;
 
 vkgrad_plugin::export_plugin!(
     name: "contrastive",
     version: "0.1.0",
-    losses: [NtXent, SupCon, Byol, NPair, AlignUniform],
+    losses: [NtXent, SupCon, Byol, NPair, AlignUniform, Margin, Triplet],
 );
 
 /// The epsilon of the L2 normalisation (PyTorch's F.normalize): a zero feature vector stays

@@ -1,0 +1,141 @@
+//! Margin contrastive loss (Hadsell, Chopra & LeCun 2006) on pairs: features [N, 2, D] hold the
+//! pairs (a = view 0, b = view 1), labels [N] say same (any non-zero) or different (0):
+//!   l = ½ same D² + ½ (1 - same) max(0, m - D)²,  D = sqrt(||a - b||² + ε), ε = 1e-12,
+//! mean over pairs. Default m = 1. ε keeps the gradient finite for identical pairs (it changes D
+//! by at most 1e-6). Embeddings are used as given unless `normalize` is set.
+
+use serde::Deserialize;
+use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MarginOptions {
+    pub margin: f64,
+    pub normalize: bool,
+}
+
+impl Default for MarginOptions {
+    fn default() -> Self {
+        MarginOptions {
+            margin: 1.0,
+            normalize: false,
+        }
+    }
+}
+
+pub struct Margin {
+    o: MarginOptions,
+}
+
+const DIST_EPS: f64 = 1e-12;
+
+impl Loss for Margin {
+    type Options = MarginOptions;
+    const NAME: &'static str = "margin";
+    const DESCRIPTION: &'static str = "margin contrastive (Hadsell 2006): ½ same D² + ½ (1-same) max(0, m-D)² over pairs; labels 1 = same, 0 = different";
+
+    fn options() -> Vec<OptionSpec> {
+        vec![
+            OptionSpec {
+                name: "margin",
+                ty: "float > 0",
+                default: json!(1.0),
+                doc: "m",
+            },
+            OptionSpec {
+                name: "normalize",
+                ty: "bool",
+                default: json!(false),
+                doc: "L2-normalise the embeddings first",
+            },
+        ]
+    }
+
+    fn new(o: MarginOptions) -> Result<Self, String> {
+        if !(o.margin > 0.0 && o.margin.is_finite()) {
+            return Err(format!(
+                "margin: margin must be positive and finite, got {}",
+                o.margin
+            ));
+        }
+        Ok(Margin { o })
+    }
+
+    fn needs_labels(&self) -> bool {
+        true
+    }
+
+    fn views(&self) -> (usize, usize) {
+        (2, 2)
+    }
+
+    fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
+        let (n, d) = check(&x.features.shape()?)?;
+        let labels = x.labels.as_ref().ok_or("margin needs labels")?;
+        if labels.shape()? != [n] {
+            return Err(format!(
+                "margin: labels of shape {:?} for {n} pairs",
+                labels.shape()?
+            ));
+        }
+        let f = if self.o.normalize {
+            host.op("l2_normalize", &[&x.features], json!({ "eps": crate::EPS }))?
+        } else {
+            host.op("reshape", &[&x.features], json!({ "shape": [n, 2, d] }))? // a handle of our own
+        };
+        let pick = |w: usize| -> Result<HostTensor<'h>, String> {
+            let v = host.op("narrow", &[&f], json!({ "axis": 1, "start": w, "len": 1 }))?;
+            host.op("reshape", &[&v], json!({ "shape": [n, d] }))
+        };
+        let diff = host.op("sub", &[&pick(0)?, &pick(1)?], json!({}))?;
+        let sq = host.op("mul", &[&diff, &diff], json!({}))?;
+        let d2 = host.op("sum", &[&sq], json!({ "axis": -1 }))?; // [N]
+        let dist = host.op("add_scalar", &[&d2], json!({ "s": DIST_EPS }))?;
+        let dist = host.op("sqrt", &[&dist], json!({}))?;
+        let hinge = host.op("rsub_scalar", &[&dist], json!({ "s": self.o.margin }))?;
+        let hinge = host.op("relu", &[&hinge], json!({}))?;
+        let hinge2 = host.op("mul", &[&hinge, &hinge], json!({}))?;
+        let same = host.op("to_f32", &[labels], json!({}))?;
+        let same = host.op("gt_scalar", &[&same], json!({ "s": 0.0 }))?;
+        let per_pair = host.op("where", &[&same, &d2, &hinge2], json!({}))?;
+        let mean = host.op("mean", &[&per_pair], json!({}))?;
+        host.op("mul_scalar", &[&mean], json!({ "s": 0.5 }))
+    }
+
+    fn reference(&self, x: &RefInputs) -> Result<f64, String> {
+        let (n, d) = check(x.features.dims)?;
+        let labels = x.labels.ok_or("margin needs labels")?;
+        if labels.len() != n {
+            return Err(format!("margin: {} labels for {n} pairs", labels.len()));
+        }
+        let row = |i: usize, w: usize| -> Vec<f64> {
+            let r: Vec<f64> = (0..d).map(|k| x.features.at(&[i, w, k])).collect();
+            if !self.o.normalize {
+                return r;
+            }
+            let norm = r.iter().map(|e| e * e).sum::<f64>().sqrt().max(crate::EPS);
+            r.iter().map(|e| e / norm).collect()
+        };
+        let mut total = 0.0;
+        for i in 0..n {
+            let (a, b) = (row(i, 0), row(i, 1));
+            let d2: f64 = a.iter().zip(&b).map(|(p, q)| (p - q) * (p - q)).sum();
+            total += if labels[i] != 0.0 {
+                0.5 * d2
+            } else {
+                0.5 * (self.o.margin - (d2 + DIST_EPS).sqrt()).max(0.0).powi(2)
+            };
+        }
+        Ok(total / n as f64)
+    }
+}
+
+fn check(dims: &[usize]) -> Result<(usize, usize), String> {
+    let (n, v, d) = crate::check_features("margin", dims, 2)?;
+    if v != 2 {
+        return Err(format!(
+            "margin: needs pairs, V = 2 views, got features of shape {dims:?}"
+        ));
+    }
+    Ok((n, d))
+}
