@@ -117,10 +117,10 @@ impl Loss for Margin {
             r.iter().map(|e| e / norm).collect()
         };
         let mut total = 0.0;
-        for i in 0..n {
+        for (i, &same) in labels.iter().enumerate() {
             let (a, b) = (row(i, 0), row(i, 1));
             let d2: f64 = a.iter().zip(&b).map(|(p, q)| (p - q) * (p - q)).sum();
-            total += if labels[i] != 0.0 {
+            total += if same != 0.0 {
                 0.5 * d2
             } else {
                 0.5 * (self.o.margin - (d2 + DIST_EPS).sqrt()).max(0.0).powi(2)
