@@ -449,3 +449,27 @@ fn triplet_and_margin_are_zero_when_margins_are_satisfied() {
     ));
     assert!(e.contains("use mining = batch_hard"), "{e}");
 }
+
+#[test]
+fn info_nce_general_form() {
+    let (n, v, d) = (4, 5, 3);
+    for options in [r#"{}"#, r#"{"normalize": false, "temperature": 0.7}"#] {
+        let l = loss("info_nce", options);
+        let x = features(n, v, d, 9);
+        let (val, g) = run(&l, &x, [n, v, d], None);
+        assert!(
+            close(val as f64, reference(&l, &x, [n, v, d], None), 2e-4),
+            "{options}: {val}"
+        );
+        assert!(g.iter().all(|a| a.is_finite()));
+    }
+    // every key equal to the positive: all logits tie, loss = log(number of keys)
+    let l = loss("info_nce", "{}");
+    let x: Vec<f32> = (0..n * v * d).map(|i| [0.2f32, -0.7, 1.1][i % 3]).collect();
+    let (val, _) = run(&l, &x, [n, v, d], None);
+    assert!(close(val as f64, ((v - 1) as f64).ln(), 1e-5), "{val}");
+    assert!(
+        refused(l.forward(&Tensor::zeros(&[4, 2, 3]).unwrap(), None))
+            .contains("needs V >= 3 views")
+    );
+}

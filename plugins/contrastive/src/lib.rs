@@ -1,5 +1,6 @@
 //! Loss families of contrastive learning, as specified in `shared/design/LOSSES.md`:
 //! - `nt_xent`: NT-Xent / InfoNCE over V >= 2 views (SimCLR's 2N-view form for V = 2);
+//! - `info_nce`: the general query / positive key / negative keys form (CPC, MoCo);
 //! - `supcon`: supervised contrastive (Khosla et al. 2020), L_out (default) or L_in,
 //!   `contrast_mode` all / one, optional base temperature;
 //! - `byol`: BYOL's 2 - 2 cos regression onto target projections (extra input `targets`);
@@ -14,6 +15,7 @@
 
 mod align_uniform;
 mod byol;
+mod info_nce;
 mod margin;
 mod masked;
 mod n_pair;
@@ -23,6 +25,7 @@ mod triplet;
 
 pub use align_uniform::AlignUniform;
 pub use byol::Byol;
+pub use info_nce::InfoNce;
 pub use margin::Margin;
 pub use n_pair::NPair;
 pub use nt_xent::NtXent;
@@ -32,7 +35,7 @@ pub use triplet::Triplet;
 vkgrad_plugin::export_plugin!(
     name: "contrastive",
     version: "0.1.0",
-    losses: [NtXent, SupCon, Byol, NPair, AlignUniform, Margin, Triplet],
+    losses: [NtXent, InfoNce, SupCon, Byol, NPair, AlignUniform, Margin, Triplet],
 );
 
 /// The epsilon of the L2 normalisation (PyTorch's F.normalize): a zero feature vector stays

@@ -1,0 +1,114 @@
+//! General InfoNCE (the CPC / MoCo form): one query, one positive key and K negative keys,
+//!   l = -log( exp(q·k₊/τ) / (exp(q·k₊/τ) + sum_j exp(q·k⁻_j/τ)) ),  mean over queries.
+//! Features [N, V, D] hold, per query i: view 0 = the query, view 1 = its positive key,
+//! views 2 .. V-1 = its negative keys (V >= 3). Embeddings are L2-normalised unless
+//! `normalize = false`. Default τ = 0.1.
+
+use serde::Deserialize;
+use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InfoNceOptions {
+    pub temperature: f64,
+    pub normalize: bool,
+}
+
+impl Default for InfoNceOptions {
+    fn default() -> Self {
+        InfoNceOptions {
+            temperature: 0.1,
+            normalize: true,
+        }
+    }
+}
+
+pub struct InfoNce {
+    o: InfoNceOptions,
+}
+
+impl Loss for InfoNce {
+    type Options = InfoNceOptions;
+    const NAME: &'static str = "info_nce";
+    const DESCRIPTION: &'static str = "InfoNCE with a query (view 0), a positive key (view 1) and negative keys (views 2..) per sample";
+
+    fn options() -> Vec<OptionSpec> {
+        vec![
+            OptionSpec {
+                name: "temperature",
+                ty: "float > 0",
+                default: json!(0.1),
+                doc: "τ",
+            },
+            OptionSpec {
+                name: "normalize",
+                ty: "bool",
+                default: json!(true),
+                doc: "L2-normalise queries and keys",
+            },
+        ]
+    }
+
+    fn new(o: InfoNceOptions) -> Result<Self, String> {
+        crate::check_temperature("info_nce", "temperature", o.temperature)?;
+        Ok(InfoNce { o })
+    }
+
+    fn views(&self) -> (usize, usize) {
+        (3, usize::MAX)
+    }
+
+    fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
+        let (n, v, d) = crate::check_features("info_nce", &x.features.shape()?, 3)?;
+        let f = if self.o.normalize {
+            host.op("l2_normalize", &[&x.features], json!({ "eps": crate::EPS }))?
+        } else {
+            host.op("reshape", &[&x.features], json!({ "shape": [n, v, d] }))?
+        };
+        let q = host.op("narrow", &[&f], json!({ "axis": 1, "start": 0, "len": 1 }))?; // [N, 1, D]
+        let keys = host.op(
+            "narrow",
+            &[&f],
+            json!({ "axis": 1, "start": 1, "len": v - 1 }),
+        )?; // [N, V-1, D]
+        let logits = host.op("matmul", &[&q, &keys], json!({ "tb": true }))?; // [N, 1, V-1]
+        let logits = host.op(
+            "mul_scalar",
+            &[&logits],
+            json!({ "s": 1.0 / self.o.temperature }),
+        )?;
+        let logp = host.op("log_softmax", &[&logits], json!({}))?;
+        let pos = host.op(
+            "narrow",
+            &[&logp],
+            json!({ "axis": 2, "start": 0, "len": 1 }),
+        )?; // positive first
+        let mean = host.op("mean", &[&pos], json!({}))?;
+        host.op("neg", &[&mean], json!({}))
+    }
+
+    fn reference(&self, x: &RefInputs) -> Result<f64, String> {
+        let (n, v, d) = crate::check_features("info_nce", x.features.dims, 3)?;
+        let row = |i: usize, w: usize| -> Vec<f64> {
+            let r: Vec<f64> = (0..d).map(|k| x.features.at(&[i, w, k])).collect();
+            if !self.o.normalize {
+                return r;
+            }
+            let norm = r.iter().map(|e| e * e).sum::<f64>().sqrt().max(crate::EPS);
+            r.iter().map(|e| e / norm).collect()
+        };
+        let mut total = 0.0;
+        for i in 0..n {
+            let q = row(i, 0);
+            let s: Vec<f64> = (1..v)
+                .map(|w| {
+                    q.iter().zip(row(i, w)).map(|(a, b)| a * b).sum::<f64>() / self.o.temperature
+                })
+                .collect();
+            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + s.iter().map(|t| (t - mx).exp()).sum::<f64>().ln();
+            total += lse - s[0];
+        }
+        Ok(total / n as f64)
+    }
+}
