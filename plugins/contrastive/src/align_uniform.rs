@@ -133,12 +133,8 @@ impl Loss for AlignUniform {
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {
-        let (n, d) = check(x.features.dims)?;
-        let unit = |i: usize, w: usize| -> Vec<f64> {
-            let r: Vec<f64> = (0..d).map(|k| x.features.at(&[i, w, k])).collect();
-            let norm = r.iter().map(|e| e * e).sum::<f64>().sqrt().max(crate::EPS);
-            r.iter().map(|e| e / norm).collect()
-        };
+        let (n, _) = check(x.features.dims)?;
+        let unit = |i: usize, w: usize| crate::row(&x.features, i, w, true);
         let dist2 =
             |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum::<f64>();
         let align = (0..n)

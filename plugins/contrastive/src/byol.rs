@@ -99,7 +99,7 @@ impl Loss for Byol {
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {
-        let (n, v, d) = crate::check_features("byol", x.features.dims, 2)?;
+        let (n, v, _) = crate::check_features("byol", x.features.dims, 2)?;
         let t = x.extra.first().ok_or("byol needs targets")?;
         if t.dims != x.features.dims {
             return Err(format!(
@@ -107,11 +107,7 @@ impl Loss for Byol {
                 t.dims, x.features.dims
             ));
         }
-        let unit = |a: &vkgrad_plugin::Array, i: usize, w: usize| -> Vec<f64> {
-            let r: Vec<f64> = (0..d).map(|k| a.at(&[i, w, k])).collect();
-            let norm = r.iter().map(|e| e * e).sum::<f64>().sqrt().max(crate::EPS);
-            r.iter().map(|e| e / norm).collect()
-        };
+        let unit = |a: &vkgrad_plugin::Array, i: usize, w: usize| crate::row(a, i, w, true);
         let mut total = 0.0;
         for i in 0..n {
             for a in 0..v {

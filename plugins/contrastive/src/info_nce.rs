@@ -88,15 +88,8 @@ impl Loss for InfoNce {
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {
-        let (n, v, d) = crate::check_features("info_nce", x.features.dims, 3)?;
-        let row = |i: usize, w: usize| -> Vec<f64> {
-            let r: Vec<f64> = (0..d).map(|k| x.features.at(&[i, w, k])).collect();
-            if !self.o.normalize {
-                return r;
-            }
-            let norm = r.iter().map(|e| e * e).sum::<f64>().sqrt().max(crate::EPS);
-            r.iter().map(|e| e / norm).collect()
-        };
+        let (n, v, _) = crate::check_features("info_nce", x.features.dims, 3)?;
+        let row = |i: usize, w: usize| crate::row(&x.features, i, w, self.o.normalize);
         let mut total = 0.0;
         for i in 0..n {
             let q = row(i, 0);

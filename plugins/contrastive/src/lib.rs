@@ -74,16 +74,23 @@ pub(crate) fn check_features(
     Ok((n, v, d))
 }
 
-/// Unit vectors of the reference: row (i, v) of features `[N, V, D]` divided by max(||.||, EPS).
-pub(crate) fn unit_rows(f: &vkgrad_plugin::Array, n: usize, v: usize, d: usize) -> Vec<Vec<f64>> {
-    let mut rows = Vec::with_capacity(n * v);
-    // view-major order: row index a = view * N + sample (as SupContrast's torch.cat(unbind(1)))
-    for view in 0..v {
-        for i in 0..n {
-            let r: Vec<f64> = (0..d).map(|k| f.at(&[i, view, k])).collect();
-            let norm = r.iter().map(|x| x * x).sum::<f64>().sqrt().max(EPS);
-            rows.push(r.iter().map(|x| x / norm).collect());
-        }
+/// For the references: embedding (sample `i`, view `w`) of features `[N, V, D]`, divided by
+/// max(||.||, EPS) when `normalize`.
+pub(crate) fn row(f: &vkgrad_plugin::Array, i: usize, w: usize, normalize: bool) -> Vec<f64> {
+    let d = f.dims[2];
+    let r: Vec<f64> = (0..d).map(|k| f.at(&[i, w, k])).collect();
+    if !normalize {
+        return r;
     }
-    rows
+    let norm = r.iter().map(|x| x * x).sum::<f64>().sqrt().max(EPS);
+    r.iter().map(|x| x / norm).collect()
+}
+
+/// Unit vectors of every embedding, view-major: index a = view * N + sample (as SupContrast's
+/// torch.cat(unbind(1))).
+pub(crate) fn unit_rows(f: &vkgrad_plugin::Array, n: usize, v: usize) -> Vec<Vec<f64>> {
+    (0..v)
+        .flat_map(|w| (0..n).map(move |i| (i, w)))
+        .map(|(i, w)| row(f, i, w, true))
+        .collect()
 }

@@ -103,19 +103,12 @@ impl Loss for Margin {
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {
-        let (n, d) = check(x.features.dims)?;
+        let (n, _) = check(x.features.dims)?;
         let labels = x.labels.ok_or("margin needs labels")?;
         if labels.len() != n {
             return Err(format!("margin: {} labels for {n} pairs", labels.len()));
         }
-        let row = |i: usize, w: usize| -> Vec<f64> {
-            let r: Vec<f64> = (0..d).map(|k| x.features.at(&[i, w, k])).collect();
-            if !self.o.normalize {
-                return r;
-            }
-            let norm = r.iter().map(|e| e * e).sum::<f64>().sqrt().max(crate::EPS);
-            r.iter().map(|e| e / norm).collect()
-        };
+        let row = |i: usize, w: usize| crate::row(&x.features, i, w, self.o.normalize);
         let mut total = 0.0;
         for (i, &same) in labels.iter().enumerate() {
             let (a, b) = (row(i, 0), row(i, 1));

@@ -69,8 +69,8 @@ impl Loss for NtXent {
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {
-        let (n, v, d) = check(x.features.dims)?;
-        let z = crate::unit_rows(&x.features, n, v, d);
+        let (n, v, _) = check(x.features.dims)?;
+        let z = crate::unit_rows(&x.features, n, v);
         let m = n * v;
         let sim =
             |a: usize, b: usize| z[a].iter().zip(&z[b]).map(|(p, q)| p * q).sum::<f64>() / self.tau;

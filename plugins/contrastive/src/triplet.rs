@@ -225,12 +225,12 @@ impl Loss for Triplet {
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {
-        let (n, v, d) = crate::check_features("triplet", x.features.dims, 1)?;
+        let (n, v, _) = crate::check_features("triplet", x.features.dims, 1)?;
         let labels = x.labels.ok_or("triplet needs labels")?;
         if labels.len() != n {
             return Err(format!("triplet: {} labels for {n} samples", labels.len()));
         }
-        let z = crate::unit_rows(&x.features, n, v, d);
+        let z = crate::unit_rows(&x.features, n, v);
         let m = n * v;
         let label = |a: usize| labels[a % n];
         let dist = |a: usize, b: usize| {
