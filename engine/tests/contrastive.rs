@@ -473,3 +473,57 @@ fn info_nce_general_form() {
             .contains("needs V >= 3 views")
     );
 }
+
+#[test]
+fn moco_queue_is_state_that_survives_checkpoints() {
+    let (n, d, k) = (3, 4, 8);
+    let options = format!(r#"{{"dim": {d}, "queue_size": {k}, "seed": 5}}"#);
+    let l = loss("moco", &options);
+    let q = features(n, 1, d, 1);
+    let keys = features(n, 1, d, 2);
+    let qf: Vec<f64> = q.iter().map(|&a| a as f64).collect();
+    let kf: Vec<f64> = keys.iter().map(|&a| a as f64).collect();
+    let step = |l: &Instance| {
+        let qt = Tensor::from_vec(q.clone(), &[n, 1, d])
+            .unwrap()
+            .requires_grad();
+        let kt = Tensor::from_vec(keys.clone(), &[n, 1, d]).unwrap();
+        let y = l
+            .forward_with(&qt, None, std::slice::from_ref(&kt))
+            .unwrap();
+        y.backward().unwrap();
+        y.item().unwrap()
+    };
+    // the device value matches the reference on the queue before the step
+    let before = l.reference_with(&qf, &[n, 1, d], None, &[&kf]).unwrap();
+    let first = step(&l);
+    assert!(close(first as f64, before, 1e-5), "{first} vs {before}");
+    // the keys were enqueued (normalised) at rows 0..n, FIFO position n
+    let state = l.save_state().unwrap().expect("moco has state");
+    assert_eq!(state.dims, vec![k + 1, d]);
+    assert_eq!(state.data[k * d], n as f64);
+    let norm: f64 = kf[..d].iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!((state.data[0] - kf[0] / norm).abs() < 1e-6);
+    // the next step sees the new queue; a fresh instance restored from the state agrees
+    let after = l.reference_with(&qf, &[n, 1, d], None, &[&kf]).unwrap();
+    assert!(
+        (after - before).abs() > 1e-6,
+        "the queue changed, so must the loss"
+    );
+    let restored = loss("moco", &options);
+    restored.load_state(&state).unwrap();
+    let (a, b) = (step(&l), step(&restored));
+    assert_eq!(a.to_bits(), b.to_bits());
+    assert!(close(a as f64, after, 1e-5));
+    // bad state and mismatched dimensions are errors
+    let bad = vkgrad::plugin::RefOutput {
+        data: vec![0.0; 4],
+        dims: vec![2, 2],
+    };
+    assert!(refused(restored.load_state(&bad)).contains("does not fit queue_size"));
+    let wrong = Tensor::zeros(&[n, 1, d + 1]).unwrap();
+    assert!(
+        refused(restored.forward_with(&wrong, None, std::slice::from_ref(&wrong)))
+            .contains("queue holds")
+    );
+}

@@ -65,6 +65,7 @@ pub(crate) fn api(state: &mut CallState) -> HostApi {
         release: host_release,
         tensor: host_tensor,
         log: host_log,
+        read: host_read,
     }
 }
 
@@ -394,4 +395,25 @@ unsafe extern "C" fn host_log(_ctx: *mut c_void, level: u32, message: Str) {
         .get(level as usize)
         .unwrap_or(&"info");
     eprintln!("[plugin {tag}] {m}");
+}
+
+unsafe extern "C" fn host_read(
+    ctx: *mut c_void,
+    t: Handle,
+    out: *mut f32,
+    cap: usize,
+    len: *mut usize,
+) -> i32 {
+    let st = unsafe { state(ctx) };
+    let Ok(x) = st.f(t) else { return abi::ERROR };
+    let Ok(values) = x.to_vec() else {
+        return abi::ERROR;
+    };
+    unsafe { *len = values.len() };
+    if !out.is_null() {
+        for (i, v) in values.iter().take(cap).enumerate() {
+            unsafe { *out.add(i) = *v };
+        }
+    }
+    abi::OK
 }

@@ -201,6 +201,28 @@ fn accept(c: &Collect, vt: *const ComponentVTable) -> std::result::Result<Compon
     })
 }
 
+/// The host side of a `RefSink`: copies the callee's array into an `Option<RefOutput>`.
+unsafe extern "C" fn put_output(
+    ctx: *mut c_void,
+    data: *const f64,
+    len: usize,
+    dims: *const usize,
+    rank: usize,
+) {
+    let v = unsafe { &mut *(ctx as *mut Option<RefOutput>) };
+    let data = if len == 0 || data.is_null() {
+        vec![]
+    } else {
+        unsafe { std::slice::from_raw_parts(data, len) }.to_vec()
+    };
+    let dims = if rank == 0 || dims.is_null() {
+        vec![]
+    } else {
+        unsafe { std::slice::from_raw_parts(dims, rank) }.to_vec()
+    };
+    *v = Some(RefOutput { data, dims });
+}
+
 /// The host side of an `ErrorSink`: collects the callee's message.
 fn sink(msg: &mut String) -> ErrorSink {
     unsafe extern "C" fn set(ctx: *mut c_void, m: Str) {
@@ -520,29 +542,9 @@ impl Instance {
             })
             .collect();
         let mut got: Option<RefOutput> = None;
-        unsafe extern "C" fn put(
-            ctx: *mut c_void,
-            data: *const f64,
-            len: usize,
-            dims: *const usize,
-            rank: usize,
-        ) {
-            let v = unsafe { &mut *(ctx as *mut Option<RefOutput>) };
-            let data = if len == 0 || data.is_null() {
-                vec![]
-            } else {
-                unsafe { std::slice::from_raw_parts(data, len) }.to_vec()
-            };
-            let dims = if rank == 0 || dims.is_null() {
-                vec![]
-            } else {
-                unsafe { std::slice::from_raw_parts(dims, rank) }.to_vec()
-            };
-            *v = Some(RefOutput { data, dims });
-        }
         let mut out = RefSink {
             ctx: &mut got as *mut Option<RefOutput> as *mut c_void,
-            put,
+            put: put_output,
         };
         let mut msg = String::new();
         let mut err = sink(&mut msg);
@@ -566,6 +568,36 @@ impl Instance {
             )));
         }
         Ok(got)
+    }
+
+    /// The state the component keeps across calls (e.g. a MoCo queue), if any.
+    pub fn save_state(&self) -> Result<Option<RefOutput>> {
+        self.comp.check_alive()?;
+        let mut got: Option<RefOutput> = None;
+        let mut out = RefSink {
+            ctx: &mut got as *mut Option<RefOutput> as *mut c_void,
+            put: put_output,
+        };
+        let mut msg = String::new();
+        let mut err = sink(&mut msg);
+        let st = unsafe { (self.comp.vtable.state_save)(self.inst, &mut out, &mut err) };
+        self.comp.status(st, msg)?;
+        Ok(got)
+    }
+
+    /// Restores what `save_state` returned.
+    pub fn load_state(&self, state: &RefOutput) -> Result<()> {
+        self.comp.check_alive()?;
+        let a = RefArray {
+            data: state.data.as_ptr(),
+            len: state.data.len(),
+            dims: state.dims.as_ptr(),
+            rank: state.dims.len(),
+        };
+        let mut msg = String::new();
+        let mut err = sink(&mut msg);
+        let st = unsafe { (self.comp.vtable.state_load)(self.inst, &a, &mut err) };
+        self.comp.status(st, msg)
     }
 
     /// A loss on the device, recording gradients: features `[N, V, D]`, optional labels `[N]`.

@@ -155,7 +155,18 @@ fn loss_extras(loss: &Instance, c: &Case) -> Result<Vec<Vec<f64>>> {
         .collect())
 }
 
+/// One device run. A stateful loss (a MoCo queue) is restored afterwards, so that every run and
+/// the CPU reference see the same state.
 fn loss_run(loss: &Instance, c: &Case, x: &[f64]) -> Result<(f32, Vec<f32>)> {
+    let snapshot = loss.save_state()?;
+    let result = loss_run_once(loss, c, x);
+    if let Some(s) = &snapshot {
+        loss.load_state(s)?;
+    }
+    result
+}
+
+fn loss_run_once(loss: &Instance, c: &Case, x: &[f64]) -> Result<(f32, Vec<f32>)> {
     let dims = [c.n, c.v, c.d];
     let xt = Tensor::from_vec(to_f32(x), &dims)?.requires_grad();
     let labels = IntTensor::from_vec(loss_labels(c), &[c.n])?;
@@ -446,13 +457,18 @@ pub fn verify(
             let mut runner =
                 TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &key));
             // A loss that takes only some view counts gets cases with those.
-            let (vmin, vmax) = inst
-                .describe()
-                .ok()
+            let described = inst.describe().ok();
+            let (vmin, vmax) = described
+                .as_ref()
                 .and_then(|d| d.views)
                 .unwrap_or((1, usize::MAX));
+            // A loss that fixes its feature dimension (e.g. a queue of keys) gets cases with it.
+            let fixed_dim = described
+                .filter(|d| comp.kind == "loss" && d.input_shape.len() == 1)
+                .map(|d| d.input_shape[0]);
             let result = runner.run(&cases(), |mut c| {
                 c.v = c.v.clamp(vmin, vmax.max(vmin));
+                c.d = fixed_dim.unwrap_or(c.d);
                 let r = match comp.kind {
                     "loss" => loss_case(&inst, &c, property),
                     "encoder" => encoder_case(&inst, &c, property),

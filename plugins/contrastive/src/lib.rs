@@ -4,6 +4,7 @@
 //! - `supcon`: supervised contrastive (Khosla et al. 2020), L_out (default) or L_in,
 //!   `contrast_mode` all / one, optional base temperature;
 //! - `byol`: BYOL's 2 - 2 cos regression onto target projections (extra input `targets`);
+//! - `moco`: MoCo's InfoNCE against a FIFO queue of past keys (component state);
 //! - `n_pair`: N-pair (Sohn 2016);
 //! - `align_uniform`: alignment + λ uniformity (Wang & Isola 2020);
 //! - `margin`: margin contrastive on pairs (Hadsell, Chopra & LeCun 2006);
@@ -18,6 +19,7 @@ mod byol;
 mod info_nce;
 mod margin;
 mod masked;
+mod moco;
 mod n_pair;
 mod nt_xent;
 mod supcon;
@@ -27,6 +29,7 @@ pub use align_uniform::AlignUniform;
 pub use byol::Byol;
 pub use info_nce::InfoNce;
 pub use margin::Margin;
+pub use moco::Moco;
 pub use n_pair::NPair;
 pub use nt_xent::NtXent;
 pub use supcon::SupCon;
@@ -35,7 +38,7 @@ pub use triplet::Triplet;
 vkgrad_plugin::export_plugin!(
     name: "contrastive",
     version: "0.1.0",
-    losses: [NtXent, InfoNce, SupCon, Byol, NPair, AlignUniform, Margin, Triplet],
+    losses: [NtXent, InfoNce, SupCon, Byol, Moco, NPair, AlignUniform, Margin, Triplet],
 );
 
 /// The epsilon of the L2 normalisation (PyTorch's F.normalize): a zero feature vector stays

@@ -118,6 +118,15 @@ pub struct HostApi {
     ) -> i32,
     /// A log line (level 0 = debug .. 3 = error).
     pub log: unsafe extern "C" fn(ctx: *mut c_void, level: u32, message: Str),
+    /// Copies up to `cap` values of f32 tensor `t` to `out` (submitting pending device work) and
+    /// writes its element count to `len`; for state a component keeps across calls.
+    pub read: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        t: Handle,
+        out: *mut f32,
+        cap: usize,
+        len: *mut usize,
+    ) -> i32,
 }
 
 /// Component kinds.
@@ -166,6 +175,15 @@ pub struct ComponentVTable {
     /// The instance's shapes as JSON: `{"input_shape": [...], "parameters": [{"name", "shape",
     /// "init"}]}` (input shape and parameters are empty for losses).
     pub describe: unsafe extern "C" fn(instance: *mut c_void, out: *mut ErrorSink) -> i32,
+    /// State that must survive steps and checkpoints (e.g. MoCo's queue): `state_save` puts it
+    /// as one f64 array (nothing if the component has none yet), `state_load` restores it.
+    pub state_save:
+        unsafe extern "C" fn(instance: *mut c_void, out: *mut RefSink, err: *mut ErrorSink) -> i32,
+    pub state_load: unsafe extern "C" fn(
+        instance: *mut c_void,
+        state: *const RefArray,
+        err: *mut ErrorSink,
+    ) -> i32,
 }
 
 /// How a plugin registers its components during `init`.

@@ -57,6 +57,24 @@ impl<'h> HostTensor<'h> {
     }
 }
 
+impl HostTensor<'_> {
+    /// The values (a device read-back: use for state, not in the differentiable path).
+    pub fn read(&self) -> Result<Vec<f32>, String> {
+        let api = self.host.api();
+        let mut len = 0usize;
+        let st = unsafe { (api.read)(api.ctx, self.handle, std::ptr::null_mut(), 0, &mut len) };
+        if st != abi::OK {
+            return Err(format!("host: cannot read tensor handle {}", self.handle));
+        }
+        let mut out = vec![0f32; len];
+        let st = unsafe { (api.read)(api.ctx, self.handle, out.as_mut_ptr(), out.len(), &mut len) };
+        if st != abi::OK {
+            return Err(format!("host: cannot read tensor handle {}", self.handle));
+        }
+        Ok(out)
+    }
+}
+
 impl Drop for HostTensor<'_> {
     fn drop(&mut self) {
         if self.owned && self.handle != 0 {
@@ -344,6 +362,18 @@ pub trait Loss: Sized + Send + Sync + 'static {
     /// Whether labels are required (checked by the host before calling).
     fn needs_labels(&self) -> bool {
         false
+    }
+    /// State kept across calls (e.g. a queue), as one array; `None` when there is none.
+    fn save_state(&self) -> Option<Output> {
+        None
+    }
+    /// Restores what `save_state` returned.
+    fn load_state(&self, _state: &Array) -> Result<(), String> {
+        Err(format!("{} has no state", Self::NAME))
+    }
+    /// The feature dimension D the loss requires, if it fixes one (e.g. a queue of keys).
+    fn feature_dim(&self) -> Option<usize> {
+        None
     }
     /// The numbers of views V the loss takes, (min, max) inclusive.
     fn views(&self) -> (usize, usize) {
@@ -655,7 +685,7 @@ pub mod trampolines {
         let inst = unsafe { &*(instance as *const T) };
         let body = || {
             let text = json!({
-                "input_shape": [],
+                "input_shape": inst.feature_dim().into_iter().collect::<Vec<_>>(),
                 "parameters": [],
                 "extra_inputs": inst.extra_inputs(),
                 "needs_labels": inst.needs_labels(),
@@ -665,6 +695,48 @@ pub mod trampolines {
             Ok(())
         };
         unsafe { guard(err, body) }
+    }
+
+    pub unsafe extern "C" fn state_save_loss<T: Loss>(
+        instance: *mut c_void,
+        out: *mut RefSink,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        let inst = unsafe { &*(instance as *const T) };
+        let body = || {
+            if let Some(o) = inst.save_state() {
+                put(out, &o);
+            }
+            Ok(())
+        };
+        unsafe { guard(err, body) }
+    }
+
+    pub unsafe extern "C" fn state_load_loss<T: Loss>(
+        instance: *mut c_void,
+        state: *const RefArray,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        let inst = unsafe { &*(instance as *const T) };
+        let body = || inst.load_state(&view(unsafe { state.as_ref() }.ok_or("no state given")?));
+        unsafe { guard(err, body) }
+    }
+
+    pub unsafe extern "C" fn state_save_none(
+        _instance: *mut c_void,
+        _out: *mut RefSink,
+        _err: *mut ErrorSink,
+    ) -> i32 {
+        abi::OK
+    }
+
+    pub unsafe extern "C" fn state_load_none(
+        _instance: *mut c_void,
+        _state: *const RefArray,
+        err: *mut ErrorSink,
+    ) -> i32 {
+        unsafe { report(err, "this component has no state") };
+        abi::ERROR
     }
 
     // ---- encoders
@@ -807,9 +879,8 @@ pub mod trampolines {
             *mut ErrorSink,
         ) -> i32,
         describe: unsafe extern "C" fn(*mut c_void, *mut ErrorSink) -> i32,
-    ) -> &'static abi::ComponentVTable {
-        // Leaked: a vtable lives as long as the process (plugins are never unloaded).
-        Box::leak(Box::new(abi::ComponentVTable {
+    ) -> abi::ComponentVTable {
+        abi::ComponentVTable {
             struct_size: std::mem::size_of::<abi::ComponentVTable>(),
             kind,
             name: Str::new(leak(name)),
@@ -820,13 +891,20 @@ pub mod trampolines {
             forward,
             reference: Some(reference),
             describe,
-        }))
+            state_save: state_save_none,
+            state_load: state_load_none,
+        }
+    }
+
+    /// A vtable lives as long as the process (plugins are never unloaded).
+    fn leak_vtable(vt: abi::ComponentVTable) -> &'static abi::ComponentVTable {
+        Box::leak(Box::new(vt))
     }
 
     /// The vtable of loss `T` in `plugin`, named `plugin::T::NAME`.
     pub fn loss_vtable<T: Loss>(plugin: &str) -> &'static abi::ComponentVTable {
         let name = format!("{plugin}::{}", T::NAME);
-        vtable(
+        let vt = vtable(
             abi::KIND_LOSS,
             name,
             T::DESCRIPTION,
@@ -836,13 +914,18 @@ pub mod trampolines {
             forward_loss::<T>,
             reference_loss::<T>,
             describe_loss::<T>,
-        )
+        );
+        leak_vtable(abi::ComponentVTable {
+            state_save: state_save_loss::<T>,
+            state_load: state_load_loss::<T>,
+            ..vt
+        })
     }
 
     /// The vtable of encoder `T` in `plugin`.
     pub fn encoder_vtable<T: Encoder>(plugin: &str) -> &'static abi::ComponentVTable {
         let name = format!("{plugin}::{}", T::NAME);
-        vtable(
+        leak_vtable(vtable(
             abi::KIND_ENCODER,
             name,
             T::DESCRIPTION,
@@ -852,13 +935,13 @@ pub mod trampolines {
             forward_encoder::<T>,
             reference_encoder::<T>,
             describe_encoder::<T>,
-        )
+        ))
     }
 
     /// The vtable of augmentation `T` in `plugin`.
     pub fn augmentation_vtable<T: Augmentation>(plugin: &str) -> &'static abi::ComponentVTable {
         let name = format!("{plugin}::{}", T::NAME);
-        vtable(
+        leak_vtable(vtable(
             abi::KIND_AUGMENTATION,
             name,
             T::DESCRIPTION,
@@ -868,12 +951,10 @@ pub mod trampolines {
             forward_augmentation::<T>,
             reference_augmentation::<T>,
             describe_augmentation::<T>,
-        )
+        ))
     }
 }
 
-/// Exports a plugin: `export_plugin!(name: "myplugin", version: "0.1.0", losses: [MyLoss]);`
-/// generates the descriptor and the `vkgrad_plugin_entry_v1` symbol.
 /// Exports a plugin:
 /// `export_plugin!(name: "mine", version: "0.1.0", losses: [MyLoss], encoders: [MyNet], augmentations: [MyAug]);`
 /// (each list optional) generates the descriptor and the `vkgrad_plugin_entry_v1` symbol.
