@@ -527,3 +527,51 @@ fn moco_queue_is_state_that_survives_checkpoints() {
             .contains("queue holds")
     );
 }
+
+#[test]
+fn every_family_is_finite_at_extreme_scales() {
+    // (component, options, views, needs labels, extra input)
+    let cases: [(&str, &str, usize, bool, bool); 9] = [
+        ("nt_xent", r#"{"temperature": 0.01}"#, 2, false, false),
+        ("info_nce", r#"{"temperature": 0.01}"#, 4, false, false),
+        ("supcon", r#"{"temperature": 0.01}"#, 2, true, false),
+        ("byol", "{}", 2, false, true),
+        (
+            "moco",
+            r#"{"dim": 3, "queue_size": 16, "temperature": 0.01}"#,
+            1,
+            false,
+            true,
+        ),
+        ("n_pair", "{}", 2, false, false),
+        ("align_uniform", "{}", 2, false, false),
+        ("margin", "{}", 2, true, false),
+        ("triplet", r#"{"mining": "batch_hard"}"#, 2, true, false),
+    ];
+    let (n, d) = (4, 3);
+    for (name, options, v, labelled, extra) in cases {
+        let l = loss(name, options);
+        for scale in [1e-6f32, 1e4] {
+            let x: Vec<f32> = features(n, v, d, 3).iter().map(|a| a * scale).collect();
+            let xt = Tensor::from_vec(x, &[n, v, d]).unwrap().requires_grad();
+            let labels = labelled.then(|| IntTensor::from_vec(vec![0, 1, 0, 1], &[n]).unwrap());
+            let e: Vec<Tensor> = if extra {
+                vec![Tensor::from_vec(
+                    features(n, v, d, 4).iter().map(|a| a * scale).collect(),
+                    &[n, v, d],
+                )
+                .unwrap()]
+            } else {
+                vec![]
+            };
+            let y = l.forward_with(&xt, labels.as_ref(), &e).unwrap();
+            y.backward().unwrap();
+            let value = y.item().unwrap();
+            let g = xt.grad().map(|g| g.to_vec().unwrap()).unwrap_or_default();
+            assert!(
+                value.is_finite() && g.iter().all(|a| a.is_finite()),
+                "{name} at scale {scale}: {value}"
+            );
+        }
+    }
+}
