@@ -10,7 +10,9 @@ pub mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
 pub use error::{Error, Result};
+pub use ops::conv::Window;
 pub use ops::random::Rng;
+pub use ops::resample::Padding;
 pub use ops::MAX_RANK;
 pub use tensor::{IntTensor, Shape, Tensor};
 pub mod bench;

@@ -43,6 +43,8 @@ kernels! {
     MatmulLanes => matmul_lanes_cs, "../shaders/matmul_lanes.comp";
     MatmulTiled => matmul_tiled_cs, "../shaders/matmul_tiled.comp";
     Index => index_cs, "../shaders/index.comp";
+    Im2col => im2col_cs, "../shaders/im2col.comp";
+    Resample => resample_cs, "../shaders/resample.comp";
 }
 
 /// A built pipeline and its layout (descriptors are pushed, not allocated: set 0 is a

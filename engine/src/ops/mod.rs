@@ -2,11 +2,13 @@
 //! it, the backward rule written with other ops, so gradients run on the GPU too.
 
 pub(crate) mod binary;
+pub(crate) mod conv;
 pub(crate) mod index;
 pub(crate) mod matmul;
 pub(crate) mod movement;
 pub(crate) mod random;
 pub(crate) mod reduce;
+pub(crate) mod resample;
 pub(crate) mod rowwise;
 pub(crate) mod unary;
 

@@ -148,6 +148,27 @@ fn attr_list(op: &str, a: &Value, key: &str) -> Result<Vec<usize>> {
             ))
         })
 }
+/// A window from `stride` (default the kernel for pooling, 1 for conv2d), `padding` (0) and
+/// `dilation` (1), each an integer for both axes.
+fn window(op: &str, a: &Value, kernel: [usize; 2]) -> Result<crate::Window> {
+    let get = |key: &str, default: usize| -> Result<usize> {
+        match a.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_u64().map(|u| u as usize).ok_or_else(|| {
+                Error::Other(format!("{op}: attribute `{key}` must be a non-negative integer"))
+            }),
+        }
+    };
+    let default_stride = if op == "conv2d" { 1 } else { kernel[0] };
+    let (s, p, d) = (get("stride", default_stride)?, get("padding", 0)?, get("dilation", 1)?);
+    Ok(crate::Window {
+        kernel,
+        stride: [s; 2],
+        padding: [p; 2],
+        dilation: [d; 2],
+    })
+}
+
 fn attr_b(a: &Value, key: &str) -> bool {
     a.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
@@ -325,6 +346,51 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
                     )))
                 }
             })
+        }
+        "conv2d" => {
+            if h.len() != 2 && h.len() != 3 {
+                return Err(Error::Other(format!(
+                    "conv2d: takes 2 or 3 inputs (x, weight[, bias]), got {}",
+                    h.len()
+                )));
+            }
+            let w = x(1)?;
+            let k = [w.shape().get(2).copied().unwrap_or(0), w.shape().get(3).copied().unwrap_or(0)];
+            let bias = if h.len() == 3 { Some(x(2)?) } else { None };
+            f(x(0)?.conv2d(w, bias, &window(name, a, k)?)?)
+        }
+        "max_pool2d" | "avg_pool2d" => {
+            want(1)?;
+            let k = attr_u(name, a, "kernel")?;
+            let win = window(name, a, [k, k])?;
+            f(if name == "max_pool2d" {
+                x(0)?.max_pool2d(&win)?
+            } else {
+                x(0)?.avg_pool2d(&win)?
+            })
+        }
+        "global_avg_pool" => {
+            want(1)?;
+            f(x(0)?.global_avg_pool()?)
+        }
+        "resample_affine" => {
+            want(2)?;
+            let size = attr_list(name, a, "size")?;
+            let [oh, ow] = size[..] else {
+                return Err(Error::Other(format!(
+                    "resample_affine: `size` must be [height, width], got {size:?}"
+                )));
+            };
+            let pad = match a.get("padding").and_then(Value::as_str).unwrap_or("zeros") {
+                "zeros" => crate::Padding::Zeros,
+                "border" => crate::Padding::Border,
+                other => {
+                    return Err(Error::Other(format!(
+                        "resample_affine: `padding` must be \"zeros\" or \"border\", got {other:?}"
+                    )))
+                }
+            };
+            f(x(0)?.resample_affine(x(1)?, [oh, ow], pad)?)
         }
         "to_f32" => {
             want(1)?;

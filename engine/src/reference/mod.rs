@@ -3,6 +3,7 @@
 //! with the GPU path, so that agreement between the two means something. Used by the property
 //! tests and (later) by `vkgrad verify`.
 
+pub mod conv;
 mod ops;
 pub mod philox;
 pub mod tol;

@@ -1,0 +1,289 @@
+//! Sliding-window ops over NCHW image batches (`shaders/im2col.comp`): `unfold` (im2col) and its
+//! adjoint `fold` (col2im), each the other's backward; conv2d and the poolings are built from
+//! them and the tiled matmul, so their gradients follow from those two rules.
+
+use super::alloc_f32;
+use crate::device::{grid, Bind, Kernel};
+use crate::error::{Error, Result};
+use crate::tensor::{numel, Tensor};
+
+/// The geometry of a sliding window: kernel, stride, zero padding and dilation, as (h, w).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Window {
+    /// A square window with stride 1, no padding, no dilation.
+    pub fn new(kernel: usize) -> Window {
+        Window {
+            kernel: [kernel; 2],
+            stride: [1; 2],
+            padding: [0; 2],
+            dilation: [1; 2],
+        }
+    }
+    pub fn stride(mut self, s: usize) -> Window {
+        self.stride = [s; 2];
+        self
+    }
+    pub fn padding(mut self, p: usize) -> Window {
+        self.padding = [p; 2];
+        self
+    }
+    pub fn dilation(mut self, d: usize) -> Window {
+        self.dilation = [d; 2];
+        self
+    }
+
+    /// Output size along both axes for an `h` x `w` input (PyTorch's formula), or an error
+    /// naming the op when the window does not fit.
+    pub fn output(&self, op: &'static str, h: usize, w: usize) -> Result<[usize; 2]> {
+        let mut out = [0; 2];
+        for (i, size) in [h, w].into_iter().enumerate() {
+            let (k, s, p, d) = (
+                self.kernel[i],
+                self.stride[i],
+                self.padding[i],
+                self.dilation[i],
+            );
+            if k == 0 || s == 0 || d == 0 {
+                return Err(Error::op(
+                    op,
+                    format!("kernel, stride and dilation must be >= 1, got {self:?}"),
+                ));
+            }
+            let span = d * (k - 1) + 1;
+            if size + 2 * p < span {
+                return Err(Error::op(
+                    op,
+                    format!("a {k}-wide window (dilation {d}) does not fit input size {size} with padding {p}"),
+                ));
+            }
+            out[i] = (size + 2 * p - span) / s + 1;
+        }
+        Ok(out)
+    }
+}
+
+fn nchw(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
+    match shape {
+        &[n, c, h, w] => Ok([n, c, h, w]),
+        _ => Err(Error::op(
+            op,
+            format!("expects an NCHW batch [N, C, H, W], got shape {shape:?}"),
+        )),
+    }
+}
+
+/// Runs the im2col kernel: MODE 0 reads an image batch and writes columns, MODE 1 the reverse.
+fn im2col(
+    mode: u32,
+    src: &Tensor,
+    image: [usize; 4],
+    win: &Window,
+    out_hw: [usize; 2],
+    pad: f32,
+) -> Result<Tensor> {
+    let [n, c, h, w] = image;
+    let [oh, ow] = out_hw;
+    let kk = win.kernel[0] * win.kernel[1];
+    let out_shape: Vec<usize> = if mode == 0 {
+        vec![n, oh * ow, c * kk]
+    } else {
+        image.to_vec()
+    };
+    let st = alloc_f32(&out_shape)?;
+    let count = numel(&out_shape);
+    if count > 0 {
+        let ctx = Tensor::ctx()?;
+        ctx.check_loop("fold", if mode == 1 { kk } else { 0 }, || {
+            format!("{kk}-tap window")
+        })?;
+        let mut push = [
+            n,
+            c,
+            h,
+            w,
+            win.kernel[0],
+            win.kernel[1],
+            oh,
+            ow,
+            win.stride[0],
+            win.stride[1],
+            win.padding[0],
+            win.padding[1],
+            win.dilation[0],
+            win.dilation[1],
+            0,
+        ]
+        .map(|v| v as u32);
+        push[14] = pad.to_bits();
+        ctx.dispatch(
+            Kernel::Im2col,
+            &[mode],
+            &[Bind::texels(src.storage()), Bind::write(&st)],
+            &push,
+            grid(count as u64, 256),
+        )?;
+    }
+    Ok(Tensor::leaf(out_shape.into(), st))
+}
+
+impl Tensor {
+    /// PyTorch's `unfold` with the window's columns last: `[N, C, H, W]` →
+    /// `[N, OH*OW, C*KH*KW]`, entry (c*KH + kh)*KW + kw of row oh*OW + ow being the pixel under
+    /// tap (kh, kw) of that window; `pad` fills taps outside the image (0 for convolution, −∞
+    /// for max pooling). Gradient: `fold`.
+    pub fn unfold(&self, win: &Window, pad: f32) -> Result<Tensor> {
+        let image = nchw("unfold", self.shape())?;
+        let out_hw = win.output("unfold", image[2], image[3])?;
+        let y = im2col(0, self, image, win, out_hw, pad)?;
+        let win = *win;
+        Ok(Tensor::from_op(
+            y.0.shape.clone(),
+            y.0.storage.clone(),
+            "unfold",
+            &[self],
+            move |g| Ok(vec![Some(g.fold(&win, image)?)]),
+        ))
+    }
+
+    /// The adjoint of `unfold` (PyTorch's `fold`, col2im): columns `[N, OH*OW, C*KH*KW]` summed
+    /// back into an `image` = `[N, C, H, W]` batch. Gradient: `unfold` with zero padding.
+    pub fn fold(&self, win: &Window, image: [usize; 4]) -> Result<Tensor> {
+        let [n, c, h, w] = image;
+        let [oh, ow] = win.output("fold", h, w)?;
+        let want = [n, oh * ow, c * win.kernel[0] * win.kernel[1]];
+        if self.shape() != want {
+            return Err(Error::op(
+                "fold",
+                format!(
+                    "columns of shape {:?} do not match image {image:?} and window {win:?} (expected {want:?})",
+                    self.shape()
+                ),
+            ));
+        }
+        let y = im2col(1, self, image, win, [oh, ow], 0.0)?;
+        let win = *win;
+        Ok(Tensor::from_op(
+            y.0.shape.clone(),
+            y.0.storage.clone(),
+            "fold",
+            &[self],
+            move |g| Ok(vec![Some(g.unfold(&win, 0.0)?)]),
+        ))
+    }
+
+    /// 2-D convolution (cross-correlation, as PyTorch's conv2d): `self` `[N, C, H, W]`, `weight`
+    /// `[O, C, KH, KW]`, optional `bias` `[O]` → `[N, O, OH, OW]`. im2col + the matmul kernel;
+    /// large batches run in chunks so the column matrix stays within one buffer binding.
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, win: &Window) -> Result<Tensor> {
+        let [n, c, h, w] = nchw("conv2d", self.shape())?;
+        let [o, wc, kh, kw] = nchw("conv2d (weight)", weight.shape())?;
+        if wc != c || [kh, kw] != win.kernel {
+            return Err(Error::op(
+                "conv2d",
+                format!(
+                    "weight {:?} does not fit input {:?} with kernel {:?} (expected [O, {c}, {}, {}])",
+                    weight.shape(),
+                    self.shape(),
+                    win.kernel,
+                    win.kernel[0],
+                    win.kernel[1]
+                ),
+            ));
+        }
+        if let Some(b) = bias {
+            if b.shape() != [o] {
+                return Err(Error::op(
+                    "conv2d",
+                    format!("bias shape {:?} is not [{o}]", b.shape()),
+                ));
+            }
+        }
+        let [oh, ow] = win.output("conv2d", h, w)?;
+        let ckk = c * kh * kw;
+        let w2 = weight.reshape(&[o, ckk])?;
+        // Columns per sample; chunks keep each column matrix under 2^24 floats (64 MiB).
+        let per_sample = (oh * ow * ckk).max(1);
+        let chunk = ((1usize << 24) / per_sample).clamp(1, n.max(1));
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let len = chunk.min(n - start);
+            let xs = if len == n {
+                self.clone()
+            } else {
+                self.narrow(0, start, len)?
+            };
+            let cols = xs.unfold(win, 0.0)?.reshape(&[len * oh * ow, ckk])?;
+            let y = Tensor::matmul_t(&cols, &w2, false, true)?; // [len*L, O]
+            parts.push(y.reshape(&[len, oh, ow, o])?.permute(&[0, 3, 1, 2])?);
+            start += len;
+        }
+        let y = if parts.len() == 1 {
+            parts.pop().unwrap()
+        } else if parts.is_empty() {
+            Tensor::zeros(&[0, o, oh, ow])?
+        } else {
+            Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)?
+        };
+        match bias {
+            Some(b) => y.add(&b.reshape(&[1, o, 1, 1])?),
+            None => Ok(y),
+        }
+    }
+
+    /// Pools each window of each channel: `[N, C, H, W]` → `[N, C, OH, OW]`.
+    fn pool2d(&self, win: &Window, max: bool, op: &'static str) -> Result<Tensor> {
+        let [n, c, h, w] = nchw(op, self.shape())?;
+        if win.padding[0] * 2 > win.kernel[0] || win.padding[1] * 2 > win.kernel[1] {
+            return Err(Error::op(
+                op,
+                format!(
+                    "padding {:?} must be at most half the kernel {:?} (as in PyTorch)",
+                    win.padding, win.kernel
+                ),
+            ));
+        }
+        let [oh, ow] = win.output(op, h, w)?;
+        let kk = win.kernel[0] * win.kernel[1];
+        // One channel per image, so a column holds exactly one window's taps.
+        let cols = self
+            .reshape(&[n * c, 1, h, w])?
+            .unfold(win, if max { f32::NEG_INFINITY } else { 0.0 })?; // [N*C, L, KK]
+        let pooled = if max {
+            cols.max_axis(-1, false)?
+        } else {
+            cols.sum_axis(-1, false)?.mul_scalar(1.0 / kk as f32)?
+        };
+        pooled.reshape(&[n, c, oh, ow])
+    }
+
+    /// PyTorch's max_pool2d (padding taps are −∞). On ties the gradient is shared among the
+    /// equal taps (PyTorch gives it to the first).
+    pub fn max_pool2d(&self, win: &Window) -> Result<Tensor> {
+        self.pool2d(win, true, "max_pool2d")
+    }
+
+    /// PyTorch's avg_pool2d with count_include_pad = true (padding taps count as zeros).
+    pub fn avg_pool2d(&self, win: &Window) -> Result<Tensor> {
+        self.pool2d(win, false, "avg_pool2d")
+    }
+
+    /// Mean over H and W: `[N, C, H, W]` → `[N, C]`.
+    pub fn global_avg_pool(&self) -> Result<Tensor> {
+        let [n, c, h, w] = nchw("global_avg_pool", self.shape())?;
+        if h * w == 0 {
+            return Err(Error::op(
+                "global_avg_pool",
+                format!("empty image in shape {:?}", self.shape()),
+            ));
+        }
+        self.reshape(&[n, c, h * w])?.mean_axis(-1, false)
+    }
+}

@@ -1,0 +1,68 @@
+//! Bilinear resampling through per-sample affine maps (`shaders/resample.comp`): the basis of
+//! random resized crops, flips and small rotations / translations. No gradient (augmentation
+//! runs outside the graph); the result is a leaf.
+
+use super::alloc_f32;
+use crate::device::{grid, Bind, Kernel};
+use crate::error::{Error, Result};
+use crate::tensor::{numel, Tensor};
+
+/// What a sample point outside the image reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    Zeros,
+    Border,
+}
+
+impl Tensor {
+    /// `grid_sample(self, affine_grid(theta, [N, C, out_h, out_w]))` with bilinear
+    /// interpolation and align_corners = false (PyTorch's defaults): `self` `[N, C, H, W]`,
+    /// `theta` `[N, 2, 3]` mapping output coordinates in [−1, 1] to input coordinates.
+    pub fn resample_affine(
+        &self,
+        theta: &Tensor,
+        out_hw: [usize; 2],
+        padding: Padding,
+    ) -> Result<Tensor> {
+        let &[n, c, h, w] = self.shape() else {
+            return Err(Error::op(
+                "resample_affine",
+                format!("expects images [N, C, H, W], got {:?}", self.shape()),
+            ));
+        };
+        if theta.shape() != [n, 2, 3] {
+            return Err(Error::op(
+                "resample_affine",
+                format!(
+                    "theta must be [{n}, 2, 3] for images {:?}, got {:?}",
+                    self.shape(),
+                    theta.shape()
+                ),
+            ));
+        }
+        if (h == 0 || w == 0) && n * c > 0 {
+            return Err(Error::op(
+                "resample_affine",
+                format!("empty images {:?}", self.shape()),
+            ));
+        }
+        let out = [n, c, out_hw[0], out_hw[1]];
+        let st = alloc_f32(&out)?;
+        let count = numel(&out);
+        if count > 0 {
+            let push = [n, c, h, w, out_hw[0], out_hw[1]].map(|v| v as u32);
+            Tensor::ctx()?.dispatch(
+                Kernel::Resample,
+                &[(padding == Padding::Border) as u32],
+                &[
+                    Bind::texels(self.storage()),
+                    Bind::texels(theta.storage()),
+                    Bind::write(&st),
+                ],
+                &push,
+                grid(count as u64, 256),
+            )?;
+        }
+        Ok(Tensor::leaf(out.as_slice().into(), st))
+    }
+}
