@@ -155,12 +155,18 @@ fn window(op: &str, a: &Value, kernel: [usize; 2]) -> Result<crate::Window> {
         match a.get(key) {
             None => Ok(default),
             Some(v) => v.as_u64().map(|u| u as usize).ok_or_else(|| {
-                Error::Other(format!("{op}: attribute `{key}` must be a non-negative integer"))
+                Error::Other(format!(
+                    "{op}: attribute `{key}` must be a non-negative integer"
+                ))
             }),
         }
     };
     let default_stride = if op == "conv2d" { 1 } else { kernel[0] };
-    let (s, p, d) = (get("stride", default_stride)?, get("padding", 0)?, get("dilation", 1)?);
+    let (s, p, d) = (
+        get("stride", default_stride)?,
+        get("padding", 0)?,
+        get("dilation", 1)?,
+    );
     Ok(crate::Window {
         kernel,
         stride: [s; 2],
@@ -355,7 +361,10 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
                 )));
             }
             let w = x(1)?;
-            let k = [w.shape().get(2).copied().unwrap_or(0), w.shape().get(3).copied().unwrap_or(0)];
+            let k = [
+                w.shape().get(2).copied().unwrap_or(0),
+                w.shape().get(3).copied().unwrap_or(0),
+            ];
             let bias = if h.len() == 3 { Some(x(2)?) } else { None };
             f(x(0)?.conv2d(w, bias, &window(name, a, k)?)?)
         }

@@ -483,8 +483,13 @@ impl Instance {
             .map_err(|e| self.comp.err(format!("describe returned bad JSON: {e}")))
     }
 
-    /// Calls the component's device path on host values.
-    fn call_forward(&self, inputs: Vec<Option<Held>>, stream: u64) -> Result<Tensor> {
+    /// Calls the component's device path on host values; it leaves `n_out` results.
+    fn call_forward_n(
+        &self,
+        inputs: Vec<Option<Held>>,
+        stream: u64,
+        n_out: usize,
+    ) -> Result<Vec<Tensor>> {
         self.comp.check_alive()?;
         let mut state = CallState::default();
         let handles: Vec<abi::Handle> = inputs
@@ -492,7 +497,7 @@ impl Instance {
             .map(|v| v.map_or(0, |v| state.insert(v)))
             .collect();
         let api = host_api::api(&mut state);
-        let (mut out, mut msg) = (0, String::new());
+        let (mut out, mut msg) = (vec![0; n_out.max(1)], String::new());
         let mut err = sink(&mut msg);
         let st = unsafe {
             (self.comp.vtable.forward)(
@@ -501,15 +506,22 @@ impl Instance {
                 handles.as_ptr(),
                 handles.len(),
                 stream,
-                &mut out,
+                out.as_mut_ptr(),
                 &mut err,
             )
         };
         self.comp.status(st, msg)?;
-        match state.take(out) {
-            Some(Held::F(t)) => Ok(t),
-            _ => Err(self.comp.err("forward returned no f32 tensor")),
-        }
+        out.iter()
+            .take(n_out)
+            .map(|&h| match state.take(h) {
+                Some(Held::F(t)) => Ok(t),
+                _ => Err(self.comp.err("forward returned no f32 tensor")),
+            })
+            .collect()
+    }
+
+    fn call_forward(&self, inputs: Vec<Option<Held>>, stream: u64) -> Result<Tensor> {
+        Ok(self.call_forward_n(inputs, stream, 1)?.remove(0))
     }
 
     /// Calls the component's CPU reference; `None` inputs are passed as absent (null data).
@@ -658,11 +670,30 @@ impl Instance {
         }
     }
 
-    /// An encoder on the device: `x` `[B, ...input_shape]`, parameters in declared order.
-    pub fn encode(&self, x: &Tensor, params: &[Tensor]) -> Result<Tensor> {
+    /// An encoder on the device: `x` `[B, ...input_shape]`, parameters (buffers included) in
+    /// declared order. Returns the output and, in training mode, the buffers' new values (in
+    /// declaration order; empty in evaluation mode).
+    pub fn encode(
+        &self,
+        x: &Tensor,
+        params: &[Tensor],
+        training: bool,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let buffers = if training {
+            self.describe()?
+                .parameters
+                .iter()
+                .filter(|p| p.buffer)
+                .count()
+        } else {
+            0
+        };
         let mut inputs = vec![Some(Held::F(x.clone()))];
         inputs.extend(params.iter().map(|p| Some(Held::F(p.clone()))));
-        self.call_forward(inputs, 0)
+        let flags = if training { abi::ENCODER_TRAINING } else { 0 };
+        let mut out = self.call_forward_n(inputs, flags, 1 + buffers)?;
+        let y = out.remove(0);
+        Ok((y, out))
     }
 
     /// An augmentation on the device, drawing from `stream`.

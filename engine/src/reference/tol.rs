@@ -73,6 +73,15 @@ pub const FINITE_DIFFERENCE_REL: f64 = 1e-6;
 /// cancellation; a wrong gradient (a missing factor, a sign) misses it by orders of magnitude.
 pub const PLUGIN_GRADIENT_REL: f64 = 1e-3;
 
+/// `vkgrad verify`'s absolute floor for a directional gradient: this times Σ|v_i| times the
+/// largest |gradient entry| of any input or parameter in the same run. A gradient that is
+/// analytically ~0 but computed by cancellation (an input through batch norm over two samples,
+/// a bias right before batch norm) is only known to f32 rounding of the gradients flowing
+/// through the network, whose largest entry sets that scale (PyTorch's gradcheck uses a fixed
+/// atol = 1e-5 for the same reason). A wrong gradient on a parameter that matters is still off
+/// by orders of magnitude more.
+pub const PLUGIN_GRADIENT_FLOOR: f64 = 1e-5;
+
 impl Tol {
     pub fn bound(&self, scale: f64, n_terms: usize) -> f64 {
         self.abs + self.rel * scale + self.per_term * n_terms as f64 * scale

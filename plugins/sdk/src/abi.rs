@@ -11,7 +11,10 @@
 use std::ffi::c_void;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 0;
+/// 1.1: encoders get a mode (`ENCODER_TRAINING` in `stream`) and return updated buffers.
+pub const ABI_MINOR: u32 = 1;
+/// Encoders: bit of `stream` set in training mode (batch statistics, buffer updates).
+pub const ENCODER_TRAINING: u64 = 1;
 /// The one symbol a plugin exports: `extern "C" fn() -> *const PluginDescriptor`.
 pub const ENTRY_SYMBOL: &str = "vkgrad_plugin_entry_v1";
 
@@ -150,7 +153,9 @@ pub struct ComponentVTable {
     pub destroy: unsafe extern "C" fn(instance: *mut c_void),
     /// Inputs by kind — loss: [features [N, V, D], labels [N] or 0] -> a scalar; encoder:
     /// [x [B, ...input shape], parameters...] -> [B, ...]; augmentation: [batch] -> batch.
-    /// `stream` seeds an augmentation's random draws (ignored by the other kinds).
+    /// `stream` seeds an augmentation's random draws; for an encoder it carries mode flags
+    /// (`ENCODER_TRAINING`), and in training mode `out` points to 1 + (number of buffers)
+    /// handles: the output, then each buffer's new value in declaration order (ABI 1.1).
     pub forward: unsafe extern "C" fn(
         instance: *mut c_void,
         host: *const HostApi,

@@ -231,12 +231,50 @@ pub enum Init {
     },
 }
 
-/// One learnable parameter of an encoder.
+/// One parameter of an encoder: learnable, or (`buffer`) state the encoder updates itself in
+/// training mode and that is saved with it but never given a gradient (batch norm's running
+/// statistics).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub init: Init,
+    #[serde(default)]
+    pub buffer: bool,
+}
+
+impl ParamSpec {
+    /// A learnable parameter.
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, init: Init) -> ParamSpec {
+        ParamSpec {
+            name: name.into(),
+            shape,
+            init,
+            buffer: false,
+        }
+    }
+    /// A buffer (no gradient; updated through `Pass::update` in training mode).
+    pub fn buffer(name: impl Into<String>, shape: Vec<usize>, value: f64) -> ParamSpec {
+        ParamSpec {
+            name: name.into(),
+            shape,
+            init: Init::Constant { value },
+            buffer: true,
+        }
+    }
+}
+
+/// The mode of one encoder call, and where a training-mode call leaves its buffers' new values.
+pub struct Pass<'h> {
+    pub training: bool,
+    updates: Vec<HostTensor<'h>>,
+}
+
+impl<'h> Pass<'h> {
+    /// Gives the next buffer's new value (buffers in declaration order; training mode only).
+    pub fn update(&mut self, value: HostTensor<'h>) {
+        self.updates.push(value);
+    }
 }
 
 /// A seeded random stream shared by the device path and the CPU reference: draw `offset` of the
@@ -316,14 +354,18 @@ pub trait Encoder: Sized + Send + Sync + 'static {
     /// The shape of one input sample (the batch dimension comes first in `forward`).
     fn input_shape(&self) -> Vec<usize>;
     fn parameters(&self) -> Vec<ParamSpec>;
-    /// `x` is `[B, ...input_shape]`; `params` come in the order of `parameters()`.
+    /// `x` is `[B, ...input_shape]`; `params` come in the order of `parameters()`, buffers
+    /// included. In training mode (`pass.training`) every buffer's new value must be given to
+    /// `pass.update`, in order.
     fn forward<'h>(
         &self,
         host: &'h Host,
         x: &HostTensor<'h>,
         params: &[HostTensor<'h>],
+        pass: &mut Pass<'h>,
     ) -> Result<HostTensor<'h>, String>;
-    fn reference(&self, x: &Array, params: &[Array]) -> Result<Output, String>;
+    /// The output in f64 for the given mode (buffer updates are not part of the reference).
+    fn reference(&self, x: &Array, params: &[Array], training: bool) -> Result<Output, String>;
 }
 
 /// An augmentation: a batch and a random stream in, a batch out, on the device; the CPU
@@ -746,45 +788,62 @@ pub mod trampolines {
         host: *const HostApi,
         inputs: *const Handle,
         n_inputs: usize,
-        _stream: u64,
+        flags: u64,
         out: *mut Handle,
         err: *mut ErrorSink,
     ) -> i32 {
-        forward_with(
-            instance,
-            host,
-            inputs,
-            n_inputs,
-            out,
-            err,
-            |inst: &T, host, h| {
-                let x = host.borrow(*h.first().ok_or("no input given")?);
-                let params: Vec<HostTensor> = h[1..].iter().map(|&p| host.borrow(p)).collect();
-                let want = inst.parameters().len();
-                if params.len() != want {
-                    return Err(format!(
-                        "{} takes {want} parameters, got {}",
-                        T::NAME,
-                        params.len()
-                    ));
+        let body = || {
+            let inst = unsafe { &*(instance as *const T) };
+            let host = Host { api: host };
+            let h = handles(inputs, n_inputs);
+            let x = host.borrow(*h.first().ok_or("no input given")?);
+            let params: Vec<HostTensor> = h[1..].iter().map(|&p| host.borrow(p)).collect();
+            let specs = inst.parameters();
+            if params.len() != specs.len() {
+                return Err(format!(
+                    "{} takes {} parameters, got {}",
+                    T::NAME,
+                    specs.len(),
+                    params.len()
+                ));
+            }
+            let training = flags & abi::ENCODER_TRAINING != 0;
+            let mut pass = Pass {
+                training,
+                updates: Vec::new(),
+            };
+            let y = inst.forward(&host, &x, &params, &mut pass)?;
+            let buffers = specs.iter().filter(|p| p.buffer).count();
+            let given = pass.updates.len();
+            if training && given != buffers {
+                return Err(format!(
+                    "{} gave {given} buffer updates in training mode; it declares {buffers} buffers",
+                    T::NAME
+                ));
+            }
+            hand_over(y, out);
+            if training {
+                for (i, u) in pass.updates.into_iter().enumerate() {
+                    hand_over(u, unsafe { out.add(1 + i) });
                 }
-                inst.forward(host, &x, &params)
-            },
-        )
+            }
+            Ok(())
+        };
+        unsafe { guard(err, body) }
     }
 
     pub unsafe extern "C" fn reference_encoder<T: Encoder>(
         instance: *mut c_void,
         inputs: *const RefArray,
         n_inputs: usize,
-        _stream: u64,
+        flags: u64,
         out: *mut RefSink,
         err: *mut ErrorSink,
     ) -> i32 {
         reference_with(instance, inputs, n_inputs, out, err, |inst: &T, a| {
             let x = view(a.first().ok_or("no input given")?);
             let params: Vec<Array> = a[1..].iter().map(view).collect();
-            inst.reference(&x, &params)
+            inst.reference(&x, &params, flags & abi::ENCODER_TRAINING != 0)
         })
     }
 

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use vkgrad_plugin::{
     export_plugin, json, Array, Augmentation, Encoder, Host, HostTensor, Init, Loss, LossInputs,
-    OptionSpec, Output, ParamSpec, RefInputs, Stream,
+    OptionSpec, Output, ParamSpec, Pass, RefInputs, Stream,
 };
 
 /// Options, from JSON; missing keys take the defaults, unknown keys are errors.
@@ -202,16 +202,12 @@ impl Encoder for Linear {
         // PyTorch's nn.Linear default: uniform on ±1/sqrt(fan_in) for weight and bias.
         let bound = 1.0 / (self.o.in_features as f64).sqrt();
         vec![
-            ParamSpec {
-                name: "weight".into(),
-                shape: vec![self.o.in_features, self.o.out_features],
-                init: Init::Uniform { bound },
-            },
-            ParamSpec {
-                name: "bias".into(),
-                shape: vec![self.o.out_features],
-                init: Init::Uniform { bound },
-            },
+            ParamSpec::new(
+                "weight",
+                vec![self.o.in_features, self.o.out_features],
+                Init::Uniform { bound },
+            ),
+            ParamSpec::new("bias", vec![self.o.out_features], Init::Uniform { bound }),
         ]
     }
 
@@ -220,6 +216,7 @@ impl Encoder for Linear {
         host: &'h Host,
         x: &HostTensor<'h>,
         p: &[HostTensor<'h>],
+        _pass: &mut Pass<'h>,
     ) -> Result<HostTensor<'h>, String> {
         let y = host.op("matmul", &[x, &p[0]], json!({}))?;
         let y = host.op("add", &[&y, &p[1]], json!({}))?;
@@ -230,7 +227,7 @@ impl Encoder for Linear {
         }
     }
 
-    fn reference(&self, x: &Array, p: &[Array]) -> Result<Output, String> {
+    fn reference(&self, x: &Array, p: &[Array], _training: bool) -> Result<Output, String> {
         let (b, i, o) = (x.dims[0], self.o.in_features, self.o.out_features);
         let mut data = vec![0.0; b * o];
         for r in 0..b {

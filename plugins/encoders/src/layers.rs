@@ -1,0 +1,313 @@
+//! Networks as lists of layers. One description serves three purposes: the parameter list
+//! (names, shapes, PyTorch's default initialisation), the device forward (host ops), and the
+//! CPU reference (`reference.rs`, f64 loops written from each layer's formula).
+
+use crate::reference as r;
+use vkgrad_plugin::{json, Array, Host, HostTensor, Init, Output, ParamSpec, Pass};
+
+/// Batch norm's defaults (PyTorch): eps inside the square root, running-average momentum.
+pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Relu,
+    Tanh,
+    Sigmoid,
+}
+
+impl Act {
+    pub fn parse(name: &str, what: &str) -> Result<Act, String> {
+        match name {
+            "relu" => Ok(Act::Relu),
+            "tanh" => Ok(Act::Tanh),
+            "sigmoid" => Ok(Act::Sigmoid),
+            _ => Err(format!(
+                "{what}: activation must be \"relu\", \"tanh\" or \"sigmoid\", got {name:?}"
+            )),
+        }
+    }
+    fn op(self) -> &'static str {
+        match self {
+            Act::Relu => "relu",
+            Act::Tanh => "tanh",
+            Act::Sigmoid => "sigmoid",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Layer {
+    /// y = x W + b, W: [in, out] (bias optional).
+    Linear {
+        inp: usize,
+        out: usize,
+        bias: bool,
+    },
+    /// Square kernel k, zero padding, NCHW; weight [out, in, k, k] (bias optional).
+    Conv {
+        inp: usize,
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        bias: bool,
+    },
+    /// Batch norm over the channel axis 1 of [B, C] or [B, C, H, W].
+    BatchNorm {
+        c: usize,
+    },
+    Act(Act),
+    /// k x k max pooling with stride k.
+    MaxPool {
+        k: usize,
+    },
+    /// Mean over H, W: [B, C, H, W] -> [B, C].
+    GlobalAvgPool,
+    /// relu(main(x) + shortcut(x)), shortcut empty = identity (ResNet's basic block).
+    Residual {
+        main: Vec<Layer>,
+        shortcut: Vec<Layer>,
+    },
+}
+
+/// PyTorch's default for Linear and Conv2d weights and biases: kaiming_uniform(a = sqrt(5)),
+/// which is uniform on ±1/sqrt(fan_in).
+fn fan_in_uniform(fan_in: usize) -> Init {
+    Init::Uniform {
+        bound: 1.0 / (fan_in as f64).sqrt(),
+    }
+}
+
+/// The parameters of `layers`, named `prefix{index}.{name}` (nested blocks extend the prefix).
+pub fn params(layers: &[Layer], prefix: &str, out: &mut Vec<ParamSpec>) {
+    for (i, l) in layers.iter().enumerate() {
+        let p = |n: &str| format!("{prefix}{i}.{n}");
+        match *l {
+            Layer::Linear { inp, out: o, bias } => {
+                out.push(ParamSpec::new(
+                    p("weight"),
+                    vec![inp, o],
+                    fan_in_uniform(inp),
+                ));
+                if bias {
+                    out.push(ParamSpec::new(p("bias"), vec![o], fan_in_uniform(inp)));
+                }
+            }
+            Layer::Conv {
+                inp,
+                out: o,
+                k,
+                bias,
+                ..
+            } => {
+                let fan = inp * k * k;
+                out.push(ParamSpec::new(
+                    p("weight"),
+                    vec![o, inp, k, k],
+                    fan_in_uniform(fan),
+                ));
+                if bias {
+                    out.push(ParamSpec::new(p("bias"), vec![o], fan_in_uniform(fan)));
+                }
+            }
+            Layer::BatchNorm { c } => {
+                out.push(ParamSpec::new(
+                    p("weight"),
+                    vec![c],
+                    Init::Constant { value: 1.0 },
+                ));
+                out.push(ParamSpec::new(
+                    p("bias"),
+                    vec![c],
+                    Init::Constant { value: 0.0 },
+                ));
+                out.push(ParamSpec::buffer(p("running_mean"), vec![c], 0.0));
+                out.push(ParamSpec::buffer(p("running_var"), vec![c], 1.0));
+            }
+            Layer::Residual {
+                ref main,
+                ref shortcut,
+            } => {
+                params(main, &format!("{prefix}{i}.main."), out);
+                params(shortcut, &format!("{prefix}{i}.shortcut."), out);
+            }
+            Layer::Act(_) | Layer::MaxPool { .. } | Layer::GlobalAvgPool => {}
+        }
+    }
+}
+
+/// The next parameter.
+fn take<'a, P>(p: &'a [P], next: &mut usize) -> Result<&'a P, String> {
+    let t = p
+        .get(*next)
+        .ok_or("fewer parameters than the layers need")?;
+    *next += 1;
+    Ok(t)
+}
+
+/// Device forward of `layers` from parameter `*next` on.
+pub fn forward<'h>(
+    host: &'h Host,
+    layers: &[Layer],
+    mut x: HostTensor<'h>,
+    p: &[HostTensor<'h>],
+    next: &mut usize,
+    pass: &mut Pass<'h>,
+) -> Result<HostTensor<'h>, String> {
+    let take = |next: &mut usize| take(p, next);
+    for l in layers {
+        x = match *l {
+            Layer::Linear { bias, .. } => {
+                let y = host.op("matmul", &[&x, take(next)?], json!({}))?;
+                if bias {
+                    host.op("add", &[&y, take(next)?], json!({}))?
+                } else {
+                    y
+                }
+            }
+            Layer::Conv {
+                stride, pad, bias, ..
+            } => {
+                let w = take(next)?;
+                let attrs = json!({ "stride": stride, "padding": pad });
+                if bias {
+                    let b = take(next)?;
+                    host.op("conv2d", &[&x, w, b], attrs)?
+                } else {
+                    host.op("conv2d", &[&x, w], attrs)?
+                }
+            }
+            Layer::BatchNorm { c } => {
+                let (g, b, rm, rv) = (take(next)?, take(next)?, take(next)?, take(next)?);
+                batch_norm(host, &x, c, [g, b, rm, rv], pass)?
+            }
+            Layer::Act(a) => host.op(a.op(), &[&x], json!({}))?,
+            Layer::MaxPool { k } => host.op("max_pool2d", &[&x], json!({ "kernel": k }))?,
+            Layer::GlobalAvgPool => host.op("global_avg_pool", &[&x], json!({}))?,
+            Layer::Residual {
+                ref main,
+                ref shortcut,
+            } => {
+                let copy = host.op("reshape", &[&x], json!({ "shape": x.shape()? }))?;
+                let m = forward(host, main, copy, p, next, pass)?;
+                let s = forward(host, shortcut, x, p, next, pass)?;
+                let sum = host.op("add", &[&m, &s], json!({}))?;
+                host.op("relu", &[&sum], json!({}))?
+            }
+        };
+    }
+    Ok(x)
+}
+
+/// Batch norm on the device: batch statistics in training (and the running averages handed
+/// to `pass`), running statistics in evaluation.
+fn batch_norm<'h>(
+    host: &'h Host,
+    x: &HostTensor<'h>,
+    c: usize,
+    [g, b, rm, rv]: [&HostTensor<'h>; 4],
+    pass: &mut Pass<'h>,
+) -> Result<HostTensor<'h>, String> {
+    let shape = x.shape()?;
+    if shape.len() < 2 || shape[1] != c {
+        return Err(format!("batch_norm: expects [B, {c}, ...], got {shape:?}"));
+    }
+    // Statistics are per channel: view as [B, C, rest] and reduce over axes 0 and 2.
+    let b_sz = shape[0];
+    let rest: usize = shape[2..].iter().product();
+    let x3 = host.op("reshape", &[x], json!({ "shape": [b_sz, c, rest] }))?;
+    let per_channel = |t: &HostTensor<'h>| -> Result<HostTensor<'h>, String> {
+        let m = host.op("mean", &[t], json!({ "axis": 2, "keepdim": true }))?;
+        host.op("mean", &[&m], json!({ "axis": 0, "keepdim": true }))
+    };
+    let bc = |t: &HostTensor<'h>| host.op("reshape", &[t], json!({ "shape": [1, c, 1] }));
+    let (mean, var) = if pass.training {
+        let count = b_sz * rest;
+        if count < 2 {
+            return Err(format!(
+                "batch_norm: training needs more than one value per channel, got input {shape:?}"
+            ));
+        }
+        let mean = per_channel(&x3)?;
+        let d = host.op("sub", &[&x3, &mean], json!({}))?;
+        let sq = host.op("mul", &[&d, &d], json!({}))?;
+        let var = per_channel(&sq)?;
+        // Running averages (no gradient); the variance is the unbiased one, as in PyTorch.
+        let flat = |t: &HostTensor<'h>| -> Result<HostTensor<'h>, String> {
+            let t = host.op("detach", &[t], json!({}))?;
+            host.op("reshape", &[&t], json!({ "shape": [c] }))
+        };
+        let blend = |old: &HostTensor<'h>, new: HostTensor<'h>, scale: f64| {
+            let new = host.op("mul_scalar", &[&new], json!({ "s": BN_MOMENTUM * scale }))?;
+            let old = host.op("mul_scalar", &[old], json!({ "s": 1.0 - BN_MOMENTUM }))?;
+            host.op("add", &[&old, &new], json!({}))
+        };
+        pass.update(blend(rm, flat(&mean)?, 1.0)?);
+        pass.update(blend(rv, flat(&var)?, count as f64 / (count - 1) as f64)?);
+        (mean, var)
+    } else {
+        (bc(rm)?, bc(rv)?)
+    };
+    let d = host.op("sub", &[&x3, &mean], json!({}))?;
+    let ve = host.op("add_scalar", &[&var], json!({ "s": BN_EPS }))?;
+    let inv = host.op("rsqrt", &[&ve], json!({}))?;
+    let y = host.op("mul", &[&d, &inv], json!({}))?;
+    let y = host.op("mul", &[&y, &bc(g)?], json!({}))?;
+    let y = host.op("add", &[&y, &bc(b)?], json!({}))?;
+    host.op("reshape", &[&y], json!({ "shape": shape }))
+}
+
+/// The CPU reference of `layers`, from parameter `*next` on.
+pub fn reference(
+    layers: &[Layer],
+    mut x: r::T,
+    p: &[Array],
+    next: &mut usize,
+    training: bool,
+) -> Result<r::T, String> {
+    let take = |next: &mut usize| take(p, next).map(r::T::of);
+    for l in layers {
+        x = match *l {
+            Layer::Linear { bias, .. } => {
+                let w = take(next)?;
+                let b = if bias { Some(take(next)?) } else { None };
+                r::linear(&x, &w, b.as_ref())
+            }
+            Layer::Conv {
+                stride, pad, bias, ..
+            } => {
+                let w = take(next)?;
+                let b = if bias { Some(take(next)?) } else { None };
+                r::conv2d(&x, &w, b.as_ref(), stride, pad)
+            }
+            Layer::BatchNorm { .. } => {
+                let (g, b, rm, rv) = (take(next)?, take(next)?, take(next)?, take(next)?);
+                r::batch_norm(&x, &g, &b, &rm, &rv, training, BN_EPS)?
+            }
+            Layer::Act(a) => r::map(&x, |v| match a {
+                Act::Relu => v.max(0.0),
+                Act::Tanh => v.tanh(),
+                Act::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+            }),
+            Layer::MaxPool { k } => r::max_pool(&x, k),
+            Layer::GlobalAvgPool => r::global_avg_pool(&x),
+            Layer::Residual {
+                ref main,
+                ref shortcut,
+            } => {
+                let m = reference(main, x.clone(), p, next, training)?;
+                let s = reference(shortcut, x, p, next, training)?;
+                r::map(&r::zip(&m, &s, |a, b| a + b), |v| v.max(0.0))
+            }
+        };
+    }
+    Ok(x)
+}
+
+pub fn to_output(t: r::T) -> Output {
+    Output {
+        data: t.data,
+        dims: t.dims,
+    }
+}

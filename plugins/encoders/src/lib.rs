@@ -1,0 +1,489 @@
+//! Encoders for vkgrad, each a list of layers (`layers.rs`) with a device forward built from
+//! host ops and an f64 CPU reference (`reference.rs`):
+//! - `mlp`: Linear layers with an activation and optional batch norm between them;
+//! - `convnet`: 3x3 conv → batch norm → ReLU → 2x2 max pool per width, then global average
+//!   pooling (for 8x8 to 32x32 images);
+//! - `resnet`: a CIFAR-style ResNet (3x3 stem, basic blocks, stride-2 stages, global pooling);
+//! - `projection_head`: SimCLR's g, Linear → BatchNorm → ReLU → Linear;
+//! - `predictor`: BYOL's q, the same shape;
+//! - `batch_norm`: batch normalisation alone (training statistics, running averages).
+//! Parameters start as PyTorch's defaults (uniform ±1/sqrt(fan_in) for Linear and Conv2d,
+//! batch norm weight 1, bias 0, running mean 0, running variance 1).
+
+mod layers;
+mod reference;
+
+use layers::{Act, Layer};
+use serde::Deserialize;
+use vkgrad_plugin::{
+    export_plugin, json, Array, Encoder, Host, HostTensor, OptionSpec, Output, ParamSpec, Pass,
+};
+
+/// The shared body of every component: input shape + layers.
+fn run_forward<'h>(
+    layers: &[Layer],
+    host: &'h Host,
+    x: &HostTensor<'h>,
+    p: &[HostTensor<'h>],
+    pass: &mut Pass<'h>,
+) -> Result<HostTensor<'h>, String> {
+    let x = host.op("reshape", &[x], json!({ "shape": x.shape()? }))?;
+    let mut next = 0;
+    layers::forward(host, layers, x, p, &mut next, pass)
+}
+
+fn run_reference(
+    layers: &[Layer],
+    x: &Array,
+    p: &[Array],
+    training: bool,
+) -> Result<Output, String> {
+    let mut next = 0;
+    layers::reference(layers, reference::T::of(x), p, &mut next, training).map(layers::to_output)
+}
+
+fn all_params(layers: &[Layer]) -> Vec<ParamSpec> {
+    let mut out = Vec::new();
+    layers::params(layers, "", &mut out);
+    out
+}
+
+fn opt(
+    name: &'static str,
+    ty: &'static str,
+    default: vkgrad_plugin::Value,
+    doc: &'static str,
+) -> OptionSpec {
+    OptionSpec {
+        name,
+        ty,
+        default,
+        doc,
+    }
+}
+
+fn positive(what: &str, values: &[usize]) -> Result<(), String> {
+    if values.is_empty() || values.contains(&0) {
+        return Err(format!(
+            "{what}: sizes must be a non-empty list of integers >= 1, got {values:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Implements `Encoder` for a component holding `input: Vec<usize>` and `layers`.
+macro_rules! layered_encoder {
+    ($ty:ident, $opts:ident, $name:literal, $desc:literal, $options:expr, $build:expr) => {
+        impl Encoder for $ty {
+            type Options = $opts;
+            const NAME: &'static str = $name;
+            const DESCRIPTION: &'static str = $desc;
+            fn options() -> Vec<OptionSpec> {
+                $options
+            }
+            fn new(o: $opts) -> Result<Self, String> {
+                let build: fn($opts) -> Result<(Vec<usize>, Vec<Layer>), String> = $build;
+                let (input, layers) = build(o)?;
+                Ok($ty { input, layers })
+            }
+            fn input_shape(&self) -> Vec<usize> {
+                self.input.clone()
+            }
+            fn parameters(&self) -> Vec<ParamSpec> {
+                all_params(&self.layers)
+            }
+            fn forward<'h>(
+                &self,
+                host: &'h Host,
+                x: &HostTensor<'h>,
+                p: &[HostTensor<'h>],
+                pass: &mut Pass<'h>,
+            ) -> Result<HostTensor<'h>, String> {
+                let shape = x.shape()?;
+                if shape.len() != self.input.len() + 1 || shape[1..] != self.input[..] {
+                    return Err(format!(
+                        "{}: input must be [B, {}], got {shape:?}",
+                        $name,
+                        self.input
+                            .iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                run_forward(&self.layers, host, x, p, pass)
+            }
+            fn reference(&self, x: &Array, p: &[Array], training: bool) -> Result<Output, String> {
+                run_reference(&self.layers, x, p, training)
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------- mlp
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlpOptions {
+    pub sizes: Vec<usize>,
+    pub activation: String,
+    pub batch_norm: bool,
+}
+
+impl Default for MlpOptions {
+    fn default() -> Self {
+        MlpOptions {
+            sizes: vec![8, 16, 4],
+            activation: "relu".into(),
+            batch_norm: false,
+        }
+    }
+}
+
+pub struct Mlp {
+    input: Vec<usize>,
+    layers: Vec<Layer>,
+}
+
+/// Linear layers over `sizes`, with (batch norm and) the activation between them, none after
+/// the last. A Linear followed by batch norm has no bias (as in lightly's heads): the
+/// normalisation subtracts it again, so it would only be a parameter with zero gradient.
+fn mlp_layers(sizes: &[usize], act: Act, bn: bool) -> Vec<Layer> {
+    let mut layers = Vec::new();
+    for (i, w) in sizes.windows(2).enumerate() {
+        let hidden = i + 2 < sizes.len();
+        layers.push(Layer::Linear {
+            inp: w[0],
+            out: w[1],
+            bias: !(bn && hidden),
+        });
+        if hidden {
+            if bn {
+                layers.push(Layer::BatchNorm { c: w[1] });
+            }
+            layers.push(Layer::Act(act));
+        }
+    }
+    layers
+}
+
+layered_encoder!(
+    Mlp,
+    MlpOptions,
+    "mlp",
+    "Multilayer perceptron: Linear layers over `sizes` with an activation (and optional batch norm) between them",
+    vec![
+        opt("sizes", "list of integers >= 1, at least 2", json!([8, 16, 4]), "widths: input, hidden..., output"),
+        opt("activation", "relu | tanh | sigmoid", json!("relu"), "activation between layers"),
+        opt("batch_norm", "bool", json!(false), "batch norm before each hidden activation"),
+    ],
+    |o| {
+        positive("mlp", &o.sizes)?;
+        if o.sizes.len() < 2 {
+            return Err(format!("mlp: sizes needs an input and an output width, got {:?}", o.sizes));
+        }
+        let act = Act::parse(&o.activation, "mlp")?;
+        Ok((vec![o.sizes[0]], mlp_layers(&o.sizes, act, o.batch_norm)))
+    }
+);
+
+// ---------------------------------------------------------------- heads
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadOptions {
+    pub in_features: usize,
+    pub hidden: usize,
+    pub out_features: usize,
+    pub batch_norm: bool,
+}
+
+impl Default for HeadOptions {
+    fn default() -> Self {
+        HeadOptions {
+            in_features: 8,
+            hidden: 16,
+            out_features: 4,
+            batch_norm: true,
+        }
+    }
+}
+
+fn head_options() -> Vec<OptionSpec> {
+    vec![
+        opt(
+            "in_features",
+            "integer >= 1",
+            json!(8),
+            "input width (the encoder's output)",
+        ),
+        opt("hidden", "integer >= 1", json!(16), "hidden width"),
+        opt("out_features", "integer >= 1", json!(4), "output width"),
+        opt(
+            "batch_norm",
+            "bool",
+            json!(true),
+            "batch norm after the hidden Linear",
+        ),
+    ]
+}
+
+fn head(o: HeadOptions) -> Result<(Vec<usize>, Vec<Layer>), String> {
+    let sizes = [o.in_features, o.hidden, o.out_features];
+    positive("head", &sizes)?;
+    Ok((
+        vec![o.in_features],
+        mlp_layers(&sizes, Act::Relu, o.batch_norm),
+    ))
+}
+
+pub struct ProjectionHead {
+    input: Vec<usize>,
+    layers: Vec<Layer>,
+}
+pub struct Predictor {
+    input: Vec<usize>,
+    layers: Vec<Layer>,
+}
+
+layered_encoder!(
+    ProjectionHead,
+    HeadOptions,
+    "projection_head",
+    "SimCLR's projection head g: Linear → BatchNorm → ReLU → Linear",
+    head_options(),
+    head
+);
+layered_encoder!(
+    Predictor,
+    HeadOptions,
+    "predictor",
+    "BYOL's predictor q: Linear → BatchNorm → ReLU → Linear",
+    head_options(),
+    head
+);
+
+// ---------------------------------------------------------------- convnet
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConvNetOptions {
+    pub channels: usize,
+    pub size: usize,
+    pub widths: Vec<usize>,
+    pub batch_norm: bool,
+}
+
+impl Default for ConvNetOptions {
+    fn default() -> Self {
+        ConvNetOptions {
+            channels: 1,
+            size: 8,
+            widths: vec![8, 16],
+            batch_norm: true,
+        }
+    }
+}
+
+pub struct ConvNet {
+    input: Vec<usize>,
+    layers: Vec<Layer>,
+}
+
+layered_encoder!(
+    ConvNet,
+    ConvNetOptions,
+    "convnet",
+    "Small ConvNet: per width a 3x3 conv → batch norm → ReLU, with 2x2 max pooling between widths, then global average pooling → [B, last width]",
+    vec![
+        opt("channels", "integer >= 1", json!(1), "input channels"),
+        opt("size", "integer >= 1", json!(8), "input height and width"),
+        opt("widths", "list of integers >= 1", json!([8, 16]), "channels of each conv layer"),
+        opt("batch_norm", "bool", json!(true), "batch norm after each conv (convs then have no bias)"),
+    ],
+    |o| {
+        positive("convnet", &o.widths)?;
+        positive("convnet", &[o.channels, o.size])?;
+        let pools = o.widths.len() - 1;
+        if o.size >> pools == 0 {
+            return Err(format!(
+                "convnet: size {} is too small for {} widths ({pools} 2x2 poolings)",
+                o.size,
+                o.widths.len()
+            ));
+        }
+        let mut layers = Vec::new();
+        let mut c = o.channels;
+        for (i, &w) in o.widths.iter().enumerate() {
+            layers.push(Layer::Conv { inp: c, out: w, k: 3, stride: 1, pad: 1, bias: !o.batch_norm });
+            if o.batch_norm {
+                layers.push(Layer::BatchNorm { c: w });
+            }
+            layers.push(Layer::Act(Act::Relu));
+            if i < pools {
+                layers.push(Layer::MaxPool { k: 2 });
+            }
+            c = w;
+        }
+        layers.push(Layer::GlobalAvgPool);
+        Ok((vec![o.channels, o.size, o.size], layers))
+    }
+);
+
+// ---------------------------------------------------------------- resnet
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResNetOptions {
+    pub channels: usize,
+    pub size: usize,
+    pub width: usize,
+    pub stages: usize,
+    pub blocks: usize,
+}
+
+impl Default for ResNetOptions {
+    fn default() -> Self {
+        ResNetOptions {
+            channels: 3,
+            size: 8,
+            width: 4,
+            stages: 2,
+            blocks: 1,
+        }
+    }
+}
+
+pub struct ResNet {
+    input: Vec<usize>,
+    layers: Vec<Layer>,
+}
+
+/// ResNet's basic block: two 3x3 convs with batch norm, plus a projection shortcut (1x1 conv
+/// + batch norm) where the shape changes.
+fn basic_block(inp: usize, out: usize, stride: usize) -> Layer {
+    let main = vec![
+        Layer::Conv {
+            inp,
+            out,
+            k: 3,
+            stride,
+            pad: 1,
+            bias: false,
+        },
+        Layer::BatchNorm { c: out },
+        Layer::Act(Act::Relu),
+        Layer::Conv {
+            inp: out,
+            out,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            bias: false,
+        },
+        Layer::BatchNorm { c: out },
+    ];
+    let shortcut = if stride != 1 || inp != out {
+        vec![
+            Layer::Conv {
+                inp,
+                out,
+                k: 1,
+                stride,
+                pad: 0,
+                bias: false,
+            },
+            Layer::BatchNorm { c: out },
+        ]
+    } else {
+        vec![]
+    };
+    Layer::Residual { main, shortcut }
+}
+
+layered_encoder!(
+    ResNet,
+    ResNetOptions,
+    "resnet",
+    "CIFAR-style ResNet: 3x3 stem, `stages` stages of `blocks` basic blocks (width doubling, stride 2 from the second stage), global average pooling → [B, width * 2^(stages-1)]",
+    vec![
+        opt("channels", "integer >= 1", json!(3), "input channels"),
+        opt("size", "integer >= 1", json!(8), "input height and width"),
+        opt("width", "integer >= 1", json!(4), "channels of the stem and first stage"),
+        opt("stages", "integer >= 1", json!(2), "stages (each after the first halves the resolution)"),
+        opt("blocks", "integer >= 1", json!(1), "basic blocks per stage"),
+    ],
+    |o| {
+        positive("resnet", &[o.channels, o.size, o.width, o.stages, o.blocks])?;
+        if o.stages > 6 || o.size >> (o.stages - 1) == 0 {
+            return Err(format!("resnet: {} stages do not fit size {}", o.stages, o.size));
+        }
+        let mut layers = vec![
+            Layer::Conv { inp: o.channels, out: o.width, k: 3, stride: 1, pad: 1, bias: false },
+            Layer::BatchNorm { c: o.width },
+            Layer::Act(Act::Relu),
+        ];
+        let mut c = o.width;
+        for s in 0..o.stages {
+            let w = o.width << s;
+            for b in 0..o.blocks {
+                let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                layers.push(basic_block(c, w, stride));
+                c = w;
+            }
+        }
+        layers.push(Layer::GlobalAvgPool);
+        Ok((vec![o.channels, o.size, o.size], layers))
+    }
+);
+
+// ---------------------------------------------------------------- batch_norm
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchNormOptions {
+    pub channels: usize,
+    pub spatial: Vec<usize>,
+}
+
+impl Default for BatchNormOptions {
+    fn default() -> Self {
+        BatchNormOptions {
+            channels: 3,
+            spatial: vec![2, 2],
+        }
+    }
+}
+
+pub struct BatchNorm {
+    input: Vec<usize>,
+    layers: Vec<Layer>,
+}
+
+layered_encoder!(
+    BatchNorm,
+    BatchNormOptions,
+    "batch_norm",
+    "Batch normalisation over axis 1 of [B, C, ...spatial]: batch statistics and running averages (momentum 0.1, unbiased variance) in training, running statistics in evaluation",
+    vec![
+        opt("channels", "integer >= 1", json!(3), "channels C"),
+        opt("spatial", "list of integers >= 1", json!([2, 2]), "trailing dimensions ([] for [B, C])"),
+    ],
+    |o| {
+        positive("batch_norm", &[o.channels])?;
+        if o.spatial.contains(&0) {
+            return Err(format!("batch_norm: spatial sizes must be >= 1, got {:?}", o.spatial));
+        }
+        let mut input = vec![o.channels];
+        input.extend(&o.spatial);
+        Ok((input, vec![Layer::BatchNorm { c: o.channels }]))
+    }
+);
+
+export_plugin!(
+    name: "encoders",
+    version: "0.1.0",
+    losses: [],
+    encoders: [Mlp, ConvNet, ResNet, ProjectionHead, Predictor, BatchNorm],
+    augmentations: [],
+);
