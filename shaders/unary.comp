@@ -11,7 +11,8 @@ layout(push_constant) uniform P { uint n; float s; } p;
 
 const uint NEG = 0, EXP = 1, LOG = 2, SQRT = 3, RSQRT = 4, ABS = 5, RELU = 6, SIGMOID = 7,
            TANH = 8, POWF = 9, ADD_S = 10, MUL_S = 11, RSUB_S = 12, RDIV_S = 13, MAX_S = 14,
-           MIN_S = 15, GT_S = 16, GE_S = 17, EQ_S = 18, STEP = 19, SIGN = 20, DIV_S = 21;
+           MIN_S = 15, GT_S = 16, GE_S = 17, EQ_S = 18, STEP = 19, SIGN = 20, DIV_S = 21,
+           SIN = 22, COS = 23;
 
 // GLSL leaves pow(x, y) undefined for x < 0 and for x = 0, y <= 0; define it like C's powf.
 float powf_c(float v, float e) {
@@ -54,6 +55,8 @@ float f(float v) {
     case STEP: return v > 0.0 ? 1.0 : 0.0;
     case SIGN: return v > 0.0 ? 1.0 : (v < 0.0 ? -1.0 : 0.0);
     case DIV_S: return v / p.s;
+    case SIN: return sin(v);
+    case COS: return cos(v);
     }
     return v;
 }

@@ -304,33 +304,7 @@ fn loss_command(
 ) -> vkgrad::Result<()> {
     use vkgrad::{Error, IntTensor, Tensor};
     let reg = vkgrad::plugin::Registry::load_all(&vkgrad::plugin::search_paths(plugins));
-    let all: Vec<&vkgrad::plugin::Component> =
-        reg.plugins.iter().flat_map(|p| &p.components).collect();
-    let matches: Vec<&&vkgrad::plugin::Component> = all
-        .iter()
-        .filter(|c| {
-            c.kind == "loss" && (c.name == name || c.name.rsplit("::").next() == Some(name))
-        })
-        .collect();
-    let comp = match matches[..] {
-        [c] => *c,
-        [] => {
-            let known: Vec<&str> = all
-                .iter()
-                .filter(|c| c.kind == "loss")
-                .map(|c| c.name.as_str())
-                .collect();
-            return Err(Error::Other(format!(
-                "no loss named `{name}`; known: {}",
-                known.join(", ")
-            )));
-        }
-        _ => {
-            return Err(Error::Other(format!(
-                "`{name}` is ambiguous; use the full `plugin::name`"
-            )))
-        }
-    };
+    let comp = reg.find("loss", name)?;
     let mut options = serde_json::Map::new();
     for kv in sets {
         let (k, v) = kv

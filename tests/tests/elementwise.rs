@@ -18,6 +18,8 @@ fn gpu_unary(op: Unary, x: &Tensor) -> vkgrad::Result<Tensor> {
         Unary::Relu => x.relu(),
         Unary::Sigmoid => x.sigmoid(),
         Unary::Tanh => x.tanh(),
+        Unary::Sin => x.sin(),
+        Unary::Cos => x.cos(),
         Unary::Powf(p) => x.powf(f(p)),
         Unary::AddS(s) => x.add_scalar(f(s)),
         Unary::SubS(s) => x.sub_scalar(f(s)),
@@ -42,6 +44,8 @@ fn is_transcendental(op: Unary) -> bool {
             | Unary::Rsqrt
             | Unary::Sigmoid
             | Unary::Tanh
+            | Unary::Sin
+            | Unary::Cos
             | Unary::Powf(_)
     )
 }
@@ -53,6 +57,8 @@ fn domain(op: Unary) -> Option<std::ops::Range<f32>> {
         Unary::Powf(p) if p.fract() != 0.0 => Some(0.05..20.0),
         Unary::Powf(_) => Some(-6.0..6.0),
         Unary::Exp => Some(-80.0..80.0),
+        // GPU sin / cos are accurate to absolute ~1e-6 only for moderate arguments.
+        Unary::Sin | Unary::Cos => Some(-10.0..10.0),
         Unary::RdivS(_) | Unary::DivS(_) => None,
         _ => None,
     }
@@ -70,6 +76,8 @@ fn unary_op() -> impl Strategy<Value = Unary> {
         Just(Unary::Relu),
         Just(Unary::Sigmoid),
         Just(Unary::Tanh),
+        Just(Unary::Sin),
+        Just(Unary::Cos),
         prop_oneof![
             Just(2.0f64),
             Just(3.0),

@@ -30,6 +30,8 @@ pub(crate) enum U {
     Step,
     Sign,
     DivS,
+    Sin,
+    Cos,
 }
 
 impl Tensor {
@@ -110,6 +112,18 @@ impl Tensor {
     pub fn sigmoid(&self) -> Result<Tensor> {
         self.unary(U::Sigmoid, 0.0, "sigmoid", |_, y, g| {
             g.mul(&y.mul(&y.rsub_scalar(1.0)?)?)
+        })
+    }
+    /// d/dx sin x = cos x.
+    pub fn sin(&self) -> Result<Tensor> {
+        self.unary(U::Sin, 0.0, "sin", |x, _, g| {
+            g.mul(&x.unary_raw(U::Cos, 0.0)?)
+        })
+    }
+    /// d/dx cos x = −sin x.
+    pub fn cos(&self) -> Result<Tensor> {
+        self.unary(U::Cos, 0.0, "cos", |x, _, g| {
+            g.mul(&x.unary_raw(U::Sin, 0.0)?)?.neg()
         })
     }
     /// d/dx tanh x = 1 - y^2.

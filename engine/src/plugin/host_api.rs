@@ -194,8 +194,8 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
     let x = |i: usize| st.f(h[i]);
     let f = |t: Tensor| Ok(Held::F(t));
     match name {
-        "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "abs" | "relu" | "sigmoid" | "tanh"
-        | "softmax" | "log_softmax" | "logsumexp" | "detach" => {
+        "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "abs" | "relu" | "sigmoid" | "tanh" | "sin"
+        | "cos" | "softmax" | "log_softmax" | "logsumexp" | "detach" => {
             want(1)?;
             let t = x(0)?;
             f(match name {
@@ -208,6 +208,8 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
                 "relu" => t.relu()?,
                 "sigmoid" => t.sigmoid()?,
                 "tanh" => t.tanh()?,
+                "sin" => t.sin()?,
+                "cos" => t.cos()?,
                 "softmax" => t.softmax()?,
                 "log_softmax" => t.log_softmax()?,
                 "logsumexp" => t.logsumexp()?,

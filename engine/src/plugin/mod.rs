@@ -360,6 +360,34 @@ impl Registry {
         Ok(())
     }
 
+    /// A component of `kind` by `plugin::name`, or by `name` alone when that is unique; the
+    /// error lists the known ones.
+    pub fn find(&self, kind: &str, name: &str) -> Result<&Component> {
+        let all = || {
+            self.plugins
+                .iter()
+                .flat_map(|p| &p.components)
+                .filter(|c| c.kind == kind)
+        };
+        let matches: Vec<&Component> = all()
+            .filter(|c| c.name == name || c.name.rsplit("::").next() == Some(name))
+            .collect();
+        match matches[..] {
+            [c] => Ok(c),
+            [] => {
+                let known: Vec<&str> = all().map(|c| c.name.as_str()).collect();
+                Err(Error::Other(format!(
+                    "no {kind} named `{name}`; known: {}{}",
+                    if known.is_empty() { "none" } else { "" },
+                    known.join(", ")
+                )))
+            }
+            _ => Err(Error::Other(format!(
+                "{kind} `{name}` is ambiguous; use the full `plugin::name`"
+            ))),
+        }
+    }
+
     /// A component by its full name.
     pub fn component(&self, name: &str) -> Option<&Component> {
         self.plugins

@@ -21,6 +21,8 @@ pub enum Unary {
     Relu,
     Sigmoid,
     Tanh,
+    Sin,
+    Cos,
     Powf(f64),
     AddS(f64),
     SubS(f64),
@@ -54,6 +56,8 @@ impl Unary {
             }
             Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Tanh => x.tanh(),
+            Sin => x.sin(),
+            Cos => x.cos(),
             Powf(p) => x.powf(p),
             AddS(s) => x + s,
             SubS(s) => x - s,
@@ -111,6 +115,8 @@ impl Unary {
                 s * (1.0 - s)
             }
             Tanh => 1.0 - x.tanh().powi(2),
+            Sin => x.cos(),
+            Cos => -x.sin(),
             Powf(p) => {
                 if p == 0.0 {
                     0.0

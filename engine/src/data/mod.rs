@@ -1,0 +1,228 @@
+//! Data sets: the two shipped in the binary (`digits`, `mnist10k`, from `data/`) and loaders for
+//! user data — MNIST / Fashion-MNIST IDX (gzipped or not), CIFAR-10 binary batches, and `.npy`
+//! (features `[N, …]` + labels `[N]`). Images become f32 in [0, 1], NCHW; every format error
+//! names the file and what is wrong.
+
+mod cifar;
+mod idx;
+
+use crate::error::{Error, Result};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A labelled data set held in host memory.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    /// One sample's shape: [C, H, W] for images, [D] for vectors.
+    pub sample_shape: Vec<usize>,
+    /// Row-major `[N, ...sample_shape]`.
+    pub values: Vec<f32>,
+    pub labels: Vec<u32>,
+    /// Sample i is held out for evaluation when i % test_every == 0.
+    pub test_every: usize,
+}
+
+/// Which part of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+    All,
+}
+
+pub(crate) fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Other(format!("{}: {why}", path.display()))
+}
+
+/// Reads a file, gunzipping it when it starts with the gzip magic.
+pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| bad(path, format!("cannot be read: {e}")))?;
+    gunzip_if(path, raw)
+}
+
+fn gunzip_if(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| bad(path, format!("is not a valid gzip file: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+const DIGITS: &[u8] = include_bytes!("../../../data/digits.csv.gz");
+const MNIST_IMAGES: &[u8] = include_bytes!("../../../data/mnist10k-images-idx3-ubyte.gz");
+const MNIST_LABELS: &[u8] = include_bytes!("../../../data/mnist10k-labels-idx1-ubyte.gz");
+
+/// The names of the shipped data sets.
+pub const BUILT_IN: [&str; 2] = ["digits", "mnist10k"];
+
+impl Dataset {
+    /// `digits`, `mnist10k`, or a path: a directory holding an IDX pair (`*images-idx3-ubyte`
+    /// + `*labels-idx1-ubyte`, optionally `.gz`), CIFAR-10 batches (`data_batch_*.bin`,
+    /// `test_batch.bin`), or `features.npy` + `labels.npy`; or an IDX images file (its labels
+    /// file found by name).
+    pub fn load(spec: &str) -> Result<Dataset> {
+        match spec {
+            "digits" => digits(),
+            "mnist10k" => {
+                let p = Path::new("mnist10k (built in)");
+                let images = gunzip_if(p, MNIST_IMAGES.to_vec())?;
+                let labels = gunzip_if(p, MNIST_LABELS.to_vec())?;
+                let mut d = idx::pair(p, &images, p, &labels)?;
+                d.name = "mnist10k".into();
+                Ok(d)
+            }
+            path => Self::load_path(Path::new(path)),
+        }
+    }
+
+    fn load_path(path: &Path) -> Result<Dataset> {
+        if !path.exists() {
+            return Err(bad(
+                path,
+                format!(
+                    "does not exist (--data takes {} or a path to IDX, CIFAR-10 or .npy data)",
+                    BUILT_IN.join(", ")
+                ),
+            ));
+        }
+        let mut d = if path.is_dir() {
+            let files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| bad(path, format!("cannot be listed: {e}")))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            let named = |pat: &str| {
+                let mut v: Vec<&PathBuf> = files
+                    .iter()
+                    .filter(|f| {
+                        f.file_name()
+                            .is_some_and(|n| n.to_string_lossy().contains(pat))
+                    })
+                    .collect();
+                v.sort();
+                v
+            };
+            if !named("data_batch_").is_empty() || !named("test_batch").is_empty() {
+                let mut batches = named("data_batch_");
+                batches.extend(named("test_batch"));
+                cifar::load(&batches)?
+            } else if let Some(images) = named("images-idx3-ubyte").first() {
+                idx::load(images)?
+            } else if path.join("features.npy").exists() {
+                npy_pair(&path.join("features.npy"), &path.join("labels.npy"))?
+            } else {
+                return Err(bad(path, "holds no data this reads: expected *images-idx3-ubyte[.gz] + *labels-idx1-ubyte[.gz], CIFAR-10 data_batch_*.bin, or features.npy + labels.npy"));
+            }
+        } else if path.extension().is_some_and(|e| e == "npy") {
+            let labels = path.with_file_name("labels.npy");
+            npy_pair(path, &labels)?
+        } else {
+            idx::load(path)?
+        };
+        if d.labels.is_empty() {
+            return Err(bad(path, "holds no samples"));
+        }
+        d.name = path.display().to_string();
+        Ok(d)
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn sample_len(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+    pub fn classes(&self) -> usize {
+        self.labels.iter().max().map_or(0, |&m| m as usize + 1)
+    }
+
+    /// Sample indices of a split (held out: i % test_every == 0).
+    pub fn indices(&self, split: Split) -> Vec<usize> {
+        (0..self.len())
+            .filter(|i| match split {
+                Split::All => true,
+                Split::Test => i % self.test_every == 0,
+                Split::Train => i % self.test_every != 0,
+            })
+            .collect()
+    }
+
+    /// The values of the given samples, concatenated.
+    pub fn gather(&self, idx: &[usize]) -> Vec<f32> {
+        let k = self.sample_len();
+        let mut out = Vec::with_capacity(idx.len() * k);
+        for &i in idx {
+            out.extend_from_slice(&self.values[i * k..(i + 1) * k]);
+        }
+        out
+    }
+}
+
+/// UCI digits: CSV rows of 64 pixel values 0..16 and the label.
+fn digits() -> Result<Dataset> {
+    let p = Path::new("digits (built in)");
+    let text = gunzip_if(p, DIGITS.to_vec())?;
+    let text = String::from_utf8(text).map_err(|e| bad(p, e))?;
+    let (mut values, mut labels) = (Vec::new(), Vec::new());
+    for (line_no, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let nums: Vec<f32> = line
+            .split(',')
+            .map(|t| t.trim().parse::<f32>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| bad(p, format!("line {}: {e}", line_no + 1)))?;
+        if nums.len() != 65 {
+            return Err(bad(
+                p,
+                format!("line {}: {} values, expected 65", line_no + 1, nums.len()),
+            ));
+        }
+        values.extend(nums[..64].iter().map(|v| v / 16.0));
+        labels.push(nums[64] as u32);
+    }
+    Ok(Dataset {
+        name: "digits".into(),
+        sample_shape: vec![1, 8, 8],
+        values,
+        labels,
+        test_every: 4,
+    })
+}
+
+/// `.npy` features [N, ...] (f32 / f64) with integer labels [N].
+fn npy_pair(features: &Path, labels: &Path) -> Result<Dataset> {
+    let (shape, data) = crate::npy::read_floats(features)?;
+    if !labels.exists() {
+        return Err(bad(
+            labels,
+            format!(
+                "does not exist; {} needs its labels beside it",
+                features.display()
+            ),
+        ));
+    }
+    let (lshape, lab) = crate::npy::read_labels(labels)?;
+    if shape.is_empty() || lshape.len() != 1 || lshape[0] != shape[0] {
+        return Err(bad(
+            labels,
+            format!("labels of shape {lshape:?} do not match features of shape {shape:?} (expected [{}])", shape.first().copied().unwrap_or(0)),
+        ));
+    }
+    Ok(Dataset {
+        name: String::new(),
+        sample_shape: shape[1..].to_vec(),
+        values: data.iter().map(|&v| v as f32).collect(),
+        labels: lab,
+        test_every: 5,
+    })
+}
