@@ -23,3 +23,4 @@ pub mod optim;
 pub mod plot;
 pub mod plugin;
 pub mod reference;
+pub mod train;

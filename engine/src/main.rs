@@ -1,5 +1,7 @@
 //! The `vkgrad` command-line tool: a thin layer over the library.
 
+mod commands;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use vkgrad::device::{self, DeviceChoice};
@@ -75,6 +77,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train an encoder with SimCLR, SupCon or BYOL; evaluates, plots and checkpoints the run.
+    Train(commands::TrainArgs),
+    /// Evaluate a run's checkpoint: kNN, linear probe, few-label probe, alignment/uniformity.
+    Eval {
+        /// The run folder (or its checkpoint.safetensors).
+        #[arg(long)]
+        checkpoint: std::path::PathBuf,
+        /// Evaluate on other data of the same sample shape (default: the run's data).
+        #[arg(long)]
+        data: Option<String>,
+        /// More plugin files or folders to search.
+        #[arg(long = "plugin")]
+        plugins: Vec<std::path::PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Picture what an augmentation preset does: originals and two views as a PNG grid.
+    Augment {
+        /// The augmentation component (simclr, byol, digits, or any other).
+        #[arg(long)]
+        preset: String,
+        /// digits | mnist10k | a path (as for train).
+        #[arg(long, default_value = "digits")]
+        data: String,
+        /// The PNG to write.
+        #[arg(long, default_value = "augment.png")]
+        out: std::path::PathBuf,
+        /// How many samples.
+        #[arg(long, default_value_t = 12)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// More plugin files or folders to search.
+        #[arg(long = "plugin")]
+        plugins: Vec<std::path::PathBuf>,
+    },
     /// Prove a plugin right: run the property harness on every component of the file at PATH.
     Verify {
         /// The plugin file (a .so / .dylib / .dll).
@@ -109,6 +148,30 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
         .map(DeviceChoice::parse)
         .unwrap_or(DeviceChoice::Auto);
     match cli.command {
+        Command::Train(args) => {
+            device::select_device(choice.clone())?;
+            commands::train(args)
+        }
+        Command::Eval {
+            checkpoint,
+            data,
+            plugins,
+            json,
+        } => {
+            device::select_device(choice.clone())?;
+            commands::eval(&checkpoint, data, &plugins, json)
+        }
+        Command::Augment {
+            preset,
+            data,
+            out,
+            count,
+            seed,
+            plugins,
+        } => {
+            device::select_device(choice.clone())?;
+            commands::augment(&preset, &data, &out, count, seed, &plugins)
+        }
         Command::Devices { json } => {
             let devices = device::list_devices(&choice)?;
             if json {

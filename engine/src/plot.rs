@@ -31,7 +31,7 @@ fn atomic(
     ) -> std::result::Result<(), String>,
 ) -> Result<()> {
     font();
-    let tmp = path.with_extension("png.tmp");
+    let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(path, e))?;

@@ -487,6 +487,16 @@ pub struct Instance {
     inst: *mut c_void,
 }
 
+/// A parameter's starting value, drawn from `rng` as its spec says.
+pub fn init_parameter(p: &vkgrad_plugin::ParamSpec, rng: &mut crate::Rng) -> Result<Tensor> {
+    use vkgrad_plugin::Init;
+    match p.init {
+        Init::Uniform { bound } => rng.uniform(&p.shape, -bound as f32, bound as f32),
+        Init::Normal { std } => rng.normal(&p.shape, 0.0, std as f32),
+        Init::Constant { value } => Tensor::full(&p.shape, value as f32),
+    }
+}
+
 /// What a CPU reference returned.
 pub struct RefOutput {
     pub data: Vec<f64>,

@@ -275,11 +275,7 @@ fn encoder_inputs(enc: &Instance, c: &Case) -> Result<EncoderInputs> {
     let mut rng = Rng::new(c.seed ^ 0x5EED);
     let mut params: Vec<(Vec<f64>, Vec<usize>)> = Vec::new();
     for p in &d.parameters {
-        let t = match p.init {
-            Init::Uniform { bound } => rng.uniform(&p.shape, -bound as f32, bound as f32)?,
-            Init::Normal { std } => rng.normal(&p.shape, 0.0, std as f32)?,
-            Init::Constant { value } => Tensor::full(&p.shape, value as f32)?,
-        };
+        let t = super::init_parameter(p, &mut rng)?;
         params.push((
             t.to_vec()?.iter().map(|&v| v as f64).collect(),
             p.shape.clone(),

@@ -1,0 +1,177 @@
+//! A training run's configuration: every `vkgrad train` flag, also settable in a TOML file
+//! (same names); flags override the file. Empty strings / absent values mean "the default
+//! for this method and data set", resolved by `resolve` and saved with the run.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// simclr | supcon | byol
+    pub method: String,
+    /// digits | mnist10k | a path (see `vkgrad train --help`).
+    pub data: String,
+    /// Encoder component (`plugin::name` or `name`) and its options.
+    pub encoder: String,
+    pub encoder_options: Map<String, Value>,
+    /// Projection head g.
+    pub head: String,
+    pub head_options: Map<String, Value>,
+    /// BYOL's predictor q.
+    pub predictor: String,
+    pub predictor_options: Map<String, Value>,
+    /// Augmentation component (a preset such as simclr, byol, digits).
+    pub augment: String,
+    pub augment_options: Map<String, Value>,
+    /// Loss component and options (e.g. temperature).
+    pub loss: String,
+    pub loss_options: Map<String, Value>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate (after warm-up); 0 = the optimiser's default.
+    pub lr: f64,
+    /// sgd | adamw | lars
+    pub optimizer: String,
+    pub momentum: f64,
+    /// Negative = the optimiser's default.
+    pub weight_decay: f64,
+    /// Linear warm-up length in epochs, then cosine decay to 0.
+    pub warmup_epochs: f64,
+    /// BYOL: τ_base of the EMA schedule τ_k = 1 − (1 − τ_base)(cos(π k / K) + 1) / 2.
+    pub ema_base: f64,
+    /// Width of the projection (the loss's embedding).
+    pub projection_dim: usize,
+    pub seed: u64,
+    /// Evaluation: kNN neighbours and temperature.
+    pub knn_k: usize,
+    pub knn_temperature: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            method: "simclr".into(),
+            data: "digits".into(),
+            encoder: String::new(),
+            encoder_options: Map::new(),
+            head: "projection_head".into(),
+            head_options: Map::new(),
+            predictor: "predictor".into(),
+            predictor_options: Map::new(),
+            augment: String::new(),
+            augment_options: Map::new(),
+            loss: String::new(),
+            loss_options: Map::new(),
+            epochs: 0,
+            batch_size: 256,
+            lr: 0.0,
+            optimizer: "adamw".into(),
+            momentum: 0.9,
+            weight_decay: -1.0,
+            warmup_epochs: -1.0,
+            ema_base: 0.99,
+            projection_dim: 64,
+            seed: 0,
+            knn_k: 20,
+            knn_temperature: 0.1,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Other(format!("{}: cannot be read: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    }
+
+    /// Fills the data-set and method dependent defaults, and checks every value.
+    pub fn resolve(&mut self, sample_shape: &[usize]) -> Result<()> {
+        let bad = |m: String| Err(Error::Other(format!("config: {m}")));
+        match self.method.as_str() {
+            "simclr" | "supcon" | "byol" => {}
+            m => return bad(format!("unknown method `{m}` (simclr, supcon or byol)")),
+        }
+        match self.optimizer.as_str() {
+            "sgd" | "adamw" | "lars" => {}
+            o => return bad(format!("unknown optimizer `{o}` (sgd, adamw or lars)")),
+        }
+        if self.batch_size < 2 {
+            return bad(format!(
+                "batch_size must be at least 2, got {}",
+                self.batch_size
+            ));
+        }
+        let image = sample_shape.len() == 3;
+        let small = image && sample_shape[1] <= 8;
+        if self.epochs == 0 {
+            self.epochs = if small { 40 } else { 15 };
+        }
+        if self.encoder.is_empty() {
+            self.encoder = if image { "convnet" } else { "mlp" }.into();
+        }
+        if self.augment.is_empty() {
+            self.augment = if !image {
+                "gaussian_noise"
+            } else if self.method == "byol" {
+                "byol"
+            } else if small {
+                "digits"
+            } else {
+                "simclr"
+            }
+            .into();
+        }
+        if self.loss.is_empty() {
+            self.loss = match self.method.as_str() {
+                "simclr" => "nt_xent",
+                "supcon" => "supcon",
+                _ => "byol",
+            }
+            .into();
+        }
+        if self.lr == 0.0 {
+            self.lr = match self.optimizer.as_str() {
+                "adamw" => 1e-3,
+                "sgd" => 0.06 * self.batch_size as f64 / 256.0,
+                _ => 0.3 * self.batch_size as f64 / 256.0,
+            };
+        }
+        if self.weight_decay < 0.0 {
+            self.weight_decay = match self.optimizer.as_str() {
+                "adamw" => 1e-4,
+                "sgd" => 5e-4,
+                _ => 1e-6,
+            };
+        }
+        if self.warmup_epochs < 0.0 {
+            self.warmup_epochs = (self.epochs as f64 / 10.0).min(10.0);
+        }
+        let checks = [
+            ("lr", self.lr > 0.0 && self.lr.is_finite()),
+            ("momentum", (0.0..1.0).contains(&self.momentum)),
+            ("weight_decay", self.weight_decay.is_finite()),
+            ("warmup_epochs", self.warmup_epochs.is_finite()),
+            ("ema_base", (0.0..=1.0).contains(&self.ema_base)),
+            ("projection_dim", self.projection_dim > 0),
+            ("knn_k", self.knn_k > 0),
+            (
+                "knn_temperature",
+                self.knn_temperature > 0.0 && self.knn_temperature.is_finite(),
+            ),
+        ];
+        if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
+            let v = serde_json::to_value(&*self)
+                .ok()
+                .and_then(|v| v.get(*name).cloned());
+            return bad(format!(
+                "{name} = {} is out of range",
+                v.unwrap_or(json!(null))
+            ));
+        }
+        Ok(())
+    }
+}
