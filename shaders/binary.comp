@@ -1,7 +1,10 @@
 #version 450
 // Elementwise c = a (op) b with NumPy broadcasting: strides of broadcast dimensions are 0.
 // When both inputs are contiguous with the output's shape (the common case) the index
-// arithmetic is skipped.
+// arithmetic is skipped. Mode 2 (innermost size a multiple of 4, each input's innermost
+// stride 0 or 1, stride-1 inputs 4-aligned): four elements of one row per invocation, the
+// index arithmetic done once, vec4 loads for the stride-1 inputs (per-channel broadcasts such
+// as batch norm's run ~4x faster on CPU drivers).
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint OP = 0;
@@ -34,7 +37,7 @@ float f(float u, float v) {
 
 void main() {
     uint i = flat_id(256u);
-    if (p.contiguous != 0u) {
+    if (p.contiguous == 1u) {
         // invocation i handles elements 4i .. 4i+3
         if (4u * i + 3u < p.n) {
             vec4 u = texelFetch(a_t, int(i)), v = texelFetch(b_t, int(i));
@@ -42,6 +45,21 @@ void main() {
         } else {
             for (uint j = 4u * i; j < p.n; ++j) c[j] = f(fetch(a_t, j), fetch(b_t, j));
         }
+        return;
+    }
+    if (p.contiguous == 2u) {
+        if (4u * i >= p.n) return;
+        uint ia = 0u, ib = 0u, rem = 4u * i;
+        for (int d = int(p.rank) - 1; d >= 0; --d) {
+            uint idx = rem % p.shape[d];
+            rem /= p.shape[d];
+            ia += idx * p.sa[d];
+            ib += idx * p.sb[d];
+        }
+        uint last = p.rank - 1u;
+        vec4 u = p.sa[last] == 1u ? texelFetch(a_t, int(ia >> 2)) : vec4(fetch(a_t, ia));
+        vec4 v = p.sb[last] == 1u ? texelFetch(b_t, int(ib >> 2)) : vec4(fetch(b_t, ib));
+        c4[i] = vec4(f(u.x, v.x), f(u.y, v.y), f(u.z, v.z), f(u.w, v.w));
         return;
     }
     if (i >= p.n) return;

@@ -132,7 +132,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = run(cli);
+    let profiling = std::env::var("VKGRAD_PROFILE").is_ok_and(|v| v == "1");
+    if let Some(report) = profiling
+        .then(|| device::context().ok().and_then(|c| c.profile_report()))
+        .flatten()
+    {
+        eprint!("{report}");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

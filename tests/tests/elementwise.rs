@@ -255,3 +255,18 @@ fn broadcast_errors_name_the_shapes() {
         .to_string();
     assert!(e.contains("5 values do not fill shape [2, 3]"), "{e}");
 }
+
+#[test]
+fn row_broadcasts_of_four_wide_rows() {
+    // Kept from a failing property (a [51, 40] + b [1] read b as if contiguous): the
+    // four-per-invocation broadcast path, with the broadcast input constant along rows and
+    // along columns.
+    let f32s = |t: RefTensor| RefTensor::from_f32(&t.shape, &t.to_f32());
+    let a = f32s(probe(&[51, 40], 0.2));
+    for bshape in [vec![1], vec![51, 1], vec![1, 40], vec![40]] {
+        let b = f32s(probe(&bshape, 1.3));
+        let got = gpu(&a).add(&gpu(&b)).unwrap().to_vec().unwrap();
+        let want = r::binary(r::Binary::Add, &a, &b);
+        assert_close("add", &got, &want, None, 1, tol::ELEMENTWISE).unwrap();
+    }
+}

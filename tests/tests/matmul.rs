@@ -111,3 +111,27 @@ fn shape_errors_name_both_shapes() {
         &[3, 5]
     );
 }
+
+#[test]
+fn a_long_inner_dimension_is_summed_in_chunks() {
+    // K = 150,001 is past llvmpipe's 65,535 loop iterations per invocation for every kernel;
+    // the product is summed over chunks of K there. Both transposed layouts, as conv2d's weight
+    // gradient uses (colsᵀ · g).
+    let (m, k, n) = (3, 150_001, 5);
+    let a = probe(&[k, m], 0.3);
+    let b = probe(&[k, n], 1.7);
+    let got = Tensor::matmul_t(&gpu(&a), &gpu(&b), true, false)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let (want, scale) = r::matmul(&a, &b, true, false);
+    assert_close(
+        "matmul K=150001",
+        &got,
+        &want,
+        Some(&scale),
+        k,
+        tol::ACCUMULATE,
+    )
+    .unwrap();
+}

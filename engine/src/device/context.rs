@@ -38,6 +38,9 @@ pub struct Context {
     /// buffer view may hold (maxStorageBufferRange, maxTexelBufferElements).
     max_storage_range: u64,
     max_texels: u64,
+    /// `VKGRAD_PROFILE=1`: each dispatch is waited for and its time added here, per kernel and
+    /// specialisation (slow; for finding where time goes).
+    profile: Option<Mutex<HashMap<String, (u64, f64)>>>,
 }
 
 /// A buffer a command binds: read or written as a storage buffer, or read as a uniform texel
@@ -187,6 +190,9 @@ impl Context {
             loop_budget,
             max_storage_range,
             max_texels,
+            profile: std::env::var("VKGRAD_PROFILE")
+                .is_ok_and(|v| v == "1")
+                .then(|| Mutex::new(HashMap::new())),
         })
     }
 
@@ -320,7 +326,34 @@ impl Context {
             }
             (fns.v1_0.cmd_dispatch)(cb, groups[0], groups[1], groups[2]);
         }
-        rec.count_dispatch()
+        rec.count_dispatch()?;
+        drop(rec);
+        if let Some(p) = &self.profile {
+            let start = std::time::Instant::now();
+            self.sync()?;
+            let mut p = lock(p);
+            let e = p.entry(format!("{kernel:?} {spec:?}")).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += start.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+
+    /// With `VKGRAD_PROFILE=1`: dispatch counts and seconds per kernel, slowest first.
+    pub fn profile_report(&self) -> Option<String> {
+        let p = lock(self.profile.as_ref()?);
+        let mut rows: Vec<_> = p.iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+        let mut out = format!("kernel time {total:.3} s\n");
+        for (k, (n, t)) in rows {
+            out += &format!(
+                "{:>8.3} s {:>5.1}% {n:>8} x {k}\n",
+                t,
+                100.0 * t / total.max(1e-12)
+            );
+        }
+        Some(out)
     }
 
     /// Fills `bytes` of `dst` with a repeated 32-bit pattern.

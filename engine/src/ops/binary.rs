@@ -20,6 +20,20 @@ enum B {
     Ge,
 }
 
+/// Whether the broadcast kernel can take four elements of a row at once: the innermost size is
+/// a multiple of 4, and each input either steps by 1 along it (from 4-aligned starts) or is
+/// constant along it.
+fn vec4_rows(shape: &[usize], strides: &[&[u32; super::MAX_RANK]]) -> bool {
+    let r = shape.len();
+    r > 0
+        && shape[r - 1] % 4 == 0
+        && strides.iter().all(|s| match s[r - 1] {
+            0 => true,
+            1 => s[..r - 1].iter().all(|v| v % 4 == 0),
+            _ => false,
+        })
+}
+
 impl Tensor {
     fn binary_raw(&self, other: &Tensor, op: B, name: &'static str) -> Result<Tensor> {
         let shape = broadcast_shape(name, self.shape(), other.shape())?;
@@ -27,11 +41,21 @@ impl Tensor {
         let st = alloc_f32(&shape)?;
         let n = super::numel(&shape) as u64;
         if n > 0 {
-            let contiguous = (self.shape() == &shape[..] && other.shape() == &shape[..]) as u32;
-            let mut push = vec![n as u32, shape.len() as u32, contiguous];
+            let (sa, sb) = (
+                broadcast_strides(self.shape(), &shape),
+                broadcast_strides(other.shape(), &shape),
+            );
+            let mode = if self.shape() == &shape[..] && other.shape() == &shape[..] {
+                1
+            } else if vec4_rows(&shape, &[&sa, &sb]) {
+                2
+            } else {
+                0
+            };
+            let mut push = vec![n as u32, shape.len() as u32, mode];
             push.extend(pad6(&shape));
-            push.extend(broadcast_strides(self.shape(), &shape));
-            push.extend(broadcast_strides(other.shape(), &shape));
+            push.extend(sa);
+            push.extend(sb);
             Tensor::ctx()?.dispatch(
                 Kernel::Binary,
                 &[op as u32],
@@ -41,8 +65,8 @@ impl Tensor {
                     Bind::write(&st),
                 ],
                 &push,
-                // the contiguous path handles four elements per invocation
-                grid(if contiguous == 1 { n.div_ceil(4) } else { n }, 256),
+                // the contiguous and row paths handle four elements per invocation
+                grid(if mode > 0 { n.div_ceil(4) } else { n }, 256),
             )?;
         }
         Ok(Tensor::leaf(shape, st))

@@ -100,9 +100,9 @@ fn im2col(
     let count = numel(&out_shape);
     if count > 0 {
         let ctx = Tensor::ctx()?;
-        ctx.check_loop("fold", if mode == 1 { kk } else { 0 }, || {
-            format!("{kk}-tap window")
-        })?;
+        ctx.check_loop("unfold", kk, || format!("{kk}-tap window"))?;
+        // unfold: one invocation per (sample, window, channel); fold: one per pixel.
+        let invocations = if mode == 0 { count / kk } else { count };
         let mut push = [
             n,
             c,
@@ -127,7 +127,7 @@ fn im2col(
             &[mode],
             &[Bind::texels(src.storage()), Bind::write(&st)],
             &push,
-            grid(count as u64, 256),
+            grid(invocations as u64, 256),
         )?;
     }
     Ok(Tensor::leaf(out_shape.into(), st))

@@ -55,49 +55,7 @@ impl Tensor {
         let batch: usize = sa[..ra - 2].iter().product();
         let mut out: Shape = sa[..ra - 2].into();
         out.extend([m, n]);
-        let st = alloc_f32(&out)?;
-        if m * n * batch > 0 {
-            if ka == 0 {
-                Tensor::ctx()?.fill(&st, 0)?;
-            } else {
-                let ctx = Tensor::ctx()?;
-                // Three kernels (see shaders/): GPUs take the shared-memory tiled one; CPU drivers
-                // take the 8-lane vec4 one when K and each operand's contiguous dimension are
-                // multiples of 4, and a scalar 4 x 4 one otherwise. Loop counts per invocation
-                // (for drivers with a loop budget): K/16 slices of up to ~400 iterations, K/4, K.
-                let vec = ka % 4 == 0 && (!ta || m % 4 == 0) && (tb || n % 4 == 0);
-                let t = [ta as u32, tb as u32];
-                let (kernel, groups, loops) = if ctx.group_rows {
-                    (
-                        Kernel::MatmulTiled,
-                        [n.div_ceil(64), m.div_ceil(64), batch],
-                        ka.div_ceil(16) * 400,
-                    )
-                } else if vec {
-                    (
-                        Kernel::MatmulLanes,
-                        [n.div_ceil(64), m.div_ceil(8), batch],
-                        ka / 4,
-                    )
-                } else {
-                    (Kernel::Matmul, [n.div_ceil(32), m.div_ceil(32), batch], ka)
-                };
-                ctx.check_loop("matmul", loops, shapes)?;
-                let push = [m, n, ka, m * ka, ka * n, m * n].map(|v| v as u32);
-                let binds = [
-                    Bind::texels(a.storage()),
-                    Bind::texels(b.storage()),
-                    Bind::write(&st),
-                ];
-                if groups.iter().any(|&g| g > 65535) {
-                    return Err(Error::op(
-                        "matmul",
-                        format!("{}: too large for one dispatch", shapes()),
-                    ));
-                }
-                ctx.dispatch(kernel, &t, &binds, &push, groups.map(|g| g as u32))?;
-            }
-        }
+        let st = matmul_raw(a, b, ta, tb, [batch, m, ka, n], &out, &shapes)?;
         let (a2, b2) = (a.clone(), b.clone());
         Ok(Tensor::from_op(out, st, "matmul", &[a, b], move |g| {
             // C = op(A) op(B):  dop(A) = G op(B)ᵀ,  dop(B) = op(A)ᵀ G; a transposed operand
@@ -115,4 +73,96 @@ impl Tensor {
             Ok(vec![Some(ga), Some(gb)])
         }))
     }
+}
+
+/// The product's kernel dispatch (no graph): `dims` = [batch, M, K, N]. Where the driver caps
+/// loop iterations per invocation (llvmpipe), a K too long for one pass is split into chunks
+/// whose products are summed.
+fn matmul_raw(
+    a: &Tensor,
+    b: &Tensor,
+    ta: bool,
+    tb: bool,
+    [batch, m, ka, n]: [usize; 4],
+    out: &[usize],
+    shapes: &dyn Fn() -> String,
+) -> Result<std::sync::Arc<crate::device::Storage>> {
+    let st = alloc_f32(out)?;
+    if m * n * batch == 0 {
+        return Ok(st);
+    }
+    let ctx = Tensor::ctx()?;
+    if ka == 0 {
+        ctx.fill(&st, 0)?;
+        return Ok(st);
+    }
+    // Three kernels (see shaders/): GPUs take the shared-memory tiled one; CPU drivers take the
+    // 8-lane vec4 one when K and each operand's contiguous dimension are multiples of 4, and a
+    // scalar 4 x 4 one otherwise. Loop counts per invocation (for drivers with a loop budget):
+    // K/16 slices of up to ~400 iterations, K/4, K.
+    let vec = ka % 4 == 0 && (!ta || m % 4 == 0) && (tb || n % 4 == 0);
+    let (kernel, groups, loops, per_k) = if ctx.group_rows {
+        (
+            Kernel::MatmulTiled,
+            [n.div_ceil(64), m.div_ceil(64), batch],
+            ka.div_ceil(16) * 400,
+            25.0,
+        )
+    } else if vec {
+        (
+            Kernel::MatmulLanes,
+            [n.div_ceil(64), m.div_ceil(8), batch],
+            ka / 4,
+            0.25,
+        )
+    } else {
+        (
+            Kernel::Matmul,
+            [n.div_ceil(32), m.div_ceil(32), batch],
+            ka,
+            1.0,
+        )
+    };
+    if let Some(budget) = ctx.loop_budget.filter(|&b| loops > b) {
+        // Chunks of K that fit, a multiple of 16 so the vec4 path stays available.
+        let chunk = (((budget as f64 / per_k) as usize) / 16 * 16).max(16);
+        return crate::autograd::no_grad(|| {
+            let (ra, rb) = (a.rank() as isize, b.rank() as isize);
+            let (axa, axb) = (
+                if ta { ra - 2 } else { ra - 1 },
+                if tb { rb - 1 } else { rb - 2 },
+            );
+            let mut acc: Option<Tensor> = None;
+            let mut k0 = 0;
+            while k0 < ka {
+                let len = chunk.min(ka - k0);
+                let (pa, pb) = (a.narrow(axa, k0, len)?, b.narrow(axb, k0, len)?);
+                let part = Tensor::leaf(
+                    out.into(),
+                    matmul_raw(&pa, &pb, ta, tb, [batch, m, len, n], out, shapes)?,
+                );
+                acc = Some(match acc {
+                    None => part,
+                    Some(s) => s.add(&part)?,
+                });
+                k0 += len;
+            }
+            Ok(acc.expect("K > 0").0.storage.clone())
+        });
+    }
+    let t = [ta as u32, tb as u32];
+    let push = [m, n, ka, m * ka, ka * n, m * n].map(|v| v as u32);
+    let binds = [
+        Bind::texels(a.storage()),
+        Bind::texels(b.storage()),
+        Bind::write(&st),
+    ];
+    if groups.iter().any(|&g| g > 65535) {
+        return Err(Error::op(
+            "matmul",
+            format!("{}: too large for one dispatch", shapes()),
+        ));
+    }
+    ctx.dispatch(kernel, &t, &binds, &push, groups.map(|g| g as u32))?;
+    Ok(st)
 }

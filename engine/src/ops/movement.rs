@@ -24,12 +24,19 @@ fn strided_copy(
     push.extend(pad6(shape));
     push.extend(ss);
     push.extend(ds);
+    // Rows of four when the destination's rows are contiguous and 4-aligned (shaders/copy.comp).
+    let r = shape.len();
+    let rows = r > 0
+        && shape[r - 1] % 4 == 0
+        && ds[r - 1] == 1
+        && d_off % 4 == 0
+        && ds[..r - 1].iter().all(|d| d % 4 == 0);
     Tensor::ctx()?.dispatch(
         Kernel::Copy,
-        &[],
+        &[rows as u32],
         &[Bind::texels(src), Bind::write(dst)],
         &push,
-        grid(n, 256),
+        grid(if rows { n / 4 } else { n }, 256),
     )
 }
 

@@ -150,13 +150,14 @@ impl Tensor {
             name,
             &[self],
             move |g| {
-                // d sum / dx_i = 1 (mean: 1/count): broadcast g back over the reduced axes.
-                let g = g.reshape(&keep)?.expand(&in_shape)?;
-                Ok(vec![Some(if mean {
+                // d sum / dx_i = 1 (mean: 1/count): broadcast g back over the reduced axes,
+                // scaling the small tensor before it is expanded.
+                let g = if mean {
                     g.mul_scalar(1.0 / count as f32)?
                 } else {
-                    g
-                })])
+                    g.clone()
+                };
+                Ok(vec![Some(g.reshape(&keep)?.expand(&in_shape)?)])
             },
         ))
     }

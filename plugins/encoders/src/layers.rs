@@ -249,12 +249,15 @@ fn batch_norm<'h>(
     } else {
         (bc(rm)?, bc(rv)?)
     };
-    let d = host.op("sub", &[&x3, &mean], json!({}))?;
+    // y = x a + b with a = γ / sqrt(var + ε) and b = β − mean a, per channel: two full-size
+    // passes (and their gradients) instead of four.
     let ve = host.op("add_scalar", &[&var], json!({ "s": BN_EPS }))?;
     let inv = host.op("rsqrt", &[&ve], json!({}))?;
-    let y = host.op("mul", &[&d, &inv], json!({}))?;
-    let y = host.op("mul", &[&y, &bc(g)?], json!({}))?;
-    let y = host.op("add", &[&y, &bc(b)?], json!({}))?;
+    let a = host.op("mul", &[&inv, &bc(g)?], json!({}))?;
+    let ma = host.op("mul", &[&mean, &a], json!({}))?;
+    let b = host.op("sub", &[&bc(b)?, &ma], json!({}))?;
+    let y = host.op("mul", &[&x3, &a], json!({}))?;
+    let y = host.op("add", &[&y, &b], json!({}))?;
     host.op("reshape", &[&y], json!({ "shape": shape }))
 }
 
