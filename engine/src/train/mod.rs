@@ -560,7 +560,7 @@ impl Trainer {
             t.history = text
                 .lines()
                 .filter_map(|l| serde_json::from_str::<EpochLog>(l).ok())
-                .filter(|e| e.epoch < t.epoch)
+                .filter(|e| e.epoch <= t.epoch)
                 .collect();
         }
         Ok(t)

@@ -1,0 +1,262 @@
+//! `vkgrad train`, `eval` and `augment` end to end through the real binary and the built-in
+//! plugins (built here), on the shipped digits.
+
+mod common;
+
+use common::vkgrad;
+use std::path::{Path, PathBuf};
+use vkgrad::train::checkpoint::Checkpoint;
+
+/// The plugins `vkgrad` finds beside itself (target/debug).
+fn plugins() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        for p in [
+            "vkgrad-plugin-encoders",
+            "vkgrad-plugin-augment",
+            "vkgrad-plugin-contrastive",
+        ] {
+            common::built_plugin(p);
+        }
+    });
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vkgrad-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A small, quick configuration on digits.
+fn small_config(dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("small.toml");
+    std::fs::write(
+        &p,
+        format!("data = \"digits\"\nbatch_size = 128\nprojection_dim = 16\n{extra}\n[encoder_options]\nwidths = [8, 16]\n"),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn training_on_digits_lowers_the_loss_and_writes_the_run() {
+    plugins();
+    let dir = scratch("e2e");
+    let cfg = small_config(&dir, "epochs = 4");
+    let out = dir.join("run");
+    let (ok, stdout, stderr) = vkgrad(
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect(&stdout);
+    for key in [
+        "knn_accuracy",
+        "linear_probe_accuracy",
+        "few_label_accuracy",
+        "train_seconds",
+        "samples_per_second",
+    ] {
+        assert!(r[key].as_f64().is_some(), "{key} missing in {r}");
+    }
+    // Learned features separate digits far above chance after a few steps.
+    assert!(r["knn_accuracy"].as_f64().unwrap() > 0.5, "{r}");
+    let epochs: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 4);
+    let (first, last) = (
+        epochs[0]["loss"].as_f64().unwrap(),
+        epochs[3]["loss"].as_f64().unwrap(),
+    );
+    assert!(last < first, "loss did not fall: {first} -> {last}");
+    for f in [
+        "checkpoint.safetensors",
+        "config.toml",
+        "results.json",
+        "loss.png",
+        "accuracy.png",
+        "embedding.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // The saved config is the resolved one and reads back.
+    let saved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        saved.contains("loss = \"nt_xent\"") && saved.contains("encoder = \"convnet\""),
+        "{saved}"
+    );
+    // eval reads the checkpoint back and reports the same kNN accuracy.
+    let (ok, stdout, stderr) = vkgrad(
+        &["eval", "--checkpoint", out.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let e: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(e["knn_accuracy"], r["knn_accuracy"]);
+    // An existing run is not overwritten.
+    let (ok, _, stderr) = vkgrad(
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok && stderr.contains("already holds a run"), "{stderr}");
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    plugins();
+    let dir = scratch("resume");
+    // BYOL with LARS: the checkpoint must carry the EMA target, the predictor and momentum.
+    let cfg = small_config(
+        &dir,
+        "method = \"byol\"\noptimizer = \"lars\"\nepochs = 2",
+    );
+    let (a, b) = (dir.join("straight"), dir.join("split"));
+    let c = cfg.to_str().unwrap();
+    let (ok, _, err) = vkgrad(
+        &[
+            "train",
+            "--config",
+            c,
+            "--out",
+            a.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let (ok, stdout, err) = vkgrad(
+        &[
+            "train",
+            "--config",
+            c,
+            "--out",
+            b.to_str().unwrap(),
+            "--stop-after",
+            "1",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(ok && stdout.contains("stopped_after_epoch"), "{err}");
+    let (ok, _, err) = vkgrad(&["train", "--resume", b.to_str().unwrap(), "--json"], &[]);
+    assert!(ok, "{err}");
+    let (ca, cb) = (Checkpoint::load(&a).unwrap(), Checkpoint::load(&b).unwrap());
+    assert_eq!(ca.meta.get("step"), cb.meta.get("step"));
+    assert!(ca.tensors.keys().any(|k| k.starts_with("target.encoder.")));
+    assert!(ca
+        .tensors
+        .keys()
+        .any(|k| k.starts_with("optimizer.velocity.")));
+    assert_eq!(
+        ca.tensors.keys().collect::<Vec<_>>(),
+        cb.tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, (_, va)) in &ca.tensors {
+        let vb = &cb.tensors[name].1;
+        assert!(
+            va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name} differs after resuming"
+        );
+    }
+    let la = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    let lb = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    let losses = |t: &str| {
+        t.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&la), losses(&lb));
+}
+
+#[test]
+fn bad_configurations_are_clear_errors() {
+    plugins();
+    let dir = scratch("bad");
+    let cases: [(&[&str], &str); 6] = [
+        (&["--method", "simsiam"], "unknown method `simsiam`"),
+        (&["--encoder", "nosuch"], "no encoder named `nosuch`"),
+        (
+            &["--loss", "contrastive::nope"],
+            "no loss named `contrastive::nope`",
+        ),
+        (&["--epochs", "-3"], "--epochs must be a positive number"),
+        (
+            &["--data", "/nonexistent/mnist"],
+            "/nonexistent/mnist: does not exist",
+        ),
+        (&["--optimizer", "adagrad"], "unknown optimizer `adagrad`"),
+    ];
+    for (i, (args, want)) in cases.iter().enumerate() {
+        let out = dir.join(format!("r{i}"));
+        let mut a = vec!["train", "--out", out.to_str().unwrap()];
+        a.extend_from_slice(args);
+        let (ok, _, stderr) = vkgrad(&a, &[]);
+        assert!(!ok && stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "epochs = 2\nlearning_rate = 0.1\n").unwrap();
+    let (ok, _, stderr) = vkgrad(&["train", "--config", bad.to_str().unwrap()], &[]);
+    assert!(!ok && stderr.contains("learning_rate"), "{stderr}");
+    let (ok, _, stderr) = vkgrad(&["eval", "--checkpoint", dir.to_str().unwrap()], &[]);
+    assert!(
+        !ok && stderr.contains("checkpoint.safetensors: cannot be read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn augment_writes_a_picture_grid() {
+    plugins();
+    let dir = scratch("grid");
+    let png = dir.join("grid.png");
+    let (ok, stdout, stderr) = vkgrad(
+        &[
+            "augment",
+            "--preset",
+            "digits",
+            "--data",
+            "digits",
+            "--out",
+            png.to_str().unwrap(),
+            "--count",
+            "6",
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("6 originals"), "{stdout}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    let (ok, _, stderr) = vkgrad(
+        &[
+            "augment",
+            "--preset",
+            "nosuch",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("no augmentation named `nosuch`"),
+        "{stderr}"
+    );
+}
