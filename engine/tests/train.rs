@@ -123,10 +123,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     plugins();
     let dir = scratch("resume");
     // BYOL with LARS: the checkpoint must carry the EMA target, the predictor and momentum.
-    let cfg = small_config(
-        &dir,
-        "method = \"byol\"\noptimizer = \"lars\"\nepochs = 2",
-    );
+    let cfg = small_config(&dir, "method = \"byol\"\noptimizer = \"lars\"\nepochs = 2");
     let (a, b) = (dir.join("straight"), dir.join("split"));
     let c = cfg.to_str().unwrap();
     let (ok, _, err) = vkgrad(
