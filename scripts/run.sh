@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The main job. Until `vkgrad train` exists: list the Vulkan devices and the plugins, and run
-# the benchmarks.
-# Extra arguments go to `vkgrad bench` (e.g. --json, --filter matmul, --quick).
+# The main job: train an encoder with SimCLR on the shipped digits (`vkgrad train`), evaluate it
+# against raw pixels, and write the run (metrics, checkpoint, plots) under runs/.
+# Extra arguments go to `vkgrad train` (e.g. --method supcon, --data mnist10k, --json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive
+cargo build --release -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive \
+    -p vkgrad-plugin-encoders -p vkgrad-plugin-augment
 ./target/release/vkgrad devices
-./target/release/vkgrad plugins
-./target/release/vkgrad bench "$@"
+./target/release/vkgrad train "$@"

@@ -59,7 +59,7 @@ fn shipped_sets_load_with_their_splits() {
         (m.indices(Split::Train).len(), m.indices(Split::Test).len()),
         (8000, 2000)
     );
-    assert!(m.values.iter().any(|&v| v == 1.0) && m.values.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(m.values.contains(&1.0) && m.values.iter().all(|v| (0.0..=1.0).contains(v)));
 }
 
 #[test]

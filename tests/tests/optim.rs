@@ -3,7 +3,6 @@
 
 use vkgrad::optim::{AdamW, Lars, Sgd};
 use vkgrad::Tensor;
-use vkgrad_tests::*;
 
 /// loss = ½ Σ c ⊙ p², so the gradient is c ⊙ p.
 fn grad_step(p: &Tensor, c: &[f32]) {

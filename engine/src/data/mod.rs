@@ -62,9 +62,9 @@ pub const BUILT_IN: [&str; 2] = ["digits", "mnist10k"];
 
 impl Dataset {
     /// `digits`, `mnist10k`, or a path: a directory holding an IDX pair (`*images-idx3-ubyte`
-    /// + `*labels-idx1-ubyte`, optionally `.gz`), CIFAR-10 batches (`data_batch_*.bin`,
-    /// `test_batch.bin`), or `features.npy` + `labels.npy`; or an IDX images file (its labels
-    /// file found by name).
+    /// and `*labels-idx1-ubyte`, optionally `.gz`), CIFAR-10 batches (`data_batch_*.bin`,
+    /// `test_batch.bin`), or `features.npy` and `labels.npy`; or an IDX images file (its
+    /// labels file found by name).
     pub fn load(spec: &str) -> Result<Dataset> {
         match spec {
             "digits" => digits(),

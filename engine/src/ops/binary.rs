@@ -26,7 +26,7 @@ enum B {
 fn vec4_rows(shape: &[usize], strides: &[&[u32; super::MAX_RANK]]) -> bool {
     let r = shape.len();
     r > 0
-        && shape[r - 1] % 4 == 0
+        && shape[r - 1].is_multiple_of(4)
         && strides.iter().all(|s| match s[r - 1] {
             0 => true,
             1 => s[..r - 1].iter().all(|v| v % 4 == 0),

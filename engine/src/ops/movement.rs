@@ -27,9 +27,9 @@ fn strided_copy(
     // Rows of four when the destination's rows are contiguous and 4-aligned (shaders/copy.comp).
     let r = shape.len();
     let rows = r > 0
-        && shape[r - 1] % 4 == 0
+        && shape[r - 1].is_multiple_of(4)
         && ds[r - 1] == 1
-        && d_off % 4 == 0
+        && d_off.is_multiple_of(4)
         && ds[..r - 1].iter().all(|d| d % 4 == 0);
     Tensor::ctx()?.dispatch(
         Kernel::Copy,

@@ -2,6 +2,9 @@
 //! from the stream at its own offsets. `device` composes host ops; `reference` computes the
 //! same from the same draws in f64, as loops over the formulas.
 
+// Index loops mirror the subscripts of the matrix formulas.
+#![allow(clippy::needless_range_loop)]
+
 /// Draws per transform: transform i of a pipeline uses stream offsets 8 i .. 8 i + 7.
 pub const OFFSETS: u32 = 8;
 

@@ -7,6 +7,7 @@
 //! - `projection_head`: SimCLR's g, Linear → BatchNorm → ReLU → Linear;
 //! - `predictor`: BYOL's q, the same shape;
 //! - `batch_norm`: batch normalisation alone (training statistics, running averages).
+//!
 //! Parameters start as PyTorch's defaults (uniform ±1/sqrt(fan_in) for Linear and Conv2d,
 //! batch norm weight 1, bias 0, running mean 0, running variance 1).
 
