@@ -250,15 +250,7 @@ pub fn augment(
     }
     let reg = vkgrad::plugin::Registry::load_all(&vkgrad::plugin::search_paths(plugins));
     let comp = reg.find("augmentation", preset)?;
-    let declared: Vec<String> = comp
-        .options
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| o["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let declared = comp.option_names();
     let idx: Vec<usize> = (0..count.min(ds.len())).collect();
     let mut bshape = vec![idx.len()];
     bshape.extend(&shape);

@@ -73,10 +73,13 @@ impl Sgd {
         indexed("velocity", &self.velocity)
     }
     pub fn load_state(&mut self, n_params: usize, get: &dyn Fn(&str) -> Option<Tensor>) {
-        self.velocity = (0..n_params)
-            .map(|i| get(&format!("velocity.{i}")))
-            .collect();
+        self.velocity = restore("velocity", n_params, get);
     }
+}
+
+/// The inverse of `indexed`: `what.i` for each of `n` parameters (absent = no state yet).
+fn restore(what: &str, n: usize, get: &dyn Fn(&str) -> Option<Tensor>) -> Vec<Option<Tensor>> {
+    (0..n).map(|i| get(&format!("{what}.{i}"))).collect()
 }
 
 fn indexed(what: &str, v: &[Option<Tensor>]) -> Vec<(String, Tensor)> {
@@ -168,8 +171,8 @@ impl AdamW {
         get: &dyn Fn(&str) -> Option<Tensor>,
     ) {
         self.t = steps;
-        self.m = (0..n_params).map(|i| get(&format!("m.{i}"))).collect();
-        self.v = (0..n_params).map(|i| get(&format!("v.{i}"))).collect();
+        self.m = restore("m", n_params, get);
+        self.v = restore("v", n_params, get);
     }
 }
 
@@ -239,8 +242,6 @@ impl Lars {
         indexed("velocity", &self.velocity)
     }
     pub fn load_state(&mut self, n_params: usize, get: &dyn Fn(&str) -> Option<Tensor>) {
-        self.velocity = (0..n_params)
-            .map(|i| get(&format!("velocity.{i}")))
-            .collect();
+        self.velocity = restore("velocity", n_params, get);
     }
 }

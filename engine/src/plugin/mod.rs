@@ -455,6 +455,18 @@ impl Component {
         Ok(instance)
     }
 
+    /// The names of the options the component declares.
+    pub fn option_names(&self) -> Vec<String> {
+        self.options
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Makes a loss from options.
     pub fn create_loss(&self, options_json: &str) -> Result<Instance> {
         if self.kind != "loss" {

@@ -131,40 +131,24 @@ pub struct Report {
     pub device: String,
 }
 
-/// Options of the components, with the data-dependent ones filled in where the component
-/// takes them and the user did not set them.
-fn with_defaults(user: &Map<String, Value>, defaults: Value) -> Value {
-    let mut o = user.clone();
-    if let Value::Object(d) = defaults {
-        for (k, v) in d {
-            o.entry(k).or_insert(v);
-        }
-    }
-    Value::Object(o)
-}
-
-/// Keeps only the keys the component declares (defaults are offered to all components).
-fn declared(
+/// A component's options: the user's, plus each data-dependent default the component declares
+/// and the user did not set.
+fn options_for(
     reg: &Registry,
     kind: &str,
     name: &str,
-    options: Value,
     user: &Map<String, Value>,
+    defaults: Value,
 ) -> Result<Value> {
-    let comp = reg.find(kind, name)?;
-    let known: Vec<String> = comp
-        .options
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| o["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let Value::Object(mut o) = options else {
-        return Ok(options);
-    };
-    o.retain(|k, _| known.contains(k) || user.contains_key(k));
+    let known = reg.find(kind, name)?.option_names();
+    let mut o = user.clone();
+    if let Value::Object(d) = defaults {
+        for (k, v) in d {
+            if known.contains(&k) {
+                o.entry(k).or_insert(v);
+            }
+        }
+    }
     Ok(Value::Object(o))
 }
 
@@ -206,12 +190,12 @@ impl Trainer {
         } else {
             json!({ "sizes": [shape[0], 256, 128], "batch_norm": true })
         };
-        let enc_opts = declared(
+        let enc_opts = options_for(
             &reg,
             "encoder",
             &cfg.encoder,
-            with_defaults(&cfg.encoder_options, enc_defaults),
             &cfg.encoder_options,
+            enc_defaults,
         )?;
         let encoder = Module::new(&reg, &cfg.encoder, enc_opts, "encoder", &mut rng)?;
         let want = encoder.input_shape()?;
@@ -229,24 +213,18 @@ impl Trainer {
             .last()
             .unwrap_or(&0);
         let head_defaults = json!({ "in_features": width, "hidden": width.max(128), "out_features": cfg.projection_dim });
-        let head_opts = declared(
-            &reg,
-            "encoder",
-            &cfg.head,
-            with_defaults(&cfg.head_options, head_defaults),
-            &cfg.head_options,
-        )?;
+        let head_opts = options_for(&reg, "encoder", &cfg.head, &cfg.head_options, head_defaults)?;
         let head = Module::new(&reg, &cfg.head, head_opts, "head", &mut rng)?;
         let (predictor, target) = if cfg.method == "byol" {
             let d = cfg.projection_dim;
             let p_defaults =
                 json!({ "in_features": d, "hidden": (4 * d).max(128), "out_features": d });
-            let p_opts = declared(
+            let p_opts = options_for(
                 &reg,
                 "encoder",
                 &cfg.predictor,
-                with_defaults(&cfg.predictor_options, p_defaults),
                 &cfg.predictor_options,
+                p_defaults,
             )?;
             let p = Module::new(&reg, &cfg.predictor, p_opts, "predictor", &mut rng)?;
             let t = (
@@ -266,13 +244,7 @@ impl Trainer {
         for view in 1..=2 {
             let mut d = aug_defaults.clone();
             d["view"] = json!(view);
-            let o = declared(
-                &reg,
-                "augmentation",
-                &cfg.augment,
-                with_defaults(&cfg.augment_options, d),
-                &cfg.augment_options,
-            )?;
+            let o = options_for(&reg, "augmentation", &cfg.augment, &cfg.augment_options, d)?;
             augs.push(
                 reg.find("augmentation", &cfg.augment)?
                     .instantiate(&o.to_string())?,
