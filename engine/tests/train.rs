@@ -80,6 +80,8 @@ fn training_on_digits_lowers_the_loss_and_writes_the_run() {
         epochs[3]["loss"].as_f64().unwrap(),
     );
     assert!(last < first, "loss did not fall: {first} -> {last}");
+    let steps = std::fs::read_to_string(out.join("steps.jsonl")).unwrap();
+    assert_eq!(steps.lines().count(), 4 * 10, "{steps}"); // 1347 / 128 = 10 steps an epoch
     for f in [
         "checkpoint.safetensors",
         "config.toml",
@@ -174,6 +176,11 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     }
     let la = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
     let lb = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    let (sa, sb) = (
+        std::fs::read_to_string(a.join("steps.jsonl")).unwrap(),
+        std::fs::read_to_string(b.join("steps.jsonl")).unwrap(),
+    );
+    assert_eq!(sa, sb);
     let losses = |t: &str| {
         t.lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].clone())

@@ -111,6 +111,41 @@ pub struct EpochLog {
     pub samples_per_second: f64,
 }
 
+/// One line of the step log (`steps.jsonl`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StepLog {
+    pub step: u64,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+}
+
+/// Rewrites a JSON-lines file whole, through a temporary file and a rename.
+fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
+    let mut text = String::new();
+    for h in items {
+        text += &serde_json::to_string(h).map_err(|e| Error::Other(e.to_string()))?;
+        text.push('\n');
+    }
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+}
+
+/// The lines of a JSON-lines file that parse as `T` and pass `keep`.
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path, keep: impl Fn(&T) -> bool) -> Vec<T> {
+    std::fs::read_to_string(path)
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<T>(l).ok())
+                .filter(|t| keep(t))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What a finished run reports (`--json` prints it; `results.json` in the run folder).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -168,6 +203,7 @@ pub struct Trainer {
     pub epoch: usize,
     pub out: PathBuf,
     pub history: Vec<EpochLog>,
+    pub steps: Vec<StepLog>,
     train_idx: Vec<usize>,
 }
 
@@ -282,6 +318,7 @@ impl Trainer {
             epoch: 0,
             out,
             history: Vec::new(),
+            steps: Vec::new(),
             train_idx,
         })
     }
@@ -528,31 +565,17 @@ impl Trainer {
         })?;
         let mut t = Trainer::new(cfg, plugin_paths, dir.to_path_buf())?;
         t.restore(&c)?;
-        if let Ok(text) = std::fs::read_to_string(dir.join("metrics.jsonl")) {
-            t.history = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<EpochLog>(l).ok())
-                .filter(|e| e.epoch <= t.epoch)
-                .collect();
-        }
+        // The logs keep what the checkpoint holds; lines of an unfinished epoch are dropped.
+        let (epoch, step) = (t.epoch, t.step);
+        t.history = read_jsonl(&dir.join("metrics.jsonl"), |e: &EpochLog| e.epoch <= epoch);
+        t.steps = read_jsonl(&dir.join("steps.jsonl"), |s: &StepLog| s.step <= step);
         Ok(t)
     }
 
-    fn log_epoch(&self, e: &EpochLog) -> Result<()> {
-        let path = self.out.join("metrics.jsonl");
-        // The log is rewritten whole (atomically) so a resumed run drops lines of an epoch
-        // that the last checkpoint does not hold.
-        let mut text = String::new();
-        for h in &self.history {
-            text += &serde_json::to_string(h).map_err(|e| Error::Other(e.to_string()))?;
-            text.push('\n');
-        }
-        let _ = e;
-        let tmp = self.out.join("metrics.jsonl.tmp");
-        std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    /// Writes the epoch and step logs (whole, atomically).
+    fn write_logs(&self) -> Result<()> {
+        write_jsonl(&self.out.join("metrics.jsonl"), &self.history)?;
+        write_jsonl(&self.out.join("steps.jsonl"), &self.steps)
     }
 
     /// Trains from the current epoch to `cfg.epochs` (or `stop_after` epochs in total),
@@ -587,6 +610,12 @@ impl Trainer {
                 let lr = self.lr_at(self.step);
                 let l = self.train_step(&idx)?;
                 sum += l as f64;
+                self.steps.push(StepLog {
+                    step: self.step,
+                    epoch: self.epoch + 1,
+                    loss: l as f64,
+                    lr,
+                });
                 let rate = ((s + 1) * b) as f64 / start.elapsed().as_secs_f64().max(1e-9);
                 progress(
                     self.step,
@@ -611,9 +640,9 @@ impl Trainer {
                 seconds: secs,
                 samples_per_second: (spe as usize * b) as f64 / secs.max(1e-9),
             };
-            self.history.push(e.clone());
+            self.history.push(e);
             self.save()?;
-            self.log_epoch(&e)?;
+            self.write_logs()?;
         }
         Ok(seconds)
     }
@@ -631,11 +660,17 @@ impl Trainer {
             .iter()
             .map(|h| (h.epoch as f64, h.knn_accuracy))
             .collect();
+        let spe = self.steps_per_epoch().max(1) as f64;
+        let per_step: Vec<(f64, f64)> = self
+            .steps
+            .iter()
+            .map(|s| (s.step as f64 / spe, s.loss))
+            .collect();
         crate::plot::lines(
             &self.out.join("loss.png"),
             &format!("{} loss ({})", self.cfg.method, self.cfg.loss),
             "epoch",
-            &[("training loss", epochs)],
+            &[("per step", per_step), ("epoch mean", epochs)],
         )?;
         let raw_line: Vec<(f64, f64)> = acc.iter().map(|&(e, _)| (e, raw.knn_accuracy)).collect();
         crate::plot::lines(
