@@ -29,7 +29,7 @@ pub struct TrainArgs {
     /// Loss component (default: nt_xent, supcon or byol by method).
     #[arg(long)]
     pub loss: Option<String>,
-    /// Epochs (default: 40 on 8x8 digits, 15 otherwise).
+    /// Epochs (default: 30 on 8x8 digits, 15 otherwise).
     #[arg(long, allow_negative_numbers = true)]
     pub epochs: Option<i64>,
     #[arg(long)]

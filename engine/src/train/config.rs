@@ -108,7 +108,7 @@ impl Config {
         let image = sample_shape.len() == 3;
         let small = image && sample_shape[1] <= 8;
         if self.epochs == 0 {
-            self.epochs = if small { 40 } else { 15 };
+            self.epochs = if small { 30 } else { 15 };
         }
         if self.encoder.is_empty() {
             self.encoder = if image { "convnet" } else { "mlp" }.into();
