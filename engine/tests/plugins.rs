@@ -157,15 +157,15 @@ fn files_that_are_not_plugins_are_refused_by_name() {
 
 #[test]
 fn abi_and_registration_faults_are_refused() {
+    let minor = vkgrad_plugin::abi::ABI_MINOR;
+    let speaks = format!("is built for plugin ABI 2.x; this vkgrad speaks 1.{minor}");
+    let newer = format!(
+        "needs plugin ABI 1.{}, newer than this vkgrad's 1.{minor}",
+        minor + 1
+    );
     for (fault, why) in [
-        (
-            "wrong_major",
-            "is built for plugin ABI 2.x; this vkgrad speaks 1.0",
-        ),
-        (
-            "newer_minor",
-            "needs plugin ABI 1.1, newer than this vkgrad's 1.0",
-        ),
+        ("wrong_major", speaks.as_str()),
+        ("newer_minor", newer.as_str()),
         (
             "duplicate",
             "component `fixture::mean_square` is registered twice",
