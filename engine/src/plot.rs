@@ -41,6 +41,18 @@ fn atomic(
     std::fs::rename(&tmp, path).map_err(|e| err(path, e))
 }
 
+/// (x min, x max, y min, y max) of the finite points; the unit box when there are none.
+fn bounds<'a>(pts: impl Iterator<Item = &'a (f64, f64)>) -> (f64, f64, f64, f64) {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts.filter(|(x, y)| x.is_finite() && y.is_finite()) {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        return (0.0, 1.0, 0.0, 1.0);
+    }
+    (x0, x1, y0, y1)
+}
+
 /// A colour per class (Tableau 10).
 pub fn palette(i: usize) -> RGBColor {
     const C: [(u8, u8, u8); 10] = [
@@ -67,13 +79,7 @@ pub fn lines(
     series: &[(&str, Vec<(f64, f64)>)],
 ) -> Result<()> {
     let pts = series.iter().flat_map(|(_, s)| s.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts.filter(|(x, y)| x.is_finite() && y.is_finite()) {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-    }
-    if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
+    let (x0, x1, y0, y1) = bounds(pts);
     let pad = ((y1 - y0) * 0.05).max(1e-6);
     atomic(path, (800, 500), |root| {
         let mut chart = ChartBuilder::on(root)
@@ -109,13 +115,7 @@ pub fn lines(
 
 /// Points coloured by label.
 pub fn scatter(path: &Path, title: &str, points: &[(f64, f64)], labels: &[u32]) -> Result<()> {
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in points {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-    }
-    if points.is_empty() {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
+    let (x0, x1, y0, y1) = bounds(points.iter());
     atomic(path, (700, 700), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 22))

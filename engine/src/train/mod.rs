@@ -288,7 +288,6 @@ impl Trainer {
         }
         let loss_comp = reg.find("loss", &cfg.loss)?;
         let loss = loss_comp.create_loss(&Value::Object(cfg.loss_options.clone()).to_string())?;
-        let needs_labels = cfg.method == "supcon";
         let augs: [Instance; 2] = augs
             .try_into()
             .map_err(|_| Error::Other("two views".into()))?;
@@ -301,7 +300,6 @@ impl Trainer {
                 data.name
             )));
         }
-        let _ = needs_labels;
         let opt = Optimizer::new(&cfg);
         Ok(Trainer {
             cfg,
