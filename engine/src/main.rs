@@ -124,6 +124,12 @@ enum Command {
         /// Seed of the case generator.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Verify only this component (its name with or without the `plugin::` prefix).
+        #[arg(long)]
+        component: Option<String>,
+        /// Options (JSON) to build the component with instead of its defaults; needs --component.
+        #[arg(long, requires = "component")]
+        options: Option<String>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -288,13 +294,19 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
             path,
             cases,
             seed,
+            component,
+            options,
             json,
         } => {
             let mut reg = vkgrad::plugin::Registry::default();
             reg.load(&path)?;
             let plugin = &reg.plugins[0];
-            let total: usize = plugin
-                .components
+            let only = vkgrad::plugin::verify::Only {
+                component: component.as_deref(),
+                options: options.as_deref().unwrap_or("{}"),
+            };
+            let chosen = only.select(plugin)?;
+            let total: usize = chosen
                 .iter()
                 .map(|c| vkgrad::plugin::verify::case_properties(c.kind).len())
                 .sum();
@@ -308,10 +320,11 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
             {
                 bar.set_style(style);
             }
-            let checks = vkgrad::plugin::verify::verify(plugin, cases, seed, |what| {
-                bar.set_message(what.to_string());
-                bar.inc(1);
-            });
+            let checks =
+                vkgrad::plugin::verify::verify(&chosen, only.options, cases, seed, |what| {
+                    bar.set_message(what.to_string());
+                    bar.inc(1);
+                });
             bar.finish_and_clear();
             let failed = checks.iter().filter(|c| !c.passed).count();
             if json {

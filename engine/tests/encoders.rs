@@ -43,7 +43,7 @@ fn input(e: &Instance, b: usize) -> Tensor {
 
 #[test]
 fn output_shapes_for_every_option_set() {
-    let cases: [(&str, &str, Vec<usize>); 10] = [
+    let cases: [(&str, &str, Vec<usize>); 12] = [
         ("mlp", r#"{"sizes": [5, 7, 3]}"#, vec![4, 3]),
         (
             "mlp",
@@ -69,6 +69,16 @@ fn output_shapes_for_every_option_set() {
             "convnet",
             r#"{"channels": 1, "size": 28, "widths": [3, 5, 7]}"#,
             vec![4, 7],
+        ),
+        (
+            "convnet",
+            r#"{"channels": 1, "size": 28, "widths": [3, 5], "fc": 6}"#,
+            vec![4, 6],
+        ),
+        (
+            "convnet",
+            r#"{"channels": 3, "size": 9, "widths": [2, 2, 2], "fc": 3, "batch_norm": false}"#,
+            vec![4, 3],
         ),
         (
             "resnet",
@@ -212,4 +222,60 @@ fn wrong_input_shapes_and_options_are_errors() {
         .unwrap()
         .to_string();
     assert!(err.contains("activation must be"), "{err}");
+}
+
+#[test]
+fn non_default_option_sets_pass_the_verify_harness() {
+    // `vkgrad verify` checks defaults; these are the other code paths (flatten + Linear head,
+    // biases without batch norm, several blocks per stage), through the same properties.
+    let sets = [
+        ("convnet", r#"{"size": 12, "widths": [3, 4], "fc": 5}"#),
+        (
+            "convnet",
+            r#"{"channels": 3, "size": 9, "widths": [2, 3], "fc": 4, "batch_norm": false}"#,
+        ),
+        (
+            "convnet",
+            r#"{"size": 10, "widths": [2, 3], "batch_norm": false}"#,
+        ),
+        (
+            "resnet",
+            r#"{"channels": 1, "size": 6, "width": 2, "stages": 2, "blocks": 2}"#,
+        ),
+        (
+            "mlp",
+            r#"{"sizes": [5, 6, 4], "batch_norm": true, "activation": "tanh"}"#,
+        ),
+    ];
+    for (name, options) in sets {
+        let comp = registry().component(&format!("encoders::{name}")).unwrap();
+        let checks = vkgrad::plugin::verify::verify(&[comp], options, 12, 1, |_| {});
+        assert!(
+            checks.len() >= 6,
+            "{name} {options}: {} checks",
+            checks.len()
+        );
+        for c in &checks {
+            assert!(c.passed, "{name} {options}: {} — {}", c.property, c.detail);
+        }
+        assert_eq!(checks[1].property, "given options accepted");
+    }
+}
+
+#[test]
+fn convnet_fc_is_a_flatten_then_linear() {
+    // Layers: conv, ReLU, 2x2 pool (also after the last width), flatten, Linear, ReLU.
+    let e = enc(
+        "convnet",
+        r#"{"size": 8, "widths": [2], "fc": 3, "batch_norm": false}"#,
+    );
+    let d = e.describe().unwrap();
+    let names: Vec<&str> = d.parameters.iter().map(|p| p.name.as_str()).collect();
+    // conv (weight, bias), then the Linear over 2 channels x 4 x 4 = 32 inputs.
+    assert_eq!(
+        names,
+        ["0.weight", "0.bias", "4.weight", "4.bias"],
+        "{names:?}"
+    );
+    assert_eq!(d.parameters[2].shape, vec![32, 3]);
 }

@@ -7,7 +7,7 @@
 //! parameter).
 
 use super::{Component, Instance};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::random::Rng;
 use crate::reference::tol;
 use crate::tensor::{IntTensor, Tensor};
@@ -470,15 +470,53 @@ pub fn case_properties(kind: &str) -> &'static [&'static str] {
     }
 }
 
-/// Verifies every component of `plugin`; `progress(what)` is called before each property.
+/// Which components to verify, built with which options.
+pub struct Only<'a> {
+    /// A component name, with or without its `plugin::` prefix; `None`: every component.
+    pub component: Option<&'a str>,
+    /// The options JSON each chosen component is built with (`{}`: its defaults).
+    pub options: &'a str,
+}
+
+impl Only<'_> {
+    /// The chosen components of `plugin`; an unknown name is an error listing the known ones.
+    pub fn select<'p>(&self, plugin: &'p super::Plugin) -> Result<Vec<&'p Component>> {
+        let Some(name) = self.component else {
+            return Ok(plugin.components.iter().collect());
+        };
+        let found: Vec<&Component> = plugin
+            .components
+            .iter()
+            .filter(|c| c.name == name || c.name.rsplit("::").next() == Some(name))
+            .collect();
+        if found.is_empty() {
+            let known: Vec<&str> = plugin.components.iter().map(|c| c.name.as_str()).collect();
+            return Err(Error::Other(format!(
+                "plugin {} has no component {name:?}; it has: {}",
+                plugin.name,
+                known.join(", ")
+            )));
+        }
+        Ok(found)
+    }
+}
+
+/// Verifies `components`, each built with `options` (JSON; `{}` for the defaults);
+/// `progress(what)` is called before each property.
 pub fn verify(
-    plugin: &super::Plugin,
+    components: &[&Component],
+    options: &str,
     cases_per_property: u32,
     seed: u64,
     mut progress: impl FnMut(&str),
 ) -> Vec<Check> {
     let mut out = Vec::new();
-    for comp in &plugin.components {
+    let accepted = if options == "{}" {
+        "default options accepted"
+    } else {
+        "given options accepted"
+    };
+    for &comp in components {
         let mut check = |property: &'static str, r: std::result::Result<String, String>| {
             out.push(Check {
                 component: comp.name.clone(),
@@ -488,13 +526,13 @@ pub fn verify(
             });
         };
         check("bad options rejected", bad_options_rejected(comp));
-        let inst = match comp.instantiate("{}") {
+        let inst = match comp.instantiate(options) {
             Ok(i) => {
-                check("default options accepted", Ok(String::new()));
+                check(accepted, Ok(String::new()));
                 i
             }
             Err(e) => {
-                check("default options accepted", Err(e.to_string()));
+                check(accepted, Err(e.to_string()));
                 continue;
             }
         };

@@ -64,6 +64,8 @@ pub enum Layer {
     },
     /// Mean over H, W: [B, C, H, W] -> [B, C].
     GlobalAvgPool,
+    /// [B, C, H, W] -> [B, C·H·W] (row-major, as torch.flatten(x, 1)).
+    Flatten,
     /// relu(main(x) + shortcut(x)), shortcut empty = identity (ResNet's basic block).
     Residual {
         main: Vec<Layer>,
@@ -132,7 +134,7 @@ pub fn params(layers: &[Layer], prefix: &str, out: &mut Vec<ParamSpec>) {
                 params(main, &format!("{prefix}{i}.main."), out);
                 params(shortcut, &format!("{prefix}{i}.shortcut."), out);
             }
-            Layer::Act(_) | Layer::MaxPool { .. } | Layer::GlobalAvgPool => {}
+            Layer::Act(_) | Layer::MaxPool { .. } | Layer::GlobalAvgPool | Layer::Flatten => {}
         }
     }
 }
@@ -185,6 +187,11 @@ pub fn forward<'h>(
             Layer::Act(a) => host.op(a.op(), &[&x], json!({}))?,
             Layer::MaxPool { k } => host.op("max_pool2d", &[&x], json!({ "kernel": k }))?,
             Layer::GlobalAvgPool => host.op("global_avg_pool", &[&x], json!({}))?,
+            Layer::Flatten => {
+                let shape = x.shape()?;
+                let rest: usize = shape[1..].iter().product();
+                host.op("reshape", &[&x], json!({ "shape": [shape[0], rest] }))?
+            }
             Layer::Residual {
                 ref main,
                 ref shortcut,
@@ -295,6 +302,7 @@ pub fn reference(
             }),
             Layer::MaxPool { k } => r::max_pool(&x, k),
             Layer::GlobalAvgPool => r::global_avg_pool(&x),
+            Layer::Flatten => r::flatten(x),
             Layer::Residual {
                 ref main,
                 ref shortcut,

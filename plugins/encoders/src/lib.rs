@@ -2,7 +2,7 @@
 //! host ops and an f64 CPU reference (`reference.rs`):
 //! - `mlp`: Linear layers with an activation and optional batch norm between them;
 //! - `convnet`: 3x3 conv → batch norm → ReLU → 2x2 max pool per width, then global average
-//!   pooling (for 8x8 to 32x32 images);
+//!   pooling (for 8x8 to 32x32 images), or with `fc` the classic MNIST net's flatten → Linear;
 //! - `resnet`: a CIFAR-style ResNet (3x3 stem, basic blocks, stride-2 stages, global pooling);
 //! - `projection_head`: SimCLR's g, Linear → BatchNorm → ReLU → Linear;
 //! - `predictor`: BYOL's q, the same shape;
@@ -273,6 +273,7 @@ pub struct ConvNetOptions {
     pub size: usize,
     pub widths: Vec<usize>,
     pub batch_norm: bool,
+    pub fc: usize,
 }
 
 impl Default for ConvNetOptions {
@@ -282,6 +283,7 @@ impl Default for ConvNetOptions {
             size: 8,
             widths: vec![8, 16],
             batch_norm: true,
+            fc: 0,
         }
     }
 }
@@ -295,22 +297,24 @@ layered_encoder!(
     ConvNet,
     ConvNetOptions,
     "convnet",
-    "Small ConvNet: per width a 3x3 conv → batch norm → ReLU, with 2x2 max pooling between widths, then global average pooling → [B, last width]",
+    "Small ConvNet: per width a 3x3 conv → batch norm → ReLU, with 2x2 max pooling between widths, then global average pooling → [B, last width]; or with fc > 0, the classic MNIST net: a 2x2 max pool after every width, flatten, Linear → batch norm → ReLU → [B, fc]",
     vec![
         opt("channels", "integer >= 1", json!(1), "input channels"),
         opt("size", "integer >= 1", json!(8), "input height and width"),
         opt("widths", "list of integers >= 1", json!([8, 16]), "channels of each conv layer"),
         opt("batch_norm", "bool", json!(true), "batch norm after each conv (convs then have no bias)"),
+        opt("fc", "integer >= 0", json!(0), "0: global average pooling; > 0: pool, flatten and a Linear layer of this width (keeps where features are)"),
     ],
     |o| {
         positive("convnet", &o.widths)?;
         positive("convnet", &[o.channels, o.size])?;
-        let pools = o.widths.len() - 1;
+        let pools = o.widths.len() - usize::from(o.fc == 0);
         if o.size >> pools == 0 {
             return Err(format!(
-                "convnet: size {} is too small for {} widths ({pools} 2x2 poolings)",
+                "convnet: size {} is too small for {} widths and fc {} ({pools} 2x2 poolings)",
                 o.size,
-                o.widths.len()
+                o.widths.len(),
+                o.fc
             ));
         }
         let mut layers = Vec::new();
@@ -326,7 +330,17 @@ layered_encoder!(
             }
             c = w;
         }
-        layers.push(Layer::GlobalAvgPool);
+        if o.fc == 0 {
+            layers.push(Layer::GlobalAvgPool);
+        } else {
+            let side = o.size >> pools;
+            layers.push(Layer::Flatten);
+            layers.push(Layer::Linear { inp: c * side * side, out: o.fc, bias: !o.batch_norm });
+            if o.batch_norm {
+                layers.push(Layer::BatchNorm { c: o.fc });
+            }
+            layers.push(Layer::Act(Act::Relu));
+        }
         Ok((vec![o.channels, o.size, o.size], layers))
     }
 );

@@ -163,3 +163,10 @@ pub fn global_avg_pool(x: &T) -> T {
     }
     y
 }
+
+/// [B, ...] -> [B, product of the rest]; the data is already in that order.
+pub fn flatten(mut x: T) -> T {
+    let rest = x.dims[1..].iter().product();
+    x.dims = vec![x.dims[0], rest];
+    x
+}
