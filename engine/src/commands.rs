@@ -20,7 +20,8 @@ pub struct TrainArgs {
     /// gzipped or not), CIFAR-10 binary batches, or features.npy + labels.npy.
     #[arg(long)]
     pub data: Option<String>,
-    /// Encoder component (default: convnet for images, mlp for vectors).
+    /// Encoder component (default: convnet for images, widths 32, 64 with global pooling for
+    /// 8x8 and a flatten + 128-wide Linear layer above; mlp 256, 128 for vectors).
     #[arg(long)]
     pub encoder: Option<String>,
     /// Augmentation preset (default: digits for 8x8 images, byol for BYOL, simclr otherwise).
@@ -159,7 +160,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let r = t.report(secs)?;
+    let r = t.report(secs, true)?;
     if a.json {
         println!(
             "{}",
@@ -175,6 +176,10 @@ fn print_report(r: &vkgrad::train::Report) {
     println!(
         "run: {} ({} epochs, {} steps, {:.1} s, {:.0} samples/s on {})",
         r.run_dir, r.epochs, r.steps, r.train_seconds, r.samples_per_second, r.device
+    );
+    println!(
+        "features: {} output; kNN k = {}, votes exp(sim / {})",
+        r.features, r.knn_k, r.knn_temperature
     );
     println!("                     learned   raw pixels");
     println!(
@@ -203,13 +208,34 @@ fn print_report(r: &vkgrad::train::Report) {
     println!("plots: loss.png, accuracy.png, embedding.png; metrics.jsonl, results.json, checkpoint.safetensors");
 }
 
+/// `vkgrad eval`'s choices that may differ from the run's own (`None`: as the run).
+pub struct EvalChoices {
+    pub data: Option<String>,
+    pub knn_k: Option<usize>,
+    pub knn_temperature: Option<f64>,
+    pub features: Option<String>,
+}
+
 pub fn eval(
     checkpoint: &Path,
-    data: Option<String>,
+    choices: EvalChoices,
     plugins: &[PathBuf],
     json: bool,
 ) -> Result<()> {
     let mut t = Trainer::open(checkpoint, plugins)?;
+    if let Some(k) = choices.knn_k {
+        t.cfg.knn_k = k;
+    }
+    if let Some(temperature) = choices.knn_temperature {
+        t.cfg.knn_temperature = temperature;
+    }
+    if let Some(f) = choices.features {
+        t.cfg.eval_features = f;
+    }
+    // The same range checks as for a run's config.
+    let shape = t.data.sample_shape.clone();
+    t.cfg.resolve(&shape)?;
+    let data = choices.data;
     if let Some(d) = data {
         let ds = Dataset::load(&d)?;
         if ds.sample_shape != t.data.sample_shape {
@@ -220,7 +246,7 @@ pub fn eval(
         }
         t.data = ds;
     }
-    let r = t.report(t.history.iter().map(|h| h.seconds).sum())?;
+    let r = t.report(t.history.iter().map(|h| h.seconds).sum(), false)?;
     if json {
         println!(
             "{}",

@@ -87,6 +87,15 @@ enum Command {
         /// Evaluate on other data of the same sample shape (default: the run's data).
         #[arg(long)]
         data: Option<String>,
+        /// kNN neighbours (default: the run's, 20).
+        #[arg(long)]
+        knn_k: Option<usize>,
+        /// kNN vote temperature: weights exp(sim / t) (default: the run's, 0.1).
+        #[arg(long)]
+        knn_temperature: Option<f64>,
+        /// Features to evaluate: encoder (its output) or head (the projection the loss sees).
+        #[arg(long, value_parser = ["encoder", "head"])]
+        features: Option<String>,
         /// More plugin files or folders to search.
         #[arg(long = "plugin")]
         plugins: Vec<std::path::PathBuf>,
@@ -169,11 +178,20 @@ fn run(cli: Cli) -> vkgrad::Result<()> {
         Command::Eval {
             checkpoint,
             data,
+            knn_k,
+            knn_temperature,
+            features,
             plugins,
             json,
         } => {
             device::select_device(choice.clone())?;
-            commands::eval(&checkpoint, data, &plugins, json)
+            let choices = commands::EvalChoices {
+                data,
+                knn_k,
+                knn_temperature,
+                features,
+            };
+            commands::eval(&checkpoint, choices, &plugins, json)
         }
         Command::Augment {
             preset,

@@ -98,6 +98,18 @@ fn training_on_digits_lowers_the_loss_and_writes_the_run() {
         saved.contains("loss = \"nt_xent\"") && saved.contains("encoder = \"convnet\""),
         "{saved}"
     );
+    // Every option the components were built with is saved, the filled-in defaults too
+    // (channels, size, the head's widths), so a later default cannot change an old checkpoint.
+    let saved: toml::Value = toml::from_str(&saved).unwrap();
+    for (table, key) in [
+        ("encoder_options", "channels"),
+        ("encoder_options", "size"),
+        ("encoder_options", "widths"),
+        ("head_options", "in_features"),
+        ("head_options", "out_features"),
+    ] {
+        assert!(saved[table].get(key).is_some(), "{table}.{key}: {saved}");
+    }
     // eval reads the checkpoint back and reports the same kNN accuracy.
     let (ok, stdout, stderr) = vkgrad(
         &["eval", "--checkpoint", out.to_str().unwrap(), "--json"],
@@ -106,6 +118,47 @@ fn training_on_digits_lowers_the_loss_and_writes_the_run() {
     assert!(ok, "{stderr}");
     let e: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(e["knn_accuracy"], r["knn_accuracy"]);
+    assert_eq!(
+        (e["features"].as_str(), e["knn_k"].as_u64()),
+        (Some("encoder"), Some(20))
+    );
+    // Other evaluation choices are reported as such and leave the run's files alone.
+    let results = std::fs::read(out.join("results.json")).unwrap();
+    let (ok, stdout, stderr) = vkgrad(
+        &[
+            "eval",
+            "--checkpoint",
+            out.to_str().unwrap(),
+            "--json",
+            "--features",
+            "head",
+            "--knn-k",
+            "5",
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let h: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (h["features"].as_str(), h["knn_k"].as_u64()),
+        (Some("head"), Some(5))
+    );
+    assert!(h["knn_accuracy"].as_f64().unwrap() > 0.5, "{h}");
+    assert_eq!(std::fs::read(out.join("results.json")).unwrap(), results);
+    let (ok, _, stderr) = vkgrad(
+        &[
+            "eval",
+            "--checkpoint",
+            out.to_str().unwrap(),
+            "--knn-k",
+            "0",
+        ],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("knn_k = 0 is out of range"),
+        "{stderr}"
+    );
     // An existing run is not overwritten.
     let (ok, _, stderr) = vkgrad(
         &[

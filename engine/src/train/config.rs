@@ -47,6 +47,9 @@ pub struct Config {
     /// Evaluation: kNN neighbours and temperature.
     pub knn_k: usize,
     pub knn_temperature: f64,
+    /// Evaluation features: `encoder` (its output, as lightly's benchmarks) or `head` (the
+    /// projection the loss sees, as PyTorch Metric Learning's embedder output).
+    pub eval_features: String,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             seed: 0,
             knn_k: 20,
             knn_temperature: 0.1,
+            eval_features: "encoder".into(),
         }
     }
 }
@@ -98,6 +102,10 @@ impl Config {
         match self.optimizer.as_str() {
             "sgd" | "adamw" | "lars" => {}
             o => return bad(format!("unknown optimizer `{o}` (sgd, adamw or lars)")),
+        }
+        match self.eval_features.as_str() {
+            "encoder" | "head" => {}
+            f => return bad(format!("unknown eval_features `{f}` (encoder or head)")),
         }
         if self.batch_size < 2 {
             return bad(format!(

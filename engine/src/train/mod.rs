@@ -164,27 +164,32 @@ pub struct Report {
     pub final_loss: f64,
     pub run_dir: String,
     pub device: String,
+    /// What was evaluated: `encoder` or `head` output, kNN neighbours and temperature.
+    pub features: String,
+    pub knn_k: usize,
+    pub knn_temperature: f64,
 }
 
 /// A component's options: the user's, plus each data-dependent default the component declares
-/// and the user did not set.
+/// and the user did not set. The defaults are written into `user` too, so the saved config
+/// holds every option a checkpoint was built with (a later change of a default cannot change
+/// what an old run's checkpoint loads into).
 fn options_for(
     reg: &Registry,
     kind: &str,
     name: &str,
-    user: &Map<String, Value>,
+    user: &mut Map<String, Value>,
     defaults: Value,
 ) -> Result<Value> {
     let known = reg.find(kind, name)?.option_names();
-    let mut o = user.clone();
     if let Value::Object(d) = defaults {
         for (k, v) in d {
             if known.contains(&k) {
-                o.entry(k).or_insert(v);
+                user.entry(k).or_insert(v);
             }
         }
     }
-    Ok(Value::Object(o))
+    Ok(Value::Object(user.clone()))
 }
 
 pub struct Trainer {
@@ -217,12 +222,14 @@ impl Trainer {
         let image = shape.len() == 3;
         let mut rng = Rng::new(mix(cfg.seed, 0xE2C, 0));
         let enc_defaults = if image {
-            let widths = if shape[1] <= 8 {
-                json!([32, 64])
+            // 8x8 digits: two conv widths and global pooling. Larger images: the classic
+            // MNIST net, whose flatten + Linear keeps where strokes are (docs/results.md:
+            // better kNN on MNIST-10k than a third width with global pooling).
+            if shape[1] <= 8 {
+                json!({ "channels": shape[0], "size": shape[1], "widths": [32, 64] })
             } else {
-                json!([32, 64, 128])
-            };
-            json!({ "channels": shape[0], "size": shape[1], "widths": widths })
+                json!({ "channels": shape[0], "size": shape[1], "widths": [32, 64], "fc": 128 })
+            }
         } else {
             json!({ "sizes": [shape[0], 256, 128], "batch_norm": true })
         };
@@ -230,7 +237,7 @@ impl Trainer {
             &reg,
             "encoder",
             &cfg.encoder,
-            &cfg.encoder_options,
+            &mut cfg.encoder_options,
             enc_defaults,
         )?;
         let encoder = Module::new(&reg, &cfg.encoder, enc_opts, "encoder", &mut rng)?;
@@ -249,7 +256,13 @@ impl Trainer {
             .last()
             .unwrap_or(&0);
         let head_defaults = json!({ "in_features": width, "hidden": width.max(128), "out_features": cfg.projection_dim });
-        let head_opts = options_for(&reg, "encoder", &cfg.head, &cfg.head_options, head_defaults)?;
+        let head_opts = options_for(
+            &reg,
+            "encoder",
+            &cfg.head,
+            &mut cfg.head_options,
+            head_defaults,
+        )?;
         let head = Module::new(&reg, &cfg.head, head_opts, "head", &mut rng)?;
         let (predictor, target) = if cfg.method == "byol" {
             let d = cfg.projection_dim;
@@ -259,7 +272,7 @@ impl Trainer {
                 &reg,
                 "encoder",
                 &cfg.predictor,
-                &cfg.predictor_options,
+                &mut cfg.predictor_options,
                 p_defaults,
             )?;
             let p = Module::new(&reg, &cfg.predictor, p_opts, "predictor", &mut rng)?;
@@ -280,7 +293,9 @@ impl Trainer {
         for view in 1..=2 {
             let mut d = aug_defaults.clone();
             d["view"] = json!(view);
-            let o = options_for(&reg, "augmentation", &cfg.augment, &cfg.augment_options, d)?;
+            // Per view (BYOL's two views differ), so the saved config keeps the user's options.
+            let mut user = cfg.augment_options.clone();
+            let o = options_for(&reg, "augmentation", &cfg.augment, &mut user, d)?;
             augs.push(
                 reg.find("augmentation", &cfg.augment)?
                     .instantiate(&o.to_string())?,
@@ -413,13 +428,20 @@ impl Trainer {
         Ok(v)
     }
 
-    /// Encoder features (evaluation mode) of the samples `idx`, host-side, and their width.
+    /// Evaluation features (encoder or head output, evaluation mode) of the samples `idx`,
+    /// host-side, and their width.
     pub fn embed(&self, idx: &[usize]) -> Result<(Vec<f32>, usize)> {
         let mut out = Vec::new();
         let mut width = 0;
         for chunk in idx.chunks(512) {
             let (x, _) = self.batch(chunk)?;
-            let h = no_grad(|| self.encoder.run(&x, false))?;
+            let h = no_grad(|| {
+                let h = self.encoder.run(&x, false)?;
+                match self.cfg.eval_features.as_str() {
+                    "head" => self.head.run(&h, false),
+                    _ => Ok(h),
+                }
+            })?;
             width = h.shape()[1];
             out.extend(h.to_vec()?);
         }
@@ -645,9 +667,8 @@ impl Trainer {
         Ok(seconds)
     }
 
-    /// Final evaluation, plots and `results.json`.
-    pub fn report(&self, train_seconds: f64) -> Result<Report> {
-        let (learned, raw, test_emb, d) = self.evaluate()?;
+    /// loss.png, accuracy.png (kNN per epoch vs raw pixels), embedding.png (2-D PCA).
+    fn plot(&self, raw: &Scores, test_emb: &[f32], d: usize) -> Result<()> {
         let epochs: Vec<(f64, f64)> = self
             .history
             .iter()
@@ -678,13 +699,24 @@ impl Trainer {
             &[("learned features", acc), ("raw pixels", raw_line)],
         )?;
         let te = self.data.indices(Split::Test);
-        let pts = eval::pca2(&test_emb, d);
+        let pts = eval::pca2(test_emb, d);
         crate::plot::scatter(
             &self.out.join("embedding.png"),
             "held-out embedding, 2-D PCA",
             &pts,
             &self.labels(&te),
         )?;
+        Ok(())
+    }
+
+    /// Final evaluation; with `save`, also the plots and `results.json` in the run folder
+    /// (`vkgrad eval` does not save: another data set or feature choice must not replace what
+    /// the run wrote).
+    pub fn report(&self, train_seconds: f64, save: bool) -> Result<Report> {
+        let (learned, raw, test_emb, d) = self.evaluate()?;
+        if save {
+            self.plot(&raw, &test_emb, d)?;
+        }
         let processed: f64 = self
             .history
             .iter()
@@ -712,10 +744,15 @@ impl Trainer {
             final_loss: self.history.last().map_or(f64::NAN, |h| h.loss),
             run_dir: self.out.display().to_string(),
             device: Tensor::ctx()?.info.name.clone(),
+            features: self.cfg.eval_features.clone(),
+            knn_k: self.cfg.knn_k,
+            knn_temperature: self.cfg.knn_temperature,
         };
-        let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Other(e.to_string()))?;
-        std::fs::write(self.out.join("results.json"), text)
-            .map_err(|e| Error::Other(format!("{}: {e}", self.out.display())))?;
+        if save {
+            let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Other(e.to_string()))?;
+            std::fs::write(self.out.join("results.json"), text)
+                .map_err(|e| Error::Other(format!("{}: {e}", self.out.display())))?;
+        }
         Ok(r)
     }
 }
