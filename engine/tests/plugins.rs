@@ -58,6 +58,55 @@ fn the_template_plugin_passes_verify() {
 }
 
 #[test]
+fn verify_runs_one_component_with_given_options() {
+    let lib = built_plugin("vkgrad-plugin-template");
+    let lib = lib.to_str().unwrap();
+    let (ok, out, err) = vkgrad(
+        &[
+            "verify",
+            lib,
+            "--cases",
+            "8",
+            "--component",
+            "linear",
+            "--options",
+            r#"{"relu": true}"#,
+        ],
+        &[],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("ok   template::linear — given options accepted"),
+        "{out}"
+    );
+    assert!(
+        out.contains("6 passed, 0 failed") && !out.contains("alignment"),
+        "{out}"
+    );
+    // Options the component refuses fail the run, naming the problem.
+    let (ok, out, _) = vkgrad(
+        &[
+            "verify",
+            lib,
+            "--component",
+            "linear",
+            "--options",
+            r#"{"relu": 3}"#,
+        ],
+        &[],
+    );
+    assert!(
+        !ok && out.contains("FAIL template::linear — given options accepted"),
+        "{out}"
+    );
+    let (ok, _, err) = vkgrad(&["verify", lib, "--component", "nope"], &[]);
+    assert!(
+        !ok && err.contains("no component \"nope\"") && err.contains("template::linear"),
+        "{err}"
+    );
+}
+
+#[test]
 fn plugins_lists_components_and_options() {
     let lib = built_plugin("vkgrad-plugin-template");
     let (ok, out, err) = vkgrad(

@@ -428,20 +428,25 @@ impl Trainer {
         Ok(v)
     }
 
-    /// Evaluation features (encoder or head output, evaluation mode) of the samples `idx`,
-    /// host-side, and their width.
+    /// The evaluation features of a batch: the encoder's or the head's output (`eval_features`),
+    /// evaluation mode, no gradient.
+    fn features(&self, x: &Tensor) -> Result<Tensor> {
+        no_grad(|| {
+            let h = self.encoder.run(x, false)?;
+            match self.cfg.eval_features.as_str() {
+                "head" => self.head.run(&h, false),
+                _ => Ok(h),
+            }
+        })
+    }
+
+    /// Evaluation features of the samples `idx`, host-side, and their width.
     pub fn embed(&self, idx: &[usize]) -> Result<(Vec<f32>, usize)> {
         let mut out = Vec::new();
         let mut width = 0;
         for chunk in idx.chunks(512) {
             let (x, _) = self.batch(chunk)?;
-            let h = no_grad(|| {
-                let h = self.encoder.run(&x, false)?;
-                match self.cfg.eval_features.as_str() {
-                    "head" => self.head.run(&h, false),
-                    _ => Ok(h),
-                }
-            })?;
+            let h = self.features(&x)?;
             width = h.shape()[1];
             out.extend(h.to_vec()?);
         }
@@ -501,9 +506,9 @@ impl Trainer {
         let (x, _) = self.batch(&sub)?;
         let v1 = self.augs[0].augment(&x, mix(self.cfg.seed, u64::MAX, 1))?;
         let v2 = self.augs[1].augment(&x, mix(self.cfg.seed, u64::MAX, 2))?;
-        let e1 = no_grad(|| self.encoder.run(&v1, false))?.to_vec()?;
-        let e2 = no_grad(|| self.encoder.run(&v2, false))?.to_vec()?;
-        let (al, un) = eval::align_uniform(&e1, &e2, d);
+        let (e1, e2) = (self.features(&v1)?, self.features(&v2)?);
+        let width = e1.shape()[1];
+        let (al, un) = eval::align_uniform(&e1.to_vec()?, &e2.to_vec()?, width);
         (learned.alignment, learned.uniformity) = (Some(al), Some(un));
         let (al, un) = eval::align_uniform(&v1.to_vec()?, &v2.to_vec()?, pd);
         (raw.alignment, raw.uniformity) = (Some(al), Some(un));
