@@ -235,8 +235,7 @@ pub fn eval(
     // The same range checks as for a run's config.
     let shape = t.data.sample_shape.clone();
     t.cfg.resolve(&shape)?;
-    let data = choices.data;
-    if let Some(d) = data {
+    if let Some(d) = choices.data {
         let ds = Dataset::load(&d)?;
         if ds.sample_shape != t.data.sample_shape {
             return Err(Error::Other(format!(

@@ -369,9 +369,7 @@ impl Registry {
                 .flat_map(|p| &p.components)
                 .filter(|c| c.kind == kind)
         };
-        let matches: Vec<&Component> = all()
-            .filter(|c| c.name == name || c.name.rsplit("::").next() == Some(name))
-            .collect();
+        let matches: Vec<&Component> = all().filter(|c| c.is_named(name)).collect();
         match matches[..] {
             [c] => Ok(c),
             [] => {
@@ -453,6 +451,11 @@ impl Component {
         };
         instance.describe()?; // a component that cannot describe itself is refused here
         Ok(instance)
+    }
+
+    /// Whether `name` is this component's `plugin::name`, or its `name` alone.
+    pub fn is_named(&self, name: &str) -> bool {
+        self.name == name || self.name.rsplit("::").next() == Some(name)
     }
 
     /// The names of the options the component declares.

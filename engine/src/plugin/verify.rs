@@ -487,7 +487,7 @@ impl Only<'_> {
         let found: Vec<&Component> = plugin
             .components
             .iter()
-            .filter(|c| c.name == name || c.name.rsplit("::").next() == Some(name))
+            .filter(|c| c.is_named(name))
             .collect();
         if found.is_empty() {
             let known: Vec<&str> = plugin.components.iter().map(|c| c.name.as_str()).collect();
