@@ -89,6 +89,9 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The benchmarks, by the names `--filter` matches.
+pub const NAMES: [&str; 4] = ["matmul", "add", "op_chain", "simclr_mlp_step"];
+
 /// Runs every benchmark whose name contains `filter`, calling `report` as each finishes.
 pub fn run(
     filter: Option<&str>,

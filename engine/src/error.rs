@@ -30,6 +30,9 @@ pub enum Error {
     /// A plugin file was refused or a plugin call failed.
     #[error("plugin {path}: {message}")]
     Plugin { path: String, message: String },
+    /// The user stopped the command (Ctrl-C); the message says where it stands.
+    #[error("{0}")]
+    Interrupted(String),
     /// Anything else, with its own complete message.
     #[error("{0}")]
     Other(String),

@@ -22,6 +22,31 @@ fn open(path: &Path) -> Result<NpyFile<std::io::BufReader<std::fs::File>>> {
     Ok(npy)
 }
 
+/// The shape of an opened file, checked against the file's size before anything is allocated:
+/// a damaged header that claims more values than the file holds is an error, not a huge
+/// allocation.
+fn sized_shape(
+    path: &Path,
+    npy: &NpyFile<std::io::BufReader<std::fs::File>>,
+) -> Result<Vec<usize>> {
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let item = npy.dtype().num_bytes().unwrap_or(1).max(1);
+    let file_len = std::fs::metadata(path)
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
+    let bytes = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|n| n.checked_mul(item));
+    match bytes {
+        Some(b) if b <= file_len => Ok(shape),
+        _ => Err(bad(
+            path,
+            format!("is truncated or corrupt: shape {shape:?} needs more bytes than the file's {file_len}"),
+        )),
+    }
+}
+
 fn plain(path: &Path, dtype: &DType) -> Result<(TypeChar, u64)> {
     match dtype {
         DType::Plain(t) => Ok((t.type_char(), t.size_field())),
@@ -35,7 +60,7 @@ fn plain(path: &Path, dtype: &DType) -> Result<(TypeChar, u64)> {
 /// An f32 or f64 array, as f64, with its shape.
 pub fn read_floats(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
     let npy = open(path)?;
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let shape = sized_shape(path, &npy)?;
     let dtype = npy.dtype();
     let data: Vec<f64> = match plain(path, &dtype)? {
         (TypeChar::Float, 4) => npy
@@ -68,7 +93,7 @@ pub fn read_floats(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
 /// Integer labels of any width and sign, as u32.
 pub fn read_labels(path: &Path) -> Result<(Vec<usize>, Vec<u32>)> {
     let npy = open(path)?;
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let shape = sized_shape(path, &npy)?;
     let dtype = npy.dtype();
     let corrupt = |e: std::io::Error| bad(path, format!("is truncated or corrupt: {e}"));
     let wide: Vec<i128> = match plain(path, &dtype)? {

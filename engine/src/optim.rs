@@ -72,15 +72,70 @@ impl Sgd {
     pub fn state(&self) -> Vec<(String, Tensor)> {
         indexed("velocity", &self.velocity)
     }
-    pub fn load_state(&mut self, n_params: usize, get: &dyn Fn(&str) -> Option<Tensor>) {
-        self.velocity = restore("velocity", n_params, get);
+    pub fn load_state(&mut self, n_params: usize, _steps: u64, get: StateReader) -> Result<()> {
+        self.velocity = restore("velocity", n_params, get)?;
+        Ok(())
     }
 }
 
+/// Reads a saved state tensor by name: `Ok(None)` when the checkpoint does not hold it (a
+/// parameter that had no update yet), an error when it holds it but it cannot be restored.
+pub type StateReader<'a> = &'a dyn Fn(&str) -> Result<Option<Tensor>>;
+
 /// The inverse of `indexed`: `what.i` for each of `n` parameters (absent = no state yet).
-fn restore(what: &str, n: usize, get: &dyn Fn(&str) -> Option<Tensor>) -> Vec<Option<Tensor>> {
+fn restore(what: &str, n: usize, get: StateReader) -> Result<Vec<Option<Tensor>>> {
     (0..n).map(|i| get(&format!("{what}.{i}"))).collect()
 }
+
+/// What the training loop needs of an optimiser: one update at a learning rate (the schedule
+/// lives outside), and its state by name for checkpoints.
+pub trait Optimizer {
+    /// Updates `params` from their gradients at learning rate `lr`.
+    fn update(&mut self, lr: f32, params: &mut [&mut Tensor]) -> Result<()>;
+    /// The state tensors by name (momentum buffers, moments).
+    fn state(&self) -> Vec<(String, Tensor)>;
+    /// Restores the state of `n_params` parameters after `steps` updates.
+    fn restore(&mut self, n_params: usize, steps: u64, get: StateReader) -> Result<()>;
+}
+
+/// The optimiser a run's config names (`sgd`, `adamw`, `lars`); `None` for another name.
+pub fn by_name(
+    name: &str,
+    lr: f32,
+    weight_decay: f32,
+    momentum: f32,
+) -> Option<Box<dyn Optimizer>> {
+    Some(match name {
+        "sgd" => {
+            let mut o = Sgd::new(lr, momentum);
+            o.weight_decay = weight_decay;
+            Box::new(o)
+        }
+        "lars" => Box::new(Lars::new(lr, momentum, weight_decay)),
+        "adamw" => Box::new(AdamW::new(lr, weight_decay)),
+        _ => return None,
+    })
+}
+
+macro_rules! optimizer {
+    ($t:ty) => {
+        impl Optimizer for $t {
+            fn update(&mut self, lr: f32, params: &mut [&mut Tensor]) -> Result<()> {
+                self.lr = lr;
+                self.step(params)
+            }
+            fn state(&self) -> Vec<(String, Tensor)> {
+                <$t>::state(self)
+            }
+            fn restore(&mut self, n_params: usize, steps: u64, get: StateReader) -> Result<()> {
+                self.load_state(n_params, steps, get)
+            }
+        }
+    };
+}
+optimizer!(Sgd);
+optimizer!(AdamW);
+optimizer!(Lars);
 
 fn indexed(what: &str, v: &[Option<Tensor>]) -> Vec<(String, Tensor)> {
     v.iter()
@@ -164,15 +219,11 @@ impl AdamW {
         s.extend(indexed("v", &self.v));
         s
     }
-    pub fn load_state(
-        &mut self,
-        n_params: usize,
-        steps: u64,
-        get: &dyn Fn(&str) -> Option<Tensor>,
-    ) {
+    pub fn load_state(&mut self, n_params: usize, steps: u64, get: StateReader) -> Result<()> {
         self.t = steps;
-        self.m = restore("m", n_params, get);
-        self.v = restore("v", n_params, get);
+        self.m = restore("m", n_params, get)?;
+        self.v = restore("v", n_params, get)?;
+        Ok(())
     }
 }
 
@@ -241,7 +292,8 @@ impl Lars {
     pub fn state(&self) -> Vec<(String, Tensor)> {
         indexed("velocity", &self.velocity)
     }
-    pub fn load_state(&mut self, n_params: usize, get: &dyn Fn(&str) -> Option<Tensor>) {
-        self.velocity = restore("velocity", n_params, get);
+    pub fn load_state(&mut self, n_params: usize, _steps: u64, get: StateReader) -> Result<()> {
+        self.velocity = restore("velocity", n_params, get)?;
+        Ok(())
     }
 }

@@ -103,9 +103,10 @@ fn sgd_state_round_trips() {
     let state = a.state();
     assert_eq!(state.len(), 1);
     let mut b = Sgd::new(0.1, 0.9);
-    b.load_state(1, &|n| {
-        state.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone())
-    });
+    b.load_state(1, 1, &|n| {
+        Ok(state.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone()))
+    })
+    .unwrap();
     let mut q = p.detach().requires_grad();
     grad_step(&p, &C);
     grad_step(&q, &C);

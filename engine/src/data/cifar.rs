@@ -30,6 +30,7 @@ pub fn load(files: &[&PathBuf]) -> Result<Dataset> {
         sample_shape: vec![3, 32, 32],
         values,
         labels,
+        class_ids: Vec::new(),
         test_every: 5,
     })
 }

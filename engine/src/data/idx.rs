@@ -29,7 +29,16 @@ fn parse<'a>(path: &Path, b: &'a [u8], rank: u8) -> Result<(Vec<usize>, &'a [u8]
     let dims: Vec<usize> = (0..rank as usize)
         .map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    let n = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let Some(n) = n.filter(|&n| n <= b.len() - head) else {
+        return Err(bad(
+            path,
+            format!(
+                "is truncated or its header is damaged: sizes {dims:?} need more bytes than the {} it holds",
+                b.len() - head
+            ),
+        ));
+    };
     if b.len() - head < n {
         return Err(bad(
             path,
@@ -62,6 +71,7 @@ pub fn pair(ip: &Path, images: &[u8], lp: &Path, labels: &[u8]) -> Result<Datase
         sample_shape: vec![1, dims[1], dims[2]],
         values: px.iter().map(|&v| v as f32 / 255.0).collect(),
         labels: lab.iter().map(|&l| l as u32).collect(),
+        class_ids: Vec::new(),
         test_every: 5,
     })
 }

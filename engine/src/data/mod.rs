@@ -18,7 +18,11 @@ pub struct Dataset {
     pub sample_shape: Vec<usize>,
     /// Row-major `[N, ...sample_shape]`.
     pub values: Vec<f32>,
+    /// Dense class ids 0..classes (see `class_ids` for the labels the file holds).
     pub labels: Vec<u32>,
+    /// The label each dense class id stands for, ascending: labels may be sparse or huge
+    /// (any u32); memory is bounded by the number of distinct labels.
+    pub class_ids: Vec<u32>,
     /// Sample i is held out for evaluation when i % test_every == 0.
     pub test_every: usize,
 }
@@ -66,6 +70,56 @@ impl Dataset {
     /// `test_batch.bin`), or `features.npy` and `labels.npy`; or an IDX images file (its
     /// labels file found by name).
     pub fn load(spec: &str) -> Result<Dataset> {
+        let mut d = Self::load_raw(spec)?;
+        d.densify();
+        Ok(d)
+    }
+
+    /// Replaces the file's labels by dense ids 0..k in ascending label order.
+    fn densify(&mut self) {
+        let mut ids = self.labels.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        let dense: std::collections::HashMap<u32, u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (l, i as u32))
+            .collect();
+        for l in &mut self.labels {
+            *l = dense[l];
+        }
+        self.class_ids = ids;
+    }
+
+    /// What identifies the data independently of where it lies: the sample count and shape,
+    /// the number of classes, and a SHA-256 of (at most) 4,096 evenly spaced samples with
+    /// their labels — bounded work however large the data set.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let n = self.len();
+        let take = n.min(4096);
+        let mut h = Sha256::new();
+        for j in 0..take {
+            let i = j * n / take.max(1);
+            for v in &self.values[i * self.sample_len()..(i + 1) * self.sample_len()] {
+                h.update(v.to_le_bytes());
+            }
+            h.update(self.class_ids[self.labels[i] as usize].to_le_bytes());
+        }
+        let hex: String = h
+            .finalize()
+            .iter()
+            .take(12)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!(
+            "n={n} shape={:?} classes={} sha256:{hex}",
+            self.sample_shape,
+            self.class_ids.len()
+        )
+    }
+
+    fn load_raw(spec: &str) -> Result<Dataset> {
         match spec {
             "digits" => digits(),
             "mnist10k" => {
@@ -139,8 +193,9 @@ impl Dataset {
     pub fn sample_len(&self) -> usize {
         self.sample_shape.iter().product()
     }
+    /// The number of distinct labels.
     pub fn classes(&self) -> usize {
-        self.labels.iter().max().map_or(0, |&m| m as usize + 1)
+        self.class_ids.len()
     }
 
     /// Sample indices of a split (held out: i % test_every == 0).
@@ -195,6 +250,7 @@ fn digits() -> Result<Dataset> {
         sample_shape: vec![1, 8, 8],
         values,
         labels,
+        class_ids: Vec::new(),
         test_every: 4,
     })
 }
@@ -212,7 +268,22 @@ fn npy_pair(features: &Path, labels: &Path) -> Result<Dataset> {
         ));
     }
     let (lshape, lab) = crate::npy::read_labels(labels)?;
-    if shape.is_empty() || lshape.len() != 1 || lshape[0] != shape[0] {
+    // Vectors [N, D] or images [N, C, H, W]; any other rank has no encoder.
+    if shape.len() != 2 && shape.len() != 4 {
+        return Err(bad(
+            features,
+            format!(
+                "has shape {shape:?}; features must be [N, D] (vectors) or [N, C, H, W] (images)"
+            ),
+        ));
+    }
+    if shape[1..].contains(&0) {
+        return Err(bad(
+            features,
+            format!("has shape {shape:?}: a sample of no values"),
+        ));
+    }
+    if lshape.len() != 1 || lshape[0] != shape[0] {
         return Err(bad(
             labels,
             format!("labels of shape {lshape:?} do not match features of shape {shape:?} (expected [{}])", shape.first().copied().unwrap_or(0)),
@@ -223,6 +294,7 @@ fn npy_pair(features: &Path, labels: &Path) -> Result<Dataset> {
         sample_shape: shape[1..].to_vec(),
         values: data.iter().map(|&v| v as f32).collect(),
         labels: lab,
+        class_ids: Vec::new(),
         test_every: 5,
     })
 }

@@ -395,7 +395,7 @@ impl Context {
             },
             bytes,
         )
-        .map_err(|_| Error::OutOfMemory { bytes })
+        .map_err(|e| super::pool::alloc_error(bytes, e))
     }
 
     /// Copies host bytes into a new device buffer (through a staging buffer kept alive until

@@ -89,7 +89,8 @@ impl Context {
             Some(b) => b,
             None => match self.new_buffer(class) {
                 Ok(b) => b,
-                Err(_) => {
+                // Only running out of memory is worth a retry; any other failure keeps its cause.
+                Err(Error::OutOfMemory { .. }) => {
                     // Return every pooled buffer to the driver and try once more. The recorder is
                     // flushed first so that no queued command refers to a freed buffer.
                     self.sync()?;
@@ -99,6 +100,7 @@ impl Context {
                         .clear();
                     self.new_buffer(class)?
                 }
+                Err(e) => return Err(e),
             },
         };
         Ok(Arc::new(Storage {
@@ -125,12 +127,38 @@ impl Context {
             },
             class,
         )
-        .map_err(|_| Error::OutOfMemory { bytes: class })?;
+        .map_err(|e| alloc_error(class, e))?;
         let id = sub.buffer().handle().as_raw();
         Ok(Arc::new(DeviceBuffer {
             sub,
             id,
             view: OnceLock::new(),
         }))
+    }
+}
+
+/// A buffer allocation's failure: `OutOfMemory` when the driver ran out of device or host
+/// memory, otherwise a Vulkan error that keeps the driver's cause.
+pub(crate) fn alloc_error(
+    bytes: u64,
+    e: vulkano::Validated<vulkano::buffer::AllocateBufferError>,
+) -> Error {
+    use vulkano::buffer::AllocateBufferError as A;
+    use vulkano::memory::allocator::MemoryAllocatorError as M;
+    use vulkano::{Validated, VulkanError as V};
+    let oom = |v: &V| matches!(v, V::OutOfDeviceMemory | V::OutOfHostMemory);
+    match &e {
+        Validated::Error(A::CreateBuffer(v) | A::BindMemory(v)) if oom(v) => {
+            Error::OutOfMemory { bytes }
+        }
+        Validated::Error(A::AllocateMemory(M::AllocateDeviceMemory(Validated::Error(v))))
+            if oom(v) =>
+        {
+            Error::OutOfMemory { bytes }
+        }
+        _ => Error::vulkan(
+            format!("allocating a buffer of {bytes} bytes"),
+            format!("{e:?}"),
+        ),
     }
 }

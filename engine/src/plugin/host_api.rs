@@ -88,6 +88,7 @@ unsafe extern "C" fn host_op(
     err: *mut ErrorSink,
 ) -> i32 {
     let st = unsafe { state(ctx) };
+    let _host = super::crash::leave();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Held> {
         let name = unsafe { name.as_str() }
             .map_err(|e| Error::Other(format!("op name is not UTF-8: {e}")))?;
@@ -179,8 +180,10 @@ fn attr_b(a: &Value, key: &str) -> bool {
     a.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-/// The op table: every engine op, by name, with its attributes.
+/// The op table: every engine op, by name, with its attributes (checked against
+/// `op_schema` first, so the readers below see only well-typed attributes).
 fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
+    super::op_schema::check(name, a)?;
     let want = |n: usize| {
         if h.len() == n {
             Ok(())
@@ -408,7 +411,7 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
             f(st.i(h[0])?.to_f32()?)
         }
         _ => Err(Error::Other(format!(
-            "unknown host op `{name}`; docs/writing-a-plugin.md lists the op table"
+            "host op `{name}` has a schema but no implementation (a bug in vkgrad)"
         ))),
     }
 }

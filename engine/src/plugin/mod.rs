@@ -5,7 +5,24 @@
 //! carries on with the other plugins.
 
 mod check;
+#[cfg(unix)]
+mod crash;
+#[cfg(not(unix))]
+mod crash {
+    //! Naming the plugin in a crash report needs POSIX signals; elsewhere nothing is installed.
+    pub(crate) struct Entered;
+    pub(crate) fn register(_: &std::path::Path) -> usize {
+        0
+    }
+    pub(crate) fn enter(_: usize) -> Entered {
+        Entered
+    }
+    pub(crate) fn leave() -> Entered {
+        Entered
+    }
+}
 mod host_api;
+pub mod op_schema;
 pub mod verify;
 
 use crate::error::{Error, Result};
@@ -44,12 +61,19 @@ pub struct Component {
     vtable: &'static ComponentVTable,
     #[serde(skip)]
     path: PathBuf,
+    /// Its file's slot in the crash report table (`crash`).
+    #[serde(skip)]
+    slot: usize,
     #[serde(skip)]
     poisoned: Arc<AtomicBool>,
     /// What the panic that poisoned the plugin said.
     #[serde(skip)]
     poison_reason: Arc<std::sync::Mutex<String>>,
 }
+
+/// The plugins shipped with vkgrad; a bare component name found in one of them and in
+/// another plugin means the shipped one.
+pub const SHIPPED: [&str; 3] = ["contrastive", "encoders", "augment"];
 
 /// All plugins found, and the files that were refused (with why).
 #[derive(Default)]
@@ -79,22 +103,7 @@ pub fn search_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for (root, any_library) in roots {
         if root.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(&root)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    let library = [".so", ".dylib", ".dll"]
-                        .iter()
-                        .any(|ext| name.ends_with(ext));
-                    // In the binary's own folder only our built-in plugins count.
-                    library && (any_library || name.contains("vkgrad_plugin_"))
-                })
-                .collect();
-            found.sort();
-            files.extend(found);
+            files.extend(plugin_files(&root, any_library));
         } else {
             files.push(root);
         }
@@ -104,9 +113,46 @@ pub fn search_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
     files
 }
 
+/// The `--plugin` paths must exist, and a folder among them must hold plugin files.
+pub fn check_explicit(explicit: &[PathBuf]) -> Result<()> {
+    for p in explicit {
+        if !p.exists() {
+            return Err(refuse(p, "does not exist (given with --plugin)"));
+        }
+        if p.is_dir() && plugin_files(p, true).is_empty() {
+            return Err(Error::Other(format!(
+                "--plugin {}: the folder holds no plugin files (*.so, *.dylib, *.dll)",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The library files in `dir`, sorted; with `any_library` false only our built-in plugins
+/// (`*vkgrad_plugin_*`), as in the binary's own folder.
+fn plugin_files(dir: &Path, any_library: bool) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let library = [".so", ".dylib", ".dll"]
+                .iter()
+                .any(|ext| name.ends_with(ext));
+            library && (any_library || name.contains("vkgrad_plugin_"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 struct Collect {
     plugin: String,
     path: PathBuf,
+    slot: usize,
     taken: Vec<String>,
     components: Vec<Component>,
     poisoned: Arc<AtomicBool>,
@@ -196,6 +242,7 @@ fn accept(c: &Collect, vt: *const ComponentVTable) -> std::result::Result<Compon
         options,
         vtable: vt,
         path: c.path.clone(),
+        slot: c.slot,
         poisoned: c.poisoned.clone(),
         poison_reason: c.poison_reason.clone(),
     })
@@ -249,9 +296,35 @@ impl Registry {
         reg
     }
 
+    /// The plugins a command runs with: every file of `search_paths(explicit)`. A file the
+    /// user named (`--plugin FILE`, or a folder given with `--plugin` that holds no plugin) is
+    /// an error with its reason when refused; a refused file found while searching folders
+    /// is reported on stderr with its reason and skipped.
+    pub fn load_for(explicit: &[PathBuf]) -> Result<Registry> {
+        check_explicit(explicit)?;
+        let reg = Registry::load_all(&search_paths(explicit));
+        let named = |e: &Error| match e {
+            Error::Plugin { path, .. } => explicit
+                .iter()
+                .any(|p| p.is_file() && Path::new(path) == p.as_path()),
+            _ => false,
+        };
+        if let Some(e) = reg.refused.iter().find(|e| named(e)) {
+            return Err(e.clone());
+        }
+        for e in &reg.refused {
+            eprintln!("warning: skipped {e}");
+        }
+        Ok(reg)
+    }
+
     /// Checks and loads one plugin file.
     pub fn load(&mut self, path: &Path) -> Result<()> {
         check::inspect(path)?;
+        // From here on the file's code may run (initialisers, entry, init): a crash in it is
+        // reported with this path.
+        let slot = crash::register(path);
+        let _entered = crash::enter(slot);
         // Safety: the file is a shared object for this machine exporting our entry symbol;
         // running its initialisers is what loading a plugin means. It is never unloaded.
         let lib = unsafe { libloading::Library::new(path) }
@@ -322,6 +395,7 @@ impl Registry {
         let mut collect = Collect {
             plugin: name.clone(),
             path: path.to_path_buf(),
+            slot,
             taken: self
                 .plugins
                 .iter()
@@ -380,9 +454,34 @@ impl Registry {
                     known.join(", ")
                 )))
             }
-            _ => Err(Error::Other(format!(
-                "{kind} `{name}` is ambiguous; use the full `plugin::name`"
-            ))),
+            _ => {
+                // The shipped plugins win over others (the template built beside them, a
+                // user's copy): a default such as `gaussian_noise` must not become ambiguous.
+                let shipped: Vec<&Component> = matches
+                    .iter()
+                    .copied()
+                    .filter(|c| {
+                        SHIPPED
+                            .iter()
+                            .any(|p| c.name.starts_with(&format!("{p}::")))
+                    })
+                    .collect();
+                let names: Vec<&str> = matches.iter().map(|c| c.name.as_str()).collect();
+                match shipped[..] {
+                    [c] => {
+                        eprintln!(
+                            "note: {kind} `{name}` is in several plugins ({}); using the built-in {} (name another in full)",
+                            names.join(", "),
+                            c.name
+                        );
+                        Ok(c)
+                    }
+                    _ => Err(Error::Other(format!(
+                        "{kind} `{name}` is ambiguous ({}); use the full `plugin::name`",
+                        names.join(", ")
+                    ))),
+                }
+            }
         }
     }
 
@@ -440,6 +539,7 @@ impl Component {
         let mut inst: *mut c_void = std::ptr::null_mut();
         let mut msg = String::new();
         let mut err = sink(&mut msg);
+        let _entered = crash::enter(self.slot);
         let st = unsafe { (self.vtable.create)(Str::new(options_json), &mut inst, &mut err) };
         self.status(st, msg)?;
         if inst.is_null() {
@@ -528,6 +628,7 @@ impl Instance {
         self.comp.check_alive()?;
         let mut msg = String::new();
         let mut out = sink(&mut msg);
+        let _entered = crash::enter(self.comp.slot);
         let st = unsafe { (self.comp.vtable.describe)(self.inst, &mut out) };
         if st != abi::OK {
             return self.comp.status(st, msg).map(|_| Description::default());
@@ -552,6 +653,7 @@ impl Instance {
         let api = host_api::api(&mut state);
         let (mut out, mut msg) = (vec![0; n_out.max(1)], String::new());
         let mut err = sink(&mut msg);
+        let _entered = crash::enter(self.comp.slot);
         let st = unsafe {
             (self.comp.vtable.forward)(
                 self.inst,
@@ -613,6 +715,7 @@ impl Instance {
         };
         let mut msg = String::new();
         let mut err = sink(&mut msg);
+        let _entered = crash::enter(self.comp.slot);
         let st = unsafe {
             reference(
                 self.inst,
@@ -645,6 +748,7 @@ impl Instance {
         };
         let mut msg = String::new();
         let mut err = sink(&mut msg);
+        let _entered = crash::enter(self.comp.slot);
         let st = unsafe { (self.comp.vtable.state_save)(self.inst, &mut out, &mut err) };
         self.comp.status(st, msg)?;
         Ok(got)
@@ -661,6 +765,7 @@ impl Instance {
         };
         let mut msg = String::new();
         let mut err = sink(&mut msg);
+        let _entered = crash::enter(self.comp.slot);
         let st = unsafe { (self.comp.vtable.state_load)(self.inst, &a, &mut err) };
         self.comp.status(st, msg)
     }
@@ -758,6 +863,7 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         if !self.comp.poisoned.load(Ordering::SeqCst) {
+            let _entered = crash::enter(self.comp.slot);
             unsafe { (self.comp.vtable.destroy)(self.inst) };
         }
     }

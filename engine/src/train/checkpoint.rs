@@ -1,17 +1,26 @@
 //! Checkpoints in safetensors: named f32 tensors (parameters, buffers, optimiser state, EMA
-//! target, loss state) plus string metadata (format, config, step, epoch). Written to a
-//! temporary file, synced, then renamed over the old one: a crash leaves the previous
-//! checkpoint intact.
+//! target, loss state) plus string metadata (format, config, step, epoch, data fingerprint).
+//! Written atomically (`files::write_atomic`): a crash leaves the previous checkpoint intact.
+//!
+//! Integrity: the metadata carries a SHA-256 over every tensor (name, shape, bytes) and every
+//! other metadata entry; loading recomputes it, so a flipped byte is an error, not a silently
+//! different model. Non-finite values are refused on save and on load. A checkpoint written
+//! before checksums existed loads with a warning.
 
+use super::files::write_atomic;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 pub const FORMAT: &str = "vkgrad-checkpoint-1";
+/// The last checkpoint of a run.
 pub const FILE: &str = "checkpoint.safetensors";
+/// The checkpoint of the epoch with the best held-out kNN accuracy so far.
+pub const BEST: &str = "best.safetensors";
+const CHECKSUM: &str = "checksum";
 
 pub struct Checkpoint {
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
@@ -42,15 +51,68 @@ impl Checkpoint {
         self.tensors.insert(name.into(), (shape, data));
     }
 
-    /// A tensor uploaded to the device, if present.
-    pub fn get(&self, name: &str) -> Option<Tensor> {
+    /// A tensor uploaded to the device: `None` if the checkpoint does not hold it, an error if
+    /// it does but the upload fails.
+    pub fn get(&self, name: &str) -> Result<Option<Tensor>> {
         self.tensors
             .get(name)
-            .and_then(|(s, d)| Tensor::from_slice(d, s).ok())
+            .map(|(s, d)| Tensor::from_slice(d, s))
+            .transpose()
     }
 
+    /// SHA-256 over the tensors (sorted by name: name, rank, dims, little-endian bytes) and
+    /// the metadata other than the checksum itself (sorted by key).
+    fn checksum(&self) -> String {
+        let mut h = Sha256::new();
+        for (name, (shape, data)) in &self.tensors {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update((shape.len() as u64).to_le_bytes());
+            for d in shape {
+                h.update((*d as u64).to_le_bytes());
+            }
+            for v in data {
+                h.update(v.to_le_bytes());
+            }
+        }
+        let meta: BTreeMap<&String, &String> =
+            self.meta.iter().filter(|(k, _)| *k != CHECKSUM).collect();
+        for (k, v) in meta {
+            for s in [k, v] {
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+        }
+        let digest = h.finalize();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+
+    /// The first tensor holding a NaN or an infinity, and where.
+    fn non_finite(&self) -> Option<(String, usize, f32)> {
+        self.tensors.iter().find_map(|(name, (_, d))| {
+            d.iter()
+                .position(|v| !v.is_finite())
+                .map(|i| (name.clone(), i, d[i]))
+        })
+    }
+
+    /// Writes `dir/FILE` (or `dir/name` for another file name such as `BEST`); `epoch` labels
+    /// the fault points. Non-finite values are refused: a diverged model is never saved.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(FILE);
+        self.save_as(dir, FILE, 0)
+    }
+
+    pub fn save_as(&self, dir: &Path, file: &str, epoch: usize) -> Result<()> {
+        let path = dir.join(file);
+        if let Some((name, i, v)) = self.non_finite() {
+            return Err(err(
+                &path,
+                format!("not written: tensor `{name}` holds {v} at index {i}"),
+            ));
+        }
+        let mut meta = self.meta.clone();
+        meta.insert(CHECKSUM.into(), self.checksum());
         let bytes: Vec<(String, Vec<u8>)> = self
             .tensors
             .iter()
@@ -66,13 +128,8 @@ impl Checkpoint {
                     .map_err(|e| err(&path, e))
             })
             .collect::<Result<Vec<_>>>()?;
-        let data =
-            safetensors::serialize(views, Some(self.meta.clone())).map_err(|e| err(&path, e))?;
-        let tmp = dir.join(format!("{FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(|e| err(&tmp, e))?;
-        f.write_all(&data).map_err(|e| err(&tmp, e))?;
-        f.sync_all().map_err(|e| err(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))
+        let data = safetensors::serialize(views, Some(meta)).map_err(|e| err(&path, e))?;
+        write_atomic(&path, &data, epoch)
     }
 
     pub fn load(dir: &Path) -> Result<Checkpoint> {
@@ -107,7 +164,29 @@ impl Checkpoint {
                 .collect();
             tensors.insert(name, (view.shape().to_vec(), data));
         }
-        Ok(Checkpoint { tensors, meta })
+        let c = Checkpoint { tensors, meta };
+        match c.meta.get(CHECKSUM) {
+            Some(saved) if *saved != c.checksum() => {
+                return Err(err(
+                    &path,
+                    "is damaged: its checksum does not match its contents (a byte changed after \
+                     it was written); use an intact copy, e.g. best.safetensors of the same run",
+                ))
+            }
+            Some(_) => {}
+            None => eprintln!(
+                "warning: {} was written before checkpoints carried a checksum; it is loaded \
+                 unchecked (the next save adds one)",
+                path.display()
+            ),
+        }
+        if let Some((name, i, v)) = c.non_finite() {
+            return Err(err(
+                &path,
+                format!("tensor `{name}` holds {v} at index {i}; a model with non-finite weights is not loaded"),
+            ));
+        }
+        Ok(c)
     }
 
     pub fn meta_u64(&self, key: &str) -> Result<u64> {

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -30,8 +30,8 @@ pub struct Config {
     pub loss_options: Map<String, Value>,
     pub epochs: usize,
     pub batch_size: usize,
-    /// Peak learning rate (after warm-up); 0 = the optimiser's default.
-    pub lr: f64,
+    /// Peak learning rate (after warm-up); absent = the optimiser's default.
+    pub lr: Option<f64>,
     /// sgd | adamw | lars
     pub optimizer: String,
     pub momentum: f64,
@@ -69,7 +69,7 @@ impl Default for Config {
             loss_options: Map::new(),
             epochs: 0,
             batch_size: 256,
-            lr: 0.0,
+            lr: None,
             optimizer: "adamw".into(),
             momentum: 0.9,
             weight_decay: -1.0,
@@ -85,6 +85,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The peak learning rate (after `resolve`, always set).
+    pub fn lr(&self) -> f64 {
+        self.lr.unwrap_or(f64::NAN)
+    }
+
     /// Reads a TOML file.
     pub fn from_file(path: &std::path::Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
@@ -141,12 +146,12 @@ impl Config {
             }
             .into();
         }
-        if self.lr == 0.0 {
-            self.lr = match self.optimizer.as_str() {
+        if self.lr.is_none() {
+            self.lr = Some(match self.optimizer.as_str() {
                 "adamw" => 1e-3,
                 "sgd" => 0.06 * self.batch_size as f64 / 256.0,
                 _ => 0.3 * self.batch_size as f64 / 256.0,
-            };
+            });
         }
         if self.weight_decay < 0.0 {
             self.weight_decay = match self.optimizer.as_str() {
@@ -158,27 +163,54 @@ impl Config {
         if self.warmup_epochs < 0.0 {
             self.warmup_epochs = (self.epochs as f64 / 10.0).min(10.0);
         }
-        let checks = [
-            ("lr", self.lr > 0.0 && self.lr.is_finite()),
-            ("momentum", (0.0..1.0).contains(&self.momentum)),
-            ("weight_decay", self.weight_decay.is_finite()),
-            ("warmup_epochs", self.warmup_epochs.is_finite()),
-            ("ema_base", (0.0..=1.0).contains(&self.ema_base)),
-            ("projection_dim", self.projection_dim > 0),
-            ("knn_k", self.knn_k > 0),
+        let lr = self.lr();
+        let checks: [(&str, f64, bool, &str); 8] = [
+            (
+                "lr",
+                lr,
+                lr > 0.0 && lr.is_finite(),
+                "a positive, finite number (leave it out for the optimizer's default)",
+            ),
+            (
+                "momentum",
+                self.momentum,
+                (0.0..1.0).contains(&self.momentum),
+                "in [0, 1)",
+            ),
+            (
+                "weight_decay",
+                self.weight_decay,
+                self.weight_decay.is_finite(),
+                "finite",
+            ),
+            (
+                "warmup_epochs",
+                self.warmup_epochs,
+                self.warmup_epochs.is_finite(),
+                "finite",
+            ),
+            (
+                "ema_base",
+                self.ema_base,
+                (0.0..=1.0).contains(&self.ema_base),
+                "in [0, 1]",
+            ),
+            (
+                "projection_dim",
+                self.projection_dim as f64,
+                self.projection_dim > 0,
+                "at least 1",
+            ),
+            ("knn_k", self.knn_k as f64, self.knn_k > 0, "at least 1"),
             (
                 "knn_temperature",
+                self.knn_temperature,
                 self.knn_temperature > 0.0 && self.knn_temperature.is_finite(),
+                "a positive, finite number",
             ),
         ];
-        if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
-            let v = serde_json::to_value(&*self)
-                .ok()
-                .and_then(|v| v.get(*name).cloned());
-            return bad(format!(
-                "{name} = {} is out of range",
-                v.unwrap_or(json!(null))
-            ));
+        if let Some((name, v, _, want)) = checks.iter().find(|(_, _, ok, _)| !ok) {
+            return bad(format!("{name} = {v} is out of range: it must be {want}"));
         }
         Ok(())
     }

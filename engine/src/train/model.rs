@@ -110,10 +110,10 @@ impl Module {
 
     /// Sets every parameter from `get(full name)`; a missing name or wrong shape is an error
     /// naming it.
-    pub fn load_named(&mut self, get: &dyn Fn(&str) -> Option<Tensor>) -> Result<()> {
+    pub fn load_named(&mut self, get: &dyn Fn(&str) -> Result<Option<Tensor>>) -> Result<()> {
         for (s, p) in self.specs.iter().zip(self.params.iter_mut()) {
             let name = format!("{}.{}", self.prefix, s.name);
-            let t = get(&name)
+            let t = get(&name)?
                 .ok_or_else(|| Error::Other(format!("checkpoint has no tensor `{name}`")))?;
             if t.shape() != s.shape.as_slice() {
                 return Err(Error::Other(format!(

@@ -1,0 +1,342 @@
+//! `vkgrad train`: a new run (claims its folder), or `--resume` of a saved one (checks the
+//! data and the flags against what was saved); Ctrl-C says where the run stands.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use vkgrad::data::Split;
+use vkgrad::train::{rundir, Config, DataChoice, Stop, Trainer};
+use vkgrad::{Error, Result};
+
+/// `vkgrad train` flags; each overrides the same key of `--config`.
+#[derive(clap::Args, Default)]
+pub struct TrainArgs {
+    /// A TOML file with any of the settings below (same names, plus *_options tables).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// simclr | supcon | byol
+    #[arg(long)]
+    pub method: Option<String>,
+    /// digits (default) | mnist10k | a path: a folder with IDX files (MNIST / Fashion-MNIST,
+    /// gzipped or not), CIFAR-10 binary batches, or features.npy + labels.npy.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Encoder component (default: convnet for images, widths 32, 64 with global pooling for
+    /// 8x8 and a flatten + 128-wide Linear layer above; mlp 256, 128 for vectors).
+    #[arg(long)]
+    pub encoder: Option<String>,
+    /// Augmentation preset (default: digits for 8x8 images, byol for BYOL, simclr otherwise).
+    #[arg(long)]
+    pub augment: Option<String>,
+    /// Loss component (default: nt_xent, supcon or byol by method).
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Epochs (default: 30 on 8x8 digits, 15 otherwise).
+    #[arg(long, allow_negative_numbers = true)]
+    pub epochs: Option<i64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate, positive (default by optimizer: adamw 1e-3, sgd 0.06·B/256,
+    /// lars 0.3·B/256).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// sgd | adamw | lars
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run folder (default: runs/METHOD-DATA-UNIXTIME, a fresh name). A folder that holds
+    /// anything is refused unless --overwrite.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write the run into a non-empty --out folder (files of the run's names are replaced).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Continue the run in this folder from its last checkpoint, with its saved config. Only
+    /// --epochs (a larger total), --data (the same data, moved), --stop-after, --plugin and
+    /// --json may be given with it.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Stop after this many epochs in total (the run can be continued with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    /// More plugin files or folders to search.
+    #[arg(long = "plugin")]
+    pub plugins: Vec<PathBuf>,
+    /// Print one JSON object at the end (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn config_from(a: &TrainArgs) -> Result<Config> {
+    let mut c = match &a.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if let Some(e) = a.epochs {
+        if e <= 0 {
+            return Err(Error::Other(format!(
+                "--epochs must be a positive number, got {e}"
+            )));
+        }
+        c.epochs = e as usize;
+    }
+    if let Some(lr) = a.lr {
+        // 0 is not "the default" (leave --lr out for that): it would train nothing.
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::Other(format!(
+                "--lr must be a positive, finite number, got {lr} (leave it out for the optimizer's default)"
+            )));
+        }
+        c.lr = Some(lr);
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $(if let Some(v) = &a.$f { c.$f = v.clone(); })* };
+    }
+    set!(method, data, encoder, augment, loss, batch_size, optimizer, seed);
+    Ok(c)
+}
+
+/// The flags given with `--resume` that differ from the saved run (each as `--flag value
+/// (run: saved)`); `--epochs` and `--data` are handled by the resume itself.
+fn conflicts(a: &TrainArgs, saved: &Config, dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(c) = &a.config {
+        out.push(format!("--config {}", c.display()));
+    }
+    macro_rules! differs {
+        ($($f:ident: $flag:literal),*) => {$(
+            if let Some(v) = &a.$f {
+                if *v != saved.$f {
+                    out.push(format!("{} {} (run: {})", $flag, v, saved.$f));
+                }
+            }
+        )*};
+    }
+    differs!(method: "--method", encoder: "--encoder", augment: "--augment", loss: "--loss",
+        batch_size: "--batch-size", optimizer: "--optimizer", seed: "--seed");
+    if let Some(lr) = a.lr {
+        if Some(lr) != saved.lr {
+            out.push(format!("--lr {lr} (run: {})", saved.lr()));
+        }
+    }
+    if let Some(o) = &a.out {
+        if !rundir::same_file(o, dir) {
+            out.push(format!("--out {} (run: {})", o.display(), dir.display()));
+        }
+    }
+    if a.overwrite {
+        out.push("--overwrite".into());
+    }
+    out
+}
+
+fn bar(json: bool) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+/// Ctrl-C presses so far: the first asks the run to stop after its current step, the second
+/// ends the process at once.
+static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+
+fn on_ctrl_c() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if INTERRUPTS.fetch_add(1, Ordering::SeqCst) > 0 {
+            eprintln!("\ninterrupted again: stopping now");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping after this step (Ctrl-C again to stop at once)");
+    })
+    .map_err(|e| Error::Other(format!("cannot install the Ctrl-C handler: {e}")))
+}
+
+/// A new run's folder: `--out`, or a fresh `runs/METHOD-DATA-TIME`.
+fn new_run_dir(a: &TrainArgs, cfg: &Config) -> Result<(PathBuf, rundir::RunLock)> {
+    if let Some(out) = &a.out {
+        if !vkgrad::data::BUILT_IN.contains(&cfg.data.as_str())
+            && rundir::same_file(out, Path::new(&cfg.data))
+        {
+            return Err(Error::Other(format!(
+                "--out {} is the data folder; the run must not write into its own input",
+                out.display()
+            )));
+        }
+        let lock = rundir::claim_new(out, a.overwrite)?;
+        return Ok((out.clone(), lock));
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let data = Path::new(&cfg.data)
+        .file_name()
+        .map_or("data".into(), |n| n.to_string_lossy());
+    let dir = rundir::fresh(Path::new(&format!("runs/{}-{data}-{secs}", cfg.method)))?;
+    let lock = rundir::claim_new(&dir, false)?;
+    Ok((dir, lock))
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    if a.stop_after == Some(0) {
+        return Err(Error::Other(
+            "--stop-after must be at least 1 (epochs in total before stopping)".into(),
+        ));
+    }
+    let mut t = match &a.resume {
+        Some(dir) => {
+            if !dir.is_dir() {
+                return Err(Error::Other(format!(
+                    "--resume {}: not a run folder",
+                    dir.display()
+                )));
+            }
+            let lock = rundir::lock(dir)?;
+            let data = match &a.data {
+                Some(d) => DataChoice::Moved(d.clone()),
+                None => DataChoice::Saved,
+            };
+            let mut t = Trainer::open(dir, &a.plugins, data)?;
+            let bad = conflicts(&a, &t.cfg, dir);
+            if !bad.is_empty() {
+                return Err(Error::Other(format!(
+                    "--resume continues {} with its saved settings; these flags differ from them: {}. \
+                     Start a new run (--out) to change them; only --epochs, --data (the same data, moved), \
+                     --stop-after, --plugin and --json go with --resume",
+                    dir.display(),
+                    bad.join(", ")
+                )));
+            }
+            if let Some(e) = a.epochs {
+                t.extend(usize::try_from(e).map_err(|_| {
+                    Error::Other(format!("--epochs must be a positive number, got {e}"))
+                })?)?;
+            }
+            if let Some(s) = a.stop_after.filter(|&s| s <= t.epoch) {
+                return Err(Error::Other(format!(
+                    "--stop-after {s}: the run already has {} epochs; give a larger total",
+                    t.epoch
+                )));
+            }
+            t.own_with(lock);
+            t
+        }
+        None => {
+            let cfg = config_from(&a)?;
+            let (out, lock) = new_run_dir(&a, &cfg)?;
+            let mut t = Trainer::new(cfg, &a.plugins, out)?;
+            t.own_with(lock);
+            t
+        }
+    };
+    on_ctrl_c()?;
+    if !a.json {
+        eprintln!(
+            "{} on {} ({} train / {} held out, sample {:?}) with {} + {} and {}, {} epochs of {} steps, device {}",
+            t.cfg.method,
+            t.data.name,
+            t.data.indices(Split::Train).len(),
+            t.data.indices(Split::Test).len(),
+            t.data.sample_shape,
+            t.cfg.encoder,
+            t.cfg.head,
+            t.cfg.loss,
+            t.cfg.epochs,
+            t.steps_per_epoch(),
+            vkgrad::device::context()?.info.name
+        );
+    }
+    let pb = bar(a.json);
+    let stop = t.fit(a.stop_after, &mut |step, total, msg| {
+        pb.set_length(total);
+        pb.set_position(step);
+        pb.set_message(msg.to_string());
+        INTERRUPTS.load(Ordering::SeqCst) == 0
+    })?;
+    pb.finish_and_clear();
+    let interrupted = INTERRUPTS.load(Ordering::SeqCst) > 0;
+    if stop == Stop::StoppedAfter && !interrupted {
+        let msg = json!({ "stopped_after_epoch": t.epoch, "run_dir": t.out.display().to_string() });
+        if a.json {
+            println!("{msg}");
+        } else {
+            eprintln!(
+                "stopped after epoch {}; continue with --resume {}",
+                t.epoch,
+                t.out.display()
+            );
+        }
+        return Ok(());
+    }
+    if interrupted || matches!(stop, Stop::Interrupted { .. }) {
+        let step = match stop {
+            Stop::Interrupted { step } => step,
+            _ => t.step,
+        };
+        return Err(Error::Interrupted(format!(
+            "interrupted at step {step}; the last checkpoint is the end of epoch {} of {} ({} steps) in {}; \
+             continue with: vkgrad train --resume {}",
+            t.epoch,
+            t.cfg.epochs,
+            t.logs.steps.len(),
+            t.out.display(),
+            t.out.display()
+        )));
+    }
+    let r = t.report(true)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string(&r).map_err(|e| Error::Other(e.to_string()))?
+        );
+    } else {
+        print_report(&r);
+    }
+    Ok(())
+}
+
+pub(crate) fn print_report(r: &vkgrad::train::Report) {
+    println!(
+        "run: {} ({} epochs, {} steps, {:.1} s, {:.0} samples/s on {})",
+        r.run_dir, r.epochs, r.steps, r.train_seconds, r.samples_per_second, r.device
+    );
+    println!(
+        "features: {} output; kNN k = {}, votes exp(sim / {})",
+        r.features, r.knn_k, r.knn_temperature
+    );
+    println!("                     learned   raw pixels");
+    println!(
+        "kNN accuracy         {:.4}    {:.4}",
+        r.knn_accuracy, r.raw_pixels.knn_accuracy
+    );
+    println!(
+        "linear probe         {:.4}    {:.4}",
+        r.linear_probe_accuracy, r.raw_pixels.linear_probe_accuracy
+    );
+    println!(
+        "10 labels per class  {:.4}    {:.4}",
+        r.few_label_accuracy, r.raw_pixels.few_label_accuracy
+    );
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    println!(
+        "alignment            {}    {}",
+        f(r.alignment),
+        f(r.raw_pixels.alignment)
+    );
+    println!(
+        "uniformity           {}   {}",
+        f(r.uniformity),
+        f(r.raw_pixels.uniformity)
+    );
+    if let (Some(e), Some(k)) = (r.best_epoch, r.best_knn_accuracy) {
+        println!("best held-out kNN: {k:.4} at epoch {e} (best.safetensors)");
+    }
+    println!("plots: loss.png, accuracy.png, embedding.png; metrics.jsonl, results.json, checkpoint.safetensors");
+}
