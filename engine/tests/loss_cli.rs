@@ -197,3 +197,29 @@ fn bad_files_and_options_are_clear_errors() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn the_gradient_is_never_written_over_an_input() {
+    let d = dir();
+    let (f, y) = (d.join("in-f.npy"), d.join("in-y.npy"));
+    save(&f, &[4, 2, 3], &features(24));
+    save(&y, &[4], &[0i64, 1, 0, 1]);
+    let before = (std::fs::read(&f).unwrap(), std::fs::read(&y).unwrap());
+    let (fs, ys) = (f.to_str().unwrap(), y.to_str().unwrap());
+    for out in [fs, ys] {
+        let (ok, _, err) = run(&[
+            "supcon",
+            "--features",
+            fs,
+            "--labels",
+            ys,
+            "--grad-out",
+            out,
+        ]);
+        assert!(!ok && err.contains("is an input"), "{out}: {err}");
+    }
+    assert_eq!(
+        (std::fs::read(&f).unwrap(), std::fs::read(&y).unwrap()),
+        before
+    );
+}

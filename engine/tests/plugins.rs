@@ -309,3 +309,130 @@ fn the_plugin_guide_works_as_written() {
     assert!(stdout.contains("template::alignment [loss]"), "{stdout}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// `vkgrad loss fixture::mean_square` on a small features file, with the fixture's `fault`.
+fn fixture_loss(fault: &str) -> (bool, String, String) {
+    let dir = std::env::temp_dir().join(format!("vkgrad-fixture-loss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("f.npy");
+    vkgrad::npy::write_f32(&f, &[3, 2, 2], &[0.5; 12]).unwrap();
+    let f = f.to_str().unwrap().to_string();
+    fixture(
+        fault,
+        &["loss", "fixture::mean_square", "--features", &f, "--plugin"],
+    )
+}
+
+#[test]
+fn host_op_attributes_are_checked_against_their_schema() {
+    let (ok, _, err) = fixture_loss("bad_attr");
+    assert!(
+        !ok && err.contains("sum: attribute `axis` must be an integer, got \"1\""),
+        "{err}"
+    );
+    let (ok, _, err) = fixture_loss("unknown_attr");
+    assert!(
+        !ok && err.contains("mean: unknown attribute `keep_dims` (mean takes axis, keepdim)"),
+        "{err}"
+    );
+    let (ok, out, err) = fixture_loss("ok");
+    assert!(
+        ok && out.contains("fixture::mean_square: 0.25"),
+        "{out}\n{err}"
+    );
+    // Every op of the schema table is one the host runs, and the table rejects what it must.
+    use serde_json::json;
+    use vkgrad::plugin::op_schema::{attrs, check, OPS};
+    for op in OPS {
+        assert!(attrs(op).is_some(), "{op}");
+    }
+    for (op, a, why) in [
+        (
+            "narrow",
+            json!({ "axis": 1, "start": 0 }),
+            "attribute `len` (a non-negative integer) is missing",
+        ),
+        (
+            "narrow",
+            json!({ "axis": 1, "start": -1, "len": 1 }),
+            "`start` must be a non-negative integer",
+        ),
+        (
+            "random",
+            json!({ "seed": 1, "offset": 5_000_000_000u64, "shape": [2], "dist": "normal", "a": 0, "b": 1 }),
+            "`offset` must be an integer in 0..2^32",
+        ),
+        (
+            "random",
+            json!({ "seed": 1, "offset": 0, "shape": [2], "dist": "gauss", "a": 0, "b": 1 }),
+            "`dist` must be one of uniform, normal",
+        ),
+        ("matmul", json!({ "ta": 1 }), "`ta` must be true or false"),
+        (
+            "mul_scalar",
+            json!({ "s": 1e39 }),
+            "`s` must be a number (read as f32)",
+        ),
+        (
+            "relu",
+            json!({ "inplace": true }),
+            "relu takes no attributes",
+        ),
+        ("sum", json!([1]), "attributes must be a JSON object"),
+        ("no_op", json!({}), "unknown host op `no_op`"),
+    ] {
+        let e = check(op, &a).unwrap_err().to_string();
+        assert!(e.contains(why), "{op} {a}: {e}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_crash_inside_plugin_code_names_the_plugin_file() {
+    let (ok, _, err) = fixture_loss("segfault");
+    assert!(!ok);
+    assert!(
+        err.contains("inside plugin code from") && err.contains("fixture_segfault"),
+        "{err}"
+    );
+}
+
+#[test]
+fn refused_plugins_say_why_where_they_are_refused() {
+    // Named with --plugin: the command fails with the file and the reason.
+    let (ok, _, err) = fixture_loss("wrong_major");
+    assert!(
+        !ok && err.contains("fixture_wrong_major") && err.contains("is built for plugin ABI 2.x"),
+        "{err}"
+    );
+    // Found in a search folder: named with its reason on stderr and skipped; the command
+    // goes on with the good plugins.
+    let dir = std::env::temp_dir().join(format!("vkgrad-search-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("libbroken.so");
+    std::fs::write(&bad, b"\x7fELF but truncated").unwrap();
+    let f = dir.join("f.npy");
+    vkgrad::npy::write_f32(&f, &[3, 2, 2], &[0.5; 12]).unwrap();
+    let contrastive = built_plugin("vkgrad-plugin-contrastive");
+    let (ok, out, err) = vkgrad(
+        &[
+            "loss",
+            "nt_xent",
+            "--features",
+            f.to_str().unwrap(),
+            "--plugin",
+            contrastive.to_str().unwrap(),
+        ],
+        &[("VKGRAD_PLUGIN_PATH", dir.to_str().unwrap())],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        err.contains("warning: skipped") && err.contains("libbroken.so"),
+        "{err}"
+    );
+    // A --plugin folder without plugins is an error, not an empty list.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, _, err) = vkgrad(&["plugins", "--plugin", empty.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("holds no plugin files"), "{err}");
+}

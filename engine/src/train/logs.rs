@@ -80,10 +80,7 @@ impl Logs {
     /// The logs in `dir`, cut to what a checkpoint at (`epoch`, `step`) holds: lines written
     /// after it (an epoch whose checkpoint never landed) are dropped.
     pub fn read(dir: &Path, epoch: usize, step: u64) -> Result<Logs> {
-        let mut epochs: Vec<EpochLog> = read(&dir.join(METRICS))?;
-        let mut steps: Vec<StepLog> = read(&dir.join(STEPS))?;
-        epochs.retain(|e| e.epoch <= epoch);
-        steps.retain(|s| s.step <= step);
+        let Logs { epochs, steps } = Self::read_cut(dir, epoch, step)?;
         if epochs.len() != epoch || steps.len() as u64 != step {
             return Err(Error::Other(format!(
                 "{}: the logs hold {} epochs and {} steps, the checkpoint {epoch} and {step}; \
@@ -93,6 +90,16 @@ impl Logs {
                 steps.len()
             )));
         }
+        Ok(Logs { epochs, steps })
+    }
+
+    /// The logs in `dir` (none where there are no log files) cut to (`epoch`, `step`),
+    /// without requiring them to cover it.
+    pub fn read_cut(dir: &Path, epoch: usize, step: u64) -> Result<Logs> {
+        let mut epochs: Vec<EpochLog> = read(&dir.join(METRICS))?;
+        let mut steps: Vec<StepLog> = read(&dir.join(STEPS))?;
+        epochs.retain(|e| e.epoch <= epoch);
+        steps.retain(|s| s.step <= step);
         Ok(Logs { epochs, steps })
     }
 

@@ -157,7 +157,13 @@ impl Trainer {
             ),
         }
         t.restore(&c)?;
-        t.logs = Logs::read(&dir, t.epoch, t.step)?;
+        // The run's own last checkpoint and its logs must agree; another checkpoint file
+        // (best.safetensors, or one copied out of its run) takes what logs there are.
+        t.logs = if file == dir.join(FILE) {
+            Logs::read(&dir, t.epoch, t.step)?
+        } else {
+            Logs::read_cut(&dir, t.epoch, t.step)?
+        };
         Ok(t)
     }
 

@@ -1,7 +1,9 @@
 //! A test plugin whose fault is chosen by the `VKGRAD_FIXTURE` environment variable, read when the
 //! host loads it (tests run the `vkgrad` binary as a subprocess per fault):
 //! `ok` (default), `wrong_major`, `newer_minor`, `duplicate`, `bad_name`, `no_reference`,
-//! `panic_init`, `panic_forward`, `nan`, `wrong_gpu`.
+//! `panic_init`, `panic_forward`, `nan`, `wrong_gpu`, `bad_attr` (a mistyped host-op
+//! attribute), `unknown_attr` (an attribute the op does not take), `segfault` (a crash inside
+//! plugin code).
 //! The loss itself is the mean of squared features, with a correct CPU reference.
 
 use serde::Deserialize;
@@ -54,6 +56,13 @@ impl Loss for MeanSquare {
                     host.op("sqrt", &[&neg], json!({}))
                 }),
             "wrong_gpu" => host.op("mul_scalar", &[&m], json!({ "s": 2.0 })),
+            "bad_attr" => host.op("sum", &[&sq], json!({ "axis": "1" })),
+            "unknown_attr" => host.op("mean", &[&sq], json!({ "axis": 0, "keep_dims": true })),
+            "segfault" => {
+                // Safety: none; this fixture exists to crash the process inside plugin code.
+                unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
+                Ok(m)
+            }
             _ => Ok(m),
         }
     }
