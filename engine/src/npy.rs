@@ -188,6 +188,11 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
         std::io::Write::flush(&mut f)?;
         f.into_inner().map_err(|e| e.into_error())?.sync_all()
     };
-    write().map_err(|e| bad(path, format!("cannot be written: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| bad(path, format!("cannot be written: {e}")))
+    // A failed write (a full disk) leaves neither a temp file nor a changed `path`.
+    write()
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            bad(path, format!("cannot be written: {e}"))
+        })
 }

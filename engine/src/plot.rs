@@ -32,13 +32,19 @@ fn atomic(
 ) -> Result<()> {
     font();
     let tmp = path.with_extension("tmp.png");
-    {
+    let drawn = (|| -> Result<()> {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(path, e))?;
         draw(&root).map_err(|e| err(path, e))?;
         root.present().map_err(|e| err(path, e))?;
+        drop(root);
+        std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+    })();
+    if drawn.is_err() {
+        // A failed draw (a full disk) leaves no temp file behind.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+    drawn
 }
 
 /// (x min, x max, y min, y max) of the finite points; the unit box when there are none.

@@ -436,3 +436,32 @@ fn refused_plugins_say_why_where_they_are_refused() {
     let (ok, _, err) = vkgrad(&["plugins", "--plugin", empty.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("holds no plugin files"), "{err}");
 }
+
+#[test]
+fn the_host_op_table_in_the_docs_matches_the_schema() {
+    use vkgrad::plugin::op_schema::{attrs, OPS};
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/writing-a-plugin.md"),
+    )
+    .unwrap();
+    let table = &doc[doc.find("## Host ops").unwrap()..];
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| `")).collect();
+    for op in OPS {
+        let row = rows
+            .iter()
+            .find(|r| {
+                let ops = r.split('|').nth(1).unwrap_or("");
+                ops.replace(['`', '/', '('], " ")
+                    .split_whitespace()
+                    .any(|w| w == *op)
+            })
+            .unwrap_or_else(|| panic!("host op `{op}` is not in the docs' table"));
+        let documented = row.split('|').nth(3).unwrap_or("");
+        for (name, _, _) in attrs(op).unwrap() {
+            assert!(
+                documented.contains(&format!("`{name}`")),
+                "`{op}`: attribute `{name}` is not documented in: {row}"
+            );
+        }
+    }
+}

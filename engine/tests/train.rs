@@ -170,7 +170,7 @@ fn training_on_digits_lowers_the_loss_and_writes_the_run() {
         ],
         &[],
     );
-    assert!(!ok && stderr.contains("already holds a run"), "{stderr}");
+    assert!(!ok && stderr.contains("it holds a run"), "{stderr}");
 }
 
 #[test]
