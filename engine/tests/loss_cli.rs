@@ -2,26 +2,13 @@
 
 mod common;
 
-use common::{built_plugin, vkgrad};
-use npyz::WriterBuilder;
-use std::path::{Path, PathBuf};
+use common::{built_plugin, save_npy as save, vkgrad};
+use std::path::PathBuf;
 
 fn dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("vkgrad-loss-cli-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn save<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(&mut f)
-        .begin_nd()
-        .unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
 }
 
 fn features(n: usize) -> Vec<f32> {

@@ -7,42 +7,16 @@
 
 mod common;
 
+use common::{save_npy, shipped_plugins as plugins};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use vkgrad::train::checkpoint::Checkpoint;
-
-fn plugins() {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        for p in [
-            "vkgrad-plugin-encoders",
-            "vkgrad-plugin-augment",
-            "vkgrad-plugin-contrastive",
-            "vkgrad-plugin-template",
-        ] {
-            common::built_plugin(p);
-        }
-    });
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vkgrad-safety-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn save_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
-    use npyz::WriterBuilder;
-    let mut f = std::fs::File::create(path).unwrap();
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(&mut f)
-        .begin_nd()
-        .unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
 }
 
 /// 80 vectors of 8 values in 4 clusters, labels `label_of(class)`, in `dir`.
@@ -88,6 +62,15 @@ fn text(o: &Output) -> String {
 
 fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The command failed, saying `why`.
+fn refused(o: &Output, why: &str) {
+    assert!(
+        !o.status.success() && err(o).contains(why),
+        "expected a refusal with `{why}`: {}",
+        text(o)
+    );
 }
 
 /// `train` on the tiny data: 4 epochs planned, stopped after `stop` (no final report).
@@ -294,11 +277,7 @@ fn a_run_folder_has_one_writer_and_is_never_overwritten_unasked() {
     assert!(err(&o).contains("--resume"), "{}", text(&o));
     // The run must not write into its data folder.
     let o = run_in(&d, &train_args(data, data, "1"), &[]);
-    assert!(
-        !o.status.success() && err(&o).contains("data folder"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "data folder");
 
     // Generated names never collide: two runs started in the same second.
     let a = [
@@ -366,11 +345,7 @@ fn resume_checks_flags_and_data_and_extends_epochs() {
         &["train", "--resume", r, "--stop-after", "2"],
         &[],
     );
-    assert!(
-        !o.status.success() && err(&o).contains("trained on other data"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "trained on other data");
     let other = d.join("data");
     let o = run_in(
         &elsewhere,
@@ -406,27 +381,15 @@ fn resume_checks_flags_and_data_and_extends_epochs() {
         &["train", "--resume", r, "--stop-after", "5"],
         &[],
     );
-    assert!(
-        !o.status.success() && err(&o).contains("already has 5 epochs"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "already has 5 epochs");
     let o = run_in(&elsewhere, &["train", "--resume", r, "--epochs", "2"], &[]);
-    assert!(
-        !o.status.success() && err(&o).contains("already trained 5 epochs"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "already trained 5 epochs");
     // A damaged log is an error on resume, naming the file and line.
     let metrics = run.join("metrics.jsonl");
     let good = std::fs::read_to_string(&metrics).unwrap();
     std::fs::write(&metrics, good.replacen("{\"epoch\":2", "{\"epch\":2", 1)).unwrap();
     let o = run_in(&elsewhere, &["train", "--resume", r], &[]);
-    assert!(
-        !o.status.success() && err(&o).contains("metrics.jsonl: line 2"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "metrics.jsonl: line 2");
 }
 
 #[test]
@@ -454,11 +417,7 @@ fn damaged_and_non_finite_checkpoints_are_refused_and_old_ones_load() {
     // Through the CLI too (eval of a damaged run folder).
     std::fs::write(&file, &flipped).unwrap();
     let o = run_in(&d, &["eval", "--checkpoint", run.to_str().unwrap()], &[]);
-    assert!(
-        !o.status.success() && err(&o).contains("is damaged"),
-        "{}",
-        text(&o)
-    );
+    refused(&o, "is damaged");
     std::fs::write(&file, &bytes).unwrap();
 
     // A checkpoint written before checksums (no `checksum` entry) loads, with a warning; one

@@ -7,19 +7,7 @@ use common::vkgrad;
 use std::path::{Path, PathBuf};
 use vkgrad::train::checkpoint::Checkpoint;
 
-/// The plugins `vkgrad` finds beside itself (target/debug).
-fn plugins() {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        for p in [
-            "vkgrad-plugin-encoders",
-            "vkgrad-plugin-augment",
-            "vkgrad-plugin-contrastive",
-        ] {
-            common::built_plugin(p);
-        }
-    });
-}
+use common::shipped_plugins as plugins;
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vkgrad-train-{name}-{}", std::process::id()));

@@ -3,7 +3,7 @@
 use super::train::print_report;
 use std::path::{Path, PathBuf};
 use vkgrad::train::{DataChoice, Trainer};
-use vkgrad::{Error, Result};
+use vkgrad::Result;
 
 /// `vkgrad eval`'s choices that may differ from the run's own (`None`: as the run).
 pub struct EvalChoices {
@@ -38,14 +38,5 @@ pub fn eval(
     // The same range checks as for a run's config.
     let shape = t.data.sample_shape.clone();
     t.cfg.resolve(&shape)?;
-    let r = t.report(false)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string(&r).map_err(|e| Error::Other(e.to_string()))?
-        );
-    } else {
-        print_report(&r);
-    }
-    Ok(())
+    print_report(&t.report(false)?, json)
 }

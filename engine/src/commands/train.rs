@@ -290,19 +290,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
             t.out.display()
         )));
     }
-    let r = t.report(true)?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string(&r).map_err(|e| Error::Other(e.to_string()))?
-        );
-    } else {
-        print_report(&r);
-    }
-    Ok(())
+    print_report(&t.report(true)?, a.json)
 }
 
-pub(crate) fn print_report(r: &vkgrad::train::Report) {
+/// Prints a report: one JSON object with `json`, else the table.
+pub(crate) fn print_report(r: &vkgrad::train::Report, json: bool) -> Result<()> {
+    if json {
+        let text = serde_json::to_string(r).map_err(|e| Error::Other(e.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
     println!(
         "run: {} ({} epochs, {} steps, {:.1} s, {:.0} samples/s on {})",
         r.run_dir, r.epochs, r.steps, r.train_seconds, r.samples_per_second, r.device
@@ -339,4 +336,5 @@ pub(crate) fn print_report(r: &vkgrad::train::Report) {
         println!("best held-out kNN: {k:.4} at epoch {e} (best.safetensors)");
     }
     println!("plots: loss.png, accuracy.png, embedding.png; metrics.jsonl, results.json, checkpoint.safetensors");
+    Ok(())
 }

@@ -7,7 +7,7 @@ use crate::tensor::{IntTensor, Tensor};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use vkgrad_plugin::abi::{self, ErrorSink, Handle, HostApi, Str};
+use vkgrad_plugin::abi::{self, Handle, HostApi, Str, TextSink};
 
 /// A value behind a handle.
 #[derive(Clone)]
@@ -73,7 +73,7 @@ unsafe fn state<'a>(ctx: *mut c_void) -> &'a mut CallState {
     unsafe { &mut *(ctx as *mut CallState) }
 }
 
-unsafe fn fail(err: *mut ErrorSink, e: impl std::fmt::Display) -> i32 {
+unsafe fn fail(err: *mut TextSink, e: impl std::fmt::Display) -> i32 {
     unsafe { vkgrad_plugin::report(err, &e.to_string()) };
     abi::ERROR
 }
@@ -85,7 +85,7 @@ unsafe extern "C" fn host_op(
     n_inputs: usize,
     attrs: Str,
     out: *mut Handle,
-    err: *mut ErrorSink,
+    err: *mut TextSink,
 ) -> i32 {
     let st = unsafe { state(ctx) };
     let _host = super::crash::leave();
@@ -447,7 +447,7 @@ unsafe extern "C" fn host_tensor(
     dims: *const usize,
     rank: usize,
     out: *mut Handle,
-    err: *mut ErrorSink,
+    err: *mut TextSink,
 ) -> i32 {
     let st = unsafe { state(ctx) };
     let data = if len == 0 {

@@ -47,3 +47,35 @@ pub fn built_plugin(package: &str) -> PathBuf {
     );
     dir.join(file)
 }
+
+/// Builds the plugins `vkgrad` finds beside itself (target/debug): the three built-in ones and
+/// the template (as `scripts/run.sh` builds them), once per test binary.
+#[allow(dead_code)] // not every test file trains
+pub fn shipped_plugins() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        for p in [
+            "vkgrad-plugin-encoders",
+            "vkgrad-plugin-augment",
+            "vkgrad-plugin-contrastive",
+            "vkgrad-plugin-template",
+        ] {
+            built_plugin(p);
+        }
+    });
+}
+
+/// Writes a C-order .npy file of `shape`.
+#[allow(dead_code)] // not every test file writes arrays
+pub fn save_npy<T: npyz::AutoSerialize + Copy>(path: &std::path::Path, shape: &[u64], data: &[T]) {
+    use npyz::WriterBuilder;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut f)
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}

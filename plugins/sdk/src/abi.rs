@@ -52,12 +52,18 @@ impl Str {
 /// An opaque host tensor (f32 or integer). 0 means "none".
 pub type Handle = u64;
 
-/// Where a callee reports an error message or other text (the receiver copies it).
+/// Where a callee hands over text, which the receiver copies: an error message, or a result
+/// such as `describe`'s JSON.
 #[repr(C)]
-pub struct ErrorSink {
+pub struct TextSink {
     pub ctx: *mut c_void,
     pub set: unsafe extern "C" fn(ctx: *mut c_void, message: Str),
 }
+
+/// The name `TextSink` had before SDK 0.1.1 (the same type; kept so plugin sources that name it
+/// still build).
+#[deprecated(note = "renamed TextSink: it carries results as well as errors")]
+pub type ErrorSink = TextSink;
 
 /// A borrowed n-dimensional f64 array (CPU reference inputs).
 #[repr(C)]
@@ -97,7 +103,7 @@ pub struct HostApi {
         n_inputs: usize,
         attrs_json: Str,
         out: *mut Handle,
-        err: *mut ErrorSink,
+        err: *mut TextSink,
     ) -> i32,
     /// Writes up to `cap` dimensions of `t` to `dims` and its rank to `rank`.
     pub shape: unsafe extern "C" fn(
@@ -117,7 +123,7 @@ pub struct HostApi {
         dims: *const usize,
         rank: usize,
         out: *mut Handle,
-        err: *mut ErrorSink,
+        err: *mut TextSink,
     ) -> i32,
     /// A log line (level 0 = debug .. 3 = error).
     pub log: unsafe extern "C" fn(ctx: *mut c_void, level: u32, message: Str),
@@ -149,7 +155,7 @@ pub struct ComponentVTable {
     pub options_schema: Str,
     /// Validates the options (a JSON object; missing keys take defaults) and makes an instance.
     pub create:
-        unsafe extern "C" fn(options_json: Str, out: *mut *mut c_void, err: *mut ErrorSink) -> i32,
+        unsafe extern "C" fn(options_json: Str, out: *mut *mut c_void, err: *mut TextSink) -> i32,
     pub destroy: unsafe extern "C" fn(instance: *mut c_void),
     /// Inputs by kind — loss: [features [N, V, D], labels [N] or 0] -> a scalar; encoder:
     /// [x [B, ...input shape], parameters...] -> [B, ...]; augmentation: [batch] -> batch.
@@ -163,7 +169,7 @@ pub struct ComponentVTable {
         n_inputs: usize,
         stream: u64,
         out: *mut Handle,
-        err: *mut ErrorSink,
+        err: *mut TextSink,
     ) -> i32,
     /// The required CPU reference (f64, naive, independent of the host ops): same inputs as
     /// `forward` as f64 arrays (labels as f64 values, or a null `data` when absent).
@@ -174,20 +180,20 @@ pub struct ComponentVTable {
             n_inputs: usize,
             stream: u64,
             out: *mut RefSink,
-            err: *mut ErrorSink,
+            err: *mut TextSink,
         ) -> i32,
     >,
     /// The instance's shapes as JSON: `{"input_shape": [...], "parameters": [{"name", "shape",
     /// "init"}]}` (input shape and parameters are empty for losses).
-    pub describe: unsafe extern "C" fn(instance: *mut c_void, out: *mut ErrorSink) -> i32,
+    pub describe: unsafe extern "C" fn(instance: *mut c_void, out: *mut TextSink) -> i32,
     /// State that must survive steps and checkpoints (e.g. MoCo's queue): `state_save` puts it
     /// as one f64 array (nothing if the component has none yet), `state_load` restores it.
     pub state_save:
-        unsafe extern "C" fn(instance: *mut c_void, out: *mut RefSink, err: *mut ErrorSink) -> i32,
+        unsafe extern "C" fn(instance: *mut c_void, out: *mut RefSink, err: *mut TextSink) -> i32,
     pub state_load: unsafe extern "C" fn(
         instance: *mut c_void,
         state: *const RefArray,
-        err: *mut ErrorSink,
+        err: *mut TextSink,
     ) -> i32,
 }
 
@@ -210,7 +216,7 @@ pub struct PluginDescriptor {
     pub init: unsafe extern "C" fn(
         host: *const HostApi,
         registrar: *const Registrar,
-        err: *mut ErrorSink,
+        err: *mut TextSink,
     ) -> i32,
 }
 

@@ -7,7 +7,7 @@
 //! The loss itself is the mean of squared features, with a correct CPU reference.
 
 use serde::Deserialize;
-use vkgrad_plugin::abi::{self, ErrorSink, HostApi, PluginDescriptor, Registrar, Str};
+use vkgrad_plugin::abi::{self, HostApi, PluginDescriptor, Registrar, Str, TextSink};
 use vkgrad_plugin::{
     guard, json, trampolines, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs,
 };
@@ -76,7 +76,7 @@ impl Loss for MeanSquare {
 unsafe extern "C" fn init(
     _host: *const HostApi,
     registrar: *const Registrar,
-    err: *mut ErrorSink,
+    err: *mut TextSink,
 ) -> i32 {
     let body = || {
         let fault = fault();

@@ -1,0 +1,111 @@
+//! The checks of a loss component.
+
+use super::cases::values;
+use super::numeric::*;
+use super::*;
+
+/// The extra inputs a loss declares, generated like the features (other seeds).
+pub(super) fn loss_extras(loss: &Instance, c: &Case) -> Result<Vec<Vec<f64>>> {
+    let names = loss.describe()?.extra_inputs;
+    Ok((0..names.len())
+        .map(|k| values(c.seed ^ (0xE1 + k as u64) << 32, c.n * c.v * c.d, c.scale))
+        .collect())
+}
+
+/// One device run. A stateful loss (a MoCo queue) is restored afterwards, so that every run and
+/// the CPU reference see the same state.
+pub(super) fn loss_run(loss: &Instance, c: &Case, x: &[f64]) -> Result<(f32, Vec<f32>)> {
+    let snapshot = loss.save_state()?;
+    let result = loss_run_once(loss, c, x);
+    if let Some(s) = &snapshot {
+        loss.load_state(s)?;
+    }
+    result
+}
+
+pub(super) fn loss_run_once(loss: &Instance, c: &Case, x: &[f64]) -> Result<(f32, Vec<f32>)> {
+    let dims = [c.n, c.v, c.d];
+    let xt = Tensor::from_vec(to_f32(x), &dims)?.requires_grad();
+    let labels = IntTensor::from_vec(loss_labels(c), &[c.n])?;
+    let extra = loss_extras(loss, c)?
+        .iter()
+        .map(|e| Tensor::from_vec(to_f32(e), &dims))
+        .collect::<Result<Vec<_>>>()?;
+    let y = loss.forward_with(&xt, Some(&labels), &extra)?;
+    y.backward()?;
+    let g = xt
+        .grad()
+        .map(|g| g.to_vec())
+        .transpose()?
+        .unwrap_or_else(|| vec![0.0; xt.numel()]);
+    Ok((y.item()?, g))
+}
+
+pub(super) fn loss_labels(c: &Case) -> Vec<u32> {
+    (0..c.n)
+        .map(|i| ((i as u64 * 7 + c.seed) % c.classes as u64) as u32)
+        .collect()
+}
+
+pub(super) fn loss_reference(loss: &Instance, c: &Case, x: &[f64]) -> Result<f64> {
+    let labels: Vec<f64> = loss_labels(c).iter().map(|&l| l as f64).collect();
+    let extras = loss_extras(loss, c)?;
+    let extra: Vec<&[f64]> = extras.iter().map(Vec::as_slice).collect();
+    loss.reference_with(x, &[c.n, c.v, c.d], Some(&labels), &extra)
+}
+
+pub(super) fn loss_case(
+    loss: &Instance,
+    c: &Case,
+    property: &str,
+) -> std::result::Result<(), String> {
+    let x = values(c.seed, c.n * c.v * c.d, c.scale);
+    let (value, grad) = loss_run(loss, c, &x).map_err(|e| format!("device run failed: {e}"))?;
+    let want = loss_reference(loss, c, &x).map_err(|e| format!("CPU reference failed: {e}"))?;
+    match property {
+        "matches CPU reference" => {
+            // A loss is a short chain of ops over O(1) terms: GRADIENT's chained bound, relative
+            // to |value| + 1.
+            let bound = tol::GRADIENT.rel * (want.abs() + 1.0);
+            let within = (value as f64 - want).abs() <= bound; // NaN fails
+            if !within {
+                return Err(format!(
+                    "device {value} vs CPU reference {want} (|diff| {:e} > {bound:e})",
+                    (value as f64 - want).abs()
+                ));
+            }
+        }
+        "gradient vs finite differences" => {
+            for probe in 0..2 {
+                finite_difference_check(
+                    &format!("direction {probe}"),
+                    &x,
+                    &grad,
+                    probe as f64,
+                    0.0, // a loss is a short chain: no cancellation floor
+                    &|xs| loss_reference(loss, c, xs),
+                )?;
+            }
+        }
+        "finite" => {
+            if !value.is_finite() || grad.iter().any(|g| !g.is_finite()) {
+                return Err(format!(
+                    "non-finite result on finite inputs: value {value}, gradient finite: {}",
+                    grad.iter().all(|g| g.is_finite())
+                ));
+            }
+        }
+        "deterministic" => {
+            let (v2, g2) = loss_run(loss, c, &x).map_err(|e| e.to_string())?;
+            if v2.to_bits() != value.to_bits() || !bits_equal(&g2, &grad) {
+                return Err(format!(
+                    "two runs on the same input differ: {value} vs {v2}"
+                ));
+            }
+        }
+        _ => unreachable!("unknown property {property}"),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- encoders

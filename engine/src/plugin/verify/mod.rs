@@ -1,0 +1,204 @@
+//! `vkgrad verify`: the property harness every plugin component goes through — the same proof
+//! the built-in components get. For every kind: default options accepted and bad ones refused,
+//! and on generated inputs (proptest, shrinking to the smallest failing case) the device result
+//! matches the component's own CPU reference, is finite, and is bit-for-bit deterministic.
+//! Losses and encoders also get their device gradients checked against central finite
+//! differences of the CPU reference (for encoders: with respect to the input and every
+//! parameter).
+
+//!
+//! The files: this one (the report, the driver), `cases` (generated inputs), `numeric`
+//! (comparisons, finite differences), `loss`, `encoder`, `augmentation` (each kind's checks).
+
+mod augmentation;
+mod cases;
+mod encoder;
+mod loss;
+mod numeric;
+
+use crate::error::{Error, Result};
+use crate::ops::random::Rng;
+use crate::plugin::{Component, Instance};
+use crate::reference::tol;
+use crate::tensor::{IntTensor, Tensor};
+use augmentation::augmentation_case;
+use cases::*;
+use encoder::encoder_case;
+use loss::loss_case;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use serde::Serialize;
+use vkgrad_plugin::Init;
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub component: String,
+    pub property: &'static str,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// A generated input: a batch of `n` samples (for losses: `v` views of `d` dimensions; for
+/// encoders and augmentations: the component's input shape), values from `seed` times `scale`,
+/// labels from `classes` classes.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub n: usize,
+    pub v: usize,
+    pub d: usize,
+    pub classes: u32,
+    pub seed: u64,
+    pub scale: f64,
+}
+
+/// The properties checked on generated inputs, per component kind, in report order.
+pub fn case_properties(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "augmentation" => &["matches CPU reference", "finite", "deterministic"],
+        _ => &[
+            "matches CPU reference",
+            "gradient vs finite differences",
+            "finite",
+            "deterministic",
+        ],
+    }
+}
+
+/// Which components to verify, built with which options.
+pub struct Only<'a> {
+    /// A component name, with or without its `plugin::` prefix; `None`: every component.
+    pub component: Option<&'a str>,
+    /// The options JSON each chosen component is built with (`{}`: its defaults).
+    pub options: &'a str,
+}
+
+impl Only<'_> {
+    /// The chosen components of `plugin`; an unknown name is an error listing the known ones.
+    pub fn select<'p>(&self, plugin: &'p super::Plugin) -> Result<Vec<&'p Component>> {
+        let Some(name) = self.component else {
+            return Ok(plugin.components.iter().collect());
+        };
+        let found: Vec<&Component> = plugin
+            .components
+            .iter()
+            .filter(|c| c.is_named(name))
+            .collect();
+        if found.is_empty() {
+            let known: Vec<&str> = plugin.components.iter().map(|c| c.name.as_str()).collect();
+            return Err(Error::Other(format!(
+                "plugin {} has no component {name:?}; it has: {}",
+                plugin.name,
+                known.join(", ")
+            )));
+        }
+        Ok(found)
+    }
+}
+
+/// Verifies `components`, each built with `options` (JSON; `{}` for the defaults);
+/// `progress(what)` is called before each property.
+pub fn verify(
+    components: &[&Component],
+    options: &str,
+    cases_per_property: u32,
+    seed: u64,
+    mut progress: impl FnMut(&str),
+) -> Vec<Check> {
+    let mut out = Vec::new();
+    let accepted = if options == "{}" {
+        "default options accepted"
+    } else {
+        "given options accepted"
+    };
+    for &comp in components {
+        let mut check = |property: &'static str, r: std::result::Result<String, String>| {
+            out.push(Check {
+                component: comp.name.clone(),
+                property,
+                passed: r.is_ok(),
+                detail: r.unwrap_or_else(|e| e),
+            });
+        };
+        check("bad options rejected", bad_options_rejected(comp));
+        let inst = match comp.instantiate(options) {
+            Ok(i) => {
+                check(accepted, Ok(String::new()));
+                i
+            }
+            Err(e) => {
+                check(accepted, Err(e.to_string()));
+                continue;
+            }
+        };
+        for &property in case_properties(comp.kind) {
+            progress(&format!("{} {property}", comp.name));
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&seed.to_le_bytes());
+            let config = Config {
+                cases: cases_per_property,
+                failure_persistence: None,
+                max_shrink_iters: 500,
+                ..Config::default()
+            };
+            let mut runner =
+                TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &key));
+            // A loss that takes only some view counts gets cases with those.
+            let described = inst.describe().ok();
+            let (vmin, vmax) = described
+                .as_ref()
+                .and_then(|d| d.views)
+                .unwrap_or((1, usize::MAX));
+            // A loss that fixes its feature dimension (e.g. a queue of keys) gets cases with it.
+            let fixed_dim = described
+                .filter(|d| comp.kind == "loss" && d.input_shape.len() == 1)
+                .map(|d| d.input_shape[0]);
+            let result = runner.run(&cases(), |mut c| {
+                c.v = c.v.clamp(vmin, vmax.max(vmin));
+                c.d = fixed_dim.unwrap_or(c.d);
+                let r = match comp.kind {
+                    "loss" => loss_case(&inst, &c, property),
+                    "encoder" => encoder_case(&inst, &c, property),
+                    _ => augmentation_case(&inst, &c, property),
+                };
+                r.map_err(TestCaseError::fail)
+            });
+            check(
+                property,
+                match result {
+                    Ok(()) => Ok(format!("{cases_per_property} cases")),
+                    Err(TestError::Fail(why, case)) => {
+                        Err(format!("{why}; smallest failing input: {case:?}"))
+                    }
+                    Err(TestError::Abort(why)) => Err(format!("aborted: {why}")),
+                },
+            );
+            if comp.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn bad_options_rejected(comp: &Component) -> std::result::Result<String, String> {
+    let mut bad = vec![
+        r#"{"__not_an_option__": 1}"#.to_string(),
+        "[1, 2]".to_string(),
+        "not json".to_string(),
+    ];
+    if let Some(first) = comp
+        .options
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|o| o["name"].as_str())
+    {
+        bad.push(format!(r#"{{"{first}": "not a number or flag"}}"#));
+    }
+    for b in &bad {
+        if comp.instantiate(b).is_ok() {
+            return Err(format!("options {b} were accepted"));
+        }
+    }
+    Ok(format!("{} bad option sets refused", bad.len()))
+}

@@ -1,0 +1,94 @@
+//! The three component kinds a plugin implements: `Loss`, `Encoder`, `Augmentation`.
+
+use crate::*;
+
+/// An encoder: parameters + forward. `forward` composes host ops; `reference` computes the same
+/// output naively in f64 (required; `vkgrad verify` checks output and every gradient).
+pub trait Encoder: Sized + Send + Sync + 'static {
+    type Options: DeserializeOwned + Default;
+    const NAME: &'static str;
+    const DESCRIPTION: &'static str;
+    fn options() -> Vec<OptionSpec>;
+    fn new(options: Self::Options) -> Result<Self, String>;
+    /// The shape of one input sample (the batch dimension comes first in `forward`).
+    fn input_shape(&self) -> Vec<usize>;
+    fn parameters(&self) -> Vec<ParamSpec>;
+    /// `x` is `[B, ...input_shape]`; `params` come in the order of `parameters()`, buffers
+    /// included. In training mode (`pass.training`) every buffer's new value must be given to
+    /// `pass.update`, in order.
+    fn forward<'h>(
+        &self,
+        host: &'h Host,
+        x: &HostTensor<'h>,
+        params: &[HostTensor<'h>],
+        pass: &mut Pass<'h>,
+    ) -> Result<HostTensor<'h>, String>;
+    /// The output in f64 for the given mode (buffer updates are not part of the reference).
+    fn reference(&self, x: &Array, params: &[Array], training: bool) -> Result<Output, String>;
+}
+
+/// An augmentation: a batch and a random stream in, a batch out, on the device; the CPU
+/// reference draws the same numbers from the same stream.
+pub trait Augmentation: Sized + Send + Sync + 'static {
+    type Options: DeserializeOwned + Default;
+    const NAME: &'static str;
+    const DESCRIPTION: &'static str;
+    fn options() -> Vec<OptionSpec>;
+    fn new(options: Self::Options) -> Result<Self, String>;
+    /// The shape of one sample it takes (for `vkgrad verify`'s generated batches).
+    fn input_shape(&self) -> Vec<usize>;
+    fn forward<'h>(
+        &self,
+        host: &'h Host,
+        batch: &HostTensor<'h>,
+        stream: Stream,
+    ) -> Result<HostTensor<'h>, String>;
+    fn reference(&self, batch: &Array, stream: Stream) -> Result<Output, String>;
+}
+
+/// A loss family component. `forward` composes host ops (so autograd and the GPU come from the
+/// engine); `reference` computes the same value naively in f64 without them — it is required,
+/// and `vkgrad verify` checks the two against each other.
+pub trait Loss: Sized + Send + Sync + 'static {
+    /// Options, read from a JSON object; use `#[serde(default, deny_unknown_fields)]` so that
+    /// missing keys take defaults and unknown ones are errors.
+    type Options: DeserializeOwned + Default;
+    /// The component name within the plugin (the host sees `plugin::NAME`).
+    const NAME: &'static str;
+    const DESCRIPTION: &'static str;
+    /// Every option with its type, default and documentation.
+    fn options() -> Vec<OptionSpec>;
+    /// Validates options (e.g. temperature > 0) and builds the component.
+    fn new(options: Self::Options) -> Result<Self, String>;
+    /// Whether labels are required (checked by the host before calling).
+    fn needs_labels(&self) -> bool {
+        false
+    }
+    /// State kept across calls (e.g. a queue), as one array; `None` when there is none.
+    fn save_state(&self) -> Option<Output> {
+        None
+    }
+    /// Restores what `save_state` returned.
+    fn load_state(&self, _state: &Array) -> Result<(), String> {
+        Err(format!("{} has no state", Self::NAME))
+    }
+    /// The feature dimension D the loss requires, if it fixes one (e.g. a queue of keys).
+    fn feature_dim(&self) -> Option<usize> {
+        None
+    }
+    /// The numbers of views V the loss takes, (min, max) inclusive.
+    fn views(&self) -> (usize, usize) {
+        (1, usize::MAX)
+    }
+    /// Names of extra inputs, each shaped like the features (e.g. BYOL's `targets`); the host
+    /// passes them after the labels, in this order.
+    fn extra_inputs(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    fn forward<'h>(
+        &self,
+        host: &'h Host,
+        inputs: &LossInputs<'h>,
+    ) -> Result<HostTensor<'h>, String>;
+    fn reference(&self, inputs: &RefInputs) -> Result<f64, String>;
+}
