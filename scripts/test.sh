@@ -2,9 +2,14 @@
 # The whole test suite: installs what it needs (scripts/setup.sh), then runs every test of the
 # workspace on the Vulkan device (lavapipe where there is no GPU), and the op property tests a
 # second time with the GPU kernel variants forced (VKGRAD_KERNELS=gpu), so both variant
-# families are verified on any machine. VKGRAD_PROPTEST_CASES=N runs N cases per property.
+# families are verified on any machine; then `vkgrad verify` on every built-in plugin.
+# VKGRAD_PROPTEST_CASES=N runs N cases per property.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo test --workspace
 VKGRAD_KERNELS=gpu cargo test -p vkgrad-tests
+# Every built-in plugin (and the template) must pass `vkgrad verify`, as any user's plugin must.
+cargo build --release -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive \
+    -p vkgrad-plugin-encoders -p vkgrad-plugin-augment
+for p in target/release/libvkgrad_plugin_*.so; do ./target/release/vkgrad verify "$p" --cases 64; done

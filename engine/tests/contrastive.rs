@@ -567,7 +567,12 @@ fn every_family_is_finite_at_extreme_scales() {
             let y = l.forward_with(&xt, labels.as_ref(), &e).unwrap();
             y.backward().unwrap();
             let value = y.item().unwrap();
-            let g = xt.grad().map(|g| g.to_vec().unwrap()).unwrap_or_default();
+            let g = xt
+                .grad()
+                .unwrap_or_else(|| panic!("{name}: no gradient reached the features"))
+                .to_vec()
+                .unwrap();
+            assert_eq!(g.len(), n * v * d, "{name}");
             assert!(
                 value.is_finite() && g.iter().all(|a| a.is_finite()),
                 "{name} at scale {scale}: {value}"

@@ -97,6 +97,13 @@ pub fn loss(
     }
     let y = loss.forward_with(&x, labels.as_ref(), &extra)?;
     let value = y.item()?;
+    if !value.is_finite() {
+        return Err(Error::Other(format!(
+            "{}: the loss is {value} on {} (degenerate features, e.g. a zero vector or a constant column?)",
+            comp.name,
+            features.display()
+        )));
+    }
     if let Some(path) = grad_out {
         y.backward()?;
         // No gradient at all means the loss does not depend on its features (a detached
@@ -107,6 +114,14 @@ pub fn loss(
                 comp.name
             ))
         })?;
+        if let Some(i) = g.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Other(format!(
+                "{}: the gradient is {} at index {i} (not written to {})",
+                comp.name,
+                g[i],
+                path.display()
+            )));
+        }
         vkgrad::npy::write_f32(path, &shape, &g)?;
     }
     if json {

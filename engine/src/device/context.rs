@@ -41,6 +41,8 @@ pub struct Context {
     /// `VKGRAD_PROFILE=1`: each dispatch is waited for and its time added here, per kernel and
     /// specialisation (slow; for finding where time goes).
     profile: Option<Mutex<HashMap<String, (u64, f64)>>>,
+    /// Device buffers created so far (a pooled buffer taken again does not count).
+    pub(crate) buffers_created: std::sync::atomic::AtomicU64,
 }
 
 /// A buffer a command binds: read or written as a storage buffer, or read as a uniform texel
@@ -193,6 +195,7 @@ impl Context {
             profile: std::env::var("VKGRAD_PROFILE")
                 .is_ok_and(|v| v == "1")
                 .then(|| Mutex::new(HashMap::new())),
+            buffers_created: Default::default(),
         })
     }
 
@@ -485,6 +488,12 @@ impl Context {
     /// Submits everything recorded and waits for it.
     pub fn sync(&self) -> Result<()> {
         lock(&self.rec).flush()
+    }
+
+    /// Device buffers created since start; reusing a pooled buffer creates none.
+    pub fn buffers_created(&self) -> u64 {
+        self.buffers_created
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Dispatch, barrier and submit counters since start.

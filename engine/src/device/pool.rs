@@ -128,6 +128,8 @@ impl Context {
             class,
         )
         .map_err(|e| alloc_error(class, e))?;
+        self.buffers_created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = sub.buffer().handle().as_raw();
         Ok(Arc::new(DeviceBuffer {
             sub,

@@ -18,7 +18,15 @@ pub struct Tol {
 /// Smallest normal f32: Vulkan lets drivers flush denormal results to zero.
 pub const DENORM: f64 = 1.1754943508222875e-38;
 
-/// Arithmetic (+ - * /, compare, min/max, copies): correctly rounded except division, which
+/// Copies (index_select, gather, expand, narrow …): the value itself, except that Vulkan lets
+/// drivers flush a denormal to zero as it passes through a register.
+pub const EXACT: Tol = Tol {
+    abs: DENORM,
+    rel: 0.0,
+    per_term: 0.0,
+};
+
+/// Arithmetic (+ - * /, compare, min/max): correctly rounded except division, which
 /// Vulkan allows 2.5 ULP; 3 ULP = 6u covers both.
 pub const ELEMENTWISE: Tol = Tol {
     abs: DENORM,

@@ -73,13 +73,25 @@ pub(super) fn encoder_run(enc: &Instance, e: &EncoderInputs) -> Result<EncoderRu
         .collect();
     y.backward_with(&Tensor::from_vec(probe, y.shape())?)?;
     let mut grads = Vec::new();
-    for t in std::iter::once(&x).chain(&params) {
-        grads.push(
-            t.grad()
-                .map(|g| g.to_vec())
-                .transpose()?
-                .unwrap_or_else(|| vec![0.0; t.numel()]),
-        );
+    let buffer = std::iter::once(&false).chain(&e.buffer);
+    for (k, (t, &buffer)) in std::iter::once(&x).chain(&params).zip(buffer).enumerate() {
+        grads.push(match t.grad() {
+            Some(g) => g.to_vec()?,
+            // Buffers are never differentiated: their gradient slot is zero by definition.
+            None if buffer => vec![0.0; t.numel()],
+            // The input and every learnable parameter must be reached by the backward pass;
+            // a missing gradient is a detached graph, not a zero.
+            None => {
+                let what = if k == 0 {
+                    "the input".to_string()
+                } else {
+                    format!("parameter {}", k - 1)
+                };
+                return Err(Error::Other(format!(
+                    "no gradient reached {what}: the output does not depend on it (a detached graph?)"
+                )));
+            }
+        });
     }
     Ok((y.to_vec()?, y.shape().to_vec(), grads))
 }

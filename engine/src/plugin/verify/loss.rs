@@ -33,11 +33,14 @@ pub(super) fn loss_run_once(loss: &Instance, c: &Case, x: &[f64]) -> Result<(f32
         .collect::<Result<Vec<_>>>()?;
     let y = loss.forward_with(&xt, Some(&labels), &extra)?;
     y.backward()?;
-    let g = xt
-        .grad()
-        .map(|g| g.to_vec())
-        .transpose()?
-        .unwrap_or_else(|| vec![0.0; xt.numel()]);
+    // A missing gradient is a detached graph (the loss does not depend on its features), not
+    // a zero gradient.
+    let g = xt.grad().map(|g| g.to_vec()).transpose()?.ok_or_else(|| {
+        Error::Other(
+            "no gradient reached the features: the loss does not depend on them (a detached graph?)"
+                .into(),
+        )
+    })?;
     Ok((y.item()?, g))
 }
 
