@@ -13,6 +13,7 @@ pub use error::{Error, Result};
 pub use ops::conv::Window;
 pub use ops::random::Rng;
 pub use ops::resample::Padding;
+pub use ops::similarity::{Positives, SimilarityLse};
 pub use ops::MAX_RANK;
 pub use tensor::{IntTensor, Shape, Tensor};
 pub mod bench;

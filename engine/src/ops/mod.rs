@@ -10,6 +10,7 @@ pub(crate) mod random;
 pub(crate) mod reduce;
 pub(crate) mod resample;
 pub(crate) mod rowwise;
+pub(crate) mod similarity;
 pub(crate) mod unary;
 
 use crate::device::Storage;

@@ -6,6 +6,7 @@
 pub mod conv;
 mod ops;
 pub mod philox;
+pub mod similarity;
 pub mod tol;
 
 pub use ops::*;
