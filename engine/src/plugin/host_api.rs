@@ -406,6 +406,7 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
             };
             f(x(0)?.resample_affine(x(1)?, [oh, ow], pad)?)
         }
+        "similarity_lse" => similarity_lse(st, h, a),
         "to_f32" => {
             want(1)?;
             f(st.i(h[0])?.to_f32()?)
@@ -414,6 +415,66 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
             "host op `{name}` has a schema but no implementation (a bug in vkgrad)"
         ))),
     }
+}
+
+/// Integer ids from an integer tensor, or from an f32 one holding non-negative integers.
+fn ids(st: &CallState, h: Handle, what: &str) -> Result<Vec<u32>> {
+    match st.get(h)? {
+        Held::I(t) => t.to_vec(),
+        Held::F(t) => t
+            .to_vec()?
+            .into_iter()
+            .map(|v| {
+                (v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f32)
+                    .then_some(v as u32)
+                    .ok_or_else(|| {
+                        Error::Other(format!(
+                            "similarity_lse: {what} must be non-negative integers, got {v}"
+                        ))
+                    })
+            })
+            .collect(),
+    }
+}
+
+/// `similarity_lse`: inputs q, k, then the positives (`index`: one tensor [M]; `labels`: query
+/// labels [M] and key labels [P]), then the external positive logits [M] if `external`.
+fn similarity_lse(st: &CallState, h: &[Handle], a: &Value) -> Result<Held> {
+    let positives = a.get("positives").and_then(Value::as_str).unwrap_or("none");
+    let external = attr_b(a, "external");
+    let n_pos = match positives {
+        "index" => 1,
+        "labels" => 2,
+        _ => 0,
+    };
+    let want = 2 + n_pos + external as usize;
+    if h.len() != want {
+        return Err(Error::Other(format!(
+            "similarity_lse: takes {want} inputs (q, k{}{}), got {}",
+            ["", ", index", ", query labels, key labels"][n_pos],
+            if external { ", external positives" } else { "" },
+            h.len()
+        )));
+    }
+    let positives = match positives {
+        "index" => crate::Positives::Index(ids(st, h[2], "positive indices")?),
+        "labels" => {
+            crate::Positives::Labels(ids(st, h[2], "query labels")?, ids(st, h[3], "key labels")?)
+        }
+        _ => crate::Positives::None,
+    };
+    let ext = if external {
+        Some(st.f(h[2 + n_pos])?)
+    } else {
+        None
+    };
+    let o = crate::SimilarityLse {
+        temperature: attr_f("similarity_lse", a, "temperature")?,
+        exclude_self: attr_b(a, "exclude_self"),
+        positives,
+        tile_rows: None,
+    };
+    Ok(Held::F(st.f(h[0])?.similarity_lse(st.f(h[1])?, ext, &o)?))
 }
 
 unsafe extern "C" fn host_shape(

@@ -95,6 +95,16 @@ pub fn attrs(name: &str) -> Option<&'static [Attr]> {
             ("dilation", UInt, Optional("1")),
         ],
         "max_pool2d" | "avg_pool2d" => WINDOW,
+        "similarity_lse" => &[
+            ("temperature", F32, Required),
+            ("exclude_self", Bool, Optional("false")),
+            (
+                "positives",
+                Choice(&["none", "index", "labels"]),
+                Optional("\"none\""),
+            ),
+            ("external", Bool, Optional("false")),
+        ],
         "resample_affine" => &[
             ("size", UList, Required),
             (

@@ -13,16 +13,22 @@ use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInp
 #[serde(default, deny_unknown_fields)]
 pub struct NtXentOptions {
     pub temperature: f64,
+    /// "auto", "tiled" or "matrix".
+    pub similarity: String,
 }
 
 impl Default for NtXentOptions {
     fn default() -> Self {
-        NtXentOptions { temperature: 0.5 }
+        NtXentOptions {
+            temperature: 0.5,
+            similarity: "auto".into(),
+        }
     }
 }
 
 pub struct NtXent {
     tau: f64,
+    path: masked::Path,
 }
 
 impl Loss for NtXent {
@@ -31,17 +37,28 @@ impl Loss for NtXent {
     const DESCRIPTION: &'static str = "NT-Xent / InfoNCE over V >= 2 views (SimCLR): mean over anchors of -log softmax_{k!=i}(sim/τ)[positive]";
 
     fn options() -> Vec<OptionSpec> {
-        vec![OptionSpec {
-            name: "temperature",
-            ty: "float > 0",
-            default: json!(0.5),
-            doc: "τ (SimCLR's CIFAR recipe: 0.5)",
-        }]
+        vec![
+            OptionSpec {
+                name: "temperature",
+                ty: "float > 0",
+                default: json!(0.5),
+                doc: "τ (SimCLR's CIFAR recipe: 0.5)",
+            },
+            OptionSpec {
+                name: "similarity",
+                ty: "\"auto\" | \"tiled\" | \"matrix\"",
+                default: json!("auto"),
+                doc: "tiled: row statistics without the (VN)² matrix (any batch); matrix: the whole matrix; auto: tiled above 2048 rows",
+            },
+        ]
     }
 
     fn new(o: NtXentOptions) -> Result<Self, String> {
         crate::check_temperature("nt_xent", "temperature", o.temperature)?;
-        Ok(NtXent { tau: o.temperature })
+        Ok(NtXent {
+            tau: o.temperature,
+            path: masked::Path::parse("nt_xent", &o.similarity)?,
+        })
     }
 
     fn views(&self) -> (usize, usize) {
@@ -61,6 +78,7 @@ impl Loss for NtXent {
             v,
             &Spec {
                 temperature: self.tau,
+                path: self.path,
                 factor: 1.0,
                 form: Form::Out,
                 first_view_only: false,

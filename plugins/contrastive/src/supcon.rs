@@ -22,6 +22,8 @@ pub struct SupConOptions {
     pub variant: String,
     /// "all" or "one".
     pub contrast_mode: String,
+    /// "auto", "tiled" or "matrix".
+    pub similarity: String,
 }
 
 impl Default for SupConOptions {
@@ -31,11 +33,13 @@ impl Default for SupConOptions {
             base_temperature: None,
             variant: "out".into(),
             contrast_mode: "all".into(),
+            similarity: "auto".into(),
         }
     }
 }
 
 pub struct SupCon {
+    path: masked::Path,
     tau: f64,
     factor: f64,
     l_in: bool,
@@ -74,6 +78,12 @@ impl Loss for SupCon {
                 default: json!("all"),
                 doc: "every view anchors, or only the first view",
             },
+            OptionSpec {
+                name: "similarity",
+                ty: "\"auto\" | \"tiled\" | \"matrix\"",
+                default: json!("auto"),
+                doc: "tiled: row statistics without the (VN)² matrix (any batch); matrix: the whole matrix; auto: tiled above 2048 rows",
+            },
         ]
     }
 
@@ -101,6 +111,7 @@ impl Loss for SupCon {
             }
         };
         Ok(SupCon {
+            path: masked::Path::parse("supcon", &o.similarity)?,
             tau: o.temperature,
             factor: o.base_temperature.map_or(1.0, |b| o.temperature / b),
             l_in,
@@ -128,6 +139,7 @@ impl Loss for SupCon {
         let rows = host.op("reshape", &[&l], json!({ "shape": [n * v] }))?;
         let spec = Spec {
             temperature: self.tau,
+            path: self.path,
             factor: self.factor,
             form: if self.l_in { Form::In } else { Form::Out },
             first_view_only: self.one,
