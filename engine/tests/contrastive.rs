@@ -674,3 +674,52 @@ fn verify_passes_on_the_tiled_path() {
         );
     }
 }
+
+/// MoCo's tiled path (the queue as keys, the positive as an external logit) equals its matrix
+/// path, value and gradient, from the same initial queue; both match the reference.
+#[test]
+fn moco_tiled_and_matrix_paths_agree() {
+    use vkgrad::reference::tol;
+    for (n, k, d, tau) in [
+        (2, 1, 1, 0.2),
+        (5, 7, 3, 0.07),
+        (33, 300, 16, 0.2),
+        (8, 4096, 8, 0.5),
+    ] {
+        let options = |path: &str| {
+            format!(r#"{{"dim":{d},"queue_size":{k},"temperature":{tau},"similarity":"{path}"}}"#)
+        };
+        let x = features(n, 1, d, 11);
+        let keys = features(n, 1, d, 12);
+        let mut out = Vec::new();
+        for path in ["tiled", "matrix"] {
+            let l = loss("moco", &options(path));
+            let want = {
+                let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+                let kf: Vec<f64> = keys.iter().map(|&v| v as f64).collect();
+                l.reference_with(&xf, &[n, 1, d], None, &[&kf]).unwrap()
+            };
+            let t = Tensor::from_vec(x.clone(), &[n, 1, d])
+                .unwrap()
+                .requires_grad();
+            let kt = Tensor::from_vec(keys.clone(), &[n, 1, d]).unwrap();
+            let y = l.forward_with(&t, None, &[kt]).unwrap();
+            y.backward().unwrap();
+            let v = y.item().unwrap();
+            let bound = tol::ROWWISE.bound(1.0 + want.abs() + 1.0 / tau, k + 1 + d);
+            assert!(
+                (v as f64 - want).abs() <= bound,
+                "{path} N={n} K={k}: {v} vs {want}"
+            );
+            out.push((v, t.grad().unwrap().to_vec().unwrap()));
+        }
+        let gmax = out[1].1.iter().fold(0.0f32, |a, b| a.max(b.abs())) as f64;
+        for (a, b) in out[0].1.iter().zip(&out[1].1) {
+            let bound = 2.0 * tol::GRADIENT.bound(gmax + (*b as f64).abs(), k + 1 + d);
+            assert!(
+                ((a - b) as f64).abs() <= bound,
+                "N={n} K={k}: gradient {a} vs {b}"
+            );
+        }
+    }
+}

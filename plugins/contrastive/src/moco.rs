@@ -20,6 +20,8 @@ pub struct MocoOptions {
     pub queue_size: usize,
     pub temperature: f64,
     pub seed: u64,
+    /// "auto", "tiled" or "matrix".
+    pub similarity: String,
 }
 
 impl Default for MocoOptions {
@@ -29,6 +31,7 @@ impl Default for MocoOptions {
             queue_size: 4096,
             temperature: 0.2,
             seed: 0,
+            similarity: "auto".into(),
         }
     }
 }
@@ -42,6 +45,7 @@ struct Queue {
 }
 
 pub struct Moco {
+    path: crate::masked::Path,
     dim: usize,
     k: usize,
     tau: f64,
@@ -114,6 +118,12 @@ impl Loss for Moco {
     fn options() -> Vec<OptionSpec> {
         vec![
             OptionSpec {
+                name: "dim",
+                ty: "integer >= 1",
+                default: json!(128),
+                doc: "D, the dimension of the queries, keys and queue",
+            },
+            OptionSpec {
                 name: "queue_size",
                 ty: "integer >= 1",
                 default: json!(4096),
@@ -131,6 +141,12 @@ impl Loss for Moco {
                 default: json!(0),
                 doc: "seed of the initial random queue",
             },
+            OptionSpec {
+                name: "similarity",
+                ty: "\"auto\" | \"tiled\" | \"matrix\"",
+                default: json!("auto"),
+                doc: "tiled: the queue as keys of similarity_lse, without the N×K matrix; matrix: the whole matrix; auto: tiled above 2048² entries",
+            },
         ]
     }
 
@@ -143,6 +159,7 @@ impl Loss for Moco {
             ));
         }
         Ok(Moco {
+            path: crate::masked::Path::parse("moco", &o.similarity)?,
             dim: o.dim,
             k: o.queue_size,
             tau: o.temperature,
@@ -185,16 +202,40 @@ impl Loss for Moco {
             json!({ "axis": -1, "keepdim": true }),
         )?;
         let qt = host.tensor(&queue.rows, &[self.k, d])?;
-        let neg = host.op("matmul", &[&q, &qt], json!({ "tb": true }))?; // [N, K]
-        let logits = host.op("concat", &[&pos, &neg], json!({ "axis": 1 }))?;
-        let logits = host.op("mul_scalar", &[&logits], json!({ "s": 1.0 / self.tau }))?;
-        let logp = host.op("log_softmax", &[&logits], json!({}))?;
-        let first = host.op(
-            "narrow",
-            &[&logp],
-            json!({ "axis": 1, "start": 0, "len": 1 }),
-        )?;
-        let loss = host.op("neg", &[&host.op("mean", &[&first], json!({}))?], json!({}))?;
+        let tiled = match self.path {
+            crate::masked::Path::Auto => n * self.k > crate::masked::AUTO_TILED,
+            p => p == crate::masked::Path::Tiled,
+        };
+        let loss = if tiled {
+            // The queue as keys; the positive key is not among them: an external logit.
+            let ext = host.op("mul_scalar", &[&pos], json!({ "s": 1.0 / self.tau }))?;
+            let ext = host.op("reshape", &[&ext], json!({ "shape": [n] }))?;
+            let stats = host.op(
+                "similarity_lse",
+                &[&q, &qt, &ext],
+                json!({ "temperature": self.tau, "external": true }),
+            )?;
+            let column = |c: usize| {
+                host.op(
+                    "narrow",
+                    &[&stats],
+                    json!({ "axis": 1, "start": c, "len": 1 }),
+                )
+            };
+            let per_query = host.op("sub", &[&column(0)?, &column(1)?], json!({}))?;
+            host.op("mean", &[&per_query], json!({}))?
+        } else {
+            let neg = host.op("matmul", &[&q, &qt], json!({ "tb": true }))?; // [N, K]
+            let logits = host.op("concat", &[&pos, &neg], json!({ "axis": 1 }))?;
+            let logits = host.op("mul_scalar", &[&logits], json!({ "s": 1.0 / self.tau }))?;
+            let logp = host.op("log_softmax", &[&logits], json!({}))?;
+            let first = host.op(
+                "narrow",
+                &[&logp],
+                json!({ "axis": 1, "start": 0, "len": 1 }),
+            )?;
+            host.op("neg", &[&host.op("mean", &[&first], json!({}))?], json!({}))?
+        };
         self.enqueue(&k.read()?, d)?;
         Ok(loss)
     }
