@@ -26,6 +26,9 @@ pub struct BenchResult {
     pub us_per_op: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record_us_per_op: Option<f64>,
+    /// `contrastive_loss`: which similarity path (`tiled`, `matrix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub runs: usize,
 }
 
@@ -40,6 +43,7 @@ impl BenchResult {
             gbps: None,
             us_per_op: None,
             record_us_per_op: None,
+            path: None,
             runs,
         }
     }
@@ -52,6 +56,9 @@ impl BenchResult {
         }
         if let Some(b) = self.batch {
             s += &format!(" batch {b:<5}");
+        }
+        if let Some(p) = &self.path {
+            s += &format!(" {p:<6}");
         }
         s += &format!(" {:>10.3} ms", self.ms);
         if let Some(g) = self.gflops {
@@ -90,7 +97,13 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// The benchmarks, by the names `--filter` matches.
-pub const NAMES: [&str; 4] = ["matmul", "add", "op_chain", "simclr_mlp_step"];
+pub const NAMES: [&str; 5] = [
+    "matmul",
+    "add",
+    "op_chain",
+    "simclr_mlp_step",
+    "contrastive_loss",
+];
 
 /// Runs every benchmark whose name contains `filter`, calling `report` as each finishes.
 pub fn run(
@@ -170,6 +183,35 @@ pub fn run(
             let mut r = BenchResult::new("simclr_mlp_step", ms, if quick { 2 } else { 5 });
             r.batch = Some(batch);
             push(r, &mut out);
+        }
+    }
+    if wanted("contrastive_loss") {
+        // The plugin loss path: contrastive::nt_xent forward + backward on [N, 2, 128]
+        // features, through the tiled similarity_lse and through the whole matrix (where the
+        // device can hold the (2N)² matrix in one buffer).
+        let reg = crate::plugin::Registry::load_for(&[])?;
+        let comp = reg.find("loss", "contrastive::nt_xent")?;
+        let max_bytes = context()?.buffer_limits().0;
+        for n in [1024usize, 4096] {
+            let x = rng.normal(&[n, 2, 128], 0.0, 1.0)?;
+            for path in ["matrix", "tiled"] {
+                if path == "matrix" && (2 * n * 2 * n * 4) as u64 > max_bytes {
+                    continue; // the matrix path refuses it on this device (docs/performance.md)
+                }
+                let loss = comp.create_loss(&format!(r#"{{"similarity":"{path}"}}"#))?;
+                let runs = if quick { 1 } else { 3 };
+                let ms = time(1, runs, || {
+                    let xg = x.detach().requires_grad();
+                    let y = loss.forward(&xg, None)?;
+                    y.backward()?;
+                    xg.grad().map(|g| g.to_vec()).transpose()?;
+                    Ok(())
+                })?;
+                let mut r = BenchResult::new("contrastive_loss", ms, runs);
+                r.batch = Some(n);
+                r.path = Some(path.into());
+                push(r, &mut out);
+            }
         }
     }
     Ok(out)

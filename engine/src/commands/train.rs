@@ -46,6 +46,10 @@ pub struct TrainArgs {
     pub optimizer: Option<String>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// GradCache: back-propagate each batch in chunks of CHUNK samples (memory follows the
+    /// chunk, not the batch; batch norm sees each chunk). SimCLR and SupCon.
+    #[arg(long, value_name = "CHUNK")]
+    pub grad_cache: Option<usize>,
     /// Run folder (default: runs/METHOD-DATA-UNIXTIME, a fresh name). A folder that holds
     /// anything is refused unless --overwrite.
     #[arg(long)]
@@ -95,6 +99,9 @@ fn config_from(a: &TrainArgs) -> Result<Config> {
         ($($f:ident),*) => { $(if let Some(v) = &a.$f { c.$f = v.clone(); })* };
     }
     set!(method, data, encoder, augment, loss, batch_size, optimizer, seed);
+    if a.grad_cache.is_some() {
+        c.grad_cache = a.grad_cache;
+    }
     Ok(c)
 }
 
@@ -128,6 +135,9 @@ fn conflicts(a: &TrainArgs, saved: &Config, dir: &Path) -> Vec<String> {
     }
     if a.overwrite {
         out.push("--overwrite".into());
+    }
+    if let Some(g) = a.grad_cache.filter(|&g| Some(g) != saved.grad_cache) {
+        out.push(format!("--grad-cache {g} (run: {:?})", saved.grad_cache));
     }
     out
 }

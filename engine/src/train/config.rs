@@ -50,6 +50,9 @@ pub struct Config {
     /// Evaluation features: `encoder` (its output, as lightly's benchmarks) or `head` (the
     /// projection the loss sees, as PyTorch Metric Learning's embedder output).
     pub eval_features: String,
+    /// GradCache: back-propagate the batch in chunks of this many samples (both views each),
+    /// so memory follows the chunk, not the batch (docs/performance.md); absent = one graph.
+    pub grad_cache: Option<usize>,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             knn_k: 20,
             knn_temperature: 0.1,
             eval_features: "encoder".into(),
+            grad_cache: None,
         }
     }
 }
@@ -111,6 +115,14 @@ impl Config {
         match self.eval_features.as_str() {
             "encoder" | "head" => {}
             f => return bad(format!("unknown eval_features `{f}` (encoder or head)")),
+        }
+        if let Some(c) = self.grad_cache {
+            if c == 0 {
+                return bad("grad_cache must be at least 1 (samples per chunk)".into());
+            }
+            if self.method == "byol" {
+                return bad("grad_cache applies to SimCLR and SupCon, whose loss couples the batch; BYOL's loss is per sample (lower batch_size instead)".into());
+            }
         }
         if self.batch_size < 2 {
             return bad(format!(

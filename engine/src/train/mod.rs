@@ -15,6 +15,7 @@ pub mod defaults;
 pub mod eval;
 pub mod files;
 mod fit;
+mod grad_cache;
 pub mod logs;
 pub mod model;
 mod persist;
@@ -243,14 +244,26 @@ impl Trainer {
         let v1 = self.augs[0].augment(&x, mix(seed, self.step, 1))?;
         let v2 = self.augs[1].augment(&x, mix(seed, self.step, 2))?;
         let both = Tensor::concat(&[&v1, &v2], 0)?;
-        let h = self.encoder.forward(&both, true)?;
+        let loss = match self.cfg.grad_cache {
+            Some(chunk) if self.predictor.is_none() => {
+                self.grad_cache_backward(&both, &y, b, chunk)?
+            }
+            _ => self.plain_backward(&both, &y, b)?,
+        };
+        self.update(loss)
+    }
+
+    /// The whole batch through encoder, head (and BYOL's predictor) with one graph; the loss
+    /// back-propagated.
+    fn plain_backward(&mut self, both: &Tensor, y: &IntTensor, b: usize) -> Result<Tensor> {
+        let h = self.encoder.forward(both, true)?;
         let z = self.head.forward(&h, true)?;
         let loss = match (&mut self.predictor, &self.target) {
             (Some(pred), Some((te, th))) => {
                 let p = pred.forward(&z, true)?;
                 // The target runs in training mode (batch statistics, as in BYOL) without
                 // keeping its own running-statistic updates; they follow the online ones by EMA.
-                let t = no_grad(|| th.run(&te.run(&both, true)?, true))?;
+                let t = no_grad(|| th.run(&te.run(both, true)?, true))?;
                 self.loss.forward_with(
                     &Self::pair_views(&p, b)?,
                     None,
@@ -258,12 +271,17 @@ impl Trainer {
                 )?
             }
             _ => {
-                let labels = (self.cfg.method == "supcon").then_some(&y);
+                let labels = (self.cfg.method == "supcon").then_some(y);
                 self.loss
                     .forward_with(&Self::pair_views(&z, b)?, labels, &[])?
             }
         };
         loss.backward()?;
+        Ok(loss)
+    }
+
+    /// One step's remainder: the optimiser update, BYOL's EMA, the divergence check.
+    fn update(&mut self, loss: Tensor) -> Result<f32> {
         let lr = self.lr_at(self.step) as f32;
         let mut params: Vec<&mut Tensor> = self.encoder.trainable_mut();
         params.extend(self.head.trainable_mut());
