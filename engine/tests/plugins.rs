@@ -280,19 +280,23 @@ fn the_plugin_guide_works_as_written() {
         "{script}"
     );
     let script = script.replacen("/path/to/vkgrad", repo.to_str().unwrap(), 1);
+    // The guide names the release binary; here it is the binary under test.
+    let (line, _) = script
+        .split_once('\n')
+        .and_then(|(_, rest)| rest.split_once('\n'))
+        .expect("a VKGRAD= line");
+    assert!(
+        line.starts_with("VKGRAD=\"$VKGRAD_REPO/target/release/vkgrad\""),
+        "{line}"
+    );
+    let script = script.replacen(line, &format!("VKGRAD={}", env!("CARGO_BIN_EXE_vkgrad")), 1);
     let work = std::env::temp_dir().join(format!("vkgrad-guide-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_vkgrad")).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    // `vkgrad` is not on PATH: the guide calls it by its path.
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
         .current_dir(&work)
-        .env("PATH", path)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("VKGRAD_PLUGIN_PATH")
         .output()

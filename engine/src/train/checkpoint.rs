@@ -97,12 +97,13 @@ impl Checkpoint {
         })
     }
 
-    /// Writes `dir/FILE` (or `dir/name` for another file name such as `BEST`); `epoch` labels
-    /// the fault points. Non-finite values are refused: a diverged model is never saved.
+    /// Writes `dir/checkpoint.safetensors`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         self.save_as(dir, FILE, 0)
     }
 
+    /// Writes `dir/file` (e.g. `BEST`) atomically; `epoch` labels the fault points. Non-finite
+    /// values are refused: a diverged model is never saved.
     pub fn save_as(&self, dir: &Path, file: &str, epoch: usize) -> Result<()> {
         let path = dir.join(file);
         if let Some((name, i, v)) = self.non_finite() {

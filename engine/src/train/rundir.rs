@@ -107,7 +107,7 @@ pub fn fresh(base: &Path) -> Result<PathBuf> {
     if let Some(parent) = base.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| io(parent, "be created", e))?;
     }
-    for i in 1u32.. {
+    for i in 1u32..=u32::MAX {
         let dir = if i == 1 {
             base.to_path_buf()
         } else {
@@ -119,7 +119,10 @@ pub fn fresh(base: &Path) -> Result<PathBuf> {
             Err(e) => return Err(io(&dir, "be created", e)),
         }
     }
-    unreachable!("u32 names are never all taken")
+    Err(Error::Other(format!(
+        "{}: every numbered variant of this run name is taken",
+        base.display()
+    )))
 }
 
 /// Whether two paths name the same file or folder (both must exist to be the same).
