@@ -103,13 +103,13 @@ pub fn similarity_lse_vjp(
                 (x - l).exp()
             }
         };
-        for j in 0..p {
+        for (j, &sij) in sim[i].iter().enumerate() {
             let mut dsij = 0.0;
             if s.allowed(i, j) {
-                dsij += g0 * w(sim[i][j], lse_out);
+                dsij += g0 * w(sij, lse_out);
             }
             if s.positive(i, j) {
-                dsij += g1 + g3 * w(sim[i][j], lse_in);
+                dsij += g1 + g3 * w(sij, lse_in);
             }
             for c in 0..d {
                 dq.data[i * d + c] += dsij * k.data[j * d + c] / t;
