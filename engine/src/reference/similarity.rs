@@ -87,7 +87,7 @@ pub fn similarity_lse_vjp(
     s: &SimSpec,
     g: &RefTensor,
 ) -> (RefTensor, RefTensor, Vec<f64>) {
-    let (m, p, d) = (q.shape[0], k.shape[0], q.shape[1]);
+    let (m, d) = (q.shape[0], q.shape[1]);
     let t = s.temperature;
     let sim = sims(q, k, t);
     let stats = similarity_lse(q, k, e, s);
