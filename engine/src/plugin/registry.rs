@@ -287,6 +287,15 @@ impl Registry {
                 let names: Vec<&str> = matches.iter().map(|c| c.name.as_str()).collect();
                 match shipped[..] {
                     [c] => {
+                        // Said once per process, however often the name is looked up.
+                        static SAID: std::sync::Mutex<Vec<String>> =
+                            std::sync::Mutex::new(Vec::new());
+                        let key = format!("{kind} {name}");
+                        let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+                        if said.contains(&key) {
+                            return Ok(c);
+                        }
+                        said.push(key);
                         eprintln!(
                             "note: {kind} `{name}` is in several plugins ({}); using the built-in {} (name another in full)",
                             names.join(", "),

@@ -212,7 +212,9 @@ impl Trainer {
         let warm = (self.cfg.warmup_epochs * self.steps_per_epoch() as f64).min(total);
         let s = step as f64;
         if s < warm {
-            self.cfg.lr() * (s + 1.0) / warm
+            // Capped at the peak: a warm-up shorter than one step (tiny runs) must not
+            // overshoot it (it gave 5× the peak rate for a 0.2-step warm-up).
+            self.cfg.lr() * ((s + 1.0) / warm).min(1.0)
         } else {
             let t = (s - warm) / (total - warm).max(1.0);
             self.cfg.lr() * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
