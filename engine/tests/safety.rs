@@ -637,3 +637,20 @@ fn ctrl_c_says_where_the_run_stands_and_how_to_resume() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(epoch_of(&run), at + 1);
 }
+
+#[test]
+fn a_split_that_holds_out_whole_classes_is_named() {
+    plugins();
+    let d = scratch("split");
+    let data = tiny_data(&d.join("data"), 0.0, |c| c as i64);
+    // Labels in a cycle of 5: every 5th sample (the held-out split) is class 0.
+    let y: Vec<i64> = (0..80).map(|i| i % 5).collect();
+    save_npy(&data.join("labels.npy"), &[80], &y);
+    let o = run_in(&d, &train_args(data.to_str().unwrap(), "run", "1"), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        err(&o).contains("have labels [0] that no training sample has"),
+        "{}",
+        text(&o)
+    );
+}

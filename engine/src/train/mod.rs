@@ -171,6 +171,27 @@ impl Trainer {
                 data.name
             )));
         }
+        // The held-out split is every k-th sample: data ordered by class in a cycle of k can
+        // hold out whole classes, and the label-based scores would then mean nothing.
+        let mut seen = vec![false; data.classes()];
+        for &i in &train_idx {
+            seen[data.labels[i] as usize] = true;
+        }
+        let unseen: Vec<u32> = data
+            .indices(Split::Test)
+            .iter()
+            .map(|&i| data.labels[i])
+            .filter(|&l| !seen[l as usize])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|l| data.class_ids[l as usize])
+            .collect();
+        if !unseen.is_empty() {
+            eprintln!(
+                "warning: {}: held-out samples (every {}th) have labels {:?} that no training sample has; kNN and probe scores cannot be right for them (shuffle the data's order)",
+                data.name, data.test_every, unseen
+            );
+        }
         let opt = crate::optim::by_name(
             &cfg.optimizer,
             cfg.lr() as f32,
