@@ -217,3 +217,26 @@ fn global_average_pool_is_the_mean_over_pixels() {
         assert!((*g as f64 - want).abs() < 1e-6);
     }
 }
+
+#[test]
+fn resample_refuses_inputs_that_need_a_gradient() {
+    let x = gpu(&probe(&[1, 1, 3, 3], 0.1));
+    let theta = Tensor::from_slice(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], &[1, 2, 3]).unwrap();
+    // Without a gradient it runs; asked through the graph it is an error, not a silent stop.
+    assert!(x.resample_affine(&theta, [3, 3], Padding::Zeros).is_ok());
+    for (img, th) in [
+        (x.requires_grad(), theta.clone()),
+        (x.clone(), theta.requires_grad()),
+    ] {
+        let e = img
+            .resample_affine(&th, [3, 3], Padding::Zeros)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("resample_affine") && e.contains("has no gradient"),
+            "{e}"
+        );
+        // Under no_grad the same call is fine (augmentations run there).
+        assert!(vkgrad::no_grad(|| img.resample_affine(&th, [3, 3], Padding::Zeros)).is_ok());
+    }
+}

@@ -1,6 +1,7 @@
 //! Bilinear resampling through per-sample affine maps (`shaders/resample.comp`): the basis of
 //! random resized crops, flips and small rotations / translations. No gradient (augmentation
-//! runs outside the graph); the result is a leaf.
+//! runs outside the graph): the result is a leaf, and an input that needs a gradient is an
+//! error rather than a graph that silently stops here.
 
 use super::alloc_f32;
 use crate::device::{grid, Bind, Kernel};
@@ -38,6 +39,14 @@ impl Tensor {
                     self.shape(),
                     theta.shape()
                 ),
+            ));
+        }
+        if crate::autograd::is_grad_enabled()
+            && (self.is_requires_grad() || theta.is_requires_grad())
+        {
+            return Err(Error::op(
+                "resample_affine",
+                "has no gradient, but its input needs one: detach the images and theta (augmentation runs outside the graph), or compute under no_grad",
             ));
         }
         if (h == 0 || w == 0) && n * c > 0 {
