@@ -63,12 +63,19 @@ pub fn lock(dir: &Path) -> Result<RunLock> {
 
 /// The names in `dir` other than the lock file.
 fn contents(dir: &Path) -> Result<Vec<String>> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| io(dir, "be listed", e))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != LOCK)
-        .collect();
+    // An entry that cannot be read is an error, not skipped: skipping could make a folder
+    // that holds something look empty.
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| io(dir, "be listed", e))? {
+        let name = e
+            .map_err(|e| io(dir, "be listed", e))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name != LOCK {
+            names.push(name);
+        }
+    }
     names.sort();
     Ok(names)
 }
