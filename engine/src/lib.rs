@@ -18,6 +18,7 @@ pub use ops::MAX_RANK;
 pub use tensor::{IntTensor, Shape, Tensor};
 pub mod bench;
 pub mod data;
+pub mod export;
 pub mod nn;
 pub mod npy;
 pub mod optim;

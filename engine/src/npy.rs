@@ -174,6 +174,15 @@ pub fn read_labels(path: &Path) -> Result<(Vec<usize>, Vec<u32>)> {
 
 /// Writes an f32 array, atomically (a temporary file renamed into place).
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    write(path, shape, data)
+}
+
+/// Writes an i64 array (labels, as PyTorch and NumPy index with them), atomically.
+pub fn write_i64(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
+    write(path, shape, data)
+}
+
+fn write<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
     let tmp = path.with_extension("npy.tmp");
     let write = || -> std::io::Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);

@@ -3,7 +3,9 @@
 mod augment;
 mod bench;
 mod devices;
+mod embed;
 mod eval;
+mod export;
 mod loss;
 mod plugins;
 mod train;
@@ -84,7 +86,7 @@ pub enum Command {
         json: bool,
     },
     /// Train an encoder with SimCLR, SupCon or BYOL; evaluates, plots and checkpoints the run.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate a run's checkpoint: kNN, linear probe, few-label probe, alignment/uniformity.
     Eval {
         /// The run folder (or its checkpoint.safetensors).
@@ -108,6 +110,55 @@ pub enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a run's features of a data set to .npy (the numbers `vkgrad eval` scores).
+    Embed {
+        /// The run folder (or a checkpoint file in it, e.g. best.safetensors).
+        #[arg(long)]
+        checkpoint: std::path::PathBuf,
+        /// The data to embed (default: the run's own): any data `train --data` reads.
+        #[arg(long)]
+        data: Option<String>,
+        /// The features [N, D] as float32 .npy.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The labels [N] as int64 .npy (as the data has them; image folders: class indices
+        /// in sorted folder-name order, printed).
+        #[arg(long)]
+        labels_out: Option<std::path::PathBuf>,
+        /// encoder (its output) or head (the projection the loss sees); default: the run's.
+        #[arg(long, value_parser = ["encoder", "head"])]
+        features: Option<String>,
+        /// all (default), train or test (the held-out split), in the data set's order.
+        #[arg(long, default_value = "all")]
+        split: String,
+        /// Replace existing output files.
+        #[arg(long)]
+        overwrite: bool,
+        /// More plugin files or folders to search.
+        #[arg(long = "plugin")]
+        plugins: Vec<std::path::PathBuf>,
+    },
+    /// Export a run's encoder (and optionally its head) as an ONNX graph.
+    Export {
+        /// The run folder (or a checkpoint file in it, e.g. best.safetensors).
+        #[arg(long)]
+        checkpoint: std::path::PathBuf,
+        /// The format (onnx).
+        #[arg(long, default_value = "onnx")]
+        format: String,
+        /// The file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Include the projection head (output: the projection the loss sees).
+        #[arg(long)]
+        head: bool,
+        /// Replace an existing output file.
+        #[arg(long)]
+        overwrite: bool,
+        /// More plugin files or folders to search.
+        #[arg(long = "plugin")]
+        plugins: Vec<std::path::PathBuf>,
     },
     /// Picture what an augmentation preset does: originals and two views as a PNG grid.
     Augment {
@@ -161,7 +212,7 @@ pub fn run(cli: Cli) -> vkgrad::Result<()> {
     match cli.command {
         Command::Train(args) => {
             device::select_device(choice)?;
-            train::train(args)
+            train::train(*args)
         }
         Command::Eval {
             checkpoint,
@@ -180,6 +231,39 @@ pub fn run(cli: Cli) -> vkgrad::Result<()> {
                 features,
             };
             eval::eval(&checkpoint, choices, &plugins, json)
+        }
+        Command::Embed {
+            checkpoint,
+            data,
+            out,
+            labels_out,
+            features,
+            split,
+            overwrite,
+            plugins,
+        } => {
+            device::select_device(choice)?;
+            embed::embed(embed::EmbedArgs {
+                checkpoint,
+                data,
+                out,
+                labels_out,
+                features,
+                split,
+                overwrite,
+                plugins,
+            })
+        }
+        Command::Export {
+            checkpoint,
+            format,
+            out,
+            head,
+            overwrite,
+            plugins,
+        } => {
+            device::select_device(choice)?;
+            export::export(&checkpoint, &format, &out, head, overwrite, &plugins)
         }
         Command::Augment {
             preset,
@@ -234,4 +318,36 @@ pub fn run(cli: Cli) -> vkgrad::Result<()> {
             quick,
         } => bench::bench(choice, json, filter.as_deref(), quick),
     }
+}
+
+/// An output file may be written: it does not exist (or `--overwrite`), and it is none of
+/// the command's inputs.
+fn output_allowed(
+    out: &std::path::Path,
+    overwrite: bool,
+    inputs: &[&std::path::Path],
+) -> vkgrad::Result<()> {
+    if let Some(i) = inputs
+        .iter()
+        .find(|i| vkgrad::train::rundir::same_file(i, out) || out.starts_with(i) && i.is_file())
+    {
+        return Err(vkgrad::Error::Other(format!(
+            "{}: is an input ({}); give another output file",
+            out.display(),
+            i.display()
+        )));
+    }
+    if out.is_dir() {
+        return Err(vkgrad::Error::Other(format!(
+            "{}: is a folder; give a file name",
+            out.display()
+        )));
+    }
+    if out.exists() && !overwrite {
+        return Err(vkgrad::Error::Other(format!(
+            "{}: exists; give --overwrite to replace it",
+            out.display()
+        )));
+    }
+    Ok(())
 }

@@ -19,9 +19,22 @@ pub struct TrainArgs {
     #[arg(long)]
     pub method: Option<String>,
     /// digits (default) | mnist10k | a path: a folder with IDX files (MNIST / Fashion-MNIST,
-    /// gzipped or not), CIFAR-10 binary batches, or features.npy + labels.npy.
+    /// gzipped or not), CIFAR-10 binary batches, features.npy + labels.npy, or PNG / JPEG
+    /// images (one subfolder per class, or a flat folder without labels).
     #[arg(long)]
     pub data: Option<String>,
+    /// Image folders: resize every image to S x S (needed when their sizes differ).
+    #[arg(long, value_name = "S")]
+    pub image_size: Option<usize>,
+    /// Image folders: 1 (grayscale) or 3 (RGB) channels (default: 1 if every image is gray).
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Image folders: the fraction held out for evaluation, by a hash of each path (0.2).
+    #[arg(long)]
+    pub holdout: Option<f64>,
+    /// Image folders: an image that cannot be decoded is an error (default: skipped, named).
+    #[arg(long)]
+    pub strict: bool,
     /// Encoder component (default: convnet for images, widths 32, 64 with global pooling for
     /// 8x8 and a flatten + 128-wide Linear layer above; mlp 256, 128 for vectors).
     #[arg(long)]
@@ -102,6 +115,16 @@ fn config_from(a: &TrainArgs) -> Result<Config> {
     if a.grad_cache.is_some() {
         c.grad_cache = a.grad_cache;
     }
+    if a.image_size.is_some() {
+        c.image_size = a.image_size;
+    }
+    if a.channels.is_some() {
+        c.channels = a.channels;
+    }
+    if a.holdout.is_some() {
+        c.holdout = a.holdout;
+    }
+    c.strict_images |= a.strict;
     Ok(c)
 }
 
@@ -135,6 +158,18 @@ fn conflicts(a: &TrainArgs, saved: &Config, dir: &Path) -> Vec<String> {
     }
     if a.overwrite {
         out.push("--overwrite".into());
+    }
+    if let Some(s) = a.image_size.filter(|&s| Some(s) != saved.image_size) {
+        out.push(format!("--image-size {s} (run: {:?})", saved.image_size));
+    }
+    if let Some(c) = a.channels.filter(|&c| Some(c) != saved.channels) {
+        out.push(format!("--channels {c} (run: {:?})", saved.channels));
+    }
+    if let Some(h) = a.holdout.filter(|&h| Some(h) != saved.holdout) {
+        out.push(format!("--holdout {h} (run: {:?})", saved.holdout));
+    }
+    if a.strict && !saved.strict_images {
+        out.push("--strict (run: not strict)".into());
     }
     if let Some(g) = a.grad_cache.filter(|&g| Some(g) != saved.grad_cache) {
         out.push(format!("--grad-cache {g} (run: {:?})", saved.grad_cache));
@@ -318,20 +353,23 @@ pub(crate) fn print_report(r: &vkgrad::train::Report, json: bool) -> Result<()> 
         "features: {} output; kNN k = {}, votes exp(sim / {})",
         r.features, r.knn_k, r.knn_temperature
     );
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     println!("                     learned   raw pixels");
     println!(
-        "kNN accuracy         {:.4}    {:.4}",
-        r.knn_accuracy, r.raw_pixels.knn_accuracy
+        "kNN accuracy         {}    {}",
+        f(r.knn_accuracy),
+        f(r.raw_pixels.knn_accuracy)
     );
     println!(
-        "linear probe         {:.4}    {:.4}",
-        r.linear_probe_accuracy, r.raw_pixels.linear_probe_accuracy
+        "linear probe         {}    {}",
+        f(r.linear_probe_accuracy),
+        f(r.raw_pixels.linear_probe_accuracy)
     );
     println!(
-        "10 labels per class  {:.4}    {:.4}",
-        r.few_label_accuracy, r.raw_pixels.few_label_accuracy
+        "10 labels per class  {}    {}",
+        f(r.few_label_accuracy),
+        f(r.raw_pixels.few_label_accuracy)
     );
-    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     println!(
         "alignment            {}    {}",
         f(r.alignment),
@@ -345,6 +383,46 @@ pub(crate) fn print_report(r: &vkgrad::train::Report, json: bool) -> Result<()> 
     if let (Some(e), Some(k)) = (r.best_epoch, r.best_knn_accuracy) {
         println!("best held-out kNN: {k:.4} at epoch {e} (best.safetensors)");
     }
-    println!("plots: loss.png, accuracy.png, embedding.png; metrics.jsonl, results.json, checkpoint.safetensors");
+    println!("{}", verdict(r));
+    if r.knn_accuracy.is_some() {
+        println!("plots: loss.png, accuracy.png, embedding.png; metrics.jsonl, results.json, checkpoint.safetensors");
+    } else {
+        println!(
+            "plots: loss.png, embedding.png; metrics.jsonl, results.json, checkpoint.safetensors"
+        );
+    }
     Ok(())
+}
+
+/// One line: do the learned features beat raw pixels on every label-based score?
+fn verdict(r: &vkgrad::train::Report) -> String {
+    let scores = [
+        ("kNN", r.knn_accuracy, r.raw_pixels.knn_accuracy),
+        (
+            "linear probe",
+            r.linear_probe_accuracy,
+            r.raw_pixels.linear_probe_accuracy,
+        ),
+        (
+            "10 labels per class",
+            r.few_label_accuracy,
+            r.raw_pixels.few_label_accuracy,
+        ),
+    ];
+    if scores.iter().any(|(_, l, _)| l.is_none()) {
+        return "no labels: kNN and probe scores skipped (class subfolders give labels); alignment and uniformity are label-free".into();
+    }
+    let lost: Vec<&str> = scores
+        .iter()
+        .filter(|(_, l, p)| l <= p)
+        .map(|(n, _, _)| *n)
+        .collect();
+    if lost.is_empty() {
+        "verdict: the learned features beat raw pixels on held-out kNN and both probes".into()
+    } else {
+        format!(
+            "verdict: the learned features do not beat raw pixels on {} (train longer, or see docs/results.md)",
+            lost.join(", ")
+        )
+    }
 }

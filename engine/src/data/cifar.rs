@@ -32,5 +32,7 @@ pub fn load(files: &[&PathBuf]) -> Result<Dataset> {
         labels,
         class_ids: Vec::new(),
         test_every: 5,
+        labelled: true,
+        ..Default::default()
     })
 }

@@ -73,6 +73,8 @@ pub fn pair(ip: &Path, images: &[u8], lp: &Path, labels: &[u8]) -> Result<Datase
         labels: lab.iter().map(|&l| l as u32).collect(),
         class_ids: Vec::new(),
         test_every: 5,
+        labelled: true,
+        ..Default::default()
     })
 }
 

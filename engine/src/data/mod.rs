@@ -1,17 +1,43 @@
 //! Data sets: the two shipped in the binary (`digits`, `mnist10k`, from `data/`) and loaders for
 //! user data — MNIST / Fashion-MNIST IDX (gzipped or not), CIFAR-10 binary batches, and `.npy`
-//! (features `[N, …]` + labels `[N]`). Images become f32 in [0, 1], NCHW; every format error
-//! names the file and what is wrong.
+//! (features `[N, …]` + labels `[N]`), and folders of PNG / JPEG images (`images.rs`). Images
+//! become f32 in [0, 1], NCHW; every format error names the file and what is wrong.
 
 mod cifar;
 mod idx;
+pub mod images;
 
 use crate::error::{Error, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// A labelled data set held in host memory.
-#[derive(Debug, Clone)]
+/// How user data is read: options for image folders (other formats refuse them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DataOptions {
+    /// Resize every image to S x S (needed when sizes differ).
+    pub image_size: Option<usize>,
+    /// 1 (grayscale) or 3 (RGB); absent = 1 when every image is grayscale, else 3.
+    pub channels: Option<usize>,
+    /// The fraction of images held out for evaluation (by a hash of each path); default 0.2.
+    pub holdout: Option<f64>,
+    /// An image that cannot be decoded is an error instead of a warning.
+    pub strict: bool,
+    /// Where decoded images are cached (absent: `images::cache_dir()`).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl DataOptions {
+    /// Whether any option that only image folders take is set.
+    fn any(&self) -> bool {
+        self.image_size.is_some()
+            || self.channels.is_some()
+            || self.holdout.is_some()
+            || self.strict
+    }
+}
+
+/// A data set held in host memory.
+#[derive(Debug, Clone, Default)]
 pub struct Dataset {
     pub name: String,
     /// One sample's shape: [C, H, W] for images, [D] for vectors.
@@ -23,8 +49,16 @@ pub struct Dataset {
     /// The label each dense class id stands for, ascending: labels may be sparse or huge
     /// (any u32); memory is bounded by the number of distinct labels.
     pub class_ids: Vec<u32>,
-    /// Sample i is held out for evaluation when i % test_every == 0.
+    /// Sample i is held out for evaluation when i % test_every == 0 (without `test_mask`).
     pub test_every: usize,
+    /// Which samples are held out, where the format decides it by other means (image
+    /// folders: a hash of the path).
+    pub test_mask: Option<Vec<bool>>,
+    /// Whether the labels mean anything: a flat image folder has none (all 0), and
+    /// label-based evaluation is skipped.
+    pub labelled: bool,
+    /// Class names by file label, where the data has them (image folders' subfolders).
+    pub class_names: Vec<String>,
 }
 
 /// Which part of a data set.
@@ -70,9 +104,47 @@ impl Dataset {
     /// `test_batch.bin`), or `features.npy` and `labels.npy`; or an IDX images file (its
     /// labels file found by name).
     pub fn load(spec: &str) -> Result<Dataset> {
-        let mut d = Self::load_raw(spec)?;
+        Self::load_with(spec, &DataOptions::default())
+    }
+
+    /// `load`, also reading folders of PNG / JPEG images (class subfolders or flat) with
+    /// `options`; the options are refused for data that is not an image folder.
+    pub fn load_with(spec: &str, options: &DataOptions) -> Result<Dataset> {
+        if let Some(h) = options.holdout {
+            if !(h > 0.0 && h < 1.0) {
+                return Err(Error::Other(format!(
+                    "--holdout {h}: give the held-out fraction as a number between 0 and 1 (exclusive)"
+                )));
+            }
+        }
+        let folder = Path::new(spec);
+        let mut d = if !BUILT_IN.contains(&spec)
+            && folder.is_dir()
+            && Self::detect(folder).is_err()
+            && images::holds_images(folder)
+        {
+            let mut d = images::load(folder, options)?;
+            d.name = folder.display().to_string();
+            d
+        } else {
+            if options.any() {
+                return Err(Error::Other(format!(
+                    "{spec}: --image-size, --channels, --holdout and --strict apply to folders of images; {spec} is not one"
+                )));
+            }
+            Self::load_raw(spec)?
+        };
         d.densify();
         Ok(d)
+    }
+
+    /// Class names by dense class id (image folders), or the labels as text.
+    pub fn class_name(&self, class: u32) -> String {
+        let id = self.class_ids[class as usize];
+        self.class_names
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
     }
 
     /// Replaces the file's labels by dense ids 0..k in ascending label order.
@@ -145,6 +217,23 @@ impl Dataset {
             ));
         }
         let mut d = if path.is_dir() {
+            Self::detect(path)?
+        } else if path.extension().is_some_and(|e| e == "npy") {
+            let labels = path.with_file_name("labels.npy");
+            npy_pair(path, &labels)?
+        } else {
+            idx::load(path)?
+        };
+        if d.labels.is_empty() {
+            return Err(bad(path, "holds no samples"));
+        }
+        d.name = path.display().to_string();
+        Ok(d)
+    }
+
+    /// A folder of IDX, CIFAR-10 or .npy data.
+    fn detect(path: &Path) -> Result<Dataset> {
+        {
             let files: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|e| bad(path, format!("cannot be listed: {e}")))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -163,25 +252,15 @@ impl Dataset {
             if !named("data_batch_").is_empty() || !named("test_batch").is_empty() {
                 let mut batches = named("data_batch_");
                 batches.extend(named("test_batch"));
-                cifar::load(&batches)?
+                cifar::load(&batches)
             } else if let Some(images) = named("images-idx3-ubyte").first() {
-                idx::load(images)?
+                idx::load(images)
             } else if path.join("features.npy").exists() {
-                npy_pair(&path.join("features.npy"), &path.join("labels.npy"))?
+                npy_pair(&path.join("features.npy"), &path.join("labels.npy"))
             } else {
-                return Err(bad(path, "holds no data this reads: expected *images-idx3-ubyte[.gz] + *labels-idx1-ubyte[.gz], CIFAR-10 data_batch_*.bin, or features.npy + labels.npy"));
+                Err(bad(path, "holds no data this reads: expected *images-idx3-ubyte[.gz] + *labels-idx1-ubyte[.gz], CIFAR-10 data_batch_*.bin, features.npy + labels.npy, or .png/.jpg images (in class subfolders or directly)"))
             }
-        } else if path.extension().is_some_and(|e| e == "npy") {
-            let labels = path.with_file_name("labels.npy");
-            npy_pair(path, &labels)?
-        } else {
-            idx::load(path)?
-        };
-        if d.labels.is_empty() {
-            return Err(bad(path, "holds no samples"));
         }
-        d.name = path.display().to_string();
-        Ok(d)
     }
 
     pub fn len(&self) -> usize {
@@ -201,12 +280,28 @@ impl Dataset {
     /// Sample indices of a split (held out: i % test_every == 0).
     pub fn indices(&self, split: Split) -> Vec<usize> {
         (0..self.len())
-            .filter(|i| match split {
+            .filter(|&i| match split {
                 Split::All => true,
-                Split::Test => i % self.test_every == 0,
-                Split::Train => i % self.test_every != 0,
+                Split::Test => self.is_test(i),
+                Split::Train => !self.is_test(i),
             })
             .collect()
+    }
+
+    /// Whether sample `i` is held out for evaluation.
+    pub fn is_test(&self, i: usize) -> bool {
+        match &self.test_mask {
+            Some(m) => m[i],
+            None => i.is_multiple_of(self.test_every),
+        }
+    }
+
+    /// How the held-out split is chosen, in words.
+    pub fn split_rule(&self) -> String {
+        match &self.test_mask {
+            Some(_) => "by a hash of each file's path".into(),
+            None => format!("every {}th sample", self.test_every),
+        }
     }
 
     /// The values of the given samples, concatenated.
@@ -252,6 +347,8 @@ fn digits() -> Result<Dataset> {
         labels,
         class_ids: Vec::new(),
         test_every: 4,
+        labelled: true,
+        ..Default::default()
     })
 }
 
@@ -296,5 +393,7 @@ fn npy_pair(features: &Path, labels: &Path) -> Result<Dataset> {
         labels: lab,
         class_ids: Vec::new(),
         test_every: 5,
+        labelled: true,
+        ..Default::default()
     })
 }

@@ -105,7 +105,12 @@ unsafe extern "C" fn host_op(
         } else {
             unsafe { std::slice::from_raw_parts(inputs, n_inputs) }
         };
-        run_op(st, name, handles, &attrs)
+        let v = run_op(st, name, handles, &attrs)?;
+        if let (Held::F(out), true) = (&v, super::trace::active()) {
+            let inputs = handles.iter().map(|&h| st.f(h).ok().cloned()).collect();
+            super::trace::note(name, &attrs, inputs, out);
+        }
+        Ok(v)
     }));
     match result {
         Ok(Ok(v)) => {

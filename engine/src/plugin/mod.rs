@@ -7,7 +7,8 @@
 //! The files: this one (the types), `search` (which files), `check` (before any code runs),
 //! `registry` (loading, registration, finding components by name), `component` (creating
 //! instances), `instance` (calling them), `sinks` (the host ends of the ABI's sinks),
-//! `host_api` + `op_schema` (the op table plugins call), `crash` (naming a plugin that crashes
+//! `host_api` + `op_schema` (the op table plugins call), `trace` (recording the ops a
+//! plugin runs, for the ONNX export), `crash` (naming a plugin that crashes
 //! the process), `verify` (the property harness).
 
 mod check;
@@ -34,6 +35,7 @@ pub mod op_schema;
 mod registry;
 mod search;
 mod sinks;
+pub mod trace;
 pub mod verify;
 
 use crate::error::{Error, Result};

@@ -53,6 +53,12 @@ pub struct Config {
     /// GradCache: back-propagate the batch in chunks of this many samples (both views each),
     /// so memory follows the chunk, not the batch (docs/performance.md); absent = one graph.
     pub grad_cache: Option<usize>,
+    /// Image folders: resize to S x S, 1 or 3 channels, the held-out fraction, and whether an
+    /// undecodable image is an error (see `data::DataOptions`).
+    pub image_size: Option<usize>,
+    pub channels: Option<usize>,
+    pub holdout: Option<f64>,
+    pub strict_images: bool,
 }
 
 impl Default for Config {
@@ -84,6 +90,10 @@ impl Default for Config {
             knn_temperature: 0.1,
             eval_features: "encoder".into(),
             grad_cache: None,
+            image_size: None,
+            channels: None,
+            holdout: None,
+            strict_images: false,
         }
     }
 }
@@ -92,6 +102,17 @@ impl Config {
     /// The peak learning rate (after `resolve`, always set).
     pub fn lr(&self) -> f64 {
         self.lr.unwrap_or(f64::NAN)
+    }
+
+    /// How the data is read (image folders' options).
+    pub fn data_options(&self) -> crate::data::DataOptions {
+        crate::data::DataOptions {
+            image_size: self.image_size,
+            channels: self.channels,
+            holdout: self.holdout,
+            strict: self.strict_images,
+            cache_dir: None,
+        }
     }
 
     /// Reads a TOML file.

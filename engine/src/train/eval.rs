@@ -22,9 +22,10 @@ impl Features<'_> {
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Scores {
-    pub knn_accuracy: f64,
-    pub linear_probe_accuracy: f64,
-    pub few_label_accuracy: f64,
+    /// The label-based scores; absent for data without labels.
+    pub knn_accuracy: Option<f64>,
+    pub linear_probe_accuracy: Option<f64>,
+    pub few_label_accuracy: Option<f64>,
     pub alignment: Option<f64>,
     pub uniformity: Option<f64>,
 }

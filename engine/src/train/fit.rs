@@ -85,7 +85,11 @@ impl Trainer {
                 }
             }
             let secs = start.elapsed().as_secs_f64();
-            let knn = self.knn_accuracy()?;
+            let knn = if self.data.labelled {
+                Some(self.knn_accuracy()?)
+            } else {
+                None
+            };
             self.epoch += 1;
             self.logs.steps.extend(steps);
             self.logs.epochs.push(EpochLog {

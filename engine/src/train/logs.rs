@@ -18,7 +18,8 @@ pub struct EpochLog {
     pub step: u64,
     pub loss: f64,
     pub lr: f64,
-    pub knn_accuracy: f64,
+    /// Absent for data without labels.
+    pub knn_accuracy: Option<f64>,
     pub seconds: f64,
     pub samples_per_second: f64,
 }

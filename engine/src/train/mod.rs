@@ -89,7 +89,13 @@ impl Trainer {
     /// Builds the run: loads the data and plugins, resolves the config, draws parameters.
     /// A data path is saved absolute, so the run finds its data from any working directory.
     pub fn new(mut cfg: Config, plugin_paths: &[PathBuf], out: PathBuf) -> Result<Trainer> {
-        let data = Dataset::load(&cfg.data)?;
+        let data = Dataset::load_with(&cfg.data, &cfg.data_options())?;
+        if !data.labelled && cfg.method == "supcon" {
+            return Err(Error::Other(format!(
+                "{}: SupCon needs labels, and this folder of images has none (put each class in its own subfolder)",
+                data.name
+            )));
+        }
         if !crate::data::BUILT_IN.contains(&cfg.data.as_str()) {
             if let Ok(abs) = std::fs::canonicalize(&cfg.data) {
                 cfg.data = abs.display().to_string();
@@ -186,10 +192,10 @@ impl Trainer {
             .into_iter()
             .map(|l| data.class_ids[l as usize])
             .collect();
-        if !unseen.is_empty() {
+        if data.labelled && !unseen.is_empty() {
             eprintln!(
-                "warning: {}: held-out samples (every {}th) have labels {:?} that no training sample has; kNN and probe scores cannot be right for them (shuffle the data's order)",
-                data.name, data.test_every, unseen
+                "warning: {}: held-out samples ({}) have labels {:?} that no training sample has; kNN and probe scores cannot be right for them (shuffle the data's order)",
+                data.name, data.split_rule(), unseen
             );
         }
         let opt = crate::optim::by_name(
@@ -364,6 +370,38 @@ impl Trainer {
                 _ => Ok(h),
             }
         })
+    }
+
+    /// The networks evaluation runs, in order: the encoder, and the projection head with
+    /// `head` (what `embed` and the ONNX export use).
+    pub fn eval_modules(&self, head: bool) -> Vec<&Module> {
+        let mut m = vec![&self.encoder];
+        if head {
+            m.push(&self.head);
+        }
+        m
+    }
+
+    /// Evaluation features (`cfg.eval_features`) of a whole split in the data set's order:
+    /// the sample indices, the features [n, width] row-major, and the width. `progress` gets
+    /// the number of samples done after each batch.
+    pub fn embed_split(
+        &self,
+        split: Split,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Vec<usize>, Vec<f32>, usize)> {
+        let idx = self.data.indices(split);
+        let mut out = Vec::with_capacity(idx.len());
+        let mut width = 0;
+        let mut done = 0;
+        for chunk in idx.chunks(512) {
+            let (f, w) = self.embed(chunk)?;
+            out.extend(f);
+            width = w;
+            done += chunk.len();
+            progress(done);
+        }
+        Ok((idx, out, width))
     }
 
     /// Evaluation features of the samples `idx`, host-side, and their width.

@@ -54,13 +54,15 @@ impl Trainer {
         Ok(c)
     }
 
-    /// The epoch with the best held-out kNN accuracy so far (the earliest of equals).
+    /// The epoch with the best held-out kNN accuracy so far (the earliest of equals); none
+    /// for data without labels.
     pub fn best(&self) -> Option<&EpochLog> {
         self.logs
             .epochs
             .iter()
             .fold(None, |b: Option<&EpochLog>, e| match b {
                 Some(b) if b.knn_accuracy >= e.knn_accuracy => Some(b),
+                _ if e.knn_accuracy.is_none() => b,
                 _ => Some(e),
             })
     }

@@ -18,9 +18,10 @@ pub struct Report {
     pub data: String,
     pub epochs: usize,
     pub steps: u64,
-    pub knn_accuracy: f64,
-    pub linear_probe_accuracy: f64,
-    pub few_label_accuracy: f64,
+    /// The label-based scores; absent (null) for data without labels.
+    pub knn_accuracy: Option<f64>,
+    pub linear_probe_accuracy: Option<f64>,
+    pub few_label_accuracy: Option<f64>,
     pub alignment: Option<f64>,
     pub uniformity: Option<f64>,
     pub raw_pixels: Scores,
@@ -51,10 +52,13 @@ impl Trainer {
                 Features { x: xtr, y: &ytr, d },
                 Features { x: xte, y: &yte, d },
             );
+            if !self.data.labelled {
+                return Ok(Scores::default());
+            }
             Ok(Scores {
-                knn_accuracy: eval::knn(&a, &b, self.cfg.knn_k, self.cfg.knn_temperature)?,
-                linear_probe_accuracy: eval::linear_probe(&a, &b, 300, self.cfg.seed)?,
-                few_label_accuracy: eval::few_label(&a, &b, 10, 5, self.cfg.seed)?,
+                knn_accuracy: Some(eval::knn(&a, &b, self.cfg.knn_k, self.cfg.knn_temperature)?),
+                linear_probe_accuracy: Some(eval::linear_probe(&a, &b, 300, self.cfg.seed)?),
+                few_label_accuracy: Some(eval::few_label(&a, &b, 10, 5, self.cfg.seed)?),
                 alignment: None,
                 uniformity: None,
             })
@@ -82,7 +86,7 @@ impl Trainer {
         let epochs: Vec<(f64, f64)> = history.iter().map(|h| (h.epoch as f64, h.loss)).collect();
         let acc: Vec<(f64, f64)> = history
             .iter()
-            .map(|h| (h.epoch as f64, h.knn_accuracy))
+            .filter_map(|h| Some((h.epoch as f64, h.knn_accuracy?)))
             .collect();
         let spe = self.steps_per_epoch().max(1) as f64;
         let per_step: Vec<(f64, f64)> = self
@@ -97,13 +101,15 @@ impl Trainer {
             "epoch",
             &[("per step", per_step), ("epoch mean", epochs)],
         )?;
-        let raw_line: Vec<(f64, f64)> = acc.iter().map(|&(e, _)| (e, raw.knn_accuracy)).collect();
-        crate::plot::lines(
-            &self.out.join("accuracy.png"),
-            "held-out kNN accuracy",
-            "epoch",
-            &[("learned features", acc), ("raw pixels", raw_line)],
-        )?;
+        if let Some(raw_knn) = raw.knn_accuracy {
+            let raw_line: Vec<(f64, f64)> = acc.iter().map(|&(e, _)| (e, raw_knn)).collect();
+            crate::plot::lines(
+                &self.out.join("accuracy.png"),
+                "held-out kNN accuracy",
+                "epoch",
+                &[("learned features", acc), ("raw pixels", raw_line)],
+            )?;
+        }
         let te = self.data.indices(Split::Test);
         let pts = eval::pca2(test_emb, d);
         crate::plot::scatter(
@@ -149,7 +155,7 @@ impl Trainer {
             knn_k: self.cfg.knn_k,
             knn_temperature: self.cfg.knn_temperature,
             best_epoch: best.map(|b| b.epoch),
-            best_knn_accuracy: best.map(|b| b.knn_accuracy),
+            best_knn_accuracy: best.and_then(|b| b.knn_accuracy),
         };
         if save {
             let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Other(e.to_string()))?;

@@ -1,0 +1,48 @@
+//! `vkgrad export`: a saved run's encoder (and optionally its projection head) as an ONNX
+//! graph of standard operators.
+
+use super::output_allowed;
+use std::path::{Path, PathBuf};
+use vkgrad::train::{DataChoice, Trainer};
+use vkgrad::{Error, Result};
+
+pub fn export(
+    checkpoint: &Path,
+    format: &str,
+    out: &Path,
+    head: bool,
+    overwrite: bool,
+    plugins: &[PathBuf],
+) -> Result<()> {
+    if format != "onnx" {
+        return Err(Error::Other(format!(
+            "--format {format}: the export writes onnx"
+        )));
+    }
+    output_allowed(out, overwrite, &[checkpoint])?;
+    let t = Trainer::open(checkpoint, plugins, DataChoice::Saved)?;
+    let modules = t.eval_modules(head);
+    let parts: Vec<String> = modules
+        .iter()
+        .map(|m| format!("{} ({})", m.prefix, m.component))
+        .collect();
+    let doc = format!(
+        "vkgrad {} run {} epoch {}: {}",
+        t.cfg.method,
+        t.out.display(),
+        t.epoch,
+        parts.join(" -> ")
+    );
+    let bytes = vkgrad::export::onnx(&modules, &t.data.sample_shape, &doc)?;
+    vkgrad::train::files::write_atomic(out, &bytes, 0)?;
+    let mut shape = vec!["N".to_string()];
+    shape.extend(t.data.sample_shape.iter().map(|d| d.to_string()));
+    eprintln!(
+        "{}: {} as ONNX (opset {}), input `input` [{}] (f32, pixels in [0, 1]), output `embedding`",
+        out.display(),
+        parts.join(" -> "),
+        vkgrad::export::OPSET,
+        shape.join(", ")
+    );
+    Ok(())
+}
