@@ -320,19 +320,28 @@ pub fn run(cli: Cli) -> vkgrad::Result<()> {
     }
 }
 
-/// An output file may be written: it does not exist (or `--overwrite`), and it is none of
-/// the command's inputs.
+/// An output file may be written: it does not exist (or `--overwrite`), it is none of the
+/// command's input files, and it replaces no file inside an input folder (a data set or a
+/// run folder) — a new file there is fine.
 fn output_allowed(
     out: &std::path::Path,
     overwrite: bool,
     inputs: &[&std::path::Path],
 ) -> vkgrad::Result<()> {
+    let inside = |dir: &std::path::Path| {
+        dir.is_dir()
+            && out.exists()
+            && match (std::fs::canonicalize(dir), std::fs::canonicalize(out)) {
+                (Ok(d), Ok(o)) => o.starts_with(d),
+                _ => false,
+            }
+    };
     if let Some(i) = inputs
         .iter()
-        .find(|i| vkgrad::train::rundir::same_file(i, out) || out.starts_with(i) && i.is_file())
+        .find(|i| vkgrad::train::rundir::same_file(i, out) || inside(i))
     {
         return Err(vkgrad::Error::Other(format!(
-            "{}: is an input ({}); give another output file",
+            "{}: is an input or part of one ({}); give another output file",
             out.display(),
             i.display()
         )));
