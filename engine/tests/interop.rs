@@ -341,3 +341,63 @@ fn embed_writes_what_eval_scores_and_export_reproduces_it() {
     );
     assert!(!ok && err.contains("--format torchscript"), "{err}");
 }
+
+/// The README's "Your own data" commands run as written (the release binary's path replaced
+/// by this build's, /tmp replaced by a fresh folder), and each output appears.
+#[test]
+fn the_readme_own_data_section_runs_as_written() {
+    common::shipped_plugins();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("## Your own data")
+        .nth(1)
+        .expect("README has a \"Your own data\" section");
+    let section = section.split("\n## ").next().unwrap();
+    let dir = tmp("readme");
+    let commands: Vec<String> = section
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("./target/release/vkgrad") || l.starts_with("python3 "))
+        .map(|l| {
+            l.split("  #")
+                .next()
+                .unwrap()
+                .trim()
+                .replace("/tmp/", &format!("{}/", dir.display()))
+        })
+        .collect();
+    assert!(commands.len() >= 4, "{commands:?}");
+    for c in &commands {
+        let words: Vec<&str> = c.split_whitespace().collect();
+        let mut cmd = if words[0] == "./target/release/vkgrad" {
+            std::process::Command::new(env!("CARGO_BIN_EXE_vkgrad"))
+        } else {
+            std::process::Command::new(words[0])
+        };
+        let out = cmd
+            .args(&words[1..])
+            .current_dir(root)
+            .env("VKGRAD_CACHE", dir.join("cache"))
+            .env_remove("VKGRAD_DEVICE")
+            .env_remove("VKGRAD_PLUGIN_PATH")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{c}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for f in [
+        "my-run/checkpoint.safetensors",
+        "emb.npy",
+        "labels.npy",
+        "encoder.onnx",
+    ] {
+        assert!(dir.join(f).exists(), "{f} missing after {commands:?}");
+    }
+    let (shape, _) = read_npy_f32(&dir.join("emb.npy"));
+    assert_eq!(shape[0], 1797, "every digit embedded");
+}
