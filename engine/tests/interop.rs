@@ -137,6 +137,20 @@ fn onnx_export_gives_the_device_embeddings_for_every_encoder() {
                 vec![&enc]
             };
             let bytes = vkgrad::export::onnx(&modules, &sample, "test").unwrap();
+            // Batch norm is folded into the Conv / Linear before it: no per-channel Mul
+            // remains, and the Conv count is the network's.
+            let ops = vkgrad::export::op_types(&bytes).unwrap();
+            assert!(!ops.iter().any(|o| o == "Mul"), "{name}: {ops:?}");
+            let convs = enc
+                .named()
+                .iter()
+                .filter(|(n, t)| n.ends_with(".weight") && t.shape().len() == 4)
+                .count();
+            assert_eq!(
+                ops.iter().filter(|o| *o == "Conv").count(),
+                convs,
+                "{ops:?}"
+            );
             // A batch size the export never traced (it traces 2 and 3).
             for b in [1, 5] {
                 let mut shape = vec![b];

@@ -37,12 +37,18 @@ pub fn export(
     vkgrad::train::files::write_atomic(out, &bytes, 0)?;
     let mut shape = vec!["N".to_string()];
     shape.extend(t.data.sample_shape.iter().map(|d| d.to_string()));
+    let mut counts = std::collections::BTreeMap::new();
+    for op in vkgrad::export::op_types(&bytes)? {
+        *counts.entry(op).or_insert(0) += 1;
+    }
+    let ops: Vec<String> = counts.iter().map(|(o, n)| format!("{o} x{n}")).collect();
     eprintln!(
-        "{}: {} as ONNX (opset {}), input `input` [{}] (f32, pixels in [0, 1]), output `embedding`",
+        "{}: {} as ONNX (opset {}), input `input` [{}] (f32, pixels in [0, 1]), output `embedding`; {}",
         out.display(),
         parts.join(" -> "),
         vkgrad::export::OPSET,
-        shape.join(", ")
+        shape.join(", "),
+        ops.join(", ")
     );
     Ok(())
 }

@@ -42,12 +42,15 @@ pub struct TrainArgs {
     /// Augmentation preset (default: digits for 8x8 images, byol for BYOL, simclr otherwise).
     #[arg(long)]
     pub augment: Option<String>,
-    /// Loss component (default: nt_xent, supcon or byol by method).
+    /// Loss component (default: nt_xent, supcon or byol by method; NT-Xent on images gets
+    /// temperature 0.2, grayscale images through the simclr preset get min_scale 0.5, no
+    /// flips and jitter strength 0.5 — the recipes of docs/results.md; `recipe:` shows all).
     #[arg(long)]
     pub loss: Option<String>,
-    /// Epochs (default: 30 on 8x8 digits, 15 otherwise).
+    /// Epochs (default: 40 on 8x8 digits, 15 otherwise).
     #[arg(long, allow_negative_numbers = true)]
     pub epochs: Option<i64>,
+    /// Samples per step (default: 128 on 8x8 digits, 256 otherwise).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Peak learning rate, positive (default by optimizer: adamw 1e-3, sgd 0.06·B/256,
@@ -110,6 +113,11 @@ fn config_from(a: &TrainArgs) -> Result<Config> {
     }
     macro_rules! set {
         ($($f:ident),*) => { $(if let Some(v) = &a.$f { c.$f = v.clone(); })* };
+    }
+    if a.batch_size == Some(0) {
+        return Err(Error::Other(
+            "--batch-size must be at least 2, got 0 (leave it out for the default)".into(),
+        ));
     }
     set!(method, data, encoder, augment, loss, batch_size, optimizer, seed);
     if a.grad_cache.is_some() {
@@ -296,6 +304,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
             t.cfg.epochs,
             t.steps_per_epoch(),
             vkgrad::device::context()?.info.name
+        );
+        // The recipe, as resolved from the data's shape and the flags (config.toml has all).
+        let opts = |m: &serde_json::Map<String, serde_json::Value>| {
+            serde_json::to_string(m).unwrap_or_default()
+        };
+        eprintln!(
+            "recipe: batch {}, {} lr {:.0e}, {} {}, {} {}, {} {}",
+            t.cfg.batch_size,
+            t.cfg.optimizer,
+            t.cfg.lr(),
+            t.cfg.loss,
+            opts(&t.cfg.loss_options),
+            t.cfg.encoder,
+            opts(&t.cfg.encoder_options),
+            t.cfg.augment,
+            opts(&t.cfg.augment_options),
         );
     }
     let pb = bar(a.json);

@@ -7,9 +7,11 @@
 //! differs only there gets -1, anything else that depends on the batch is an error. Ops whose
 //! inputs are all parameters (batch norm's running statistics turned into a per-channel
 //! scale and shift) are folded into constants with the values the device computed, so batch
-//! norm becomes a Mul and an Add per channel. An op with no ONNX mapping is an error naming
-//! it and the component that ran it.
+//! norm becomes a Mul and an Add per channel, which `fold.rs` then folds into the Conv or
+//! Linear before it. An op with no ONNX mapping is an error naming it and the component that
+//! ran it.
 
+mod fold;
 mod proto;
 
 use crate::error::{Error, Result};
@@ -84,6 +86,14 @@ pub fn onnx(modules: &[&Module], sample_shape: &[usize], doc: &str) -> Result<Ve
     let width = *h2.shape().last().unwrap_or(&0);
     let mut in_dims: Vec<std::result::Result<usize, &str>> = vec![Err("N")];
     in_dims.extend(sample_shape.iter().map(|&d| Ok(d)));
+    let mut graph = GraphProto {
+        node: g.nodes,
+        name: "encoder".into(),
+        initializer: g.initializers,
+        input: vec![value_info("input", &in_dims)],
+        output: vec![value_info("embedding", &[Err("N"), Ok(width)])],
+    };
+    fold::batch_norms(&mut graph);
     let model = ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![OperatorSetIdProto {
@@ -93,13 +103,7 @@ pub fn onnx(modules: &[&Module], sample_shape: &[usize], doc: &str) -> Result<Ve
         producer_name: "vkgrad".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         doc_string: doc.into(),
-        graph: Some(GraphProto {
-            node: g.nodes,
-            name: "encoder".into(),
-            initializer: g.initializers,
-            input: vec![value_info("input", &in_dims)],
-            output: vec![value_info("embedding", &[Err("N"), Ok(width)])],
-        }),
+        graph: Some(graph),
     };
     Ok(prost::Message::encode_to_vec(&model))
 }
@@ -508,5 +512,44 @@ impl Builder {
             }
         }
         Ok(())
+    }
+}
+
+/// The operator types of an ONNX model's graph, in order (for reports and tests).
+pub fn op_types(bytes: &[u8]) -> Result<Vec<String>> {
+    let m: ModelProto = prost::Message::decode(bytes)
+        .map_err(|e| Error::Other(format!("not an ONNX model: {e}")))?;
+    Ok(m.graph
+        .map(|g| g.node.into_iter().map(|n| n.op_type).collect())
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An op the export cannot write is an error that names it, and so is an integer input.
+    #[test]
+    fn an_op_without_an_onnx_mapping_is_an_error_naming_it() {
+        let x = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[1, 3]).unwrap();
+        let y = x.exp().unwrap();
+        let mut g = Builder::default();
+        g.names.insert(x.id(), "input".into());
+        let op = |name: &str, inputs: Vec<Option<Tensor>>| TracedOp {
+            op: name.into(),
+            attrs: serde_json::json!({}),
+            inputs,
+            output: y.clone(),
+        };
+        let gt = op("gt", vec![Some(x.clone()), Some(x.clone())]);
+        let e = g.op(&gt, &gt).unwrap_err().to_string();
+        assert!(e.contains("host op `gt` has no ONNX mapping"), "{e}");
+        let ints = op("index_select", vec![Some(x.clone()), None]);
+        let e = g.op(&ints, &ints).unwrap_err().to_string();
+        assert!(e.contains("integer tensor"), "{e}");
+        // The mapped ops pass: exp of the input becomes an Exp node.
+        let exp = op("exp", vec![Some(x.clone())]);
+        g.op(&exp, &exp).unwrap();
+        assert_eq!(g.nodes.last().unwrap().op_type, "Exp");
     }
 }

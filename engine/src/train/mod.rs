@@ -36,7 +36,6 @@ pub use logs::{EpochLog, Logs, StepLog};
 use model::Module;
 pub use persist::DataChoice;
 pub use report::Report;
-use serde_json::Value;
 use std::path::PathBuf;
 
 /// splitmix64 of a combination: independent streams per (seed, a, b).
@@ -154,7 +153,7 @@ impl Trainer {
         };
         let mut augs = Vec::new();
         for view in 1..=2 {
-            let d = defaults::augment(shape, view);
+            let d = defaults::augment(shape, view, &cfg.augment, cfg.recipe);
             // Per view (BYOL's two views differ), so the saved config keeps the user's options.
             let mut user = cfg.augment_options.clone();
             let o = options_for(&reg, "augmentation", &cfg.augment, &mut user, d)?;
@@ -164,7 +163,14 @@ impl Trainer {
             );
         }
         let loss_comp = reg.find("loss", &cfg.loss)?;
-        let loss = loss_comp.create_loss(&Value::Object(cfg.loss_options.clone()).to_string())?;
+        let loss_opts = options_for(
+            &reg,
+            "loss",
+            &cfg.loss,
+            &mut cfg.loss_options,
+            defaults::loss(shape, &cfg.loss, cfg.recipe),
+        )?;
+        let loss = loss_comp.create_loss(&loss_opts.to_string())?;
         let augs: [Instance; 2] = augs
             .try_into()
             .map_err(|_| Error::Other("two views".into()))?;

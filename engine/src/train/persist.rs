@@ -132,6 +132,11 @@ impl Trainer {
         let mut cfg: Config = serde_json::from_str(text).map_err(|e| {
             Error::Other(format!("{}: bad config in checkpoint: {e}", file.display()))
         })?;
+        // A run saved before recipes were versioned was built with the first defaults;
+        // today's must not fill its unset options (its loss would change on resume).
+        if !text.contains("\"recipe\"") {
+            cfg.recipe = 1;
+        }
         let saved_data = cfg.data.clone();
         match &data {
             DataChoice::Saved => {}
