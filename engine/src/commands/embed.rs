@@ -7,14 +7,33 @@ use vkgrad::data::Split;
 use vkgrad::train::{DataChoice, Trainer};
 use vkgrad::{Error, Result};
 
+/// `vkgrad embed` flags.
+#[derive(clap::Args)]
 pub struct EmbedArgs {
+    /// The run folder (or a checkpoint file in it, e.g. best.safetensors).
+    #[arg(long)]
     pub checkpoint: PathBuf,
+    /// The data to embed (default: the run's own): any data `train --data` reads.
+    #[arg(long)]
     pub data: Option<String>,
+    /// The features [N, D] as float32 .npy.
+    #[arg(long)]
     pub out: PathBuf,
+    /// The labels [N] as int64 .npy (as the data has them; image folders: class indices
+    /// in sorted folder-name order, printed).
+    #[arg(long)]
     pub labels_out: Option<PathBuf>,
+    /// encoder (its output) or head (the projection the loss sees); default: the run's.
+    #[arg(long, value_parser = ["encoder", "head"])]
     pub features: Option<String>,
+    /// all (default), train or test (the held-out split), in the data set's order.
+    #[arg(long, default_value = "all", value_parser = ["all", "train", "test"])]
     pub split: String,
+    /// Replace existing output files.
+    #[arg(long)]
     pub overwrite: bool,
+    /// More plugin files or folders to search.
+    #[arg(long = "plugin")]
     pub plugins: Vec<PathBuf>,
 }
 

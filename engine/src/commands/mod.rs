@@ -112,33 +112,7 @@ pub enum Command {
         json: bool,
     },
     /// Write a run's features of a data set to .npy (the numbers `vkgrad eval` scores).
-    Embed {
-        /// The run folder (or a checkpoint file in it, e.g. best.safetensors).
-        #[arg(long)]
-        checkpoint: std::path::PathBuf,
-        /// The data to embed (default: the run's own): any data `train --data` reads.
-        #[arg(long)]
-        data: Option<String>,
-        /// The features [N, D] as float32 .npy.
-        #[arg(long)]
-        out: std::path::PathBuf,
-        /// The labels [N] as int64 .npy (as the data has them; image folders: class indices
-        /// in sorted folder-name order, printed).
-        #[arg(long)]
-        labels_out: Option<std::path::PathBuf>,
-        /// encoder (its output) or head (the projection the loss sees); default: the run's.
-        #[arg(long, value_parser = ["encoder", "head"])]
-        features: Option<String>,
-        /// all (default), train or test (the held-out split), in the data set's order.
-        #[arg(long, default_value = "all")]
-        split: String,
-        /// Replace existing output files.
-        #[arg(long)]
-        overwrite: bool,
-        /// More plugin files or folders to search.
-        #[arg(long = "plugin")]
-        plugins: Vec<std::path::PathBuf>,
-    },
+    Embed(embed::EmbedArgs),
     /// Export a run's encoder (and optionally its head) as an ONNX graph.
     Export {
         /// The run folder (or a checkpoint file in it, e.g. best.safetensors).
@@ -232,27 +206,9 @@ pub fn run(cli: Cli) -> vkgrad::Result<()> {
             };
             eval::eval(&checkpoint, choices, &plugins, json)
         }
-        Command::Embed {
-            checkpoint,
-            data,
-            out,
-            labels_out,
-            features,
-            split,
-            overwrite,
-            plugins,
-        } => {
+        Command::Embed(args) => {
             device::select_device(choice)?;
-            embed::embed(embed::EmbedArgs {
-                checkpoint,
-                data,
-                out,
-                labels_out,
-                features,
-                split,
-                overwrite,
-                plugins,
-            })
+            embed::embed(args)
         }
         Command::Export {
             checkpoint,
