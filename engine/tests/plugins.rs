@@ -54,7 +54,7 @@ fn the_template_plugin_passes_verify() {
             "{out}"
         );
     }
-    assert!(out.contains("17 passed, 0 failed"), "{out}");
+    assert!(out.contains("18 passed, 0 failed"), "{out}");
 }
 
 #[test]
@@ -309,7 +309,7 @@ fn the_plugin_guide_works_as_written() {
         out.status.success(),
         "the guide's steps failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("17 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("18 passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("template::alignment [loss]"), "{stdout}");
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -468,4 +468,60 @@ fn the_host_op_table_in_the_docs_matches_the_schema() {
             );
         }
     }
+}
+
+/// The loss contract of ABI 1.3: a loss declares its minimum batch; below it both paths refuse
+/// with the same error (the CLI too), and verify checks that. A correct Barlow-Twins-style
+/// loss, whose gradient vanishes at its minimum batch N = 2, passes the gradient check thanks
+/// to the documented loss floor (without it, f32 cancellation at N = 2 failed 2 of 3 seeds).
+#[test]
+fn a_loss_declares_its_minimum_batch_and_the_gradient_floor_holds_at_it() {
+    // Its own copy of the library: tests run in parallel, and replacing a file another
+    // process has loaded crashes that process.
+    let lib = copy_of(&built_plugin("vkgrad-fixture-plugin"), "fixture_min_batch");
+    let lib = lib.to_str().unwrap().to_string();
+    let fixture = |_: &str, args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push(&lib);
+        vkgrad(&all, &[("VKGRAD_FIXTURE", "ok")])
+    };
+    for seed in ["0", "1", "2"] {
+        let (ok, out, err) = fixture(
+            "ok",
+            &[
+                "verify",
+                "--component",
+                "cross_correlation",
+                "--cases",
+                "64",
+                "--seed",
+                seed,
+            ],
+        );
+        assert!(ok, "seed {seed}: {out}\n{err}");
+        assert!(
+            out.contains("ok   fixture::cross_correlation — batches below the minimum refused: batch 1 refused on both paths"),
+            "{out}"
+        );
+    }
+    // The built-in losses declare 2 (the default) and refuse a single sample the same way.
+    let dir = std::env::temp_dir().join(format!("vkgrad-min-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("one.npy");
+    vkgrad::npy::write_f32(&f, &[1, 2, 3], &[0.5, -1.0, 2.0, 0.25, 1.0, -0.5]).unwrap();
+    let f = f.to_str().unwrap().to_string();
+    let (ok, _, err) = fixture(
+        "ok",
+        &[
+            "loss",
+            "fixture::cross_correlation",
+            "--features",
+            &f,
+            "--plugin",
+        ],
+    );
+    assert!(
+        !ok && err.contains("cross_correlation takes batches of at least 2 samples, got 1"),
+        "{err}"
+    );
 }

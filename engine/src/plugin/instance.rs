@@ -17,6 +17,9 @@ pub struct Description {
     /// Losses: the numbers of views taken, (min, max).
     #[serde(default)]
     pub views: Option<(usize, usize)>,
+    /// Losses: the smallest batch N (ABI 1.3; absent before, which means 2).
+    #[serde(default)]
+    pub min_batch: Option<usize>,
 }
 
 /// A created component.

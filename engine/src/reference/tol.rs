@@ -87,7 +87,9 @@ pub const PLUGIN_GRADIENT_REL: f64 = 1e-3;
 /// a bias right before batch norm) is only known to f32 rounding of the gradients flowing
 /// through the network, whose largest entry sets that scale (PyTorch's gradcheck uses a fixed
 /// atol = 1e-5 for the same reason). A wrong gradient on a parameter that matters is still off
-/// by orders of magnitude more.
+/// by orders of magnitude more. For losses the scale is the larger of that entry and
+/// (1 + |L|) / rms(x): a loss's gradient can be ~0 everywhere at once (a Barlow-Twins-style
+/// loss at N = 2), and (1 + |L|) / rms(x) is the size its cancelling terms have.
 pub const PLUGIN_GRADIENT_FLOOR: f64 = 1e-5;
 
 impl Tol {

@@ -59,6 +59,10 @@ impl Loss for Byol {
     fn views(&self) -> (usize, usize) {
         (2, usize::MAX)
     }
+    /// BYOL's loss is per sample: one sample is a batch.
+    fn min_batch(&self) -> usize {
+        1
+    }
 
     fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
         let shape = x.features.shape()?;

@@ -68,6 +68,10 @@ impl Loss for Margin {
     fn views(&self) -> (usize, usize) {
         (2, 2)
     }
+    /// pairs of views of one sample are positives; a batch of one has no negatives and a loss of 0, as PyTorch Metric Learning's.
+    fn min_batch(&self) -> usize {
+        1
+    }
 
     fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
         let (n, d) = check(&x.features.shape()?)?;

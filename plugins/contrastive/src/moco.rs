@@ -171,6 +171,10 @@ impl Loss for Moco {
     fn views(&self) -> (usize, usize) {
         (1, 1)
     }
+    /// MoCo's negatives come from its queue: one query is a batch.
+    fn min_batch(&self) -> usize {
+        1
+    }
 
     fn extra_inputs(&self) -> Vec<&'static str> {
         vec!["keys"]

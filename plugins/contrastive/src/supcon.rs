@@ -119,6 +119,11 @@ impl Loss for SupCon {
         })
     }
 
+    /// the other views of a sample are its positives; a batch of one has no negatives and a loss of 0.
+    fn min_batch(&self) -> usize {
+        1
+    }
+
     fn needs_labels(&self) -> bool {
         true
     }

@@ -109,6 +109,11 @@ impl Loss for Triplet {
         })
     }
 
+    /// a batch of one has no triplets and a loss of 0, as PyTorch Metric Learning's.
+    fn min_batch(&self) -> usize {
+        1
+    }
+
     fn needs_labels(&self) -> bool {
         true
     }

@@ -80,6 +80,13 @@ pub trait Loss: Sized + Send + Sync + 'static {
     fn views(&self) -> (usize, usize) {
         (1, usize::MAX)
     }
+    /// The smallest batch N the loss is defined for (ABI 1.3). Smaller batches are refused
+    /// with an error before `forward` or `reference` runs, and `vkgrad verify` generates
+    /// batches from this size on (N = 1 included when it is 1). The default 2 is the contract
+    /// every loss had before it could be declared.
+    fn min_batch(&self) -> usize {
+        2
+    }
     /// Names of extra inputs, each shaped like the features (e.g. BYOL's `targets`); the host
     /// passes them after the labels, in this order.
     fn extra_inputs(&self) -> Vec<&'static str> {

@@ -173,6 +173,8 @@ pub unsafe extern "C" fn forward_loss<T: Loss>(
         err,
         |inst: &T, host, h| {
             let features = host.borrow(*h.first().ok_or("no features given")?);
+            let n = features.shape()?.first().copied().unwrap_or(0);
+            check_batch(inst, n)?;
             let labels = h
                 .get(1)
                 .copied()
@@ -198,6 +200,25 @@ pub unsafe extern "C" fn forward_loss<T: Loss>(
     )
 }
 
+/// A batch below the loss's declared minimum is refused on both paths, the same words.
+fn check_batch<T: Loss>(inst: &T, n: usize) -> Result<(), String> {
+    if n == 0 {
+        return Err(format!(
+            "{} got an empty batch (N = 0); it takes at least {} samples",
+            T::NAME,
+            inst.min_batch().max(1)
+        ));
+    }
+    if n < inst.min_batch() {
+        return Err(format!(
+            "{} takes batches of at least {} samples, got {n}",
+            T::NAME,
+            inst.min_batch()
+        ));
+    }
+    Ok(())
+}
+
 pub unsafe extern "C" fn reference_loss<T: Loss>(
     instance: *mut c_void,
     inputs: *const RefArray,
@@ -208,6 +229,7 @@ pub unsafe extern "C" fn reference_loss<T: Loss>(
 ) -> i32 {
     reference_with(instance, inputs, n_inputs, out, err, |inst: &T, a| {
         let features = view(a.first().ok_or("no features given")?);
+        check_batch(inst, features.dims.first().copied().unwrap_or(0))?;
         let labels = a.get(1).filter(|a| !a.data.is_null()).map(|a| view(a).data);
         if inst.needs_labels() && labels.is_none() {
             return Err(format!("{} needs labels", T::NAME));
@@ -237,6 +259,7 @@ pub unsafe extern "C" fn describe_loss<T: Loss>(instance: *mut c_void, err: *mut
             "extra_inputs": inst.extra_inputs(),
             "needs_labels": inst.needs_labels(),
             "views": [inst.views().0, inst.views().1],
+            "min_batch": inst.min_batch(),
         });
         unsafe { report(err, &text.to_string()) };
         Ok(())

@@ -4,7 +4,11 @@
 //! `panic_init`, `panic_forward`, `nan`, `wrong_gpu`, `bad_attr` (a mistyped host-op
 //! attribute), `unknown_attr` (an attribute the op does not take), `segfault` (a crash inside
 //! plugin code).
-//! The loss itself is the mean of squared features, with a correct CPU reference.
+//! The loss itself is the mean of squared features, with a correct CPU reference. Beside it,
+//! always registered and correct: `cross_correlation` (`cross_correlation.rs`), whose gradient
+//! vanishes at its minimum batch — it keeps `vkgrad verify`'s loss gradient floor tested.
+
+mod cross_correlation;
 
 use serde::Deserialize;
 use vkgrad_plugin::abi::{self, HostApi, PluginDescriptor, Registrar, Str, TextSink};
@@ -101,6 +105,10 @@ unsafe extern "C" fn init(
             if unsafe { (reg.register)(reg.ctx, vt) } != abi::OK {
                 return Err("the host refused the component".into());
             }
+        }
+        let cc = trampolines::loss_vtable::<cross_correlation::CrossCorrelation>("fixture");
+        if unsafe { (reg.register)(reg.ctx, cc) } != abi::OK {
+            return Err("the host refused the component".into());
         }
         Ok(())
     };

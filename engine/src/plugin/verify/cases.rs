@@ -18,9 +18,11 @@ pub(super) fn values(seed: u64, count: usize, scale: f64) -> Vec<f64> {
         .collect()
 }
 
-pub(super) fn cases() -> impl Strategy<Value = Case> {
+/// Cases with batches from `nmin` (the component's minimum) to `nmin + 5`, so shrinking ends
+/// at the minimum and the report shows the batch that failed.
+pub(super) fn cases(nmin: usize) -> impl Strategy<Value = Case> {
     (
-        1usize..=6,
+        nmin..=nmin + 5,
         2usize..=3,
         1usize..=6,
         1u32..=3,
@@ -28,7 +30,7 @@ pub(super) fn cases() -> impl Strategy<Value = Case> {
         prop_oneof![Just(1.0), Just(0.1), Just(10.0)],
     )
         .prop_map(|(n, v, d, classes, seed, scale)| Case {
-            n: n.max(2),
+            n,
             v,
             d,
             classes,

@@ -44,6 +44,38 @@ pub(super) fn loss_run_once(loss: &Instance, c: &Case, x: &[f64]) -> Result<(f32
     Ok((y.item()?, g))
 }
 
+/// A loss that declares a minimum batch must refuse one sample fewer on both paths (the SDK
+/// does it before the plugin's code runs; a plugin not built with it must do it itself).
+pub(super) fn below_minimum_refused(
+    loss: &Instance,
+    min: usize,
+    views: usize,
+    d: usize,
+) -> std::result::Result<String, String> {
+    let c = Case {
+        n: min - 1,
+        v: views,
+        d,
+        classes: 2,
+        seed: 1,
+        scale: 1.0,
+    };
+    let x = values(c.seed, c.n * c.v * c.d, c.scale);
+    let device = loss_run(loss, &c, &x);
+    let reference = loss_reference(loss, &c, &x);
+    match (device, reference) {
+        (Err(_), Err(_)) => Ok(format!("batch {} refused on both paths", min - 1)),
+        (Ok((v, _)), _) => Err(format!(
+            "the device path accepted batch {} below the declared minimum {min} (loss {v})",
+            min - 1
+        )),
+        (_, Ok(v)) => Err(format!(
+            "the CPU reference accepted batch {} below the declared minimum {min} (loss {v})",
+            min - 1
+        )),
+    }
+}
+
 pub(super) fn loss_labels(c: &Case) -> Vec<u32> {
     (0..c.n)
         .map(|i| ((i as u64 * 7 + c.seed) % c.classes as u64) as u32)
@@ -79,13 +111,20 @@ pub(super) fn loss_case(
             }
         }
         "gradient vs finite differences" => {
+            // The floor's scale (docs/verification.md): the larger of the largest gradient
+            // entry and (1 + |L|) / rms(x), the size a gradient of this loss value has at
+            // inputs of this size — a gradient that is analytically ~0 and computed by
+            // cancellation of O(L / x) terms (Barlow Twins' at N = 2) has no large entry.
+            let rms = (x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64).sqrt();
+            let g_max = grad.iter().fold(0.0f64, |m, g| m.max((*g as f64).abs()));
+            let scale = g_max.max((1.0 + want.abs()) / rms.max(1e-30));
             for probe in 0..2 {
                 finite_difference_check(
                     &format!("direction {probe}"),
                     &x,
                     &grad,
                     probe as f64,
-                    0.0, // a loss is a short chain: no cancellation floor
+                    scale,
                     &|xs| loss_reference(loss, c, xs),
                 )?;
             }

@@ -131,6 +131,18 @@ pub fn verify(
                 continue;
             }
         };
+        if comp.kind == "loss" {
+            if let Ok(d) = inst.describe() {
+                if let Some(m) = d.min_batch.filter(|&m| m > 1) {
+                    let views = d.views.map_or(2, |(lo, hi)| 2.clamp(lo, hi.max(lo)));
+                    let dim = d.input_shape.first().copied().unwrap_or(3);
+                    check(
+                        "batches below the minimum refused",
+                        loss::below_minimum_refused(&inst, m, views, dim),
+                    );
+                }
+            }
+        }
         for &property in case_properties(comp.kind) {
             progress(&format!("{} {property}", comp.name));
             let mut key = [0u8; 32];
@@ -149,11 +161,19 @@ pub fn verify(
                 .as_ref()
                 .and_then(|d| d.views)
                 .unwrap_or((1, usize::MAX));
+            let nmin = described
+                .as_ref()
+                .filter(|_| comp.kind == "loss")
+                .and_then(|d| d.min_batch)
+                .unwrap_or(2)
+                .max(1);
             // A loss that fixes its feature dimension (e.g. a queue of keys) gets cases with it.
             let fixed_dim = described
                 .filter(|d| comp.kind == "loss" && d.input_shape.len() == 1)
                 .map(|d| d.input_shape[0]);
-            let result = runner.run(&cases(), |mut c| {
+            // Batches from the minimum on (losses declare it; 2 for the other kinds, and for
+            // losses of ABI 1.0–1.2).
+            let result = runner.run(&cases(nmin), |mut c| {
                 c.v = c.v.clamp(vmin, vmax.max(vmin));
                 c.d = fixed_dim.unwrap_or(c.d);
                 let r = match comp.kind {
