@@ -261,6 +261,37 @@ fn verify_catches_wrong_values_nan_and_panics() {
         out.contains("poisoned") && out.contains("forward panics on purpose"),
         "{out}\n{err}"
     );
+    // The report names the side that panicked and the input it panicked on (not a shrunk
+    // one that failed only because the plugin was poisoned); the rest is "not run", and the
+    // correct sibling component is not reported as failing.
+    assert!(
+        out.contains("FAIL fixture::mean_square — matches CPU reference: the device path panicked"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "skip fixture::mean_square — finite: not run: the panic above poisoned the plugin"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("skip fixture::cross_correlation — matches CPU reference: not run")
+            && !out.contains("FAIL fixture::cross_correlation"),
+        "{out}"
+    );
+    let (ok, out, _) = fixture("panic_n5", &["verify", "--cases", "32"]);
+    assert!(
+        !ok && out.contains("the device path panicked")
+            && out.contains("forward panics at N = 5")
+            && out.contains("the input that panicked: Case { n: 5,"),
+        "{out}"
+    );
+    let (ok, out, _) = fixture("panic_reference", &["verify", "--cases", "8"]);
+    assert!(
+        !ok && out.contains("the CPU reference panicked")
+            && out.contains("the reference panics on purpose"),
+        "{out}"
+    );
 }
 
 /// docs/writing-a-plugin.md, followed word for word: the template copied out of the workspace,

@@ -37,16 +37,26 @@ pub fn verify(
         bar.inc(1);
     });
     bar.finish_and_clear();
-    let failed = checks.iter().filter(|c| !c.passed).count();
+    let failed = checks.iter().filter(|c| !c.passed && !c.skipped).count();
+    let skipped = checks.iter().filter(|c| c.skipped).count();
     if json {
-        let out = serde_json::json!({ "plugin": plugin.name, "path": path, "checks": checks, "failed": failed });
+        let out = serde_json::json!({ "plugin": plugin.name, "path": path, "checks": checks, "failed": failed, "not_run": skipped });
         println!("{out}");
     } else {
         for c in &checks {
-            let mark = if c.passed { "ok  " } else { "FAIL" };
+            let mark = match (c.passed, c.skipped) {
+                (true, _) => "ok  ",
+                (_, true) => "skip",
+                _ => "FAIL",
+            };
             println!("{mark} {} — {}: {}", c.component, c.property, c.detail);
         }
-        println!("{} passed, {} failed", checks.len() - failed, failed);
+        let passed = checks.len() - failed - skipped;
+        if skipped > 0 {
+            println!("{passed} passed, {failed} failed, {skipped} not run");
+        } else {
+            println!("{passed} passed, {failed} failed");
+        }
     }
     if failed > 0 {
         return Err(vkgrad::Error::Other(format!(

@@ -1,7 +1,8 @@
 //! A test plugin whose fault is chosen by the `VKGRAD_FIXTURE` environment variable, read when the
 //! host loads it (tests run the `vkgrad` binary as a subprocess per fault):
 //! `ok` (default), `wrong_major`, `newer_minor`, `duplicate`, `bad_name`, `no_reference`,
-//! `panic_init`, `panic_forward`, `nan`, `wrong_gpu`, `bad_attr` (a mistyped host-op
+//! `panic_init`, `panic_forward`, `panic_n5` (forward panics at batch 5 only),
+//! `panic_reference`, `nan`, `wrong_gpu`, `bad_attr` (a mistyped host-op
 //! attribute), `unknown_attr` (an attribute the op does not take), `segfault` (a crash inside
 //! plugin code).
 //! The loss itself is the mean of squared features, with a correct CPU reference. Beside it,
@@ -51,8 +52,10 @@ impl Loss for MeanSquare {
     fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
         let sq = host.op("mul", &[&x.features, &x.features], json!({}))?;
         let m = host.op("mean", &[&sq], json!({}))?;
+        let n = x.features.shape()?[0];
         match self.fault.as_str() {
             "panic_forward" => panic!("fixture: forward panics on purpose"),
+            "panic_n5" if n == 5 => panic!("fixture: forward panics at N = 5"),
             "nan" => host
                 .op("mul_scalar", &[&m], json!({ "s": f64::NAN.to_string() }))
                 .or_else(|_| {
@@ -72,6 +75,9 @@ impl Loss for MeanSquare {
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {
+        if self.fault == "panic_reference" {
+            panic!("fixture: the reference panics on purpose");
+        }
         let d = x.features.data;
         Ok(d.iter().map(|v| v * v).sum::<f64>() / d.len() as f64)
     }

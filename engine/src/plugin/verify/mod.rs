@@ -36,6 +36,9 @@ pub struct Check {
     pub component: String,
     pub property: &'static str,
     pub passed: bool,
+    /// Not run: the plugin was poisoned by a panic before this check's turn (neither passed
+    /// nor failed; the panic itself is the failure, reported where it happened).
+    pub skipped: bool,
     pub detail: String,
 }
 
@@ -112,11 +115,36 @@ pub fn verify(
         "given options accepted"
     };
     for &comp in components {
+        let skip = |out: &mut Vec<Check>, properties: &[&'static str], why: &str| {
+            for &property in properties {
+                out.push(Check {
+                    component: comp.name.clone(),
+                    property,
+                    passed: false,
+                    skipped: true,
+                    detail: why.to_string(),
+                });
+            }
+        };
+        if comp.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut all = vec!["bad options rejected", accepted];
+            all.extend(case_properties(comp.kind));
+            skip(
+                &mut out,
+                &all,
+                &format!(
+                    "not run: a panic in an earlier component poisoned the plugin; verify this one alone with --component {}",
+                    comp.name
+                ),
+            );
+            continue;
+        }
         let mut check = |property: &'static str, r: std::result::Result<String, String>| {
             out.push(Check {
                 component: comp.name.clone(),
                 property,
                 passed: r.is_ok(),
+                skipped: false,
                 detail: r.unwrap_or_else(|e| e),
             });
         };
@@ -173,27 +201,57 @@ pub fn verify(
                 .map(|d| d.input_shape[0]);
             // Batches from the minimum on (losses declare it; 2 for the other kinds, and for
             // losses of ABI 1.0–1.2).
+            // The input of the case that panicked, and which side panicked: after a panic the
+            // plugin is poisoned, so every later (shrunk) case fails for that reason alone
+            // and proptest's "smallest failing input" would not be the one that panicked.
+            let first_panic: std::cell::RefCell<Option<(Case, String)>> = Default::default();
             let result = runner.run(&cases(nmin), |mut c| {
                 c.v = c.v.clamp(vmin, vmax.max(vmin));
                 c.d = fixed_dim.unwrap_or(c.d);
+                let poisoned_before = comp.poisoned.load(std::sync::atomic::Ordering::SeqCst);
                 let r = match comp.kind {
                     "loss" => loss_case(&inst, &c, property),
                     "encoder" => encoder_case(&inst, &c, property),
                     _ => augmentation_case(&inst, &c, property),
                 };
+                if let Err(e) = &r {
+                    let now = comp.poisoned.load(std::sync::atomic::Ordering::SeqCst);
+                    if now && !poisoned_before && first_panic.borrow().is_none() {
+                        *first_panic.borrow_mut() = Some((c.clone(), e.clone()));
+                    }
+                }
                 r.map_err(TestCaseError::fail)
             });
-            check(
-                property,
-                match result {
-                    Ok(()) => Ok(format!("{cases_per_property} cases")),
-                    Err(TestError::Fail(why, case)) => {
-                        Err(format!("{why}; smallest failing input: {case:?}"))
-                    }
-                    Err(TestError::Abort(why)) => Err(format!("aborted: {why}")),
-                },
-            );
+            let outcome = match (result, first_panic.into_inner()) {
+                (Ok(()), _) => Ok(format!("{cases_per_property} cases")),
+                (Err(_), Some((case, why))) => {
+                    let side = if why.starts_with("CPU reference failed") {
+                        "the CPU reference"
+                    } else {
+                        "the device path"
+                    };
+                    Err(format!(
+                        "{side} panicked: {why}; the input that panicked: {case:?} (not shrunk: a panic poisons the plugin)"
+                    ))
+                }
+                (Err(TestError::Fail(why, case)), None) => {
+                    Err(format!("{why}; smallest failing input: {case:?}"))
+                }
+                (Err(TestError::Abort(why)), None) => Err(format!("aborted: {why}")),
+            };
+            check(property, outcome);
             if comp.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+                let done = out.iter().filter(|c| c.component == comp.name).count();
+                let rest: Vec<&'static str> = case_properties(comp.kind)
+                    .iter()
+                    .copied()
+                    .filter(|p| !out[out.len() - done..].iter().any(|c| c.property == *p))
+                    .collect();
+                skip(
+                    &mut out,
+                    &rest,
+                    "not run: the panic above poisoned the plugin",
+                );
                 break;
             }
         }
