@@ -117,8 +117,11 @@ impl Loss for Byol {
             for a in 0..v {
                 for b in (0..v).filter(|&b| b != a) {
                     let (qa, tb) = (unit(&x.features, i, a), unit(t, i, b));
-                    let dist2: f64 = qa.iter().zip(&tb).map(|(p, q)| (p - q) * (p - q)).sum();
-                    total += dist2; // = 2 - 2 cos for unit vectors
+                    // 2 − 2 cos, as BYOL's paper and the device path. (‖q̂ − t̂‖², equal for
+                    // unit vectors, is 1 instead of 2 when a row is zero and normalises to
+                    // zero: `vkgrad verify`'s zero-sample inputs found the difference.)
+                    let cos: f64 = qa.iter().zip(&tb).map(|(p, q)| p * q).sum();
+                    total += 2.0 - 2.0 * cos;
                 }
             }
         }

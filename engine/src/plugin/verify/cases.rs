@@ -20,16 +20,67 @@ pub(super) fn values(seed: u64, count: usize, scale: f64) -> Vec<f64> {
 
 /// Cases with batches from `nmin` (the component's minimum) to `nmin + 5`, so shrinking ends
 /// at the minimum and the report shows the batch that failed.
-pub(super) fn cases(nmin: usize) -> impl Strategy<Value = Case> {
+/// Applies `c.degenerate` to `x`, `rows` samples of `row_len` values each (a loss's samples
+/// hold all their views): column `seed % row_len` made constant (or constant plus 1e-4 of
+/// its values), sample 1 made a copy of sample 0, or sample 0 made all zeros.
+pub(super) fn degenerate(x: &mut [f64], c: &Case, row_len: usize) {
+    let rows = x.len() / row_len.max(1);
+    if rows == 0 {
+        return;
+    }
+    match c.degenerate {
+        Degenerate::None => {}
+        Degenerate::ConstantColumn | Degenerate::NearConstantColumn => {
+            let k = (c.seed % row_len as u64) as usize;
+            let base = x[k];
+            for r in 0..rows {
+                let v = &mut x[r * row_len + k];
+                *v = if c.degenerate == Degenerate::ConstantColumn {
+                    base
+                } else {
+                    (base + 1e-4 * *v) as f32 as f64
+                };
+            }
+        }
+        Degenerate::DuplicateRows if rows >= 2 => {
+            let (first, rest) = x.split_at_mut(row_len);
+            rest[..row_len].copy_from_slice(first);
+        }
+        Degenerate::DuplicateRows => {}
+        Degenerate::ZeroRow => x[..row_len].iter_mut().for_each(|v| *v = 0.0),
+    }
+}
+
+///
+/// With `smooth`, only the degenerate patterns where the function stays differentiable
+/// (constant and near-constant columns): for the gradient check. A zero sample sits on the
+/// kink of an L2 normalisation, and duplicate samples put batch norm's outputs exactly on
+/// ReLU's kink; there central differences average two slopes and prove nothing.
+pub(super) fn cases(nmin: usize, smooth: bool) -> impl Strategy<Value = Case> {
+    let kinked = if smooth { 0 } else { 1 };
     (
         nmin..=nmin + 5,
         2usize..=3,
         1usize..=6,
         1u32..=3,
         any::<u64>(),
-        prop_oneof![Just(1.0), Just(0.1), Just(10.0)],
+        prop_oneof![
+            3 => Just(1.0),
+            2 => Just(0.1),
+            2 => Just(10.0),
+            1 => Just(1e-4),
+            1 => Just(1e3)
+        ],
+        prop_oneof![
+            6 => Just(Degenerate::None),
+            1 => Just(Degenerate::ConstantColumn),
+            1 => Just(Degenerate::NearConstantColumn),
+            kinked => Just(Degenerate::DuplicateRows),
+            kinked => Just(Degenerate::ZeroRow)
+        ],
     )
-        .prop_map(|(n, v, d, classes, seed, scale)| Case {
+        .prop_map(|(n, v, d, classes, seed, scale, degenerate)| Case {
+            degenerate,
             n,
             v,
             d,

@@ -17,7 +17,8 @@ pub(super) fn encoder_inputs(enc: &Instance, c: &Case) -> Result<EncoderInputs> 
     let d = enc.describe()?;
     let mut x_shape = vec![c.n];
     x_shape.extend(&d.input_shape);
-    let x = values(c.seed, x_shape.iter().product(), c.scale);
+    let mut x = values(c.seed, x_shape.iter().product(), c.scale);
+    super::cases::degenerate(&mut x, c, x_shape[1..].iter().product());
     // Parameters drawn on the device from the case's seed, then read back for the reference.
     let mut rng = Rng::new(c.seed ^ 0x5EED);
     let mut params: Vec<(Vec<f64>, Vec<usize>)> = Vec::new();

@@ -59,6 +59,7 @@ pub(super) fn below_minimum_refused(
         classes: 2,
         seed: 1,
         scale: 1.0,
+        degenerate: Degenerate::None,
     };
     let x = values(c.seed, c.n * c.v * c.d, c.scale);
     let device = loss_run(loss, &c, &x);
@@ -94,7 +95,8 @@ pub(super) fn loss_case(
     c: &Case,
     property: &str,
 ) -> std::result::Result<(), String> {
-    let x = values(c.seed, c.n * c.v * c.d, c.scale);
+    let mut x = values(c.seed, c.n * c.v * c.d, c.scale);
+    super::cases::degenerate(&mut x, c, c.v * c.d);
     let (value, grad) = loss_run(loss, c, &x).map_err(|e| format!("device run failed: {e}"))?;
     let want = loss_reference(loss, c, &x).map_err(|e| format!("CPU reference failed: {e}"))?;
     match property {

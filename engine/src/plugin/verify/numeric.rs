@@ -7,10 +7,14 @@ pub(super) fn to_f32(v: &[f64]) -> Vec<f32> {
 }
 
 /// A directional probe (relative steps per element, as the engine's own checks use).
+/// Each element's step is relative to it, at least 1e-3 of the inputs' rms (a zero or tiny
+/// element still moves, on the scale of the data).
 pub(super) fn direction(x: &[f64], salt: f64) -> Vec<f64> {
+    let rms = (x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64).sqrt();
+    let least = (1e-3 * rms).max(1e-30);
     x.iter()
         .enumerate()
-        .map(|(i, xi)| ((i as f64 + 1.0) * 0.7548776662 + salt).sin() * xi.abs().max(1e-3))
+        .map(|(i, xi)| ((i as f64 + 1.0) * 0.7548776662 + salt).sin() * xi.abs().max(least))
         .collect()
 }
 
