@@ -3,7 +3,8 @@
 
 use super::output_allowed;
 use std::path::{Path, PathBuf};
-use vkgrad::train::{DataChoice, Trainer};
+use vkgrad::train::model::Module;
+use vkgrad::train::open_networks;
 use vkgrad::{Error, Result};
 
 pub fn export(
@@ -20,23 +21,24 @@ pub fn export(
         )));
     }
     output_allowed(out, overwrite, &[checkpoint])?;
-    let t = Trainer::open(checkpoint, plugins, DataChoice::Saved)?;
-    let modules = t.eval_modules(head);
+    // The networks alone, from the saved config: the run's data need not be here.
+    let (_plugins, networks, cfg, epoch) = open_networks(checkpoint, plugins)?;
+    let modules: Vec<&Module> = networks.iter().take(if head { 2 } else { 1 }).collect();
+    let sample_shape = modules[0].input_shape()?;
     let parts: Vec<String> = modules
         .iter()
         .map(|m| format!("{} ({})", m.prefix, m.component))
         .collect();
     let doc = format!(
-        "vkgrad {} run {} epoch {}: {}",
-        t.cfg.method,
-        t.out.display(),
-        t.epoch,
+        "vkgrad {} run {} epoch {epoch}: {}",
+        cfg.method,
+        checkpoint.display(),
         parts.join(" -> ")
     );
-    let bytes = vkgrad::export::onnx(&modules, &t.data.sample_shape, &doc)?;
+    let bytes = vkgrad::export::onnx(&modules, &sample_shape, &doc)?;
     vkgrad::train::files::write_atomic(out, &bytes, 0)?;
     let mut shape = vec!["N".to_string()];
-    shape.extend(t.data.sample_shape.iter().map(|d| d.to_string()));
+    shape.extend(sample_shape.iter().map(|d| d.to_string()));
     let mut counts = std::collections::BTreeMap::new();
     for op in vkgrad::export::op_types(&bytes)? {
         *counts.entry(op).or_insert(0) += 1;

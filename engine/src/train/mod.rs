@@ -34,7 +34,7 @@ use eval::Features;
 pub use fit::Stop;
 pub use logs::{EpochLog, Logs, StepLog};
 use model::Module;
-pub use persist::DataChoice;
+pub use persist::{open_networks, DataChoice};
 pub use report::Report;
 use std::path::PathBuf;
 

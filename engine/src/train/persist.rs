@@ -4,7 +4,7 @@
 
 use super::checkpoint::{Checkpoint, BEST, FILE};
 use super::logs::{EpochLog, Logs};
-use super::{rundir, Config, Trainer};
+use super::{model::Module, rundir, Config, Trainer};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -206,6 +206,52 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// A saved run's evaluation networks without its data: the encoder and the projection head
+/// rebuilt from the saved config (every option was saved, data-dependent ones included) with
+/// the checkpoint's weights, plus the config and the epoch. What `vkgrad export` needs: a
+/// run can be exported on a machine that does not hold its data. The plugins are returned
+/// too: the modules call into them and must not outlive them.
+pub fn open_networks(
+    path: &Path,
+    plugin_paths: &[PathBuf],
+) -> Result<(crate::plugin::Registry, Vec<Module>, Config, usize)> {
+    let file = if path.is_dir() {
+        path.join(FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let c = Checkpoint::load(&file)?;
+    let text = c
+        .meta
+        .get("config")
+        .ok_or_else(|| Error::Other(format!("{}: checkpoint has no config", file.display())))?;
+    let cfg: Config = serde_json::from_str(text)
+        .map_err(|e| Error::Other(format!("{}: bad config in checkpoint: {e}", file.display())))?;
+    let reg = crate::plugin::Registry::load_for(plugin_paths)?;
+    let mut rng = crate::Rng::new(0);
+    let options =
+        |m: &serde_json::Map<String, serde_json::Value>| serde_json::Value::Object(m.clone());
+    let mut encoder = Module::new(
+        &reg,
+        &cfg.encoder,
+        options(&cfg.encoder_options),
+        "encoder",
+        &mut rng,
+    )?;
+    let mut head = Module::new(
+        &reg,
+        &cfg.head,
+        options(&cfg.head_options),
+        "head",
+        &mut rng,
+    )?;
+    let get = |n: &str| c.get(n);
+    encoder.load_named(&get)?;
+    head.load_named(&get)?;
+    let epoch = c.meta_u64("epoch")? as usize;
+    Ok((reg, vec![encoder, head], cfg, epoch))
 }
 
 /// JSON text of a saved value (config, class map).
