@@ -307,7 +307,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         );
         // The recipe, as resolved from the data's shape and the flags (config.toml has all).
         let opts = |m: &serde_json::Map<String, serde_json::Value>| {
-            serde_json::to_string(m).unwrap_or_default()
+            serde_json::Value::Object(m.clone()).to_string()
         };
         eprintln!(
             "recipe: batch {}, {} lr {:.0e}, {} {}, {} {}, {} {}",

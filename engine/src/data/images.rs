@@ -128,6 +128,8 @@ fn cache_key(dir: &Path, l: &Listing, o: &DataOptions) -> String {
         h.update(f.display().to_string());
         if let Ok(m) = std::fs::metadata(f) {
             h.update(m.len().to_le_bytes());
+            // A file system without modification times keys on the size alone (still a new
+            // key for most edits; the fingerprint check on --resume / eval catches the rest).
             let t = m
                 .modified()
                 .ok()

@@ -22,6 +22,8 @@ pub fn batch_norms(g: &mut GraphProto) -> usize {
 struct Plan {
     /// Node indices: the Conv / MatMul, the two Reshapes, the Mul and the Add.
     op: usize,
+    /// The op's weight initializer.
+    weight: TensorProto,
     chain: [usize; 4],
     scale: Vec<f32>,
     shift: Vec<f32>,
@@ -122,6 +124,7 @@ fn find(g: &GraphProto) -> Option<Plan> {
         if let (Some(scale), Some(shift)) = (scale, shift) {
             return Some(Plan {
                 op: i,
+                weight: w.clone(),
                 chain: [r1, m, a, r2],
                 scale,
                 shift,
@@ -133,7 +136,7 @@ fn find(g: &GraphProto) -> Option<Plan> {
 
 fn apply(g: &mut GraphProto, p: Plan) {
     let node = g.node[p.op].clone();
-    let w = init(g, &node.input[1]).cloned().unwrap_or_default();
+    let w = p.weight;
     let c = p.scale.len();
     let mut w2 = w.clone();
     w2.name = format!("{}.bn_folded", w.name);

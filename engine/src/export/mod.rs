@@ -426,13 +426,7 @@ impl Builder {
                 self.node("Flatten", &[&g], out, vec![attr_int("axis", 1)]);
             }
             "reshape" => {
-                let target = |t: &TracedOp| -> Vec<i64> {
-                    t.attrs["shape"]
-                        .as_array()
-                        .map(|v| v.iter().filter_map(Value::as_i64).collect())
-                        .unwrap_or_default()
-                };
-                let (s2, s3) = (target(a), target(b));
+                let (s2, s3) = (int_list(a, "shape")?, int_list(b, "shape")?);
                 let differ: Vec<usize> = (0..s2.len().min(s3.len()))
                     .filter(|&i| s2[i] != s3[i])
                     .collect();
@@ -449,10 +443,7 @@ impl Builder {
                 self.node("Reshape", &[x, &s], out, vec![]);
             }
             "permute" => {
-                let dims: Vec<i64> = a.attrs["dims"]
-                    .as_array()
-                    .map(|v| v.iter().filter_map(Value::as_i64).collect())
-                    .unwrap_or_default();
+                let dims = int_list(a, "dims")?;
                 self.node("Transpose", &[x], out, vec![attr_ints("perm", &dims)]);
             }
             "transpose" => {
@@ -513,6 +504,16 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+/// An integer-list attribute of a traced op (the host's schema has already required it, so a
+/// missing or mistyped one is a bug worth an error, not an empty list).
+fn int_list(t: &TracedOp, key: &str) -> Result<Vec<i64>> {
+    t.attrs
+        .get(key)
+        .and_then(Value::as_array)
+        .and_then(|v| v.iter().map(Value::as_i64).collect::<Option<Vec<i64>>>())
+        .ok_or_else(|| Error::Other(format!("attribute `{key}` is not a list of integers")))
 }
 
 /// The operator types of an ONNX model's graph, in order (for reports and tests).
