@@ -89,7 +89,8 @@ impl Tensor {
             };
             match &t.0.node {
                 Some(node) => {
-                    let input_grads = (node.backward)(&g)?;
+                    let needs: Vec<bool> = node.inputs.iter().map(|i| i.0.requires_grad).collect();
+                    let input_grads = (node.backward)(&g, &needs)?;
                     for (input, gi) in node.inputs.iter().zip(input_grads) {
                         let Some(gi) = gi else { continue };
                         if !input.0.requires_grad {

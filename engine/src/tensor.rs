@@ -15,7 +15,10 @@ pub type Shape = SmallVec<[usize; 4]>;
 
 /// The gradient rule of an op: maps the gradient of its output to gradients of its inputs
 /// (`None` where an input gets none).
-pub(crate) type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+/// A backward rule: the upstream gradient and, per input, whether that input needs a gradient
+/// (a rule computes nothing for an input that needs none — e.g. a mask's constant operand).
+pub(crate) type BackwardFn =
+    Box<dyn Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
 pub(crate) struct Node {
     pub name: &'static str,
@@ -91,6 +94,18 @@ impl Tensor {
         name: &'static str,
         inputs: &[&Tensor],
         backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        Self::from_op_masked(shape, storage, name, inputs, move |g, _| backward(g))
+    }
+
+    /// [`Tensor::from_op`] for ops with several differentiable inputs: the rule is told which
+    /// inputs need a gradient and returns `None` for the others without computing them.
+    pub(crate) fn from_op_masked(
+        shape: Shape,
+        storage: Arc<Storage>,
+        name: &'static str,
+        inputs: &[&Tensor],
+        backward: impl Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
     ) -> Tensor {
         let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.0.requires_grad);
         let node = track.then(|| Node {

@@ -54,8 +54,22 @@ fn refused<T>(r: vkgrad::Result<T>) -> String {
     }
 }
 
-fn close(a: f64, b: f64, rel: f64) -> bool {
-    (a - b).abs() <= rel * (1.0 + b.abs())
+use vkgrad::reference::tol;
+
+/// A device loss value vs its f64 reference or a closed form (`tol::PLUGIN_LOSS_REL`, the bound
+/// `vkgrad verify` uses).
+fn close_loss(got: f64, want: f64) -> bool {
+    (got - want).abs() <= tol::PLUGIN_LOSS_REL * (1.0 + want.abs())
+}
+
+/// Two device values of one loss: each within `PLUGIN_LOSS_REL` of the truth.
+fn agree(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 2.0 * tol::PLUGIN_LOSS_REL * (1.0 + b.abs())
+}
+
+/// The f64 reference vs a closed form or another f64 reference (`tol::REFERENCE_REL`).
+fn close_f64(a: f64, b: f64) -> bool {
+    (a - b).abs() <= tol::REFERENCE_REL * (1.0 + b.abs())
 }
 
 #[test]
@@ -66,10 +80,10 @@ fn nt_xent_on_collapsed_embeddings_is_log_2n_minus_1() {
         let want = ((2 * n - 1) as f64).ln();
         let (v, _) = run(&l, &x, [n, 2, 3], None);
         assert!(
-            close(v as f64, want, 1e-5),
+            close_loss(v as f64, want),
             "N={n}: {v} vs log(2N-1) = {want}"
         );
-        assert!(close(reference(&l, &x, [n, 2, 3], None), want, 1e-12));
+        assert!(close_f64(reference(&l, &x, [n, 2, 3], None), want));
     }
 }
 
@@ -83,15 +97,16 @@ fn supcon_with_distinct_labels_equals_nt_xent() {
         let sc = loss("supcon", &format!(r#"{{"temperature": {tau}}}"#));
         let (a, ga) = run(&nt, &x, [n, 2, d], None);
         let (b, gb) = run(&sc, &x, [n, 2, d], Some(&labels));
-        assert!(close(a as f64, b as f64, 1e-5), "τ={tau}: {a} vs {b}");
-        assert!(ga
-            .iter()
-            .zip(&gb)
-            .all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + p.abs())));
-        assert!(close(
+        assert!(agree(a as f64, b as f64), "τ={tau}: {a} vs {b}");
+        assert!(
+            ga.iter()
+                .zip(&gb)
+                .all(|(p, q)| (p - q).abs() as f64
+                    <= 2.0 * tol::GRADIENT.rel * (1.0 + p.abs() as f64))
+        );
+        assert!(close_f64(
             reference(&nt, &x, [n, 2, d], None),
-            reference(&sc, &x, [n, 2, d], Some(&labels)),
-            1e-12
+            reference(&sc, &x, [n, 2, d], Some(&labels))
         ));
     }
 }
@@ -125,7 +140,7 @@ fn invariant_to_permuting_the_batch_rescaling_and_swapping_views() {
         let (w, _) = run(&l, &swapped, [n, v, d], labs);
         for (what, got) in [("permuted", p), ("rescaled", s), ("views swapped", w)] {
             assert!(
-                close(got as f64, base as f64, 1e-5),
+                agree(got as f64, base as f64),
                 "{name} {what}: {got} vs {base}"
             );
         }
@@ -146,7 +161,7 @@ fn finite_at_small_temperatures_extreme_scales_and_zero_vectors() {
                 "{name} scale {scale}: {val}"
             );
             assert!(
-                close(val as f64, reference(&l, &x, [n, v, d], labs), 1e-3),
+                close_loss(val as f64, reference(&l, &x, [n, v, d], labs)),
                 "{name} scale {scale}"
             );
         }
@@ -158,7 +173,7 @@ fn finite_at_small_temperatures_extreme_scales_and_zero_vectors() {
             val.is_finite() && g.iter().all(|a| a.is_finite()),
             "{name} zero vector"
         );
-        assert!(close(val as f64, reference(&l, &x, [n, v, d], labs), 1e-3));
+        assert!(close_loss(val as f64, reference(&l, &x, [n, v, d], labs)));
     }
 }
 
@@ -176,11 +191,7 @@ fn supcon_without_positives_is_zero_with_zero_gradient() {
     let labels = [0u32, 0, 1, 2];
     let (val, _) = run(&l, &x, [n, 1, d], Some(&labels));
     assert!(
-        close(
-            val as f64,
-            reference(&l, &x, [n, 1, d], Some(&labels)),
-            1e-4
-        ),
+        close_loss(val as f64, reference(&l, &x, [n, 1, d], Some(&labels))),
         "{val}"
     );
 }
@@ -202,7 +213,7 @@ fn supcon_variants_match_their_references() {
             let (val, g) = run(&l, &x, [n, v, d], Some(&labels));
             let want = reference(&l, &x, [n, v, d], Some(&labels));
             assert!(
-                close(val as f64, want, 2e-4),
+                close_loss(val as f64, want),
                 "{options} seed {seed}: {val} vs {want}"
             );
             assert!(g.iter().all(|a| a.is_finite()));
@@ -217,7 +228,7 @@ fn supcon_variants_match_their_references() {
         [n, v, d],
         Some(&labels),
     );
-    assert!(close(scaled, plain * 0.1 / 0.07, 1e-12));
+    assert!(close_f64(scaled, plain * 0.1 / 0.07));
 }
 
 #[test]
@@ -285,7 +296,7 @@ fn byol_is_2_minus_2cos_over_view_orders_with_stop_gradient() {
     assert!(tg.is_none(), "the target branch must get no gradient");
     let (m, _, _) = run_byol(&mean, &q, &t, [n, v, d]);
     assert!(
-        close(s as f64, 2.0 * m as f64, 1e-6),
+        (s as f64 - 2.0 * m as f64).abs() <= tol::ELEMENTWISE.rel * (1.0 + s.abs() as f64),
         "sum {s} vs 2 x mean {m}"
     );
     assert!(
@@ -294,10 +305,9 @@ fn byol_is_2_minus_2cos_over_view_orders_with_stop_gradient() {
     );
     let qf: Vec<f64> = q.iter().map(|&a| a as f64).collect();
     let tf: Vec<f64> = t.iter().map(|&a| a as f64).collect();
-    assert!(close(
+    assert!(close_loss(
         s as f64,
-        sum.reference_with(&qf, &[n, v, d], None, &[&tf]).unwrap(),
-        1e-5
+        sum.reference_with(&qf, &[n, v, d], None, &[&tf]).unwrap()
     ));
     // identical directions give 0, opposite ones the maximum
     let (zero, _, _) = run_byol(
@@ -324,7 +334,7 @@ fn byol_is_2_minus_2cos_over_view_orders_with_stop_gradient() {
     assert!(zero >= 0.0);
     let opposite: Vec<f32> = swapped.iter().map(|a| -a).collect();
     let (far, _, _) = run_byol(&mean, &q, &opposite, [n, v, d]);
-    assert!(close(far as f64, 4.0, 1e-5), "opposite directions: {far}");
+    assert!(close_loss(far as f64, 4.0), "opposite directions: {far}");
 }
 
 #[test]
@@ -337,7 +347,7 @@ fn n_pair_and_align_uniform_match_their_references_and_properties() {
         for l in [&np, &au] {
             let (val, g) = run(l, &x, [n, 2, d], None);
             assert!(
-                close(val as f64, reference(l, &x, [n, 2, d], None), 2e-4),
+                close_loss(val as f64, reference(l, &x, [n, 2, d], None)),
                 "seed {seed}: {val}"
             );
             assert!(g.iter().all(|a| a.is_finite()));
@@ -360,7 +370,7 @@ fn n_pair_and_align_uniform_match_their_references_and_properties() {
         run(&np, &x, [n, 2, d], None),
         run(&np, &px, [n, 2, d], None),
     );
-    assert!(close(a as f64, b as f64, 1e-5));
+    assert!(agree(a as f64, b as f64));
     let x3 = Tensor::zeros(&[4, 3, 2]).unwrap();
     assert!(refused(np.forward(&x3, None)).contains("exactly V = 2 views"));
     let byol = loss("byol", "{}");
@@ -387,7 +397,7 @@ fn triplet_and_margin_variants_match_their_references() {
             let (val, g) = run(&l, &x, [n, v, d], Some(&labels));
             let want = reference(&l, &x, [n, v, d], Some(&labels));
             assert!(
-                close(val as f64, want, 2e-4),
+                close_loss(val as f64, want),
                 "triplet {options} seed {seed}: {val} vs {want}"
             );
             assert!(g.iter().all(|a| a.is_finite()));
@@ -401,7 +411,7 @@ fn triplet_and_margin_variants_match_their_references() {
             let (val, g) = run(&l, &x, [n, 2, d], Some(&pair_labels));
             let want = reference(&l, &x, [n, 2, d], Some(&pair_labels));
             assert!(
-                close(val as f64, want, 2e-4),
+                close_loss(val as f64, want),
                 "margin {options} seed {seed}: {val} vs {want}"
             );
             assert!(g.iter().all(|a| a.is_finite()));
@@ -460,7 +470,7 @@ fn info_nce_general_form() {
         let x = features(n, v, d, 9);
         let (val, g) = run(&l, &x, [n, v, d], None);
         assert!(
-            close(val as f64, reference(&l, &x, [n, v, d], None), 2e-4),
+            close_loss(val as f64, reference(&l, &x, [n, v, d], None)),
             "{options}: {val}"
         );
         assert!(g.iter().all(|a| a.is_finite()));
@@ -469,7 +479,7 @@ fn info_nce_general_form() {
     let l = loss("info_nce", "{}");
     let x: Vec<f32> = (0..n * v * d).map(|i| [0.2f32, -0.7, 1.1][i % 3]).collect();
     let (val, _) = run(&l, &x, [n, v, d], None);
-    assert!(close(val as f64, ((v - 1) as f64).ln(), 1e-5), "{val}");
+    assert!(close_loss(val as f64, ((v - 1) as f64).ln()), "{val}");
     assert!(
         refused(l.forward(&Tensor::zeros(&[4, 2, 3]).unwrap(), None))
             .contains("needs V >= 3 views")
@@ -499,7 +509,7 @@ fn moco_queue_is_state_that_survives_checkpoints() {
     // the device value matches the reference on the queue before the step
     let before = l.reference_with(&qf, &[n, 1, d], None, &[&kf]).unwrap();
     let first = step(&l);
-    assert!(close(first as f64, before, 1e-5), "{first} vs {before}");
+    assert!(close_loss(first as f64, before), "{first} vs {before}");
     // the keys were enqueued (normalised) at rows 0..n, FIFO position n
     let state = l.save_state().unwrap().expect("moco has state");
     assert_eq!(state.dims, vec![k + 1, d]);
@@ -516,7 +526,7 @@ fn moco_queue_is_state_that_survives_checkpoints() {
     restored.load_state(&state).unwrap();
     let (a, b) = (step(&l), step(&restored));
     assert_eq!(a.to_bits(), b.to_bits());
-    assert!(close(a as f64, after, 1e-5));
+    assert!(close_loss(a as f64, after));
     // bad state and mismatched dimensions are errors
     let bad = vkgrad::plugin::RefOutput {
         data: vec![0.0; 4],

@@ -92,3 +92,66 @@ fn deep_chains_do_not_overflow_the_stack() {
     y.sum_all().unwrap().backward().unwrap();
     assert_eq!(x.grad().unwrap().to_vec().unwrap(), vec![1.0]);
 }
+
+/// Kernels that `f` dispatches on this thread.
+fn kernels(f: impl FnOnce()) -> u64 {
+    let before = vkgrad::device::dispatch_count();
+    f();
+    vkgrad::device::dispatch_count() - before
+}
+
+/// The gradient of `x` through `op(x, y)` (summed), with `y` a constant or a leaf that also
+/// needs a gradient; returns the gradient and the kernels the backward pass dispatched.
+fn grad_through(
+    op: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    x: &[f32],
+    y: &[f32],
+    y_needs: bool,
+) -> (Vec<f32>, u64) {
+    let x = t(x).requires_grad();
+    let y = if y_needs { t(y).requires_grad() } else { t(y) };
+    let loss = op(&x, &y).sum_all().unwrap();
+    let n = kernels(|| loss.backward().unwrap());
+    assert_eq!(y.grad().is_some(), y_needs);
+    (x.grad().unwrap().to_vec().unwrap(), n)
+}
+
+#[test]
+fn no_gradient_is_computed_for_an_input_that_needs_none() {
+    let x = [1.0, -2.0, 3.0, 0.5];
+    let y = [2.0, 2.0, -1.0, 0.5];
+    type Op = Box<dyn Fn(&Tensor, &Tensor) -> Tensor>;
+    let ops: Vec<(&str, Op)> = vec![
+        // (`add` passes the upstream gradient on as it is: no kernel either way.)
+        ("sub", Box::new(|a, b| a.sub(b).unwrap())),
+        ("mul", Box::new(|a, b| a.mul(b).unwrap())),
+        ("div", Box::new(|a, b| a.div(b).unwrap())),
+        ("maximum", Box::new(|a, b| a.maximum(b).unwrap())),
+        ("minimum", Box::new(|a, b| a.minimum(b).unwrap())),
+        (
+            "where",
+            Box::new(|a, b| Tensor::where_(&a.gt_scalar(0.0).unwrap(), a, b).unwrap()),
+        ),
+        (
+            "matmul",
+            Box::new(|a, b| {
+                let (a, b) = (a.reshape(&[2, 2]).unwrap(), b.reshape(&[2, 2]).unwrap());
+                a.matmul(&b).unwrap()
+            }),
+        ),
+        (
+            "concat",
+            Box::new(|a, b| Tensor::concat(&[a, b], 0).unwrap().mul_scalar(2.0).unwrap()),
+        ),
+    ];
+    for (name, op) in &ops {
+        let (g_both, n_both) = grad_through(op.as_ref(), &x, &y, true);
+        let (g_one, n_one) = grad_through(op.as_ref(), &x, &y, false);
+        // The same gradient, bit for bit, from strictly fewer kernels.
+        assert_eq!(g_one, g_both, "{name}");
+        assert!(
+            n_one < n_both,
+            "{name}: {n_one} kernels vs {n_both} with both inputs"
+        );
+    }
+}

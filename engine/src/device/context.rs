@@ -45,6 +45,18 @@ pub struct Context {
     pub(crate) buffers_created: std::sync::atomic::AtomicU64,
 }
 
+thread_local! {
+    /// Kernels dispatched by this thread (ops run on the thread that calls them, so a test or
+    /// a benchmark counts its own work even while other threads use the device).
+    static DISPATCHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Kernels dispatched so far by the calling thread: compare two readings to count an op's or a
+/// step's kernels (`vkgrad bench` reports it per step).
+pub fn dispatch_count() -> u64 {
+    DISPATCHES.with(|d| d.get())
+}
+
 /// A buffer a command binds: read or written as a storage buffer, or read as a uniform texel
 /// buffer of vec4s (`samplerBuffer`; texel fetches are vectorised gathers on CPU drivers, where
 /// storage-buffer loads go lane by lane).
@@ -236,6 +248,7 @@ impl Context {
         push: &[u32],
         groups: [u32; 3],
     ) -> Result<()> {
+        DISPATCHES.with(|d| d.set(d.get() + 1));
         for b in binds {
             // Raw commands skip validation, so the device's limits are checked here: past them
             // a shader would read out of range instead of failing.

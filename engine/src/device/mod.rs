@@ -6,7 +6,7 @@ mod kernels;
 mod pool;
 mod recorder;
 
-pub use context::{context, select_device, Context};
+pub use context::{context, dispatch_count, select_device, Context};
 pub(crate) use context::{grid, Bind};
 pub(crate) use kernels::Kernel;
 pub(crate) use pool::Storage;

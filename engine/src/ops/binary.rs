@@ -72,60 +72,78 @@ impl Tensor {
         Ok(Tensor::leaf(shape, st))
     }
 
-    /// Runs the kernel and records `rule(a, b, g) -> (grad a, grad b)` before summing each
-    /// gradient back over the dimensions that were broadcast.
+    /// Runs the kernel and records `rule(a, b, g, side)` = the gradient of input `side` (0 = a,
+    /// 1 = b), asked only for the inputs that need one, before summing each gradient back over
+    /// the dimensions that were broadcast.
     fn binary(
         &self,
         other: &Tensor,
         op: B,
         name: &'static str,
-        rule: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<(Tensor, Tensor)> + Send + Sync + 'static,
+        rule: impl Fn(&Tensor, &Tensor, &Tensor, usize) -> Result<Tensor> + Send + Sync + 'static,
     ) -> Result<Tensor> {
         let y = self.binary_raw(other, op, name)?;
         let (a, b) = (self.clone(), other.clone());
-        Ok(Tensor::from_op(
+        Ok(Tensor::from_op_masked(
             y.0.shape.clone(),
             y.0.storage.clone(),
             name,
             &[self, other],
-            move |g| {
-                let (ga, gb) = rule(&a, &b, g)?;
-                Ok(vec![
-                    Some(ga.sum_to(a.shape())?),
-                    Some(gb.sum_to(b.shape())?),
-                ])
+            move |g, needs| {
+                let side = |i: usize, like: &Tensor| -> Result<Option<Tensor>> {
+                    if !needs[i] {
+                        return Ok(None);
+                    }
+                    Ok(Some(rule(&a, &b, g, i)?.sum_to(like.shape())?))
+                };
+                Ok(vec![side(0, &a)?, side(1, &b)?])
             },
         ))
     }
 
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
-        self.binary(other, B::Add, "add", |_, _, g| Ok((g.clone(), g.clone())))
+        self.binary(other, B::Add, "add", |_, _, g, _| Ok(g.clone()))
     }
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
-        self.binary(other, B::Sub, "sub", |_, _, g| Ok((g.clone(), g.neg()?)))
+        self.binary(other, B::Sub, "sub", |_, _, g, side| match side {
+            0 => Ok(g.clone()),
+            _ => g.neg(),
+        })
     }
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
-        self.binary(other, B::Mul, "mul", |a, b, g| Ok((g.mul(b)?, g.mul(a)?)))
+        self.binary(other, B::Mul, "mul", |a, b, g, side| match side {
+            0 => g.mul(b),
+            _ => g.mul(a),
+        })
     }
     /// d(a/b)/da = 1/b, d(a/b)/db = -a/b^2.
     pub fn div(&self, other: &Tensor) -> Result<Tensor> {
-        self.binary(other, B::Div, "div", |a, b, g| {
+        self.binary(other, B::Div, "div", |a, b, g, side| {
             let ga = g.div(b)?;
-            Ok((ga.clone(), ga.mul(a)?.div(b)?.neg()?))
+            match side {
+                0 => Ok(ga),
+                _ => ga.mul(a)?.div(b)?.neg(),
+            }
         })
     }
     /// Elementwise max; on ties the gradient is split evenly, as in PyTorch.
     pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
-        self.binary(other, B::Max, "maximum", |a, b, g| {
+        self.binary(other, B::Max, "maximum", |a, b, g, side| {
             let wa = a.gt(b)?.add(&a.eq(b)?.mul_scalar(0.5)?)?;
-            Ok((g.mul(&wa)?, g.mul(&wa.rsub_scalar(1.0)?)?))
+            match side {
+                0 => g.mul(&wa),
+                _ => g.mul(&wa.rsub_scalar(1.0)?),
+            }
         })
     }
     /// Elementwise min; on ties the gradient is split evenly, as in PyTorch.
     pub fn minimum(&self, other: &Tensor) -> Result<Tensor> {
-        self.binary(other, B::Min, "minimum", |a, b, g| {
+        self.binary(other, B::Min, "minimum", |a, b, g, side| {
             let wa = b.gt(a)?.add(&a.eq(b)?.mul_scalar(0.5)?)?;
-            Ok((g.mul(&wa)?, g.mul(&wa.rsub_scalar(1.0)?)?))
+            match side {
+                0 => g.mul(&wa),
+                _ => g.mul(&wa.rsub_scalar(1.0)?),
+            }
         })
     }
     /// 1 where a == b, else 0 (no gradient).
@@ -145,17 +163,22 @@ impl Tensor {
     pub fn where_(mask: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let y = Self::where_raw(mask, a, b)?;
         let (m, sa, sb) = (mask.clone(), a.shape().to_vec(), b.shape().to_vec());
-        Ok(Tensor::from_op(
+        Ok(Tensor::from_op_masked(
             y.0.shape.clone(),
             y.0.storage.clone(),
             "where",
             &[a, b],
-            move |g| {
+            move |g, needs| {
                 let zero = Tensor::zeros(&[])?;
-                Ok(vec![
-                    Some(Self::where_raw(&m, g, &zero)?.sum_to(&sa)?),
-                    Some(Self::where_raw(&m, &zero, g)?.sum_to(&sb)?),
-                ])
+                let ga = match needs[0] {
+                    true => Some(Self::where_raw(&m, g, &zero)?.sum_to(&sa)?),
+                    false => None,
+                };
+                let gb = match needs[1] {
+                    true => Some(Self::where_raw(&m, &zero, g)?.sum_to(&sb)?),
+                    false => None,
+                };
+                Ok(vec![ga, gb])
             },
         ))
     }

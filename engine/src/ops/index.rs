@@ -219,12 +219,18 @@ impl Tensor {
         let strides = [n_idx * inner, inner, 1];
         let y = scatter_add_raw(self, idx, src, ax, strides, n_idx)?;
         let idx2 = idx.clone();
-        Ok(Tensor::from_op(
+        Ok(Tensor::from_op_masked(
             y.0.shape.clone(),
             y.0.storage.clone(),
             "scatter_add",
             &[self, src],
-            move |g| Ok(vec![Some(g.clone()), Some(g.gather(ax as isize, &idx2)?)]),
+            move |g, needs| {
+                let gs = match needs[1] {
+                    true => Some(g.gather(ax as isize, &idx2)?),
+                    false => None,
+                };
+                Ok(vec![needs[0].then(|| g.clone()), gs])
+            },
         ))
     }
 }

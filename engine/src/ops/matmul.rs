@@ -57,21 +57,27 @@ impl Tensor {
         out.extend([m, n]);
         let st = matmul_raw(a, b, ta, tb, [batch, m, ka, n], &out, &shapes)?;
         let (a2, b2) = (a.clone(), b.clone());
-        Ok(Tensor::from_op(out, st, "matmul", &[a, b], move |g| {
-            // C = op(A) op(B):  dop(A) = G op(B)ᵀ,  dop(B) = op(A)ᵀ G; a transposed operand
-            // takes the transpose of that, written as another flag choice rather than a copy.
-            let ga = if ta {
-                Tensor::matmul_t(&b2, g, tb, true)?
-            } else {
-                Tensor::matmul_t(g, &b2, false, !tb)?
-            };
-            let gb = if tb {
-                Tensor::matmul_t(g, &a2, true, ta)?
-            } else {
-                Tensor::matmul_t(&a2, g, !ta, false)?
-            };
-            Ok(vec![Some(ga), Some(gb)])
-        }))
+        Ok(Tensor::from_op_masked(
+            out,
+            st,
+            "matmul",
+            &[a, b],
+            move |g, needs| {
+                // C = op(A) op(B):  dop(A) = G op(B)ᵀ,  dop(B) = op(A)ᵀ G; a transposed operand
+                // takes the transpose of that, written as another flag choice rather than a copy.
+                let ga = match (needs[0], ta) {
+                    (false, _) => None,
+                    (true, true) => Some(Tensor::matmul_t(&b2, g, tb, true)?),
+                    (true, false) => Some(Tensor::matmul_t(g, &b2, false, !tb)?),
+                };
+                let gb = match (needs[1], tb) {
+                    (false, _) => None,
+                    (true, true) => Some(Tensor::matmul_t(g, &a2, true, ta)?),
+                    (true, false) => Some(Tensor::matmul_t(&a2, g, !ta, false)?),
+                };
+                Ok(vec![ga, gb])
+            },
+        ))
     }
 }
 

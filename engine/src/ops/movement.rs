@@ -203,15 +203,24 @@ impl Tensor {
             offset += t.shape()[ax];
             sizes.push(t.shape()[ax]);
         }
-        Ok(Tensor::from_op(out, st, "concat", tensors, move |g| {
-            let mut start = 0;
-            let mut grads = Vec::new();
-            for &len in &sizes {
-                grads.push(Some(g.narrow(ax as isize, start, len)?));
-                start += len;
-            }
-            Ok(grads)
-        }))
+        Ok(Tensor::from_op_masked(
+            out,
+            st,
+            "concat",
+            tensors,
+            move |g, needs| {
+                let mut start = 0;
+                let mut grads = Vec::new();
+                for (&len, &need) in sizes.iter().zip(needs) {
+                    grads.push(match need {
+                        true => Some(g.narrow(ax as isize, start, len)?),
+                        false => None,
+                    });
+                    start += len;
+                }
+                Ok(grads)
+            },
+        ))
     }
 
     /// Broadcasts to `shape` (NumPy rules), materialising the copy.

@@ -267,19 +267,20 @@ impl Tensor {
         let (q0, k0, e0, o0) = (q.clone(), p.clone(), ext.cloned(), o.clone());
         let mut inputs = vec![q, p];
         inputs.extend(ext);
-        Ok(Tensor::from_op(
+        Ok(Tensor::from_op_masked(
             out.0.shape.clone(),
             out.0.storage.clone(),
             OP,
             &inputs,
-            move |g| o0.backward(&q0, &k0, e0.as_ref(), &stats, &keys, rows, g),
+            move |g, needs| o0.backward(&q0, &k0, e0.as_ref(), &stats, &keys, rows, g, needs),
         ))
     }
 }
 
 impl SimilarityLse {
     /// dQ, dK (and de) for the upstream gradient `g` [M, 4] (column 2, the count, has none),
-    /// recomputing each tile's similarities.
+    /// recomputing each tile's similarities; only those `needs` asks for (MoCo's queue of
+    /// keys needs none).
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
@@ -290,6 +291,7 @@ impl SimilarityLse {
         keys: &Option<(Vec<f32>, Vec<f32>)>,
         rows: usize,
         g: &Tensor,
+        needs: &[bool],
     ) -> Result<Vec<Option<Tensor>>> {
         let m = q.shape()[0];
         let inv_t = 1.0 / self.temperature;
@@ -316,10 +318,14 @@ impl SimilarityLse {
                     .add(&weights(&inside, &lse_in)?.mul(&g_in)?)?;
             }
             let ds = ds.mul_scalar(inv_t)?;
-            let qb = q.narrow(0, r0, b)?;
-            dq_parts.push(Tensor::matmul_t(&ds, k, false, false)?);
-            dk = dk.add(&Tensor::matmul_t(&ds, &qb, true, false)?)?;
-            if let Some(e) = ext {
+            if needs[0] {
+                dq_parts.push(Tensor::matmul_t(&ds, k, false, false)?);
+            }
+            if needs[1] {
+                let qb = q.narrow(0, r0, b)?;
+                dk = dk.add(&Tensor::matmul_t(&ds, &qb, true, false)?)?;
+            }
+            if let (Some(e), true) = (ext, needs.get(2) == Some(&true)) {
                 let eb = e.narrow(0, r0, b)?.reshape(&[b, 1])?;
                 let w_out = weights(&eb, &lse_out)?;
                 let w_in = weights(&eb, &lse_in)?;
@@ -335,10 +341,12 @@ impl SimilarityLse {
                 _ => Tensor::concat(&refs, 0),
             }
         };
-        let dq = join(&dq_parts, q.shape())?;
-        let mut grads = vec![Some(dq), Some(dk)];
+        let mut grads = vec![
+            needs[0].then(|| join(&dq_parts, q.shape())).transpose()?,
+            needs[1].then_some(dk),
+        ];
         if let Some(e) = ext {
-            grads.push(Some(join(&de_parts, e.shape())?));
+            grads.push(needs[2].then(|| join(&de_parts, e.shape())).transpose()?);
         }
         Ok(grads)
     }

@@ -70,6 +70,16 @@ pub const GRADIENT: Tol = Tol {
     per_term: 2.0 * U32,
 };
 
+/// A loss value computed on the device (a short chain of ops over O(1) terms) vs its f64
+/// reference or a closed form: GRADIENT's chained bound relative to |L| + 1. `vkgrad verify`'s
+/// "matches CPU reference" and the engine's loss tests use it; two device values of one loss
+/// (a permuted batch, two equivalent losses) agree within twice this.
+pub const PLUGIN_LOSS_REL: f64 = GRADIENT.rel;
+
+/// An f64 reference vs a closed form: sums of at most ~10^3 f64 terms round within
+/// 10^3 · 2^-53 ≈ 1e-13 relative; 1e-12 leaves a factor of 10.
+pub const REFERENCE_REL: f64 = 1e-12;
+
 /// Reference analytic gradient vs central finite differences in f64, relative step 1e-6 per
 /// element: truncation error h^2 |f'''| / 6 and cancellation error ~ eps64 |f| / h both stay far
 /// below 1e-6 relative for the smooth, moderately scaled inputs these checks use.

@@ -1,7 +1,7 @@
 //! The transforms on the device, as host ops over an `[N, ...]` batch.
 
 use crate::transforms::{hue_matrices, reflect, Step, Transform, LUMA, OFFSETS};
-use vkgrad_plugin::{json, Host, HostTensor, Stream};
+use vkgrad_plugin::{Host, HostTensor, Padding, Stream};
 
 type R<'h> = Result<HostTensor<'h>, String>;
 
@@ -12,17 +12,8 @@ struct Ctx<'h> {
 }
 
 impl<'h> Ctx<'h> {
-    fn op(&self, name: &str, inputs: &[&HostTensor<'h>], attrs: vkgrad_plugin::Value) -> R<'h> {
-        self.host.op(name, inputs, attrs)
-    }
-    fn s(&self, name: &str, x: &HostTensor<'h>, s: f64) -> R<'h> {
-        self.op(name, &[x], json!({ "s": s }))
-    }
-    fn bin(&self, name: &str, a: &HostTensor<'h>, b: &HostTensor<'h>) -> R<'h> {
-        self.op(name, &[a, b], json!({}))
-    }
     fn reshape(&self, x: &HostTensor<'h>, shape: &[usize]) -> R<'h> {
-        self.op("reshape", &[x], json!({ "shape": shape }))
+        x.reshape(shape)
     }
     /// One uniform number per sample, shaped [N, 1, ..., 1] to broadcast over a sample of rank
     /// `rank`.
@@ -33,14 +24,14 @@ impl<'h> Ctx<'h> {
         self.reshape(&u, &shape)
     }
     fn clamp01(&self, x: &HostTensor<'h>) -> R<'h> {
-        let y = self.s("maximum_scalar", x, 0.0)?;
-        self.s("minimum_scalar", &y, 1.0)
+        let y = x.maximum_scalar(0.0)?;
+        y.minimum_scalar(1.0)
     }
     /// a*x + (1-a)*y with a per-sample.
     fn blend(&self, a: &HostTensor<'h>, x: &HostTensor<'h>, y: &HostTensor<'h>) -> R<'h> {
-        let d = self.bin("sub", x, y)?;
-        let d = self.bin("mul", a, &d)?;
-        self.bin("add", y, &d)
+        let d = x.sub(y)?;
+        let d = a.mul(&d)?;
+        y.add(&d)
     }
     /// Luma per pixel: [N, C, H, W] -> [N, 1, H, W] (C = 1: the image itself).
     fn gray(&self, x: &HostTensor<'h>, shape: &[usize]) -> R<'h> {
@@ -49,11 +40,11 @@ impl<'h> Ctx<'h> {
         }
         let mut acc: Option<HostTensor<'h>> = None;
         for (c, w) in LUMA.iter().enumerate() {
-            let ch = self.op("narrow", &[x], json!({ "axis": 1, "start": c, "len": 1 }))?;
-            let t = self.s("mul_scalar", &ch, *w)?;
+            let ch = x.narrow(1, c, 1)?;
+            let t = ch.mul_scalar(*w)?;
             acc = Some(match acc {
                 None => t,
-                Some(a) => self.bin("add", &a, &t)?,
+                Some(a) => a.add(&t)?,
             });
         }
         acc.ok_or_else(|| "no channels".to_string())
@@ -85,15 +76,15 @@ pub fn apply<'h>(host: &'h Host, x: &HostTensor<'h>, stream: Stream, steps: &[St
         } else {
             // Applied where the sample's draw u < p.
             let u = ctx.per_sample(base + 7, 0.0, 1.0, shape.len() - 1)?;
-            let keep = ctx.s("ge_scalar", &u, st.p)?;
-            let apply = ctx.s("rsub_scalar", &keep, 1.0)?;
+            let keep = u.ge_scalar(st.p)?;
+            let apply = keep.rsub_scalar(1.0)?;
             if t.shape()? != shape {
                 return Err(format!(
                     "{:?} changes the shape; it must always apply (p = 1)",
                     st.t
                 ));
             }
-            ctx.op("where", &[&apply, &t, &y], json!({}))?
+            HostTensor::where_(&apply, &t, &y)?
         };
     }
     Ok(y)
@@ -111,36 +102,28 @@ fn transform<'h>(
         Transform::Crop { scale, ratio, out } => {
             let area = c.per_sample(base, scale[0], scale[1], 1)?;
             let logr = c.per_sample(base + 1, ratio[0].ln(), ratio[1].ln(), 1)?;
-            let r = c.op("exp", &[&logr], json!({}))?;
+            let r = logr.exp()?;
             let side = |a: &HostTensor<'h>| -> R<'h> {
-                let s = c.op("sqrt", &[a], json!({}))?;
-                c.s("minimum_scalar", &s, 1.0)
+                let s = a.sqrt()?;
+                s.minimum_scalar(1.0)
             };
-            let w = side(&c.bin("mul", &area, &r)?)?;
-            let h = side(&c.bin("div", &area, &r)?)?;
+            let w = side(&area.mul(&r)?)?;
+            let h = side(&area.div(&r)?)?;
             // Centre = u (1 - size) + size / 2, in [0, 1] coordinates; theta's offset 2 c - 1.
             let centre = |size: &HostTensor<'h>, off: u32| -> R<'h> {
                 let u = c.per_sample(base + off, 0.0, 1.0, 1)?;
-                let room = c.s("rsub_scalar", size, 1.0)?;
-                let pos = c.bin("mul", &u, &room)?;
-                let half = c.s("mul_scalar", size, 0.5)?;
-                let cen = c.bin("add", &pos, &half)?;
-                let t = c.s("mul_scalar", &cen, 2.0)?;
-                c.s("sub_scalar", &t, 1.0)
+                let room = size.rsub_scalar(1.0)?;
+                let pos = u.mul(&room)?;
+                let half = size.mul_scalar(0.5)?;
+                let cen = pos.add(&half)?;
+                let t = cen.mul_scalar(2.0)?;
+                t.sub_scalar(1.0)
             };
             let (tx, ty) = (centre(&w, 2)?, centre(&h, 3)?);
-            let zero = c.s("mul_scalar", &w, 0.0)?;
-            let theta = c.op(
-                "concat",
-                &[&w, &zero, &tx, &zero, &h, &ty],
-                json!({ "axis": 1 }),
-            )?;
+            let zero = w.mul_scalar(0.0)?;
+            let theta = c.host.concat(&[&w, &zero, &tx, &zero, &h, &ty], 1)?;
             let theta = c.reshape(&theta, &[n, 2, 3])?;
-            c.op(
-                "resample_affine",
-                &[x, &theta],
-                json!({ "size": [out, out], "padding": "border" }),
-            )
+            x.resample_affine(&theta, [out, out], Padding::Border)
         }
         Transform::HFlip => {
             // x · J with J the anti-identity: exact, so flipping twice is the identity.
@@ -151,7 +134,7 @@ fn transform<'h>(
             }
             let jt = c.constant(&j, &[w, w])?;
             let rows = c.reshape(x, &[shape[..3].iter().product(), w])?;
-            let y = c.bin("matmul", &rows, &jt)?;
+            let y = rows.matmul(&jt)?;
             c.reshape(&y, shape)
         }
         Transform::Jitter {
@@ -164,13 +147,13 @@ fn transform<'h>(
             let factor =
                 |off: u32, s: f64| c.per_sample(base + off, (1.0 - s).max(0.0), 1.0 + s, 3);
             if brightness > 0.0 {
-                y = c.clamp01(&c.bin("mul", &y, &factor(0, brightness)?)?)?;
+                y = c.clamp01(&y.mul(&factor(0, brightness)?)?)?;
             }
             if contrast > 0.0 {
                 // Blend with the mean luma of the image.
                 let g = c.gray(&y, shape)?;
                 let flat = c.reshape(&g, &[n, shape[2] * shape[3]])?;
-                let m = c.op("mean", &[&flat], json!({ "axis": 1 }))?;
+                let m = flat.mean_axis(1, false)?;
                 let m = c.reshape(&m, &[n, 1, 1, 1])?;
                 y = c.clamp01(&c.blend(&factor(1, contrast)?, &y, &m)?)?;
             }
@@ -186,15 +169,15 @@ fn transform<'h>(
                     hue * std::f64::consts::TAU,
                     2,
                 )?;
-                let cos = c.op("cos", &[&ang], json!({}))?;
-                let sin = c.op("sin", &[&ang], json!({}))?;
+                let cos = ang.cos()?;
+                let sin = ang.sin()?;
                 let [a, b, cm] = hue_matrices();
                 let flat = |m: [[f64; 3]; 3]| c.constant(&m.concat(), &[1, 3, 3]);
-                let mb = c.bin("mul", &cos, &flat(b)?)?;
-                let mc = c.bin("mul", &sin, &flat(cm)?)?;
-                let m = c.bin("add", &c.bin("add", &mb, &mc)?, &flat(a)?)?;
+                let mb = cos.mul(&flat(b)?)?;
+                let mc = sin.mul(&flat(cm)?)?;
+                let m = mb.add(&mc)?.add(&flat(a)?)?;
                 let px = c.reshape(&y, &[n, 3, shape[2] * shape[3]])?;
-                let r = c.bin("matmul", &m, &px)?;
+                let r = m.matmul(&px)?;
                 y = c.clamp01(&c.reshape(&r, shape)?)?;
             }
             Ok(y)
@@ -204,7 +187,7 @@ fn transform<'h>(
             if shape[1] == 1 {
                 return Ok(g);
             }
-            c.op("expand", &[&g], json!({ "shape": shape }))
+            g.expand(shape)
         }
         Transform::Blur { kernel, sigma } => {
             // Per-sample kernel w [N, K] from σ; blur along W then H as products with a banded
@@ -214,10 +197,10 @@ fn transform<'h>(
             let s = c.per_sample(base, sigma[0], sigma[1], 1)?; // [N, 1]
             let taps: Vec<f64> = (-r..=r).map(|t| -0.5 * (t * t) as f64).collect();
             let t2 = c.constant(&taps, &[1, k])?;
-            let s2 = c.bin("mul", &s, &s)?;
-            let e = c.op("exp", &[&c.bin("div", &t2, &s2)?], json!({}))?; // [N, K]
-            let sum = c.op("sum", &[&e], json!({ "axis": 1, "keepdim": true }))?;
-            let w = c.bin("div", &e, &sum)?;
+            let s2 = s.mul(&s)?;
+            let e = (t2.div(&s2)?).exp()?; // [N, K]
+            let sum = e.sum_axis(1, true)?;
+            let w = e.div(&sum)?;
             let band = |len: usize| -> R<'h> {
                 let mut m = vec![0.0; k * len * len];
                 for (ti, t) in (-r..=r).enumerate() {
@@ -228,32 +211,32 @@ fn transform<'h>(
                     }
                 }
                 let st = c.constant(&m, &[k, len * len])?;
-                let b = c.bin("matmul", &w, &st)?;
+                let b = w.matmul(&st)?;
                 c.reshape(&b, &[n, len, len])
             };
             let (ch, h, wd) = (shape[1], shape[2], shape[3]);
             let rows = c.reshape(x, &[n, ch * h, wd])?;
-            let y = c.bin("matmul", &rows, &band(wd)?)?; // along W
+            let y = rows.matmul(&band(wd)?)?; // along W
             let y = c.reshape(&y, &[n, ch, h, wd])?;
-            let y = c.op("permute", &[&y], json!({ "dims": [0, 2, 1, 3] }))?; // [N, H, C, W]
+            let y = y.permute(&[0, 2, 1, 3])?; // [N, H, C, W]
             let y = c.reshape(&y, &[n, h, ch * wd])?;
-            let y = c.op("matmul", &[&band(h)?, &y], json!({ "ta": true }))?; // along H
+            let y = (band(h)?).matmul_t(&y, true, false)?; // along H
             let y = c.reshape(&y, &[n, h, ch, wd])?;
-            c.op("permute", &[&y], json!({ "dims": [0, 2, 1, 3] }))
+            y.permute(&[0, 2, 1, 3])
         }
         Transform::Solarize { threshold } => {
-            let hit = c.s("ge_scalar", x, threshold)?;
-            let inv = c.s("rsub_scalar", x, 1.0)?;
-            c.op("where", &[&hit, &inv, x], json!({}))
+            let hit = x.ge_scalar(threshold)?;
+            let inv = x.rsub_scalar(1.0)?;
+            HostTensor::where_(&hit, &inv, x)
         }
         Transform::Noise { sigma } => {
             let e = c.stream.normal(c.host, base, shape, 0.0, sigma)?;
-            c.bin("add", x, &e)
+            x.add(&e)
         }
         Transform::Mask { rate } => {
             let u = c.stream.uniform(c.host, base, shape, 0.0, 1.0)?;
-            let keep = c.s("ge_scalar", &u, rate)?;
-            c.bin("mul", x, &keep)
+            let keep = u.ge_scalar(rate)?;
+            x.mul(&keep)
         }
     }
 }

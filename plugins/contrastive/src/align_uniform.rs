@@ -94,42 +94,42 @@ impl Loss for AlignUniform {
 
     fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
         let (n, d) = check(&x.features.shape()?)?;
-        let z = host.op("l2_normalize", &[&x.features], json!({ "eps": crate::EPS }))?;
+        let z = x.features.l2_normalize_eps(crate::EPS)?;
         let view = |w: usize| -> Result<HostTensor<'h>, String> {
-            let zw = host.op("narrow", &[&z], json!({ "axis": 1, "start": w, "len": 1 }))?;
-            host.op("reshape", &[&zw], json!({ "shape": [n, d] }))
+            let zw = z.narrow(1, w, 1)?;
+            zw.reshape(&[n, d])
         };
         let (z0, z1) = (view(0)?, view(1)?);
         // alignment
-        let diff = host.op("sub", &[&z0, &z1], json!({}))?;
-        let sq = host.op("mul", &[&diff, &diff], json!({}))?;
-        let dist2 = host.op("sum", &[&sq], json!({ "axis": -1 }))?;
-        let powed = host.op("powf", &[&dist2], json!({ "p": self.o.alpha / 2.0 }))?;
-        let align = host.op("mean", &[&powed], json!({}))?;
+        let diff = z0.sub(&z1)?;
+        let sq = diff.mul(&diff)?;
+        let dist2 = sq.sum_axis(-1, false)?;
+        let powed = dist2.powf(self.o.alpha / 2.0)?;
+        let align = powed.mean_all()?;
         // uniformity of one view: log mean_{i<j} exp(-t ||z_i - z_j||^2)
         let upper: Vec<f32> = (0..n * n).map(|k| (k / n < k % n) as u8 as f32).collect();
         let upper = host.tensor(&upper, &[n, n])?;
         let neg_inf = host.tensor(&[f32::NEG_INFINITY], &[])?;
         let pairs = (n * (n - 1) / 2) as f64;
         let uniform = |zw: &HostTensor<'h>| -> Result<HostTensor<'h>, String> {
-            let norms = host.op("mul", &[zw, zw], json!({}))?;
-            let norms = host.op("sum", &[&norms], json!({ "axis": -1, "keepdim": true }))?; // [N, 1]
-            let rows = host.op("reshape", &[&norms], json!({ "shape": [1, n] }))?;
-            let gram = host.op("matmul", &[zw, zw], json!({ "tb": true }))?;
-            let gram = host.op("mul_scalar", &[&gram], json!({ "s": -2.0 }))?;
-            let d2 = host.op("add", &[&gram, &norms], json!({}))?;
-            let d2 = host.op("add", &[&d2, &rows], json!({}))?;
-            let d2 = host.op("maximum_scalar", &[&d2], json!({ "s": 0.0 }))?; // rounding can go below 0
-            let e = host.op("mul_scalar", &[&d2], json!({ "s": -self.o.t }))?;
-            let e = host.op("where", &[&upper, &e, &neg_inf], json!({}))?;
-            let flat = host.op("reshape", &[&e], json!({ "shape": [1, n * n] }))?;
-            let lse = host.op("logsumexp", &[&flat], json!({}))?;
-            host.op("sub_scalar", &[&lse], json!({ "s": pairs.ln() }))
+            let norms = zw.mul(zw)?;
+            let norms = norms.sum_axis(-1, true)?; // [N, 1]
+            let rows = norms.reshape(&[1, n])?;
+            let gram = zw.matmul_t(zw, false, true)?;
+            let gram = gram.mul_scalar(-2.0)?;
+            let d2 = gram.add(&norms)?;
+            let d2 = d2.add(&rows)?;
+            let d2 = d2.maximum_scalar(0.0)?; // rounding can go below 0
+            let e = d2.mul_scalar(-self.o.t)?;
+            let e = HostTensor::where_(&upper, &e, &neg_inf)?;
+            let flat = e.reshape(&[1, n * n])?;
+            let lse = flat.logsumexp()?;
+            lse.sub_scalar(pairs.ln())
         };
-        let u = host.op("add", &[&uniform(&z0)?, &uniform(&z1)?], json!({}))?;
-        let u = host.op("mul_scalar", &[&u], json!({ "s": self.o.lambda / 2.0 }))?;
-        let u = host.op("reshape", &[&u], json!({ "shape": [] }))?;
-        host.op("add", &[&align, &u], json!({}))
+        let u = (uniform(&z0)?).add(&uniform(&z1)?)?;
+        let u = u.mul_scalar(self.o.lambda / 2.0)?;
+        let u = u.reshape(&[])?;
+        align.add(&u)
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {

@@ -64,7 +64,7 @@ impl Loss for Byol {
         1
     }
 
-    fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
+    fn forward<'h>(&self, _host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
         let shape = x.features.shape()?;
         let (_, v, _) = crate::check_features("byol", &shape, 2)?;
         let targets = &x.extra[0];
@@ -74,32 +74,28 @@ impl Loss for Byol {
                 targets.shape()?
             ));
         }
-        let q = host.op("l2_normalize", &[&x.features], json!({ "eps": crate::EPS }))?;
-        let t = host.op("detach", &[targets], json!({}))?; // stop-gradient on the target branch
-        let t = host.op("l2_normalize", &[&t], json!({ "eps": crate::EPS }))?;
+        let q = x.features.l2_normalize_eps(crate::EPS)?;
+        let t = targets.detach()?; // stop-gradient on the target branch
+        let t = t.l2_normalize_eps(crate::EPS)?;
         let mut total: Option<HostTensor> = None;
         for a in 0..v {
             for b in (0..v).filter(|&b| b != a) {
-                let qa = host.op("narrow", &[&q], json!({ "axis": 1, "start": a, "len": 1 }))?;
-                let tb = host.op("narrow", &[&t], json!({ "axis": 1, "start": b, "len": 1 }))?;
-                let prod = host.op("mul", &[&qa, &tb], json!({}))?;
-                let cos = host.op("sum", &[&prod], json!({ "axis": -1 }))?; // [N, 1]
-                let term = host.op("mul_scalar", &[&cos], json!({ "s": -2.0 }))?;
-                let term = host.op("add_scalar", &[&term], json!({ "s": 2.0 }))?;
+                let qa = q.narrow(1, a, 1)?;
+                let tb = t.narrow(1, b, 1)?;
+                let prod = qa.mul(&tb)?;
+                let cos = prod.sum_axis(-1, false)?; // [N, 1]
+                let term = cos.mul_scalar(-2.0)?;
+                let term = term.add_scalar(2.0)?;
                 total = Some(match total {
                     None => term,
-                    Some(acc) => host.op("add", &[&acc, &term], json!({}))?,
+                    Some(acc) => acc.add(&term)?,
                 });
             }
         }
         let per_sample = total.ok_or("byol: no view pairs")?;
-        let loss = host.op("mean", &[&per_sample], json!({}))?;
+        let loss = per_sample.mean_all()?;
         let orders = (v * (v - 1)) as f64;
-        host.op(
-            "mul_scalar",
-            &[&loss],
-            json!({ "s": if self.mean { 1.0 / orders } else { 1.0 } }),
-        )
+        loss.mul_scalar(if self.mean { 1.0 / orders } else { 1.0 })
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {

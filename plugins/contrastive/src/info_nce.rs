@@ -58,33 +58,21 @@ impl Loss for InfoNce {
         (3, usize::MAX)
     }
 
-    fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
+    fn forward<'h>(&self, _host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
         let (n, v, d) = crate::check_features("info_nce", &x.features.shape()?, 3)?;
         let f = if self.o.normalize {
-            host.op("l2_normalize", &[&x.features], json!({ "eps": crate::EPS }))?
+            x.features.l2_normalize_eps(crate::EPS)?
         } else {
-            host.op("reshape", &[&x.features], json!({ "shape": [n, v, d] }))?
+            x.features.reshape(&[n, v, d])?
         };
-        let q = host.op("narrow", &[&f], json!({ "axis": 1, "start": 0, "len": 1 }))?; // [N, 1, D]
-        let keys = host.op(
-            "narrow",
-            &[&f],
-            json!({ "axis": 1, "start": 1, "len": v - 1 }),
-        )?; // [N, V-1, D]
-        let logits = host.op("matmul", &[&q, &keys], json!({ "tb": true }))?; // [N, 1, V-1]
-        let logits = host.op(
-            "mul_scalar",
-            &[&logits],
-            json!({ "s": 1.0 / self.o.temperature }),
-        )?;
-        let logp = host.op("log_softmax", &[&logits], json!({}))?;
-        let pos = host.op(
-            "narrow",
-            &[&logp],
-            json!({ "axis": 2, "start": 0, "len": 1 }),
-        )?; // positive first
-        let mean = host.op("mean", &[&pos], json!({}))?;
-        host.op("neg", &[&mean], json!({}))
+        let q = f.narrow(1, 0, 1)?; // [N, 1, D]
+        let keys = f.narrow(1, 1, v - 1)?; // [N, V-1, D]
+        let logits = q.matmul_t(&keys, false, true)?; // [N, 1, V-1]
+        let logits = logits.mul_scalar(1.0 / self.o.temperature)?;
+        let logp = logits.log_softmax()?;
+        let pos = logp.narrow(2, 0, 1)?; // positive first
+        let mean = pos.mean_all()?;
+        mean.neg()
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {

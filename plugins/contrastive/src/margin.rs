@@ -73,7 +73,7 @@ impl Loss for Margin {
         1
     }
 
-    fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
+    fn forward<'h>(&self, _host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
         let (n, d) = check(&x.features.shape()?)?;
         let labels = x.labels.as_ref().ok_or("margin needs labels")?;
         if labels.shape()? != [n] {
@@ -83,27 +83,27 @@ impl Loss for Margin {
             ));
         }
         let f = if self.o.normalize {
-            host.op("l2_normalize", &[&x.features], json!({ "eps": crate::EPS }))?
+            x.features.l2_normalize_eps(crate::EPS)?
         } else {
-            host.op("reshape", &[&x.features], json!({ "shape": [n, 2, d] }))? // a handle of our own
+            x.features.reshape(&[n, 2, d])? // a handle of our own
         };
         let pick = |w: usize| -> Result<HostTensor<'h>, String> {
-            let v = host.op("narrow", &[&f], json!({ "axis": 1, "start": w, "len": 1 }))?;
-            host.op("reshape", &[&v], json!({ "shape": [n, d] }))
+            let v = f.narrow(1, w, 1)?;
+            v.reshape(&[n, d])
         };
-        let diff = host.op("sub", &[&pick(0)?, &pick(1)?], json!({}))?;
-        let sq = host.op("mul", &[&diff, &diff], json!({}))?;
-        let d2 = host.op("sum", &[&sq], json!({ "axis": -1 }))?; // [N]
-        let dist = host.op("add_scalar", &[&d2], json!({ "s": DIST_EPS }))?;
-        let dist = host.op("sqrt", &[&dist], json!({}))?;
-        let hinge = host.op("rsub_scalar", &[&dist], json!({ "s": self.o.margin }))?;
-        let hinge = host.op("relu", &[&hinge], json!({}))?;
-        let hinge2 = host.op("mul", &[&hinge, &hinge], json!({}))?;
-        let same = host.op("to_f32", &[labels], json!({}))?;
-        let same = host.op("gt_scalar", &[&same], json!({ "s": 0.0 }))?;
-        let per_pair = host.op("where", &[&same, &d2, &hinge2], json!({}))?;
-        let mean = host.op("mean", &[&per_pair], json!({}))?;
-        host.op("mul_scalar", &[&mean], json!({ "s": 0.5 }))
+        let diff = (pick(0)?).sub(&pick(1)?)?;
+        let sq = diff.mul(&diff)?;
+        let d2 = sq.sum_axis(-1, false)?; // [N]
+        let dist = d2.add_scalar(DIST_EPS)?;
+        let dist = dist.sqrt()?;
+        let hinge = dist.rsub_scalar(self.o.margin)?;
+        let hinge = hinge.relu()?;
+        let hinge2 = hinge.mul(&hinge)?;
+        let same = labels.to_f32()?;
+        let same = same.gt_scalar(0.0)?;
+        let per_pair = HostTensor::where_(&same, &d2, &hinge2)?;
+        let mean = per_pair.mean_all()?;
+        mean.mul_scalar(0.5)
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {

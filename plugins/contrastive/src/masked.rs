@@ -9,7 +9,7 @@
 //! rows with the same label. Anchors (all rows, or view 0 only) without positives are left out
 //! of the mean; if none has one, the loss is 0 with a zero gradient.
 
-use vkgrad_plugin::{json, Host, HostTensor};
+use vkgrad_plugin::{Host, HostTensor, Positives, SimilarityLse};
 
 pub(crate) enum Form {
     /// L_out: -(1/|P|) sum_p log p_ip (SupCon's default; NT-Xent).
@@ -76,14 +76,14 @@ pub(crate) fn loss<'h>(
 }
 
 /// L2-normalised features as view-major rows [V N, D].
-fn rows<'h>(host: &'h Host, features: &HostTensor<'h>, m: usize) -> Result<HostTensor<'h>, String> {
+fn rows<'h>(features: &HostTensor<'h>, m: usize) -> Result<HostTensor<'h>, String> {
     let d = *features
         .shape()?
         .last()
         .ok_or("features have no dimensions")?;
-    let z = host.op("l2_normalize", &[features], json!({ "eps": crate::EPS }))?; // [N, V, D]
-    let z = host.op("permute", &[&z], json!({ "dims": [1, 0, 2] }))?; // [V, N, D]
-    host.op("reshape", &[&z], json!({ "shape": [m, d] })) // view-major rows
+    let z = features.l2_normalize_eps(crate::EPS)?; // [N, V, D]
+    let z = z.permute(&[1, 0, 2])?; // [V, N, D]
+    z.reshape(&[m, d]) // view-major rows
 }
 
 /// The tiled path: per anchor, from `similarity_lse`'s row statistics,
@@ -97,38 +97,35 @@ fn tiled<'h>(
     s: &Spec,
 ) -> Result<HostTensor<'h>, String> {
     let m = n * v;
-    let z = rows(host, features, m)?;
-    let attrs =
-        json!({ "temperature": s.temperature, "exclude_self": true, "positives": "labels" });
+    let z = rows(features, m)?;
+    let lse = |positives| SimilarityLse {
+        temperature: s.temperature,
+        exclude_self: true,
+        positives,
+        external: None,
+    };
     // Anchors: every row, or view 0's rows (rows 0..N), which are also keys 0..N, so "self" is
     // key i for anchor i either way.
     let stats = if s.first_view_only {
-        let first = json!({ "axis": 0, "start": 0, "len": n });
-        let q = host.op("narrow", &[&z], first.clone())?;
-        let q_labels = host.op("narrow", &[row_labels], first)?;
-        host.op("similarity_lse", &[&q, &z, &q_labels, row_labels], attrs)?
+        let q = z.narrow(0, 0, n)?;
+        let q_labels = row_labels.narrow(0, 0, n)?;
+        q.similarity_lse(&z, &lse(Positives::Labels(&q_labels, row_labels)))?
     } else {
-        host.op("similarity_lse", &[&z, &z, row_labels, row_labels], attrs)?
+        z.similarity_lse(&z, &lse(Positives::Labels(row_labels, row_labels)))?
     }; // [anchors, 4]
-    let column = |c: usize| {
-        host.op(
-            "narrow",
-            &[&stats],
-            json!({ "axis": 1, "start": c, "len": 1 }),
-        )
-    };
+    let column = |c: usize| stats.narrow(1, c, 1);
     let (lse_out, pos_sum, count, lse_in) = (column(0)?, column(1)?, column(2)?, column(3)?);
-    let valid = host.op("gt_scalar", &[&count], json!({ "s": 0.0 }))?;
-    let count_safe = host.op("maximum_scalar", &[&count], json!({ "s": 1.0 }))?;
+    let valid = count.gt_scalar(0.0)?;
+    let count_safe = count.maximum_scalar(1.0)?;
     let per_anchor = match s.form {
         Form::Out => {
-            let mean = host.op("div", &[&pos_sum, &count_safe], json!({}))?;
-            host.op("sub", &[&lse_out, &mean], json!({}))?
+            let mean = pos_sum.div(&count_safe)?;
+            lse_out.sub(&mean)?
         }
         Form::In => {
-            let log_count = host.op("log", &[&count_safe], json!({}))?;
-            let gap = host.op("sub", &[&lse_out, &lse_in], json!({}))?;
-            host.op("add", &[&gap, &log_count], json!({}))?
+            let log_count = count_safe.log()?;
+            let gap = lse_out.sub(&lse_in)?;
+            gap.add(&log_count)?
         }
     };
     finish(host, &per_anchor, &valid, s)
@@ -143,12 +140,12 @@ fn finish<'h>(
 ) -> Result<HostTensor<'h>, String> {
     let zero = host.tensor(&[0.0], &[])?;
     // where(), not a product: an anchor without positives has an infinite or NaN term.
-    let per_anchor = host.op("where", &[valid, per_anchor, &zero], json!({}))?;
-    let total = host.op("sum", &[&per_anchor], json!({}))?;
-    let anchors = host.op("sum", &[valid], json!({}))?;
-    let anchors = host.op("maximum_scalar", &[&anchors], json!({ "s": 1.0 }))?;
-    let mean = host.op("div", &[&total, &anchors], json!({}))?;
-    host.op("mul_scalar", &[&mean], json!({ "s": s.factor }))
+    let per_anchor = HostTensor::where_(valid, per_anchor, &zero)?;
+    let total = per_anchor.sum_all()?;
+    let anchors = valid.sum_all()?;
+    let anchors = anchors.maximum_scalar(1.0)?;
+    let mean = total.div(&anchors)?;
+    mean.mul_scalar(s.factor)
 }
 
 /// The matrix path: the whole [M, M] similarity matrix, masked.
@@ -161,56 +158,48 @@ fn matrix<'h>(
     s: &Spec,
 ) -> Result<HostTensor<'h>, String> {
     let m = n * v;
-    let z = rows(host, features, m)?;
-    let sim = host.op("matmul", &[&z, &z], json!({ "tb": true }))?;
-    let sim = host.op("mul_scalar", &[&sim], json!({ "s": 1.0 / s.temperature }))?;
+    let z = rows(features, m)?;
+    let sim = z.matmul_t(&z, false, true)?;
+    let sim = sim.mul_scalar(1.0 / s.temperature)?;
     let eye: Vec<f32> = (0..m * m).map(|k| (k / m == k % m) as u8 as f32).collect();
     let eye = host.tensor(&eye, &[m, m])?;
     let neg_inf = host.tensor(&[f32::NEG_INFINITY], &[])?;
-    let logits = host.op("where", &[&eye, &neg_inf, &sim], json!({}))?;
+    let logits = HostTensor::where_(&eye, &neg_inf, &sim)?;
     // positives: same label, not self
-    let col = host.op("reshape", &[row_labels], json!({ "shape": [m, 1] }))?;
-    let row = host.op("reshape", &[row_labels], json!({ "shape": [1, m] }))?;
-    let same = host.op("eq", &[&col, &row], json!({}))?;
-    let not_self = host.op("rsub_scalar", &[&eye], json!({ "s": 1.0 }))?;
-    let mut pos = host.op("mul", &[&same, &not_self], json!({}))?; // [M, M] 0/1
+    let col = row_labels.reshape(&[m, 1])?;
+    let row = row_labels.reshape(&[1, m])?;
+    let same = col.eq(&row)?;
+    let not_self = eye.rsub_scalar(1.0)?;
+    let mut pos = same.mul(&not_self)?; // [M, M] 0/1
     let mut logits = logits;
     if s.first_view_only {
-        logits = host.op(
-            "narrow",
-            &[&logits],
-            json!({ "axis": 0, "start": 0, "len": n }),
-        )?;
-        pos = host.op(
-            "narrow",
-            &[&pos],
-            json!({ "axis": 0, "start": 0, "len": n }),
-        )?;
+        logits = logits.narrow(0, 0, n)?;
+        pos = pos.narrow(0, 0, n)?;
     }
     let zero = host.tensor(&[0.0], &[])?;
-    let count = host.op("sum", &[&pos], json!({ "axis": -1, "keepdim": true }))?; // |P(i)|
-    let valid = host.op("gt_scalar", &[&count], json!({ "s": 0.0 }))?;
+    let count = pos.sum_axis(-1, true)?; // |P(i)|
+    let valid = count.gt_scalar(0.0)?;
     // Denominators never 0: anchors without positives divide by 1 and are masked out below (a
     // 0/0 there would turn the gradient NaN even where it is not used).
-    let count_safe = host.op("maximum_scalar", &[&count], json!({ "s": 1.0 }))?;
+    let count_safe = count.maximum_scalar(1.0)?;
     let per_anchor = match s.form {
         Form::Out => {
-            let logp = host.op("log_softmax", &[&logits], json!({}))?;
+            let logp = logits.log_softmax()?;
             // where(), not a product: log p is -inf on the diagonal and 0 * -inf is NaN.
-            let picked = host.op("where", &[&pos, &logp, &zero], json!({}))?;
-            let sum = host.op("sum", &[&picked], json!({ "axis": -1, "keepdim": true }))?;
-            let mean = host.op("div", &[&sum, &count_safe], json!({}))?;
-            host.op("neg", &[&mean], json!({}))?
+            let picked = HostTensor::where_(&pos, &logp, &zero)?;
+            let sum = picked.sum_axis(-1, true)?;
+            let mean = sum.div(&count_safe)?;
+            mean.neg()?
         }
         Form::In => {
-            let p = host.op("softmax", &[&logits], json!({}))?;
-            let picked = host.op("where", &[&pos, &p, &zero], json!({}))?;
-            let sum = host.op("sum", &[&picked], json!({ "axis": -1, "keepdim": true }))?;
-            let mean = host.op("div", &[&sum, &count_safe], json!({}))?;
+            let p = logits.softmax()?;
+            let picked = HostTensor::where_(&pos, &p, &zero)?;
+            let sum = picked.sum_axis(-1, true)?;
+            let mean = sum.div(&count_safe)?;
             let one = host.tensor(&[1.0], &[])?;
-            let mean_safe = host.op("where", &[&valid, &mean, &one], json!({}))?; // log(1) = 0 for invalid
-            let log = host.op("log", &[&mean_safe], json!({}))?;
-            host.op("neg", &[&log], json!({}))?
+            let mean_safe = HostTensor::where_(&valid, &mean, &one)?; // log(1) = 0 for invalid
+            let log = mean_safe.log()?;
+            log.neg()?
         }
     };
     finish(host, &per_anchor, &valid, s)

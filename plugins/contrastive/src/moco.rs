@@ -10,7 +10,8 @@
 use serde::Deserialize;
 use std::sync::Mutex;
 use vkgrad_plugin::{
-    json, Array, Host, HostTensor, Loss, LossInputs, OptionSpec, Output, RefInputs, Stream,
+    json, Array, Host, HostTensor, Loss, LossInputs, OptionSpec, Output, Positives, RefInputs,
+    SimilarityLse, Stream,
 };
 
 #[derive(Deserialize)]
@@ -195,16 +196,12 @@ impl Loss for Moco {
             ));
         }
         let flat = |t: &HostTensor<'h>| -> Result<HostTensor<'h>, String> {
-            let u = host.op("l2_normalize", &[t], json!({ "eps": crate::EPS }))?;
-            host.op("reshape", &[&u], json!({ "shape": [n, d] }))
+            let u = t.l2_normalize_eps(crate::EPS)?;
+            u.reshape(&[n, d])
         };
         let q = flat(&x.features)?;
-        let k = flat(&host.op("detach", &[keys], json!({}))?)?; // the momentum encoder's keys
-        let pos = host.op(
-            "sum",
-            &[&host.op("mul", &[&q, &k], json!({}))?],
-            json!({ "axis": -1, "keepdim": true }),
-        )?;
+        let k = flat(&keys.detach()?)?; // the momentum encoder's keys
+        let pos = (q.mul(&k)?).sum_axis(-1, true)?;
         let qt = host.tensor(&queue.rows, &[self.k, d])?;
         let tiled = match self.path {
             crate::masked::Path::Auto => n * self.k > crate::masked::AUTO_TILED,
@@ -212,33 +209,27 @@ impl Loss for Moco {
         };
         let loss = if tiled {
             // The queue as keys; the positive key is not among them: an external logit.
-            let ext = host.op("mul_scalar", &[&pos], json!({ "s": 1.0 / self.tau }))?;
-            let ext = host.op("reshape", &[&ext], json!({ "shape": [n] }))?;
-            let stats = host.op(
-                "similarity_lse",
-                &[&q, &qt, &ext],
-                json!({ "temperature": self.tau, "external": true }),
+            let ext = pos.mul_scalar(1.0 / self.tau)?;
+            let ext = ext.reshape(&[n])?;
+            let stats = q.similarity_lse(
+                &qt,
+                &SimilarityLse {
+                    temperature: self.tau,
+                    exclude_self: false,
+                    positives: Positives::None,
+                    external: Some(&ext),
+                },
             )?;
-            let column = |c: usize| {
-                host.op(
-                    "narrow",
-                    &[&stats],
-                    json!({ "axis": 1, "start": c, "len": 1 }),
-                )
-            };
-            let per_query = host.op("sub", &[&column(0)?, &column(1)?], json!({}))?;
-            host.op("mean", &[&per_query], json!({}))?
+            let column = |c: usize| stats.narrow(1, c, 1);
+            let per_query = (column(0)?).sub(&column(1)?)?;
+            per_query.mean_all()?
         } else {
-            let neg = host.op("matmul", &[&q, &qt], json!({ "tb": true }))?; // [N, K]
-            let logits = host.op("concat", &[&pos, &neg], json!({ "axis": 1 }))?;
-            let logits = host.op("mul_scalar", &[&logits], json!({ "s": 1.0 / self.tau }))?;
-            let logp = host.op("log_softmax", &[&logits], json!({}))?;
-            let first = host.op(
-                "narrow",
-                &[&logp],
-                json!({ "axis": 1, "start": 0, "len": 1 }),
-            )?;
-            host.op("neg", &[&host.op("mean", &[&first], json!({}))?], json!({}))?
+            let neg = q.matmul_t(&qt, false, true)?; // [N, K]
+            let logits = host.concat(&[&pos, &neg], 1)?;
+            let logits = logits.mul_scalar(1.0 / self.tau)?;
+            let logp = logits.log_softmax()?;
+            let first = logp.narrow(1, 0, 1)?;
+            (first.mean_all()?).neg()?
         };
         self.enqueue(&k.read()?, d)?;
         Ok(loss)

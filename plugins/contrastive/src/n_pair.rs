@@ -4,7 +4,7 @@
 //! Embeddings are used as given (not normalised), as in the paper; no L2 regulariser.
 
 use serde::Deserialize;
-use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+use vkgrad_plugin::{Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
 
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -46,26 +46,18 @@ impl Loss for NPair {
 
     fn forward<'h>(&self, host: &'h Host, x: &LossInputs<'h>) -> Result<HostTensor<'h>, String> {
         let (n, d) = check(&x.features.shape()?)?;
-        let a = host.op(
-            "narrow",
-            &[&x.features],
-            json!({ "axis": 1, "start": 0, "len": 1 }),
-        )?;
-        let a = host.op("reshape", &[&a], json!({ "shape": [n, d] }))?;
-        let p = host.op(
-            "narrow",
-            &[&x.features],
-            json!({ "axis": 1, "start": 1, "len": 1 }),
-        )?;
-        let p = host.op("reshape", &[&p], json!({ "shape": [n, d] }))?;
-        let logits = host.op("matmul", &[&a, &p], json!({ "tb": true }))?;
-        let logp = host.op("log_softmax", &[&logits], json!({}))?;
+        let a = x.features.narrow(1, 0, 1)?;
+        let a = a.reshape(&[n, d])?;
+        let p = x.features.narrow(1, 1, 1)?;
+        let p = p.reshape(&[n, d])?;
+        let logits = a.matmul_t(&p, false, true)?;
+        let logp = logits.log_softmax()?;
         let eye: Vec<f32> = (0..n * n).map(|k| (k / n == k % n) as u8 as f32).collect();
         let eye = host.tensor(&eye, &[n, n])?;
         let zero = host.tensor(&[0.0], &[])?;
-        let diag = host.op("where", &[&eye, &logp, &zero], json!({}))?;
-        let total = host.op("sum", &[&diag], json!({}))?;
-        host.op("mul_scalar", &[&total], json!({ "s": -1.0 / n as f64 }))
+        let diag = HostTensor::where_(&eye, &logp, &zero)?;
+        let total = diag.sum_all()?;
+        total.mul_scalar(-1.0 / n as f64)
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {

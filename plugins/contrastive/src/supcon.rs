@@ -138,10 +138,10 @@ impl Loss for SupCon {
                 lshape.iter().product::<usize>()
             ));
         }
-        let l = host.op("to_f32", &[labels], json!({}))?;
-        let l = host.op("reshape", &[&l], json!({ "shape": [1, n] }))?;
-        let l = host.op("expand", &[&l], json!({ "shape": [v, n] }))?;
-        let rows = host.op("reshape", &[&l], json!({ "shape": [n * v] }))?;
+        let l = labels.to_f32()?;
+        let l = l.reshape(&[1, n])?;
+        let l = l.expand(&[v, n])?;
+        let rows = l.reshape(&[n * v])?;
         let spec = Spec {
             temperature: self.tau,
             path: self.path,

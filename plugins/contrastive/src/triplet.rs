@@ -131,102 +131,65 @@ impl Loss for Triplet {
                 labels.shape()?
             ));
         }
-        let op =
-            |name: &str, ins: &[&HostTensor<'h>], a: vkgrad_plugin::Value| host.op(name, ins, a);
-        let z = op("l2_normalize", &[&x.features], json!({ "eps": crate::EPS }))?;
-        let z = op("permute", &[&z], json!({ "dims": [1, 0, 2] }))?;
-        let z = op("reshape", &[&z], json!({ "shape": [m, d] }))?;
-        let sq = op("mul", &[&z, &z], json!({}))?;
-        let norms = op("sum", &[&sq], json!({ "axis": -1, "keepdim": true }))?; // [M, 1]
-        let norms_t = op("reshape", &[&norms], json!({ "shape": [1, m] }))?;
-        let gram = op("matmul", &[&z, &z], json!({ "tb": true }))?;
-        let gram = op("mul_scalar", &[&gram], json!({ "s": -2.0 }))?;
-        let d2 = op("add", &[&gram, &norms], json!({}))?;
-        let d2 = op("add", &[&d2, &norms_t], json!({}))?;
-        let d2 = op("maximum_scalar", &[&d2], json!({ "s": 0.0 }))?;
-        let d2 = op("add_scalar", &[&d2], json!({ "s": DIST_EPS }))?;
-        let dist = op("sqrt", &[&d2], json!({}))?; // [M, M]
-        let l = op("to_f32", &[labels], json!({}))?;
-        let l = op("reshape", &[&l], json!({ "shape": [1, n] }))?;
-        let l = op("expand", &[&l], json!({ "shape": [v, n] }))?;
-        let col = op("reshape", &[&l], json!({ "shape": [m, 1] }))?;
-        let row = op("reshape", &[&l], json!({ "shape": [1, m] }))?;
-        let same = op("eq", &[&col, &row], json!({}))?;
+        let z = x.features.l2_normalize_eps(crate::EPS)?;
+        let z = z.permute(&[1, 0, 2])?;
+        let z = z.reshape(&[m, d])?;
+        let sq = z.mul(&z)?;
+        let norms = sq.sum_axis(-1, true)?; // [M, 1]
+        let norms_t = norms.reshape(&[1, m])?;
+        let gram = z.matmul_t(&z, false, true)?;
+        let gram = gram.mul_scalar(-2.0)?;
+        let d2 = gram.add(&norms)?;
+        let d2 = d2.add(&norms_t)?;
+        let d2 = d2.maximum_scalar(0.0)?;
+        let d2 = d2.add_scalar(DIST_EPS)?;
+        let dist = d2.sqrt()?; // [M, M]
+        let l = labels.to_f32()?;
+        let l = l.reshape(&[1, n])?;
+        let l = l.expand(&[v, n])?;
+        let col = l.reshape(&[m, 1])?;
+        let row = l.reshape(&[1, m])?;
+        let same = col.eq(&row)?;
         let eye: Vec<f32> = (0..m * m).map(|k| (k / m == k % m) as u8 as f32).collect();
         let eye = host.tensor(&eye, &[m, m])?;
-        let not_self = op("rsub_scalar", &[&eye], json!({ "s": 1.0 }))?;
-        let pos = op("mul", &[&same, &not_self], json!({}))?;
-        let neg = op("rsub_scalar", &[&same], json!({ "s": 1.0 }))?;
+        let not_self = eye.rsub_scalar(1.0)?;
+        let pos = same.mul(&not_self)?;
+        let neg = same.rsub_scalar(1.0)?;
         let zero = host.tensor(&[0.0], &[])?;
         let (diff, valid) = if self.hard {
             let ninf = host.tensor(&[f32::NEG_INFINITY], &[])?;
             let pinf = host.tensor(&[f32::INFINITY], &[])?;
-            let hp = op(
-                "max",
-                &[&op("where", &[&pos, &dist, &ninf], json!({}))?],
-                json!({ "axis": -1 }),
-            )?;
-            let hn = op(
-                "min",
-                &[&op("where", &[&neg, &dist, &pinf], json!({}))?],
-                json!({ "axis": -1 }),
-            )?;
-            let has_p = op(
-                "gt_scalar",
-                &[&op("sum", &[&pos], json!({ "axis": -1 }))?],
-                json!({ "s": 0.0 }),
-            )?;
-            let has_n = op(
-                "gt_scalar",
-                &[&op("sum", &[&neg], json!({ "axis": -1 }))?],
-                json!({ "s": 0.0 }),
-            )?;
-            let valid = op("mul", &[&has_p, &has_n], json!({}))?; // [M]
-                                                                  // where() before subtracting, so no inf - inf reaches the arithmetic
-            let hp = op("where", &[&valid, &hp, &zero], json!({}))?;
-            let hn = op("where", &[&valid, &hn, &zero], json!({}))?;
-            (op("sub", &[&hp, &hn], json!({}))?, valid)
+            let hp = (HostTensor::where_(&pos, &dist, &ninf)?).max_axis(-1, false)?;
+            let hn = (HostTensor::where_(&neg, &dist, &pinf)?).min_axis(-1, false)?;
+            let has_p = (pos.sum_axis(-1, false)?).gt_scalar(0.0)?;
+            let has_n = (neg.sum_axis(-1, false)?).gt_scalar(0.0)?;
+            let valid = has_p.mul(&has_n)?; // [M]
+                                            // where() before subtracting, so no inf - inf reaches the arithmetic
+            let hp = HostTensor::where_(&valid, &hp, &zero)?;
+            let hn = HostTensor::where_(&valid, &hn, &zero)?;
+            (hp.sub(&hn)?, valid)
         } else {
-            let dap = op("reshape", &[&dist], json!({ "shape": [m, m, 1] }))?;
-            let dan = op("reshape", &[&dist], json!({ "shape": [m, 1, m] }))?;
-            let p3 = op("reshape", &[&pos], json!({ "shape": [m, m, 1] }))?;
-            let n3 = op("reshape", &[&neg], json!({ "shape": [m, 1, m] }))?;
-            (
-                op("sub", &[&dap, &dan], json!({}))?,
-                op("mul", &[&p3, &n3], json!({}))?,
-            )
+            let dap = dist.reshape(&[m, m, 1])?;
+            let dan = dist.reshape(&[m, 1, m])?;
+            let p3 = pos.reshape(&[m, m, 1])?;
+            let n3 = neg.reshape(&[m, 1, m])?;
+            (dap.sub(&dan)?, p3.mul(&n3)?)
         };
         let per = if self.soft {
-            let e = op("exp", &[&diff], json!({}))?; // |diff| <= 2 on unit vectors
-            op(
-                "log",
-                &[&op("add_scalar", &[&e], json!({ "s": 1.0 }))?],
-                json!({}),
-            )?
+            let e = diff.exp()?; // |diff| <= 2 on unit vectors
+            (e.add_scalar(1.0)?).log()?
         } else {
-            op(
-                "relu",
-                &[&op("add_scalar", &[&diff], json!({ "s": self.margin }))?],
-                json!({}),
-            )?
+            (diff.add_scalar(self.margin)?).relu()?
         };
-        let per = op("where", &[&valid, &per, &zero], json!({}))?;
+        let per = HostTensor::where_(&valid, &per, &zero)?;
         let counted = if self.nonzero {
-            op(
-                "mul",
-                &[&valid, &op("gt_scalar", &[&per], json!({ "s": 0.0 }))?],
-                json!({}),
-            )?
+            valid.mul(&per.gt_scalar(0.0)?)?
         } else {
             valid
         };
-        let total = op("sum", &[&per], json!({}))?;
-        let count = op(
-            "maximum_scalar",
-            &[&op("sum", &[&counted], json!({}))?],
-            json!({ "s": 1.0 }),
-        )?;
-        op("div", &[&total, &count], json!({}))
+        let total = per.sum_all()?;
+        let count = (counted.sum_all()?).maximum_scalar(1.0)?;
+        total.div(&count)
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {

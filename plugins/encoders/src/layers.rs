@@ -3,7 +3,7 @@
 //! CPU reference (`reference.rs`, f64 loops written from each layer's formula).
 
 use crate::reference as r;
-use vkgrad_plugin::{json, Array, Host, HostTensor, Init, Output, ParamSpec, Pass};
+use vkgrad_plugin::{Array, HostTensor, Init, Output, ParamSpec, Pass};
 
 /// Batch norm's defaults (PyTorch): eps inside the square root, running-average momentum.
 pub const BN_EPS: f64 = 1e-5;
@@ -27,11 +27,11 @@ impl Act {
             )),
         }
     }
-    fn op(self) -> &'static str {
+    fn apply<'h>(self, x: &HostTensor<'h>) -> Result<HostTensor<'h>, String> {
         match self {
-            Act::Relu => "relu",
-            Act::Tanh => "tanh",
-            Act::Sigmoid => "sigmoid",
+            Act::Relu => x.relu(),
+            Act::Tanh => x.tanh(),
+            Act::Sigmoid => x.sigmoid(),
         }
     }
 }
@@ -150,7 +150,6 @@ fn take<'a, P>(p: &'a [P], next: &mut usize) -> Result<&'a P, String> {
 
 /// Device forward of `layers` from parameter `*next` on.
 pub fn forward<'h>(
-    host: &'h Host,
     layers: &[Layer],
     mut x: HostTensor<'h>,
     p: &[HostTensor<'h>],
@@ -161,9 +160,9 @@ pub fn forward<'h>(
     for l in layers {
         x = match *l {
             Layer::Linear { bias, .. } => {
-                let y = host.op("matmul", &[&x, take(next)?], json!({}))?;
+                let y = x.matmul(take(next)?)?;
                 if bias {
-                    host.op("add", &[&y, take(next)?], json!({}))?
+                    y.add(take(next)?)?
                 } else {
                     y
                 }
@@ -172,35 +171,30 @@ pub fn forward<'h>(
                 stride, pad, bias, ..
             } => {
                 let w = take(next)?;
-                let attrs = json!({ "stride": stride, "padding": pad });
-                if bias {
-                    let b = take(next)?;
-                    host.op("conv2d", &[&x, w, b], attrs)?
-                } else {
-                    host.op("conv2d", &[&x, w], attrs)?
-                }
+                let b = if bias { Some(take(next)?) } else { None };
+                x.conv2d(w, b, stride, pad, 1)?
             }
             Layer::BatchNorm { c } => {
                 let (g, b, rm, rv) = (take(next)?, take(next)?, take(next)?, take(next)?);
-                batch_norm(host, &x, c, [g, b, rm, rv], pass)?
+                batch_norm(&x, c, [g, b, rm, rv], pass)?
             }
-            Layer::Act(a) => host.op(a.op(), &[&x], json!({}))?,
-            Layer::MaxPool { k } => host.op("max_pool2d", &[&x], json!({ "kernel": k }))?,
-            Layer::GlobalAvgPool => host.op("global_avg_pool", &[&x], json!({}))?,
+            Layer::Act(a) => a.apply(&x)?,
+            Layer::MaxPool { k } => x.max_pool2d(k, None, 0, 1)?,
+            Layer::GlobalAvgPool => x.global_avg_pool()?,
             Layer::Flatten => {
                 let shape = x.shape()?;
                 let rest: usize = shape[1..].iter().product();
-                host.op("reshape", &[&x], json!({ "shape": [shape[0], rest] }))?
+                x.reshape(&[shape[0], rest])?
             }
             Layer::Residual {
                 ref main,
                 ref shortcut,
             } => {
-                let copy = host.op("reshape", &[&x], json!({ "shape": x.shape()? }))?;
-                let m = forward(host, main, copy, p, next, pass)?;
-                let s = forward(host, shortcut, x, p, next, pass)?;
-                let sum = host.op("add", &[&m, &s], json!({}))?;
-                host.op("relu", &[&sum], json!({}))?
+                let copy = x.reshape(&x.shape()?)?;
+                let m = forward(main, copy, p, next, pass)?;
+                let s = forward(shortcut, x, p, next, pass)?;
+                let sum = m.add(&s)?;
+                sum.relu()?
             }
         };
     }
@@ -210,7 +204,6 @@ pub fn forward<'h>(
 /// Batch norm on the device: batch statistics in training (and the running averages handed
 /// to `pass`), running statistics in evaluation.
 fn batch_norm<'h>(
-    host: &'h Host,
     x: &HostTensor<'h>,
     c: usize,
     [g, b, rm, rv]: [&HostTensor<'h>; 4],
@@ -223,12 +216,12 @@ fn batch_norm<'h>(
     // Statistics are per channel: view as [B, C, rest] and reduce over axes 0 and 2.
     let b_sz = shape[0];
     let rest: usize = shape[2..].iter().product();
-    let x3 = host.op("reshape", &[x], json!({ "shape": [b_sz, c, rest] }))?;
+    let x3 = x.reshape(&[b_sz, c, rest])?;
     let per_channel = |t: &HostTensor<'h>| -> Result<HostTensor<'h>, String> {
-        let m = host.op("mean", &[t], json!({ "axis": 2, "keepdim": true }))?;
-        host.op("mean", &[&m], json!({ "axis": 0, "keepdim": true }))
+        let m = t.mean_axis(2, true)?;
+        m.mean_axis(0, true)
     };
-    let bc = |t: &HostTensor<'h>| host.op("reshape", &[t], json!({ "shape": [1, c, 1] }));
+    let bc = |t: &HostTensor<'h>| t.reshape(&[1, c, 1]);
     let (mean, var) = if pass.training {
         let count = b_sz * rest;
         if count < 2 {
@@ -237,18 +230,18 @@ fn batch_norm<'h>(
             ));
         }
         let mean = per_channel(&x3)?;
-        let d = host.op("sub", &[&x3, &mean], json!({}))?;
-        let sq = host.op("mul", &[&d, &d], json!({}))?;
+        let d = x3.sub(&mean)?;
+        let sq = d.mul(&d)?;
         let var = per_channel(&sq)?;
         // Running averages (no gradient); the variance is the unbiased one, as in PyTorch.
         let flat = |t: &HostTensor<'h>| -> Result<HostTensor<'h>, String> {
-            let t = host.op("detach", &[t], json!({}))?;
-            host.op("reshape", &[&t], json!({ "shape": [c] }))
+            let t = t.detach()?;
+            t.reshape(&[c])
         };
         let blend = |old: &HostTensor<'h>, new: HostTensor<'h>, scale: f64| {
-            let new = host.op("mul_scalar", &[&new], json!({ "s": BN_MOMENTUM * scale }))?;
-            let old = host.op("mul_scalar", &[old], json!({ "s": 1.0 - BN_MOMENTUM }))?;
-            host.op("add", &[&old, &new], json!({}))
+            let new = new.mul_scalar(BN_MOMENTUM * scale)?;
+            let old = old.mul_scalar(1.0 - BN_MOMENTUM)?;
+            old.add(&new)
         };
         pass.update(blend(rm, flat(&mean)?, 1.0)?);
         pass.update(blend(rv, flat(&var)?, count as f64 / (count - 1) as f64)?);
@@ -258,14 +251,14 @@ fn batch_norm<'h>(
     };
     // y = x a + b with a = γ / sqrt(var + ε) and b = β − mean a, per channel: two full-size
     // passes (and their gradients) instead of four.
-    let ve = host.op("add_scalar", &[&var], json!({ "s": BN_EPS }))?;
-    let inv = host.op("rsqrt", &[&ve], json!({}))?;
-    let a = host.op("mul", &[&inv, &bc(g)?], json!({}))?;
-    let ma = host.op("mul", &[&mean, &a], json!({}))?;
-    let b = host.op("sub", &[&bc(b)?, &ma], json!({}))?;
-    let y = host.op("mul", &[&x3, &a], json!({}))?;
-    let y = host.op("add", &[&y, &b], json!({}))?;
-    host.op("reshape", &[&y], json!({ "shape": shape }))
+    let ve = var.add_scalar(BN_EPS)?;
+    let inv = ve.rsqrt()?;
+    let a = inv.mul(&bc(g)?)?;
+    let ma = mean.mul(&a)?;
+    let b = (bc(b)?).sub(&ma)?;
+    let y = x3.mul(&a)?;
+    let y = y.add(&b)?;
+    y.reshape(&shape)
 }
 
 /// The CPU reference of `layers`, from parameter `*next` on.

@@ -23,14 +23,13 @@ use vkgrad_plugin::{
 /// The shared body of every component: input shape + layers.
 fn run_forward<'h>(
     layers: &[Layer],
-    host: &'h Host,
     x: &HostTensor<'h>,
     p: &[HostTensor<'h>],
     pass: &mut Pass<'h>,
 ) -> Result<HostTensor<'h>, String> {
-    let x = host.op("reshape", &[x], json!({ "shape": x.shape()? }))?;
+    let x = x.reshape(&x.shape()?)?;
     let mut next = 0;
-    layers::forward(host, layers, x, p, &mut next, pass)
+    layers::forward(layers, x, p, &mut next, pass)
 }
 
 fn run_reference(
@@ -95,7 +94,7 @@ macro_rules! layered_encoder {
             }
             fn forward<'h>(
                 &self,
-                host: &'h Host,
+                _host: &'h Host,
                 x: &HostTensor<'h>,
                 p: &[HostTensor<'h>],
                 pass: &mut Pass<'h>,
@@ -112,7 +111,7 @@ macro_rules! layered_encoder {
                             .join(", ")
                     ));
                 }
-                run_forward(&self.layers, host, x, p, pass)
+                run_forward(&self.layers, x, p, pass)
             }
             fn reference(&self, x: &Array, p: &[Array], training: bool) -> Result<Output, String> {
                 run_reference(&self.layers, x, p, training)

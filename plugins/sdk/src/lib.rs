@@ -5,7 +5,8 @@
 //! the entry symbol and trampolines that catch panics and turn errors into status codes.
 //!
 //! The files: `abi` (the C types), `options` (what a component declares), `host` (the host's
-//! op table and tensors, seen from a call), `inputs` (what components receive and return),
+//! op call and tensors, seen from a call), `ops` (the host-op table, its attribute check and the
+//! typed op methods), `inputs` (what components receive and return),
 //! `params` (encoder parameters, passes, the seeded stream), `traits` (Loss, Encoder,
 //! Augmentation), `boundary` (errors and panics at the ABI), `trampolines` (the C functions
 //! behind the vtables), `export` (the `export_plugin!` macro).
@@ -15,6 +16,7 @@ mod boundary;
 mod export;
 mod host;
 mod inputs;
+pub mod ops;
 mod options;
 mod params;
 mod traits;
@@ -30,6 +32,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 pub use boundary::{guard, report};
 pub use host::{Host, HostTensor};
 pub use inputs::{Array, LossInputs, Output, RefInputs};
+pub use ops::{Dist, Padding, Positives, SimilarityLse};
 pub use options::OptionSpec;
 pub use params::{philox, Init, ParamSpec, Pass, Stream};
 pub use serde_json::{json, Value};

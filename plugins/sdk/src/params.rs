@@ -82,7 +82,7 @@ impl Stream {
         lo: f64,
         hi: f64,
     ) -> Result<HostTensor<'h>, String> {
-        host.op("random", &[], json!({ "seed": self.seed, "offset": offset, "shape": shape, "dist": "uniform", "a": lo, "b": hi }))
+        host.random(self.seed, offset, shape, crate::Dist::Uniform(lo, hi))
     }
     /// Draw `offset` on the device: normal with mean and standard deviation.
     pub fn normal<'h>(
@@ -93,7 +93,7 @@ impl Stream {
         mean: f64,
         std: f64,
     ) -> Result<HostTensor<'h>, String> {
-        host.op("random", &[], json!({ "seed": self.seed, "offset": offset, "shape": shape, "dist": "normal", "a": mean, "b": std }))
+        host.random(self.seed, offset, shape, crate::Dist::Normal(mean, std))
     }
     /// Element `i` of draw `offset`, uniform, on the CPU.
     pub fn uniform_at(&self, offset: u32, i: u32, lo: f64, hi: f64) -> f64 {

@@ -62,7 +62,7 @@ impl Loss for Alignment {
 
     fn forward<'h>(
         &self,
-        host: &'h Host,
+        _host: &'h Host, // for constants (`host.tensor`) and draws; ops are tensor methods
         inputs: &LossInputs<'h>,
     ) -> Result<HostTensor<'h>, String> {
         let shape = inputs.features.shape()?;
@@ -76,26 +76,26 @@ impl Loss for Alignment {
                 "alignment: needs N >= 1 samples and V >= 2 views, got {shape:?}"
             ));
         }
-        let z = host.op("l2_normalize", &[&inputs.features], json!({ "eps": EPS }))?;
+        let z = inputs.features.l2_normalize_eps(EPS)?;
         let mut total: Option<HostTensor> = None;
         for a in 0..v {
             for b in a + 1..v {
-                let za = host.op("narrow", &[&z], json!({ "axis": 1, "start": a, "len": 1 }))?;
-                let zb = host.op("narrow", &[&z], json!({ "axis": 1, "start": b, "len": 1 }))?;
-                let diff = host.op("sub", &[&za, &zb], json!({}))?;
-                let sq = host.op("mul", &[&diff, &diff], json!({}))?;
-                let dist2 = host.op("sum", &[&sq], json!({ "axis": -1 }))?; // [N, 1]
-                let term = host.op("powf", &[&dist2], json!({ "p": self.alpha / 2.0 }))?;
+                let za = z.narrow(1, a, 1)?;
+                let zb = z.narrow(1, b, 1)?;
+                let diff = za.sub(&zb)?;
+                let sq = diff.mul(&diff)?;
+                let dist2 = sq.sum_axis(-1, false)?; // [N, 1]
+                let term = dist2.powf(self.alpha / 2.0)?;
                 total = Some(match total {
                     None => term,
-                    Some(t) => host.op("add", &[&t, &term], json!({}))?,
+                    Some(t) => t.add(&term)?,
                 });
             }
         }
         let pairs = (v * (v - 1) / 2) as f64;
         let total = total.ok_or("alignment: no view pairs")?;
-        let mean = host.op("mean", &[&total], json!({}))?;
-        host.op("mul_scalar", &[&mean], json!({ "s": 1.0 / pairs }))
+        let mean = total.mean_all()?;
+        mean.mul_scalar(1.0 / pairs)
     }
 
     fn reference(&self, x: &RefInputs) -> Result<f64, String> {
@@ -213,15 +213,15 @@ impl Encoder for Linear {
 
     fn forward<'h>(
         &self,
-        host: &'h Host,
+        _host: &'h Host,
         x: &HostTensor<'h>,
         p: &[HostTensor<'h>],
         _pass: &mut Pass<'h>,
     ) -> Result<HostTensor<'h>, String> {
-        let y = host.op("matmul", &[x, &p[0]], json!({}))?;
-        let y = host.op("add", &[&y, &p[1]], json!({}))?;
+        let y = x.matmul(&p[0])?;
+        let y = y.add(&p[1])?;
         if self.o.relu {
-            host.op("relu", &[&y], json!({}))
+            y.relu()
         } else {
             Ok(y)
         }
@@ -308,7 +308,7 @@ impl Augmentation for GaussianNoise {
         stream: Stream,
     ) -> Result<HostTensor<'h>, String> {
         let noise = stream.normal(host, 0, &batch.shape()?, 0.0, self.o.sigma)?;
-        host.op("add", &[batch, &noise], json!({}))
+        batch.add(&noise)
     }
 
     fn reference(&self, batch: &Array, stream: Stream) -> Result<Output, String> {

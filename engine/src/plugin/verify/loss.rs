@@ -101,9 +101,7 @@ pub(super) fn loss_case(
     let want = loss_reference(loss, c, &x).map_err(|e| format!("CPU reference failed: {e}"))?;
     match property {
         "matches CPU reference" => {
-            // A loss is a short chain of ops over O(1) terms: GRADIENT's chained bound, relative
-            // to |value| + 1.
-            let bound = tol::GRADIENT.rel * (want.abs() + 1.0);
+            let bound = tol::PLUGIN_LOSS_REL * (want.abs() + 1.0);
             let within = (value as f64 - want).abs() <= bound; // NaN fails
             if !within {
                 return Err(format!(
