@@ -26,6 +26,9 @@ pub struct BenchResult {
     pub us_per_op: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record_us_per_op: Option<f64>,
+    /// Kernels dispatched per run (`simclr_mlp_step`, `contrastive_loss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<u64>,
     /// `contrastive_loss`: which similarity path (`tiled`, `matrix`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -43,6 +46,7 @@ impl BenchResult {
             gbps: None,
             us_per_op: None,
             record_us_per_op: None,
+            kernels: None,
             path: None,
             runs,
         }
@@ -73,6 +77,9 @@ impl BenchResult {
         if let Some(u) = self.record_us_per_op {
             s += &format!(" ({u:.2} µs/op to record)");
         }
+        if let Some(k) = self.kernels {
+            s += &format!("  {k:>6} kernels");
+        }
         s + &format!("  (median of {})", self.runs)
     }
 }
@@ -89,6 +96,13 @@ fn time(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result
         ts.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(median(&mut ts))
+}
+
+/// Kernels `f` dispatches (one more run, untimed).
+fn kernels_of(f: impl FnOnce() -> Result<()>) -> Result<u64> {
+    let before = crate::device::dispatch_count();
+    f()?;
+    Ok(crate::device::dispatch_count() - before)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -182,6 +196,7 @@ pub fn run(
             let ms = time(2, if quick { 2 } else { 5 }, || step.step().map(|_| ()))?;
             let mut r = BenchResult::new("simclr_mlp_step", ms, if quick { 2 } else { 5 });
             r.batch = Some(batch);
+            r.kernels = Some(kernels_of(|| step.step().map(|_| ()))?);
             push(r, &mut out);
         }
     }
@@ -209,6 +224,10 @@ pub fn run(
                 })?;
                 let mut r = BenchResult::new("contrastive_loss", ms, runs);
                 r.batch = Some(n);
+                r.kernels = Some(kernels_of(|| {
+                    let xg = x.detach().requires_grad();
+                    loss.forward(&xg, None)?.backward()
+                })?);
                 r.path = Some(path.into());
                 push(r, &mut out);
             }

@@ -14,6 +14,7 @@ pub use ops::conv::Window;
 pub use ops::random::Rng;
 pub use ops::resample::Padding;
 pub use ops::similarity::{Positives, SimilarityLse};
+pub use ops::unary::{unary_op, UnaryOp, UNARY_OPS};
 pub use ops::MAX_RANK;
 pub use tensor::{IntTensor, Shape, Tensor};
 pub mod bench;

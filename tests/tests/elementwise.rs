@@ -1,105 +1,9 @@
 //! Unary, tensor-scalar, binary (broadcast), compare and `where` ops vs the f64 reference.
 
 use proptest::prelude::*;
-use vkgrad::reference::{Binary, Unary};
-use vkgrad::Tensor;
+use vkgrad::reference::Binary;
+use vkgrad::{unary_op, Tensor, UnaryOp, UNARY_OPS};
 use vkgrad_tests::*;
-
-/// The GPU call for each reference unary op.
-fn gpu_unary(op: Unary, x: &Tensor) -> vkgrad::Result<Tensor> {
-    let f = |s: f64| s as f32;
-    match op {
-        Unary::Neg => x.neg(),
-        Unary::Exp => x.exp(),
-        Unary::Log => x.log(),
-        Unary::Sqrt => x.sqrt(),
-        Unary::Rsqrt => x.rsqrt(),
-        Unary::Abs => x.abs(),
-        Unary::Relu => x.relu(),
-        Unary::Sigmoid => x.sigmoid(),
-        Unary::Tanh => x.tanh(),
-        Unary::Sin => x.sin(),
-        Unary::Cos => x.cos(),
-        Unary::Powf(p) => x.powf(f(p)),
-        Unary::AddS(s) => x.add_scalar(f(s)),
-        Unary::SubS(s) => x.sub_scalar(f(s)),
-        Unary::MulS(s) => x.mul_scalar(f(s)),
-        Unary::DivS(s) => x.div_scalar(f(s)),
-        Unary::RsubS(s) => x.rsub_scalar(f(s)),
-        Unary::RdivS(s) => x.rdiv_scalar(f(s)),
-        Unary::MaxS(s) => x.maximum_scalar(f(s)),
-        Unary::MinS(s) => x.minimum_scalar(f(s)),
-        Unary::GtS(s) => x.gt_scalar(f(s)),
-        Unary::GeS(s) => x.ge_scalar(f(s)),
-        Unary::EqS(s) => x.eq_scalar(f(s)),
-    }
-}
-
-fn is_transcendental(op: Unary) -> bool {
-    matches!(
-        op,
-        Unary::Exp
-            | Unary::Log
-            | Unary::Sqrt
-            | Unary::Rsqrt
-            | Unary::Sigmoid
-            | Unary::Tanh
-            | Unary::Sin
-            | Unary::Cos
-            | Unary::Powf(_)
-    )
-}
-
-/// Where the op has a kink or a domain edge, and the domain to draw from.
-fn domain(op: Unary) -> Option<std::ops::Range<f32>> {
-    match op {
-        Unary::Log | Unary::Sqrt | Unary::Rsqrt => Some(0.05..50.0),
-        Unary::Powf(p) if p.fract() != 0.0 => Some(0.05..20.0),
-        Unary::Powf(_) => Some(-6.0..6.0),
-        Unary::Exp => Some(-80.0..80.0),
-        // GPU sin / cos are accurate to absolute ~1e-6 only for moderate arguments.
-        Unary::Sin | Unary::Cos => Some(-10.0..10.0),
-        Unary::RdivS(_) | Unary::DivS(_) => None,
-        _ => None,
-    }
-}
-
-fn unary_op() -> impl Strategy<Value = Unary> {
-    let s = prop_oneof![Just(0.0f64), Just(0.5), Just(-1.25), Just(3.0)];
-    prop_oneof![
-        Just(Unary::Neg),
-        Just(Unary::Exp),
-        Just(Unary::Log),
-        Just(Unary::Sqrt),
-        Just(Unary::Rsqrt),
-        Just(Unary::Abs),
-        Just(Unary::Relu),
-        Just(Unary::Sigmoid),
-        Just(Unary::Tanh),
-        Just(Unary::Sin),
-        Just(Unary::Cos),
-        prop_oneof![
-            Just(2.0f64),
-            Just(3.0),
-            Just(0.5),
-            Just(-1.0),
-            Just(1.7),
-            Just(0.0)
-        ]
-        .prop_map(Unary::Powf),
-        s.clone().prop_map(Unary::AddS),
-        s.clone().prop_map(Unary::SubS),
-        s.clone().prop_map(Unary::MulS),
-        prop_oneof![Just(0.5f64), Just(-3.0)].prop_map(Unary::DivS),
-        s.clone().prop_map(Unary::RsubS),
-        prop_oneof![Just(1.0f64), Just(-2.5)].prop_map(Unary::RdivS),
-        s.clone().prop_map(Unary::MaxS),
-        s.clone().prop_map(Unary::MinS),
-        s.clone().prop_map(Unary::GtS),
-        s.clone().prop_map(Unary::GeS),
-        s.prop_map(Unary::EqS),
-    ]
-}
 
 /// Moves values at least `gap` away from `kink` (non-differentiable points).
 fn away_from(mut t: RefTensor, kink: f64, gap: f64) -> RefTensor {
@@ -112,46 +16,98 @@ fn away_from(mut t: RefTensor, kink: f64, gap: f64) -> RefTensor {
     t
 }
 
-fn kink(op: Unary) -> Option<f64> {
-    match op {
-        Unary::Abs | Unary::Relu => Some(0.0),
-        Unary::MaxS(s) | Unary::MinS(s) => Some(s),
-        Unary::RdivS(_) => Some(0.0),
-        _ => None,
-    }
+/// A unary op of the engine's table, one of its scalars, and an input from its domain (kept
+/// away from its kink).
+fn unary_case() -> impl Strategy<Value = (&'static UnaryOp, f64, RefTensor)> {
+    let ops: Vec<&'static UnaryOp> = UNARY_OPS.iter().collect();
+    (prop::sample::select(ops), shape(0..=4, 3000))
+        .prop_flat_map(|(op, s)| (Just(op), prop::sample::select(op.scalars.to_vec()), Just(s)))
+        .prop_flat_map(|(op, s, sh)| {
+            let t = match (op.domain)(s) {
+                Some((lo, hi)) => tensor_in(sh, lo..hi).boxed(),
+                None => tensor_of(sh).boxed(),
+            };
+            (
+                Just(op),
+                Just(s),
+                t.prop_map(move |t| match op.kink {
+                    Some(k) => away_from(t, k(s), 1e-3),
+                    None => t,
+                }),
+            )
+        })
 }
 
-fn unary_case() -> impl Strategy<Value = (Unary, RefTensor)> {
-    (unary_op(), shape(0..=4, 3000)).prop_flat_map(|(op, s)| {
-        let t = match domain(op) {
-            Some(r) => tensor_in(s, r).boxed(),
-            None => tensor_of(s).boxed(),
-        };
-        (
-            Just(op),
-            t.prop_map(move |t| match kink(op) {
-                Some(k) => away_from(t, k, 1e-3),
-                None => t,
-            }),
-        )
-    })
+/// One unary case: the table's call against its reference entry (and gradient).
+fn check_unary(op: &UnaryOp, s: f64, x: RefTensor) -> Result<(), TestCaseError> {
+    let r_op = (op.reference)(s);
+    let name = format!("{} ({r_op:?})", op.name);
+    let gpu_f = |xs: &[Tensor]| (op.call)(&xs[0], s as f32);
+    let ref_f = |xs: &[RefTensor]| r::unary(r_op, &xs[0]);
+    let vjp_f = |xs: &[RefTensor], g: &RefTensor| vec![r::unary_vjp(r_op, &xs[0], g)];
+    let mut case = OpCase::new(&name, vec![x], &gpu_f, &ref_f);
+    if r_op.derivative(1.0).is_some() {
+        case = case.vjp(&vjp_f);
+    }
+    if op.transcendental {
+        case = case.tol(tol::TRANSCENDENTAL);
+    }
+    // Finite differences are meaningful at moderate magnitudes only (see tol.rs).
+    if case.inputs[0]
+        .data
+        .iter()
+        .any(|v| v.abs() > 1e3 || (v.abs() < 1e-6 && *v != 0.0))
+    {
+        case = case.no_finite_differences();
+    }
+    case.check()
+}
+
+/// The shrunk failures proptest kept for the unary property (in
+/// `elementwise.proptest-regressions`, written when cases were drawn as reference entries),
+/// replayed as they were: the op by its reference entry, the exact input.
+#[test]
+fn kept_unary_failures_still_pass() {
+    let file = include_str!("elementwise.proptest-regressions");
+    let mut replayed = 0;
+    for line in file
+        .lines()
+        .filter(|l| l.contains("shrinks to (op, x) = ("))
+    {
+        let rest = &line[line.find("(op, x) = (").unwrap() + "(op, x) = (".len()..];
+        let op_text = &rest[..rest.find(", RefTensor").unwrap()];
+        let shape_text = &rest[rest.find("shape: [").unwrap() + "shape: [".len()..];
+        let shape: Vec<usize> = shape_text[..shape_text.find(']').unwrap()]
+            .split(',')
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.trim().parse().unwrap())
+            .collect();
+        let data_text = &rest[rest.find("data: [").unwrap() + "data: [".len()..];
+        let data: Vec<f64> = data_text[..data_text.find(']').unwrap()]
+            .split(',')
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.trim().parse().unwrap())
+            .collect();
+        let s: f64 = op_text
+            .split_once('(')
+            .map(|(_, v)| v.trim_end_matches(')').parse().unwrap())
+            .unwrap_or(0.0);
+        let op = UNARY_OPS
+            .iter()
+            .find(|o| format!("{:?}", (o.reference)(s)) == op_text)
+            .unwrap_or_else(|| panic!("no table entry for {op_text}"));
+        check_unary(op, s, RefTensor::new(&shape, data)).unwrap();
+        replayed += 1;
+    }
+    assert!(replayed >= 2, "{replayed} unary failures replayed");
 }
 
 proptest! {
     #![proptest_config(config(96))]
 
     #[test]
-    fn unary_matches_reference((op, x) in unary_case()) {
-        let name = format!("{op:?}");
-        let gpu_f = |xs: &[Tensor]| gpu_unary(op, &xs[0]);
-        let ref_f = |xs: &[RefTensor]| r::unary(op, &xs[0]);
-        let vjp_f = |xs: &[RefTensor], g: &RefTensor| vec![r::unary_vjp(op, &xs[0], g)];
-        let mut case = OpCase::new(&name, vec![x], &gpu_f, &ref_f);
-        if op.derivative(1.0).is_some() { case = case.vjp(&vjp_f); }
-        if is_transcendental(op) { case = case.tol(tol::TRANSCENDENTAL); }
-        // Finite differences are meaningful at moderate magnitudes only (see tol.rs).
-        if case.inputs[0].data.iter().any(|v| v.abs() > 1e3 || (v.abs() < 1e-6 && *v != 0.0)) { case = case.no_finite_differences(); }
-        case.check()?;
+    fn unary_matches_reference((op, s, x) in unary_case()) {
+        check_unary(op, s, x)?;
     }
 
     #[test]
@@ -209,28 +165,29 @@ proptest! {
 #[test]
 fn special_values() {
     let inf = f32::INFINITY;
-    let cases: Vec<(Unary, Vec<f32>)> = vec![
-        (Unary::Neg, vec![inf, -inf, 0.0]),
-        (Unary::Exp, vec![-inf, inf, 0.0, -200.0, 200.0]),
-        (Unary::Log, vec![0.0, inf, 1.0]),
-        (Unary::Sqrt, vec![0.0, inf]),
-        (Unary::Rsqrt, vec![inf]),
-        (Unary::Abs, vec![-inf, inf, -0.0]),
-        (Unary::Relu, vec![-inf, inf, 0.0]),
-        (Unary::Sigmoid, vec![-inf, inf, -1000.0, 1000.0]),
-        (Unary::Tanh, vec![-inf, inf, -1000.0, 1000.0, 0.0]),
-        (Unary::Powf(2.0), vec![-inf, 0.0, -3.0]),
-        (Unary::Powf(3.0), vec![-2.0, -0.0]),
-        (Unary::Powf(-1.0), vec![0.0, inf, -4.0]),
-        (Unary::Powf(0.5), vec![-1.0, 0.0, inf]),
-        (Unary::Powf(0.0), vec![0.0, -inf, 5.0]),
+    let cases: Vec<(&str, f64, Vec<f32>)> = vec![
+        ("neg", 0.0, vec![inf, -inf, 0.0]),
+        ("exp", 0.0, vec![-inf, inf, 0.0, -200.0, 200.0]),
+        ("log", 0.0, vec![0.0, inf, 1.0]),
+        ("sqrt", 0.0, vec![0.0, inf]),
+        ("rsqrt", 0.0, vec![inf]),
+        ("abs", 0.0, vec![-inf, inf, -0.0]),
+        ("relu", 0.0, vec![-inf, inf, 0.0]),
+        ("sigmoid", 0.0, vec![-inf, inf, -1000.0, 1000.0]),
+        ("tanh", 0.0, vec![-inf, inf, -1000.0, 1000.0, 0.0]),
+        ("powf", 2.0, vec![-inf, 0.0, -3.0]),
+        ("powf", 3.0, vec![-2.0, -0.0]),
+        ("powf", -1.0, vec![0.0, inf, -4.0]),
+        ("powf", 0.5, vec![-1.0, 0.0, inf]),
+        ("powf", 0.0, vec![0.0, -inf, 5.0]),
     ];
-    for (op, xs) in cases {
+    for (name, s, xs) in cases {
+        let op = unary_op(name).unwrap();
         let t = Tensor::from_slice(&xs, &[xs.len()]).unwrap();
-        let got = gpu_unary(op, &t).unwrap().to_vec().unwrap();
-        let want = r::unary(op, &RefTensor::from_f32(&[xs.len()], &xs));
+        let got = (op.call)(&t, s as f32).unwrap().to_vec().unwrap();
+        let want = r::unary((op.reference)(s), &RefTensor::from_f32(&[xs.len()], &xs));
         assert_close(
-            &format!("{op:?} on {xs:?}"),
+            &format!("{name} {s} on {xs:?}"),
             &got,
             &want,
             None,

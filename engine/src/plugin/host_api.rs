@@ -201,55 +201,29 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
     };
     let x = |i: usize| st.f(h[i]);
     let f = |t: Tensor| Ok(Held::F(t));
+    // The elementwise ops of one tensor come from their table (name, scalar attribute, call).
+    if let Some(op) = crate::ops::unary::unary_op(name) {
+        want(1)?;
+        let s = match op.scalar {
+            Some(key) => attr_f(name, a, key)?,
+            None => 0.0,
+        };
+        return f((op.call)(x(0)?, s)?);
+    }
     match name {
-        "neg" | "exp" | "log" | "sqrt" | "rsqrt" | "abs" | "relu" | "sigmoid" | "tanh" | "sin"
-        | "cos" | "softmax" | "log_softmax" | "logsumexp" | "detach" => {
+        "softmax" | "log_softmax" | "logsumexp" | "detach" => {
             want(1)?;
             let t = x(0)?;
             f(match name {
-                "neg" => t.neg()?,
-                "exp" => t.exp()?,
-                "log" => t.log()?,
-                "sqrt" => t.sqrt()?,
-                "rsqrt" => t.rsqrt()?,
-                "abs" => t.abs()?,
-                "relu" => t.relu()?,
-                "sigmoid" => t.sigmoid()?,
-                "tanh" => t.tanh()?,
-                "sin" => t.sin()?,
-                "cos" => t.cos()?,
                 "softmax" => t.softmax()?,
                 "log_softmax" => t.log_softmax()?,
                 "logsumexp" => t.logsumexp()?,
                 _ => t.detach(),
             })
         }
-        "powf" => {
-            want(1)?;
-            f(x(0)?.powf(attr_f(name, a, "p")?)?)
-        }
         "l2_normalize" => {
             want(1)?;
             f(x(0)?.l2_normalize(a.get("eps").and_then(Value::as_f64).unwrap_or(1e-12) as f32)?)
-        }
-        "add_scalar" | "sub_scalar" | "mul_scalar" | "div_scalar" | "rsub_scalar"
-        | "rdiv_scalar" | "maximum_scalar" | "minimum_scalar" | "gt_scalar" | "ge_scalar"
-        | "eq_scalar" => {
-            want(1)?;
-            let (t, s) = (x(0)?, attr_f(name, a, "s")?);
-            f(match name {
-                "add_scalar" => t.add_scalar(s)?,
-                "sub_scalar" => t.sub_scalar(s)?,
-                "mul_scalar" => t.mul_scalar(s)?,
-                "div_scalar" => t.div_scalar(s)?,
-                "rsub_scalar" => t.rsub_scalar(s)?,
-                "rdiv_scalar" => t.rdiv_scalar(s)?,
-                "maximum_scalar" => t.maximum_scalar(s)?,
-                "minimum_scalar" => t.minimum_scalar(s)?,
-                "gt_scalar" => t.gt_scalar(s)?,
-                "ge_scalar" => t.ge_scalar(s)?,
-                _ => t.eq_scalar(s)?,
-            })
         }
         "add" | "sub" | "mul" | "div" | "maximum" | "minimum" | "eq" | "gt" | "ge" => {
             want(2)?;
