@@ -10,6 +10,7 @@ pub mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
 pub use error::{Error, Result};
+pub use ops::binary::{binary_op, BinaryOp, BINARY_OPS};
 pub use ops::conv::Window;
 pub use ops::random::Rng;
 pub use ops::resample::Padding;

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use vkgrad::reference::Binary;
-use vkgrad::{unary_op, Tensor, UnaryOp, UNARY_OPS};
+use vkgrad::{unary_op, BinaryOp, Tensor, UnaryOp, BINARY_OPS, UNARY_OPS};
 use vkgrad_tests::*;
 
 /// Moves values at least `gap` away from `kink` (non-differentiable points).
@@ -63,43 +63,102 @@ fn check_unary(op: &UnaryOp, s: f64, x: RefTensor) -> Result<(), TestCaseError> 
     case.check()
 }
 
-/// The shrunk failures proptest kept for the unary property (in
+/// The `RefTensor { shape: [..], data: [..] }`s of a line of a proptest regressions file.
+fn kept_tensors(line: &str) -> Vec<RefTensor> {
+    let list = |text: &str, key: &str| -> (String, usize) {
+        let start = text.find(key).unwrap() + key.len();
+        let end = start + text[start..].find(']').unwrap();
+        (text[start..end].to_string(), end)
+    };
+    let mut out = Vec::new();
+    let mut rest = line;
+    while rest.contains("RefTensor {") {
+        let (shape, at) = list(rest, "shape: [");
+        let after = &rest[at..];
+        let (data, end) = list(after, "data: [");
+        let parse = |t: &str| -> Vec<f64> {
+            t.split(',')
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.trim().parse().unwrap())
+                .collect()
+        };
+        let shape: Vec<usize> = parse(&shape).into_iter().map(|v| v as usize).collect();
+        out.push(RefTensor::new(&shape, parse(&data)));
+        rest = &after[end..];
+    }
+    out
+}
+
+/// The shrunk failures proptest kept for the unary and binary properties (in
 /// `elementwise.proptest-regressions`, written when cases were drawn as reference entries),
-/// replayed as they were: the op by its reference entry, the exact input.
+/// replayed as they were: the op by its reference entry, the exact inputs.
 #[test]
-fn kept_unary_failures_still_pass() {
+fn kept_failures_still_pass() {
     let file = include_str!("elementwise.proptest-regressions");
     let mut replayed = 0;
-    for line in file
-        .lines()
-        .filter(|l| l.contains("shrinks to (op, x) = ("))
-    {
-        let rest = &line[line.find("(op, x) = (").unwrap() + "(op, x) = (".len()..];
-        let op_text = &rest[..rest.find(", RefTensor").unwrap()];
-        let shape_text = &rest[rest.find("shape: [").unwrap() + "shape: [".len()..];
-        let shape: Vec<usize> = shape_text[..shape_text.find(']').unwrap()]
-            .split(',')
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| v.trim().parse().unwrap())
-            .collect();
-        let data_text = &rest[rest.find("data: [").unwrap() + "data: [".len()..];
-        let data: Vec<f64> = data_text[..data_text.find(']').unwrap()]
-            .split(',')
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| v.trim().parse().unwrap())
-            .collect();
-        let s: f64 = op_text
-            .split_once('(')
-            .map(|(_, v)| v.trim_end_matches(')').parse().unwrap())
-            .unwrap_or(0.0);
-        let op = UNARY_OPS
-            .iter()
-            .find(|o| format!("{:?}", (o.reference)(s)) == op_text)
-            .unwrap_or_else(|| panic!("no table entry for {op_text}"));
-        check_unary(op, s, RefTensor::new(&shape, data)).unwrap();
-        replayed += 1;
+    for line in file.lines() {
+        if let Some(at) = line.find("shrinks to (op, x) = (") {
+            let rest = &line[at + "shrinks to (op, x) = (".len()..];
+            let op_text = &rest[..rest.find(", RefTensor").unwrap()];
+            let s: f64 = op_text
+                .split_once('(')
+                .map(|(_, v)| v.trim_end_matches(')').parse().unwrap())
+                .unwrap_or(0.0);
+            let op = UNARY_OPS
+                .iter()
+                .find(|o| format!("{:?}", (o.reference)(s)) == op_text)
+                .unwrap_or_else(|| panic!("no unary op for {op_text}"));
+            let x = kept_tensors(rest).remove(0);
+            check_unary(op, s, x).unwrap();
+            replayed += 1;
+        } else if let Some(at) = line.find("shrinks to op = ") {
+            let rest = &line[at + "shrinks to op = ".len()..];
+            let op_text = &rest[..rest.find(',').unwrap()];
+            let op = BINARY_OPS
+                .iter()
+                .find(|o| format!("{:?}", o.reference) == op_text)
+                .unwrap_or_else(|| panic!("no binary op for {op_text}"));
+            let ts = kept_tensors(rest);
+            check_binary(op, ts[0].clone(), ts[1].clone()).unwrap();
+            replayed += 1;
+        }
     }
-    assert!(replayed >= 2, "{replayed} unary failures replayed");
+    assert!(replayed >= 3, "{replayed} kept failures replayed");
+}
+
+/// One binary case: the table's call against its reference entry (and gradients).
+fn check_binary(op: &BinaryOp, a: RefTensor, b: RefTensor) -> Result<(), TestCaseError> {
+    let mut b = b;
+    if op.reference == Binary::Div {
+        b = away_from(b, 0.0, 0.05);
+    }
+    if a.shape == b.shape {
+        // exercise ties and equality
+        for i in (0..b.len()).step_by(3) {
+            b.data[i] = a.data[i];
+        }
+    }
+    let r_op = op.reference;
+    let gpu_f = |xs: &[Tensor]| (op.call)(&xs[0], &xs[1]);
+    let ref_f = |xs: &[RefTensor]| r::binary(r_op, &xs[0], &xs[1]);
+    let vjp_f = |xs: &[RefTensor], g: &RefTensor| {
+        let (ga, gb) = r::binary_vjp(r_op, &xs[0], &xs[1], g);
+        vec![ga, gb]
+    };
+    let mut case = OpCase::new(op.name, vec![a, b], &gpu_f, &ref_f);
+    if !op.compare {
+        // broadcast gradients are sums over the broadcast dimensions
+        case = case.vjp(&vjp_f).tol(tol::ELEMENTWISE);
+    }
+    let big = case.inputs.iter().any(|t| {
+        t.data
+            .iter()
+            .any(|v| v.abs() > 1e3 || (v.abs() < 1e-6 && *v != 0.0))
+    });
+    if big || op.ties {
+        case = case.no_finite_differences();
+    }
+    case.check()
 }
 
 proptest! {
@@ -112,35 +171,10 @@ proptest! {
 
     #[test]
     fn binary_matches_reference(
-        op in prop_oneof![Just(Binary::Add), Just(Binary::Sub), Just(Binary::Mul), Just(Binary::Div),
-                          Just(Binary::Maximum), Just(Binary::Minimum), Just(Binary::Eq), Just(Binary::Gt), Just(Binary::Ge)],
+        op in prop::sample::select(BINARY_OPS.iter().collect::<Vec<&'static BinaryOp>>()),
         (a, b) in broadcast_tensors(3000),
     ) {
-        let mut b = b;
-        if op == Binary::Div {
-            b = away_from(b, 0.0, 0.05);
-        }
-        if a.shape == b.shape {
-            // exercise ties and equality
-            for i in (0..b.len()).step_by(3) { b.data[i] = a.data[i]; }
-        }
-        let name = format!("{op:?}");
-        let gpu_f = |xs: &[Tensor]| match op {
-            Binary::Add => xs[0].add(&xs[1]), Binary::Sub => xs[0].sub(&xs[1]), Binary::Mul => xs[0].mul(&xs[1]),
-            Binary::Div => xs[0].div(&xs[1]), Binary::Maximum => xs[0].maximum(&xs[1]), Binary::Minimum => xs[0].minimum(&xs[1]),
-            Binary::Eq => xs[0].eq(&xs[1]), Binary::Gt => xs[0].gt(&xs[1]), Binary::Ge => xs[0].ge(&xs[1]),
-        };
-        let ref_f = |xs: &[RefTensor]| r::binary(op, &xs[0], &xs[1]);
-        let vjp_f = |xs: &[RefTensor], g: &RefTensor| { let (ga, gb) = r::binary_vjp(op, &xs[0], &xs[1], g); vec![ga, gb] };
-        let mut case = OpCase::new(&name, vec![a, b], &gpu_f, &ref_f);
-        if !matches!(op, Binary::Eq | Binary::Gt | Binary::Ge) {
-            // broadcast gradients are sums over the broadcast dimensions
-            case = case.vjp(&vjp_f).tol(tol::ELEMENTWISE);
-        }
-        let big = case.inputs.iter().any(|t| t.data.iter().any(|v| v.abs() > 1e3 || (v.abs() < 1e-6 && *v != 0.0)));
-        let ties = matches!(op, Binary::Maximum | Binary::Minimum);
-        if big || ties { case = case.no_finite_differences(); }
-        case.check()?;
+        check_binary(op, a, b)?;
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use super::{alloc_f32, broadcast_shape, broadcast_strides, check_rank, pad6};
 use crate::device::{grid, Bind, Kernel};
 use crate::error::Result;
+use crate::reference::Binary;
 use crate::tensor::Tensor;
 
 /// Op codes, in the order of `shaders/binary.comp`.
@@ -212,5 +213,117 @@ impl Tensor {
             )?;
         }
         Ok(Tensor::leaf(shape, st))
+    }
+}
+
+/// One elementwise op of two broadcast tensors, defined once: its name (= the host op and the
+/// `Tensor` method), the call, and one hop away the f64 reference entry it is proven against.
+/// The host's op table and the binary property test read it; comparisons have no gradient.
+pub struct BinaryOp {
+    pub name: &'static str,
+    pub call: fn(&Tensor, &Tensor) -> Result<Tensor>,
+    pub reference: Binary,
+    /// A 0/1 mask with no gradient (`eq gt ge`).
+    pub compare: bool,
+    /// The gradient splits at ties (`maximum minimum`): finite differences do not apply there.
+    pub ties: bool,
+}
+
+impl std::fmt::Debug for BinaryOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+const fn arith(
+    name: &'static str,
+    call: fn(&Tensor, &Tensor) -> Result<Tensor>,
+    reference: Binary,
+) -> BinaryOp {
+    BinaryOp {
+        name,
+        call,
+        reference,
+        compare: false,
+        ties: false,
+    }
+}
+
+/// Every binary op.
+pub const BINARY_OPS: &[BinaryOp] = &[
+    arith("add", |a, b| a.add(b), Binary::Add),
+    arith("sub", |a, b| a.sub(b), Binary::Sub),
+    arith("mul", |a, b| a.mul(b), Binary::Mul),
+    arith("div", |a, b| a.div(b), Binary::Div),
+    BinaryOp {
+        ties: true,
+        ..arith("maximum", |a, b| a.maximum(b), Binary::Maximum)
+    },
+    BinaryOp {
+        ties: true,
+        ..arith("minimum", |a, b| a.minimum(b), Binary::Minimum)
+    },
+    BinaryOp {
+        compare: true,
+        ..arith("eq", |a, b| a.eq(b), Binary::Eq)
+    },
+    BinaryOp {
+        compare: true,
+        ..arith("gt", |a, b| a.gt(b), Binary::Gt)
+    },
+    BinaryOp {
+        compare: true,
+        ..arith("ge", |a, b| a.ge(b), Binary::Ge)
+    },
+];
+
+/// The binary op called `name`.
+pub fn binary_op(name: &str) -> Option<&'static BinaryOp> {
+    BINARY_OPS.iter().find(|o| o.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `shaders/binary.comp` defines the same op codes as `B`, all of them.
+    #[test]
+    fn the_shader_op_codes_are_the_enums() {
+        let codes = [
+            B::Add,
+            B::Sub,
+            B::Mul,
+            B::Div,
+            B::Max,
+            B::Min,
+            B::Eq,
+            B::Gt,
+            B::Ge,
+        ];
+        let ours: Vec<(String, u32)> = codes
+            .iter()
+            .map(|&b| (super::super::shader_name(&format!("{b:?}")), b as u32))
+            .collect();
+        let shader =
+            super::super::shader_codes(include_str!("../../../shaders/binary.comp"), "ADD");
+        assert_eq!(ours, shader);
+        assert!(ours.iter().enumerate().all(|(i, (_, v))| *v == i as u32));
+    }
+
+    /// Every op is a host op without attributes, with its own reference entry.
+    #[test]
+    fn the_table_agrees_with_the_host_op_table_and_the_reference() {
+        for op in BINARY_OPS {
+            let spec = vkgrad_plugin::ops::spec(op.name)
+                .unwrap_or_else(|| panic!("{} is not a host op", op.name));
+            assert!(spec.attrs.is_empty(), "{}", op.name);
+        }
+        let mut refs: Vec<String> = BINARY_OPS
+            .iter()
+            .map(|o| format!("{:?}", o.reference))
+            .collect();
+        refs.sort();
+        refs.dedup();
+        assert_eq!(refs.len(), BINARY_OPS.len());
     }
 }

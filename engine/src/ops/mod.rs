@@ -134,3 +134,36 @@ impl Tensor {
         g.reshape(shape)
     }
 }
+
+/// The op-code constants a shader declares (`const uint NEG = 0, EXP = 1, ...;`, starting at
+/// `first`), sorted by code: the tests of each op family check them against its enum.
+#[cfg(test)]
+pub(crate) fn shader_codes(src: &str, first: &str) -> Vec<(String, u32)> {
+    let start = src
+        .find(&format!("const uint {first}"))
+        .expect("op-code constants in the shader");
+    let decl = &src[start + "const uint".len()..];
+    let decl = &decl[..decl.find(';').unwrap()];
+    let mut codes: Vec<(String, u32)> = decl
+        .split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.trim().to_string(), v.trim().parse().unwrap())
+        })
+        .collect();
+    codes.sort_by_key(|(_, v)| *v);
+    codes
+}
+
+/// The shader's spelling of an enum variant: `AddS` → `ADD_S`.
+#[cfg(test)]
+pub(crate) fn shader_name(variant: &str) -> String {
+    let mut name = String::new();
+    for (i, c) in variant.chars().enumerate() {
+        if i > 0 && c.is_uppercase() {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}

@@ -374,32 +374,10 @@ mod tests {
     /// `shaders/unary.comp` defines the same op codes as `U` (`AddS` ↔ `ADD_S`), all of them.
     #[test]
     fn the_shader_op_codes_are_the_enums() {
-        let src = include_str!("../../../shaders/unary.comp");
-        let start = src
-            .find("const uint NEG")
-            .expect("op-code constants in unary.comp");
-        let decl = &src[start + "const uint".len()..];
-        let decl = &decl[..decl.find(';').unwrap()];
-        let mut shader: Vec<(String, u32)> = decl
-            .split(',')
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap();
-                (k.trim().to_string(), v.trim().parse().unwrap())
-            })
-            .collect();
-        shader.sort_by_key(|(_, v)| *v);
+        let shader = super::super::shader_codes(include_str!("../../../shaders/unary.comp"), "NEG");
         let mut ours: Vec<(String, u32)> = CODES
             .iter()
-            .map(|&u| {
-                let mut name = String::new();
-                for (i, c) in format!("{u:?}").chars().enumerate() {
-                    if i > 0 && c.is_uppercase() {
-                        name.push('_');
-                    }
-                    name.push(c.to_ascii_uppercase());
-                }
-                (name, u as u32)
-            })
+            .map(|&u| (super::super::shader_name(&format!("{u:?}")), u as u32))
             .collect();
         ours.sort_by_key(|(_, v)| *v);
         assert_eq!(ours, shader);

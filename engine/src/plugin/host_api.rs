@@ -201,7 +201,7 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
     };
     let x = |i: usize| st.f(h[i]);
     let f = |t: Tensor| Ok(Held::F(t));
-    // The elementwise ops of one tensor come from their table (name, scalar attribute, call).
+    // The elementwise ops come from their tables (name, scalar attribute, call).
     if let Some(op) = crate::ops::unary::unary_op(name) {
         want(1)?;
         let s = match op.scalar {
@@ -209,6 +209,10 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
             None => 0.0,
         };
         return f((op.call)(x(0)?, s)?);
+    }
+    if let Some(op) = crate::ops::binary::binary_op(name) {
+        want(2)?;
+        return f((op.call)(x(0)?, x(1)?)?);
     }
     match name {
         "softmax" | "log_softmax" | "logsumexp" | "detach" => {
@@ -224,21 +228,6 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
         "l2_normalize" => {
             want(1)?;
             f(x(0)?.l2_normalize(a.get("eps").and_then(Value::as_f64).unwrap_or(1e-12) as f32)?)
-        }
-        "add" | "sub" | "mul" | "div" | "maximum" | "minimum" | "eq" | "gt" | "ge" => {
-            want(2)?;
-            let (p, q) = (x(0)?, x(1)?);
-            f(match name {
-                "add" => p.add(q)?,
-                "sub" => p.sub(q)?,
-                "mul" => p.mul(q)?,
-                "div" => p.div(q)?,
-                "maximum" => p.maximum(q)?,
-                "minimum" => p.minimum(q)?,
-                "eq" => p.eq(q)?,
-                "gt" => p.gt(q)?,
-                _ => p.ge(q)?,
-            })
         }
         "where" => {
             want(3)?;
