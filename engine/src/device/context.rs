@@ -238,16 +238,23 @@ impl Context {
         }
     }
 
-    /// Records one dispatch. Buffers are bound to bindings 0.. in order; `push` fills the push
-    /// constant block from offset 0.
-    pub(crate) fn dispatch(
+    /// Records one dispatch. Buffers are bound to bindings 0.. in order; `push` is the kernel's
+    /// push-constant block (`device/push.rs`).
+    pub(crate) fn dispatch<P: super::push::Push>(
         &self,
         kernel: Kernel,
         spec: &[u32],
         binds: &[Bind],
-        push: &[u32],
+        push: &P,
         groups: [u32; 3],
     ) -> Result<()> {
+        if !P::KERNELS.contains(&kernel) {
+            return Err(Error::Other(format!(
+                "kernel {kernel:?} dispatched with the push block of {:?} (a bug in vkgrad)",
+                P::KERNELS
+            )));
+        }
+        let push: &[u8] = bytemuck::bytes_of(push);
         DISPATCHES.with(|d| d.set(d.get() + 1));
         for b in binds {
             // Raw commands skip validation, so the device's limits are checked here: past them
@@ -336,7 +343,7 @@ impl Context {
                     pipeline.layout.handle(),
                     vk::ShaderStageFlags::COMPUTE,
                     0,
-                    (push.len() * 4) as u32,
+                    push.len() as u32,
                     push.as_ptr().cast(),
                 );
             }

@@ -21,6 +21,18 @@ macro_rules! kernels {
         pub(crate) enum Kernel { $($variant),* }
 
         impl Kernel {
+            /// Every kernel.
+            #[cfg(test)]
+            pub(crate) const ALL: &'static [Kernel] = &[$(Kernel::$variant),*];
+
+            /// The kernel's GLSL source (for checks against the Rust side).
+            #[cfg(test)]
+            pub(crate) fn source(self) -> &'static str {
+                match self {
+                    $(Kernel::$variant => include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $path)),)*
+                }
+            }
+
             fn load(self, device: Arc<Device>) -> Result<Arc<ShaderModule>> {
                 match self {
                     $(Kernel::$variant => $module::load(device)

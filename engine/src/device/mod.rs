@@ -4,6 +4,7 @@
 mod context;
 mod kernels;
 mod pool;
+pub(crate) mod push;
 mod recorder;
 
 pub use context::{context, dispatch_count, select_device, Context};

@@ -2,6 +2,7 @@
 //! Kernels `shaders/binary.comp` and `shaders/where.comp`.
 
 use super::{alloc_f32, broadcast_shape, broadcast_strides, check_rank, pad6};
+use crate::device::push::{BinaryPush, WherePush};
 use crate::device::{grid, Bind, Kernel};
 use crate::error::Result;
 use crate::reference::Binary;
@@ -53,10 +54,14 @@ impl Tensor {
             } else {
                 0
             };
-            let mut push = vec![n as u32, shape.len() as u32, mode];
-            push.extend(pad6(&shape));
-            push.extend(sa);
-            push.extend(sb);
+            let push = BinaryPush {
+                n: n as u32,
+                rank: shape.len() as u32,
+                contiguous: mode,
+                shape: pad6(&shape),
+                sa,
+                sb,
+            };
             Tensor::ctx()?.dispatch(
                 Kernel::Binary,
                 &[op as u32],
@@ -194,11 +199,14 @@ impl Tensor {
         let st = alloc_f32(&shape)?;
         let n = super::numel(&shape) as u64;
         if n > 0 {
-            let mut push = vec![n as u32, shape.len() as u32];
-            push.extend(pad6(&shape));
-            for t in [mask, a, b] {
-                push.extend(broadcast_strides(t.shape(), &shape));
-            }
+            let push = WherePush {
+                n: n as u32,
+                rank: shape.len() as u32,
+                shape: pad6(&shape),
+                sm: broadcast_strides(mask.shape(), &shape),
+                sa: broadcast_strides(a.shape(), &shape),
+                sb: broadcast_strides(b.shape(), &shape),
+            };
             Tensor::ctx()?.dispatch(
                 Kernel::Where,
                 &[],

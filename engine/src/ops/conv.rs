@@ -3,6 +3,7 @@
 //! them and the tiled matmul, so their gradients follow from those two rules.
 
 use super::alloc_f32;
+use crate::device::push::Im2colPush;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Tensor};
@@ -103,25 +104,24 @@ fn im2col(
         ctx.check_loop("unfold", kk, || format!("{kk}-tap window"))?;
         // unfold: one invocation per (sample, window, channel); fold: one per pixel.
         let invocations = if mode == 0 { count / kk } else { count };
-        let mut push = [
-            n,
-            c,
-            h,
-            w,
-            win.kernel[0],
-            win.kernel[1],
-            oh,
-            ow,
-            win.stride[0],
-            win.stride[1],
-            win.padding[0],
-            win.padding[1],
-            win.dilation[0],
-            win.dilation[1],
-            0,
-        ]
-        .map(|v| v as u32);
-        push[14] = pad.to_bits();
+        let u = |v: usize| v as u32;
+        let push = Im2colPush {
+            n: u(n),
+            c: u(c),
+            h: u(h),
+            w: u(w),
+            kh: u(win.kernel[0]),
+            kw: u(win.kernel[1]),
+            oh: u(oh),
+            ow: u(ow),
+            sh: u(win.stride[0]),
+            sw: u(win.stride[1]),
+            ph: u(win.padding[0]),
+            pw: u(win.padding[1]),
+            dh: u(win.dilation[0]),
+            dw: u(win.dilation[1]),
+            pad,
+        };
         ctx.dispatch(
             Kernel::Im2col,
             &[mode],

@@ -2,6 +2,7 @@
 //! conversion of integer tensors. Indices given from the host are validated before dispatch.
 
 use super::{alloc_f32, norm_axis};
+use crate::device::push::IndexPush;
 use crate::device::{grid, Bind, Kernel, Storage};
 use crate::error::{Error, Result};
 use crate::tensor::{numel, IntTensor, Shape, Tensor};
@@ -47,16 +48,17 @@ fn index_kernel(
     if outputs == 0 {
         return Ok(());
     }
-    let push = [
-        sizes[0],
-        sizes[1],
-        sizes[2],
-        sizes[3],
-        istrides[0],
-        istrides[1],
-        istrides[2],
-    ]
-    .map(|v| v as u32);
+    let [outer, n_src, n_idx, inner] = sizes.map(|v| v as u32);
+    let [iso, isj, isk] = istrides.map(|v| v as u32);
+    let push = IndexPush {
+        outer,
+        n_src,
+        n_idx,
+        inner,
+        iso,
+        isj,
+        isk,
+    };
     Tensor::ctx()?.dispatch(
         Kernel::Index,
         &[mode],

@@ -2,6 +2,7 @@
 //! A^T B). Kernel `shaders/matmul.comp`; the register tile is chosen per device.
 
 use super::alloc_f32;
+use crate::device::push::MatmulPush;
 use crate::device::{Bind, Kernel};
 use crate::error::{Error, Result};
 use crate::tensor::{Shape, Tensor};
@@ -157,7 +158,14 @@ fn matmul_raw(
         });
     }
     let t = [ta as u32, tb as u32];
-    let push = [m, n, ka, m * ka, ka * n, m * n].map(|v| v as u32);
+    let push = MatmulPush {
+        m: m as u32,
+        n: n as u32,
+        k: ka as u32,
+        batch_a: (m * ka) as u32,
+        batch_b: (ka * n) as u32,
+        batch_c: (m * n) as u32,
+    };
     let binds = [
         Bind::texels(a.storage()),
         Bind::texels(b.storage()),

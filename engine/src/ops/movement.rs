@@ -2,6 +2,7 @@
 //! which copy through one strided-copy kernel (`shaders/copy.comp`).
 
 use super::{alloc_f32, broadcast_strides, check_rank, norm_axis, pad6, strides, MAX_RANK};
+use crate::device::push::CopyPush;
 use crate::device::{grid, Bind, Kernel, Storage};
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Shape, Tensor};
@@ -20,10 +21,15 @@ fn strided_copy(
     if n == 0 {
         return Ok(());
     }
-    let mut push = vec![n as u32, shape.len() as u32, s_off as u32, d_off as u32];
-    push.extend(pad6(shape));
-    push.extend(ss);
-    push.extend(ds);
+    let push = CopyPush {
+        n: n as u32,
+        rank: shape.len() as u32,
+        s_off: s_off as u32,
+        d_off: d_off as u32,
+        shape: pad6(shape),
+        ss: *ss,
+        ds: *ds,
+    };
     // Rows of four when the destination's rows are contiguous and 4-aligned (shaders/copy.comp).
     let r = shape.len();
     let rows = r > 0

@@ -1,6 +1,7 @@
 //! Seeded random tensors generated on the device (`shaders/random.comp`, Philox4x32-10).
 
 use super::alloc_f32;
+use crate::device::push::RandomPush;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
 use crate::tensor::{IntTensor, Tensor};
@@ -38,15 +39,15 @@ impl Rng {
         }
         let st = alloc_f32(shape)?;
         if n > 0 {
-            let push = [
-                n as u32,
-                self.seed as u32,
-                (self.seed >> 32) as u32,
-                self.offset,
+            let push = RandomPush {
+                n: n as u32,
+                seed_lo: self.seed as u32,
+                seed_hi: (self.seed >> 32) as u32,
+                offset: self.offset,
                 dist,
-                a.to_bits(),
-                b.to_bits(),
-            ];
+                a,
+                b,
+            };
             Tensor::ctx()?.dispatch(
                 Kernel::Random,
                 &[],

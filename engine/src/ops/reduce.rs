@@ -1,6 +1,7 @@
 //! Reductions along one axis or all axes, with keepdim (`shaders/reduce.comp`).
 
 use super::{alloc_f32, norm_axis};
+use crate::device::push::ReducePush;
 use crate::device::Storage;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
@@ -51,19 +52,19 @@ fn reduce_passes(
         } else {
             grid(outputs, 64)
         };
-        let push = [
-            outer,
-            n,
-            inner,
-            if last { n.max(1) } else { CHUNK },
-            in_pairs as usize,
-            (arg && !last) as usize,
-        ];
+        let push = ReducePush {
+            outer: outer as u32,
+            n: n as u32,
+            inner: inner as u32,
+            chunk: if last { n.max(1) } else { CHUNK } as u32,
+            in_pairs,
+            out_pairs: (arg && !last) as u32,
+        };
         ctx.dispatch(
             Kernel::Reduce,
             &[op as u32, group as u32],
             &[Bind::texels(src), Bind::write(&dst)],
-            &push.map(|v| v as u32),
+            &push,
             groups,
         )?;
         if last {

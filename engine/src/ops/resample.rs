@@ -4,6 +4,7 @@
 //! error rather than a graph that silently stops here.
 
 use super::alloc_f32;
+use crate::device::push::ResamplePush;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Tensor};
@@ -59,7 +60,15 @@ impl Tensor {
         let st = alloc_f32(&out)?;
         let count = numel(&out);
         if count > 0 {
-            let push = [n, c, h, w, out_hw[0], out_hw[1]].map(|v| v as u32);
+            let u = |v: usize| v as u32;
+            let push = ResamplePush {
+                n: u(n),
+                c: u(c),
+                h: u(h),
+                w: u(w),
+                oh: u(out_hw[0]),
+                ow: u(out_hw[1]),
+            };
             Tensor::ctx()?.dispatch(
                 Kernel::Resample,
                 &[(padding == Padding::Border) as u32],

@@ -2,6 +2,7 @@
 //! logsumexp (max-subtracted) and L2 normalisation with epsilon.
 
 use super::alloc_f32;
+use crate::device::push::RowwisePush;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
 use crate::tensor::{Shape, Tensor};
@@ -53,7 +54,11 @@ impl Tensor {
                 Kernel::Rowwise,
                 &[op as u32, group as u32],
                 &[Bind::texels(self.storage()), Bind::write(&st)],
-                &[rows as u32, n as u32, eps.to_bits()],
+                &RowwisePush {
+                    rows: rows as u32,
+                    n: n as u32,
+                    eps,
+                },
                 groups,
             )?;
         }

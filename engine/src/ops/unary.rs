@@ -1,6 +1,7 @@
 //! Elementwise ops of one tensor (and tensor-scalar forms), kernel `shaders/unary.comp`.
 
 use super::alloc_f32;
+use crate::device::push::UnaryPush;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::Result;
 use crate::reference::Unary;
@@ -45,7 +46,7 @@ impl Tensor {
                 Kernel::Unary,
                 &[op as u32],
                 &[Bind::texels(self.storage()), Bind::write(&st)],
-                &[n as u32, s.to_bits()],
+                &UnaryPush { n: n as u32, s },
                 grid(n.div_ceil(4), 256),
             )?;
         }
