@@ -28,12 +28,8 @@ pub struct Context {
     pub(crate) pool: Arc<Mutex<Pool>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     rec: Mutex<Recorder>,
-    /// Use the one-workgroup-per-row kernel variants (GPUs) rather than one invocation per
-    /// row (CPU drivers, which vectorise across invocations and pay for barriers).
-    pub(crate) group_rows: bool,
-    /// Loop iterations one invocation may run, where the driver caps them: llvmpipe ends all
-    /// loops of an invocation after 65535 iterations in total (see shaders/common.glsl).
-    pub(crate) loop_budget: Option<usize>,
+    /// What kernel choice needs to know about the device (`device/caps.rs`).
+    pub caps: super::caps::Caps,
     /// The largest range one storage-buffer binding may cover, and the most texels a texel
     /// buffer view may hold (maxStorageBufferRange, maxTexelBufferElements).
     max_storage_range: u64,
@@ -178,18 +174,7 @@ impl Context {
             .ok_or_else(|| Error::vulkan("opening the queue", "none returned"))?;
         let mem = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
         let rec = Recorder::new(device.clone(), queue)?;
-        // VKGRAD_KERNELS=gpu|cpu forces a variant family (the test suite runs the GPU variants on
-        // lavapipe too, so both are verified on machines without a GPU).
-        let group_rows = match std::env::var("VKGRAD_KERNELS").as_deref() {
-            Ok("gpu") => true,
-            Ok("cpu") => false,
-            _ => info.kind != "CPU",
-        };
-        let loop_budget = info
-            .driver
-            .to_lowercase()
-            .contains("llvmpipe")
-            .then_some(60_000);
+        let caps = super::caps::Caps::read(device.physical_device());
         let props = device.physical_device().properties();
         let max_storage_range = props.max_storage_buffer_range as u64;
         let max_texels = props.max_texel_buffer_elements as u64;
@@ -200,8 +185,7 @@ impl Context {
             pool: Arc::new(Mutex::new(Pool::default())),
             pipelines: Mutex::new(HashMap::new()),
             rec: Mutex::new(rec),
-            group_rows,
-            loop_budget,
+            caps,
             max_storage_range,
             max_texels,
             profile: std::env::var("VKGRAD_PROFILE")
@@ -229,7 +213,7 @@ impl Context {
         iterations: usize,
         what: impl FnOnce() -> String,
     ) -> Result<()> {
-        match self.loop_budget {
+        match self.caps.loop_budget {
             Some(b) if iterations > b => Err(Error::op(
                 op,
                 format!("{}: needs {iterations} loop iterations per invocation, more than the {b} this driver ({}) runs", what(), self.info.driver),

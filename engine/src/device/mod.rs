@@ -1,6 +1,7 @@
 //! Layer 1: the Vulkan instance, device listing and choice, and the process-wide [`Context`]
 //! that owns the device, the buffer pool, the pipeline cache and the command recorder.
 
+pub mod caps;
 mod context;
 mod kernels;
 mod pool;

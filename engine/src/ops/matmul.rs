@@ -2,6 +2,7 @@
 //! A^T B). Kernel `shaders/matmul.comp`; the register tile is chosen per device.
 
 use super::alloc_f32;
+use crate::device::caps::{Caps, TILED_MATMUL_SHARED};
 use crate::device::push::MatmulPush;
 use crate::device::{Bind, Kernel};
 use crate::error::{Error, Result};
@@ -82,6 +83,46 @@ impl Tensor {
     }
 }
 
+/// A matmul kernel variant: the kernel, its workgroups, and its loop iterations per invocation
+/// (`loops`; `per_k` per element of K) for drivers with a loop budget.
+struct Variant {
+    kernel: Kernel,
+    groups: [usize; 3],
+    loops: usize,
+    per_k: f64,
+}
+
+/// The matmul kernel for this device and shape — the one place it is chosen (see shaders/):
+/// devices with workgroup kernels and the shared memory for two 16×64 tiles take the tiled
+/// one; the others (CPU drivers) take the 8-lane vec4 one when K and each operand's contiguous
+/// dimension are multiples of 4, and a scalar 4×4 one otherwise. Loops per invocation: K/16
+/// slices of up to ~400 iterations, K/4, K.
+fn variant(caps: &Caps, [batch, m, ka, n]: [usize; 4], ta: bool, tb: bool) -> Variant {
+    let vec = ka % 4 == 0 && (!ta || m % 4 == 0) && (tb || n % 4 == 0);
+    if caps.workgroup_kernels && caps.shared_memory >= TILED_MATMUL_SHARED {
+        Variant {
+            kernel: Kernel::MatmulTiled,
+            groups: [n.div_ceil(64), m.div_ceil(64), batch],
+            loops: ka.div_ceil(16) * 400,
+            per_k: 25.0,
+        }
+    } else if vec {
+        Variant {
+            kernel: Kernel::MatmulLanes,
+            groups: [n.div_ceil(64), m.div_ceil(8), batch],
+            loops: ka / 4,
+            per_k: 0.25,
+        }
+    } else {
+        Variant {
+            kernel: Kernel::Matmul,
+            groups: [n.div_ceil(32), m.div_ceil(32), batch],
+            loops: ka,
+            per_k: 1.0,
+        }
+    }
+}
+
 /// The product's kernel dispatch (no graph): `dims` = [batch, M, K, N]. Where the driver caps
 /// loop iterations per invocation (llvmpipe), a K too long for one pass is split into chunks
 /// whose products are summed.
@@ -103,34 +144,13 @@ fn matmul_raw(
         ctx.fill(&st, 0)?;
         return Ok(st);
     }
-    // Three kernels (see shaders/): GPUs take the shared-memory tiled one; CPU drivers take the
-    // 8-lane vec4 one when K and each operand's contiguous dimension are multiples of 4, and a
-    // scalar 4 x 4 one otherwise. Loop counts per invocation (for drivers with a loop budget):
-    // K/16 slices of up to ~400 iterations, K/4, K.
-    let vec = ka % 4 == 0 && (!ta || m % 4 == 0) && (tb || n % 4 == 0);
-    let (kernel, groups, loops, per_k) = if ctx.group_rows {
-        (
-            Kernel::MatmulTiled,
-            [n.div_ceil(64), m.div_ceil(64), batch],
-            ka.div_ceil(16) * 400,
-            25.0,
-        )
-    } else if vec {
-        (
-            Kernel::MatmulLanes,
-            [n.div_ceil(64), m.div_ceil(8), batch],
-            ka / 4,
-            0.25,
-        )
-    } else {
-        (
-            Kernel::Matmul,
-            [n.div_ceil(32), m.div_ceil(32), batch],
-            ka,
-            1.0,
-        )
-    };
-    if let Some(budget) = ctx.loop_budget.filter(|&b| loops > b) {
+    let Variant {
+        kernel,
+        groups,
+        loops,
+        per_k,
+    } = variant(&ctx.caps, [batch, m, ka, n], ta, tb);
+    if let Some(budget) = ctx.caps.loop_budget.filter(|&b| loops > b) {
         // Chunks of K that fit, a multiple of 16 so the vec4 path stays available.
         let chunk = (((budget as f64 / per_k) as usize) / 16 * 16).max(16);
         return crate::autograd::no_grad(|| {

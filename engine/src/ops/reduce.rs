@@ -1,6 +1,7 @@
 //! Reductions along one axis or all axes, with keepdim (`shaders/reduce.comp`).
 
 use super::{alloc_f32, norm_axis};
+use crate::device::caps::Caps;
 use crate::device::push::ReducePush;
 use crate::device::Storage;
 use crate::device::{grid, Bind, Kernel};
@@ -22,6 +23,13 @@ enum R {
 const CHUNK: usize = 4096;
 
 /// Reduces [outer, n, inner] into `out` ([outer, inner]), in as many passes as needed.
+/// The reduction variant for this device and shape — the one place it is chosen: one
+/// workgroup per output for long contiguous rows on devices with workgroup kernels (see
+/// shaders/reduce.comp), one invocation per output chunk otherwise.
+fn grouped(caps: &Caps, n: usize, inner: usize) -> bool {
+    caps.workgroup_kernels && inner == 1 && (256..=64 * CHUNK).contains(&n)
+}
+
 fn reduce_passes(
     x: &Storage,
     op: R,
@@ -37,8 +45,7 @@ fn reduce_passes(
     loop {
         let src = partial.as_deref().unwrap_or(x);
         let in_pairs = (arg && partial.is_some()) as u32;
-        // One workgroup per output on GPUs for long contiguous rows (see shaders/reduce.comp).
-        let group = ctx.group_rows && inner == 1 && (256..=64 * CHUNK).contains(&n);
+        let group = grouped(&ctx.caps, n, inner);
         let last = group || n <= CHUNK;
         let chunks = if last { 1 } else { n.div_ceil(CHUNK) };
         let dst = if last {

@@ -3,6 +3,7 @@
 
 use super::alloc_f32;
 use crate::device::push::RowwisePush;
+use crate::device::Context;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
 use crate::tensor::{Shape, Tensor};
@@ -38,8 +39,7 @@ impl Tensor {
         let st = alloc_f32(&out)?;
         if rows > 0 {
             let ctx = Tensor::ctx()?;
-            // One invocation per row loops 3n times; a 64-lane workgroup 3n/64 (+ the tree).
-            let group = ctx.group_rows || ctx.check_loop(name, 3 * n, String::new).is_err();
+            let group = grouped(ctx, name, n);
             if group {
                 ctx.check_loop(name, 3 * n.div_ceil(64) + 12, || {
                     format!("rows of {n} in {:?}", self.shape())
@@ -129,4 +129,12 @@ impl Tensor {
             g.sub(&y.mul(&gy.mul(&active)?)?)?.div(&n)
         })
     }
+}
+
+/// The row-wise variant for this device and row length — the one place it is chosen: a
+/// 64-lane workgroup per row on devices with workgroup kernels, and wherever one invocation's
+/// 3n loop iterations would pass the driver's loop budget (a workgroup loops 3n/64 + the
+/// tree); one invocation per row otherwise (CPU drivers).
+fn grouped(ctx: &Context, op: &'static str, n: usize) -> bool {
+    ctx.caps.workgroup_kernels || ctx.check_loop(op, 3 * n, String::new).is_err()
 }
