@@ -349,3 +349,29 @@ impl<'a> OpCase<'a> {
 pub fn broadcast_tensors(max_elems: usize) -> impl Strategy<Value = (RefTensor, RefTensor)> {
     broadcast_pair(max_elems).prop_flat_map(|(sa, sb)| (tensor_of(sa), tensor_of(sb)))
 }
+
+/// The `RefTensor { shape: [..], data: [..] }`s of a line of a proptest regressions file.
+pub fn kept_tensors(line: &str) -> Vec<RefTensor> {
+    let list = |text: &str, key: &str| -> (String, usize) {
+        let start = text.find(key).unwrap() + key.len();
+        let end = start + text[start..].find(']').unwrap();
+        (text[start..end].to_string(), end)
+    };
+    let mut out = Vec::new();
+    let mut rest = line;
+    while rest.contains("RefTensor {") {
+        let (shape, at) = list(rest, "shape: [");
+        let after = &rest[at..];
+        let (data, end) = list(after, "data: [");
+        let parse = |t: &str| -> Vec<f64> {
+            t.split(',')
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.trim().parse().unwrap())
+                .collect()
+        };
+        let shape: Vec<usize> = parse(&shape).into_iter().map(|v| v as usize).collect();
+        out.push(RefTensor::new(&shape, parse(&data)));
+        rest = &after[end..];
+    }
+    out
+}

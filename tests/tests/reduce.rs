@@ -2,26 +2,8 @@
 
 use proptest::prelude::*;
 use vkgrad::reference::Reduce;
-use vkgrad::Tensor;
+use vkgrad::{ReduceOp, Tensor, REDUCE_OPS};
 use vkgrad_tests::*;
-
-fn gpu_reduce(
-    op: Reduce,
-    x: &Tensor,
-    axis: Option<usize>,
-    keepdim: bool,
-) -> vkgrad::Result<Tensor> {
-    match (op, axis) {
-        (Reduce::Sum, Some(a)) => x.sum_axis(a as isize, keepdim),
-        (Reduce::Mean, Some(a)) => x.mean_axis(a as isize, keepdim),
-        (Reduce::Max, Some(a)) => x.max_axis(a as isize, keepdim),
-        (Reduce::Min, Some(a)) => x.min_axis(a as isize, keepdim),
-        (Reduce::Sum, None) => x.sum_all(),
-        (Reduce::Mean, None) => x.mean_all(),
-        (Reduce::Max, None) => x.max_all(),
-        (Reduce::Min, None) => x.min_all(),
-    }
-}
 
 /// Shape, an axis (or all), keepdim.
 fn reduce_case() -> impl Strategy<Value = (RefTensor, Option<usize>, bool)> {
@@ -40,23 +22,26 @@ proptest! {
 
     #[test]
     fn reductions_match_reference(
-        op in prop_oneof![Just(Reduce::Sum), Just(Reduce::Mean), Just(Reduce::Max), Just(Reduce::Min)],
+        op in prop::sample::select(REDUCE_OPS.iter().collect::<Vec<&'static ReduceOp>>()),
         (x, axis, keepdim) in reduce_case(),
     ) {
         let keepdim = keepdim && axis.is_some();
-        let name = format!("{op:?} axis {axis:?} keepdim {keepdim}");
-        let gpu_f = |xs: &[Tensor]| gpu_reduce(op, &xs[0], axis, keepdim);
-        let ref_f = |xs: &[RefTensor]| r::reduce(op, &xs[0], axis, keepdim);
-        let vjp_f = |xs: &[RefTensor], g: &RefTensor| vec![r::reduce_vjp(op, &xs[0], axis, g)];
+        let r_op = op.reference;
+        let name = format!("{} axis {axis:?} keepdim {keepdim}", op.name);
+        let gpu_f = |xs: &[Tensor]| match axis {
+            Some(a) => (op.axis)(&xs[0], a as isize, keepdim),
+            None => (op.all)(&xs[0]),
+        };
+        let ref_f = |xs: &[RefTensor]| r::reduce(r_op, &xs[0], axis, keepdim);
+        let vjp_f = |xs: &[RefTensor], g: &RefTensor| vec![r::reduce_vjp(r_op, &xs[0], axis, g)];
         let n_terms = axis.map_or(x.len(), |a| x.shape[a]);
         let mut scale = r::reduce_abs_scale(&x, axis, keepdim);
-        if op == Reduce::Mean {
+        if r_op == Reduce::Mean {
             for v in &mut scale.data { *v /= n_terms as f64; }
         }
         // max/min are exact; a tie makes them non-differentiable, so no finite differences.
-        let exact = matches!(op, Reduce::Max | Reduce::Min);
         let mut case = OpCase::new(&name, vec![x], &gpu_f, &ref_f).vjp(&vjp_f);
-        case = if exact { case.tol(tol::ELEMENTWISE).no_finite_differences() } else { case.tol(tol::ACCUMULATE).scale(scale, n_terms) };
+        case = if op.exact { case.tol(tol::ELEMENTWISE).no_finite_differences() } else { case.tol(tol::ACCUMULATE).scale(scale, n_terms) };
         case.check()?;
     }
 

@@ -6,6 +6,7 @@ use crate::device::push::ReducePush;
 use crate::device::Storage;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
+use crate::reference::Reduce;
 use crate::tensor::{IntTensor, Shape, Tensor};
 use std::sync::Arc;
 
@@ -243,5 +244,82 @@ impl Tensor {
     /// Index of the smallest element along `axis` (first one on ties).
     pub fn argmin(&self, axis: isize, keepdim: bool) -> Result<IntTensor> {
         self.arg_impl(axis, keepdim, R::Argmin, "argmin")
+    }
+}
+
+/// One reduction, defined once: its name (= the host op), the `Tensor` calls over all elements
+/// and over one axis, and one hop away the f64 reference entry it is proven against. The
+/// host's op table and the reduction property test read it.
+pub struct ReduceOp {
+    pub name: &'static str,
+    pub all: fn(&Tensor) -> Result<Tensor>,
+    pub axis: fn(&Tensor, isize, bool) -> Result<Tensor>,
+    pub reference: Reduce,
+    /// `max`/`min`: exact values (tolerance `ELEMENTWISE`); ties make them not differentiable.
+    pub exact: bool,
+}
+
+impl std::fmt::Debug for ReduceOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Every reduction (argmax/argmin return integers and have their own property).
+pub const REDUCE_OPS: &[ReduceOp] = &[
+    ReduceOp {
+        name: "sum",
+        all: Tensor::sum_all,
+        axis: Tensor::sum_axis,
+        reference: Reduce::Sum,
+        exact: false,
+    },
+    ReduceOp {
+        name: "mean",
+        all: Tensor::mean_all,
+        axis: Tensor::mean_axis,
+        reference: Reduce::Mean,
+        exact: false,
+    },
+    ReduceOp {
+        name: "max",
+        all: Tensor::max_all,
+        axis: Tensor::max_axis,
+        reference: Reduce::Max,
+        exact: true,
+    },
+    ReduceOp {
+        name: "min",
+        all: Tensor::min_all,
+        axis: Tensor::min_axis,
+        reference: Reduce::Min,
+        exact: true,
+    },
+];
+
+/// The reduction called `name`.
+pub fn reduce_op(name: &str) -> Option<&'static ReduceOp> {
+    REDUCE_OPS.iter().find(|o| o.name == name)
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    /// Every reduction is a host op taking `axis` and `keepdim`, with its own reference entry.
+    #[test]
+    fn the_table_agrees_with_the_host_op_table() {
+        for op in REDUCE_OPS {
+            let spec = vkgrad_plugin::ops::spec(op.name).unwrap();
+            let attrs: Vec<&str> = spec.attrs.iter().map(|a| a.0).collect();
+            assert_eq!(attrs, ["axis", "keepdim"], "{}", op.name);
+        }
+        let mut refs: Vec<String> = REDUCE_OPS
+            .iter()
+            .map(|o| format!("{:?}", o.reference))
+            .collect();
+        refs.sort();
+        refs.dedup();
+        assert_eq!(refs.len(), REDUCE_OPS.len());
     }
 }

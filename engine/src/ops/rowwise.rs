@@ -6,6 +6,7 @@ use crate::device::push::RowwisePush;
 use crate::device::Context;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
+use crate::reference::Rowwise;
 use crate::tensor::{Shape, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,4 +138,83 @@ impl Tensor {
 /// tree); one invocation per row otherwise (CPU drivers).
 fn grouped(ctx: &Context, op: &'static str, n: usize) -> bool {
     ctx.caps.workgroup_kernels || ctx.check_loop(op, 3 * n, String::new).is_err()
+}
+
+/// One row-wise op over the last axis, defined once: its name (= the host op), the `Tensor`
+/// call, its `eps` attribute and default where it has one, and one hop away the f64 reference
+/// entry it is proven against, with the eps values the property test draws.
+pub struct RowwiseOp {
+    pub name: &'static str,
+    /// The call; the f32 is `eps` (ignored by ops without one).
+    pub call: fn(&Tensor, f32) -> Result<Tensor>,
+    pub eps: Option<(&'static str, f32)>,
+    pub reference: fn(f64) -> Rowwise,
+    pub eps_values: &'static [f64],
+}
+
+impl std::fmt::Debug for RowwiseOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+const fn plain(
+    name: &'static str,
+    call: fn(&Tensor, f32) -> Result<Tensor>,
+    reference: fn(f64) -> Rowwise,
+) -> RowwiseOp {
+    RowwiseOp {
+        name,
+        call,
+        eps: None,
+        reference,
+        eps_values: &[0.0],
+    }
+}
+
+/// Every row-wise op.
+pub const ROWWISE_OPS: &[RowwiseOp] = &[
+    plain("softmax", |x, _| x.softmax(), |_| Rowwise::Softmax),
+    plain(
+        "log_softmax",
+        |x, _| x.log_softmax(),
+        |_| Rowwise::LogSoftmax,
+    ),
+    plain("logsumexp", |x, _| x.logsumexp(), |_| Rowwise::LogSumExp),
+    // PyTorch's F.normalize default eps, and a large one that the kink at ‖x‖ = eps is hit by.
+    RowwiseOp {
+        eps: Some(("eps", 1e-12)),
+        eps_values: &[1e-12, 1e-3],
+        ..plain("l2_normalize", Tensor::l2_normalize, Rowwise::L2Normalize)
+    },
+];
+
+/// The row-wise op called `name`.
+pub fn rowwise_op(name: &str) -> Option<&'static RowwiseOp> {
+    ROWWISE_OPS.iter().find(|o| o.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vkgrad_plugin::ops::Need;
+
+    /// Every row-wise op is a host op with the same attribute and default.
+    #[test]
+    fn the_table_agrees_with_the_host_op_table() {
+        for op in ROWWISE_OPS {
+            let spec = vkgrad_plugin::ops::spec(op.name).unwrap();
+            match op.eps {
+                None => assert!(spec.attrs.is_empty(), "{}", op.name),
+                Some((key, default)) => {
+                    let (name, _, need) = spec.attrs[0];
+                    assert_eq!((spec.attrs.len(), name), (1, key));
+                    let Need::Optional(text) = need else {
+                        panic!("{}: `{key}` should be optional", op.name)
+                    };
+                    assert_eq!(text.parse::<f32>().unwrap(), default, "{}", op.name);
+                }
+            }
+        }
+    }
 }

@@ -214,39 +214,33 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
         want(2)?;
         return f((op.call)(x(0)?, x(1)?)?);
     }
+    if let Some(op) = crate::ops::rowwise::rowwise_op(name) {
+        want(1)?;
+        let eps = match op.eps {
+            Some((key, default)) => a
+                .get(key)
+                .and_then(Value::as_f64)
+                .map_or(default, |v| v as f32),
+            None => 0.0,
+        };
+        return f((op.call)(x(0)?, eps)?);
+    }
+    if let Some(op) = crate::ops::reduce::reduce_op(name) {
+        want(1)?;
+        let t = x(0)?;
+        return f(match a.get("axis").and_then(Value::as_i64) {
+            Some(axis) => (op.axis)(t, axis as isize, attr_b(a, "keepdim"))?,
+            None => (op.all)(t)?,
+        });
+    }
     match name {
-        "softmax" | "log_softmax" | "logsumexp" | "detach" => {
+        "detach" => {
             want(1)?;
-            let t = x(0)?;
-            f(match name {
-                "softmax" => t.softmax()?,
-                "log_softmax" => t.log_softmax()?,
-                "logsumexp" => t.logsumexp()?,
-                _ => t.detach(),
-            })
-        }
-        "l2_normalize" => {
-            want(1)?;
-            f(x(0)?.l2_normalize(a.get("eps").and_then(Value::as_f64).unwrap_or(1e-12) as f32)?)
+            f(x(0)?.detach())
         }
         "where" => {
             want(3)?;
             f(Tensor::where_(x(0)?, x(1)?, x(2)?)?)
-        }
-        "sum" | "mean" | "max" | "min" => {
-            want(1)?;
-            let t = x(0)?;
-            let keep = attr_b(a, "keepdim");
-            f(match (name, a.get("axis").and_then(Value::as_i64)) {
-                ("sum", Some(ax)) => t.sum_axis(ax as isize, keep)?,
-                ("mean", Some(ax)) => t.mean_axis(ax as isize, keep)?,
-                ("max", Some(ax)) => t.max_axis(ax as isize, keep)?,
-                ("min", Some(ax)) => t.min_axis(ax as isize, keep)?,
-                ("sum", None) => t.sum_all()?,
-                ("mean", None) => t.mean_all()?,
-                ("max", None) => t.max_all()?,
-                _ => t.min_all()?,
-            })
         }
         "argmax" | "argmin" => {
             want(1)?;
