@@ -262,8 +262,8 @@ fn verify_catches_wrong_values_nan_and_panics() {
         "{out}\n{err}"
     );
     // The report names the side that panicked and the input it panicked on (not a shrunk
-    // one that failed only because the plugin was poisoned); the rest is "not run", and the
-    // correct sibling component is not reported as failing.
+    // one that failed only because the plugin was poisoned); the component's other checks are
+    // "not run", and the correct sibling component, verified in a process of its own, passes.
     assert!(
         out.contains("FAIL fixture::mean_square — matches CPU reference: the device path panicked"),
         "{out}"
@@ -275,9 +275,22 @@ fn verify_catches_wrong_values_nan_and_panics() {
         "{out}"
     );
     assert!(
-        out.contains("skip fixture::cross_correlation — matches CPU reference: not run")
+        out.contains("ok   fixture::cross_correlation — matches CPU reference")
             && !out.contains("FAIL fixture::cross_correlation"),
         "{out}"
+    );
+    // A plugin that crashes the process fails the component it crashed in, named with the
+    // check it was running; the harness goes on with the other components.
+    let (ok, out, err) = fixture("segfault", &["verify", "--cases", "8"]);
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL fixture::mean_square — runs without crashing the process: the process")
+            && out.contains("while checking"),
+        "{out}\n{err}"
+    );
+    assert!(
+        out.contains("ok   fixture::cross_correlation — gradient vs finite differences"),
+        "{out}\n{err}"
     );
     let (ok, out, _) = fixture("panic_n5", &["verify", "--cases", "32"]);
     assert!(
