@@ -13,3 +13,7 @@ VKGRAD_KERNELS=gpu cargo test -p vkgrad-tests
 cargo build --release -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive \
     -p vkgrad-plugin-encoders -p vkgrad-plugin-augment
 for p in target/release/libvkgrad_plugin_*.so; do ./target/release/vkgrad verify "$p" --cases 64; done
+# ... and the harness must catch known faults injected into every built-in loss (no blind spot).
+for p in target/release/libvkgrad_plugin_{contrastive,template}.so; do
+    ./target/release/vkgrad verify "$p" --self-test --cases 16
+done

@@ -556,3 +556,38 @@ fn a_loss_declares_its_minimum_batch_and_the_gradient_floor_holds_at_it() {
         "{err}"
     );
 }
+
+/// `verify --self-test`: every injected fault is caught on a correct loss, and a harness too
+/// weak to catch them (no generated cases) reports each as a blind spot and fails.
+#[test]
+fn the_self_test_catches_every_injected_fault_or_names_the_blind_spot() {
+    let lib = copy_of(&built_plugin("vkgrad-fixture-plugin"), "fixture_self_test");
+    let lib = lib.to_str().unwrap();
+    let (ok, out, err) = vkgrad(
+        &["verify", lib, "--self-test", "--cases", "16"],
+        &[("VKGRAD_FIXTURE", "ok")],
+    );
+    assert!(ok, "{out}\n{err}");
+    for fault in [
+        "forward × (1 + 1e-3)",
+        "gradient × 1.1",
+        "gradient dropped",
+        "NaN at degenerate inputs",
+    ] {
+        for comp in ["fixture::mean_square", "fixture::cross_correlation"] {
+            assert!(
+                out.contains(&format!("caught {comp} — {fault}: by ")),
+                "{comp} {fault}: {out}"
+            );
+        }
+    }
+    assert!(out.contains("8 caught, 0 blind spot(s)"), "{out}");
+    let (ok, out, _) = vkgrad(
+        &["verify", lib, "--self-test", "--cases", "0"],
+        &[("VKGRAD_FIXTURE", "ok")],
+    );
+    assert!(
+        !ok && out.contains("BLIND SPOT fixture::mean_square — gradient × 1.1"),
+        "{out}"
+    );
+}

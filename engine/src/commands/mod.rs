@@ -170,6 +170,11 @@ pub enum Command {
         /// Options (JSON) to build the component with instead of its defaults; needs --component.
         #[arg(long, requires = "component")]
         options: Option<String>,
+        /// Prove the harness itself: inject known faults into each loss component (forward
+        /// × (1 + 1e-3), gradient × 1.1, gradient dropped, NaN at degenerate inputs) and report
+        /// which property caught each; a fault that none catches is a blind spot (an error).
+        #[arg(long, conflicts_with = "options")]
+        self_test: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -258,7 +263,17 @@ pub fn run(cli: Cli) -> vkgrad::Result<()> {
             cases,
             seed,
             component,
+            options: _,
+            self_test: true,
+            json,
+        } => verify::self_test(&path, cases, seed, component.as_deref(), json),
+        Command::Verify {
+            path,
+            cases,
+            seed,
+            component,
             options,
+            self_test: false,
             json,
         } => verify::verify(
             &path,

@@ -178,3 +178,81 @@ fn ended_by_signal(status: &std::process::ExitStatus) -> String {
 fn ended_by_signal(_: &std::process::ExitStatus) -> String {
     "ended without a report".into()
 }
+
+/// `vkgrad verify --self-test`: each loss component verified clean, then with each known fault
+/// injected (in this process: the faults are the host's, around a healthy plugin).
+pub fn self_test(
+    path: &Path,
+    cases: u32,
+    seed: u64,
+    component: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let mut reg = vkgrad::plugin::Registry::default();
+    reg.load(path)?;
+    let plugin = &reg.plugins[0];
+    let only = vkgrad::plugin::verify::Only {
+        component,
+        options: "{}",
+    };
+    let chosen = only.select(plugin)?;
+    let (clean, outcomes) =
+        vkgrad::plugin::verify::faults::self_test(&chosen, cases, seed, |what| {
+            if !json {
+                eprintln!("self-test: {what}");
+            }
+        });
+    let failed_clean: Vec<_> = clean.iter().filter(|c| !c.passed).collect();
+    let blind: Vec<_> = outcomes.iter().filter(|o| o.caught_by.is_empty()).collect();
+    let losses = chosen.iter().filter(|c| c.kind == "loss").count();
+    if json {
+        let out = serde_json::json!({ "plugin": plugin.name, "loss_components": losses, "failed_without_faults": failed_clean, "faults": outcomes, "blind_spots": blind.len() });
+        println!("{out}");
+    } else {
+        for c in &failed_clean {
+            println!(
+                "FAIL {} — {} (without faults): {}",
+                c.component, c.property, c.detail
+            );
+        }
+        for o in &outcomes {
+            match o.caught_by.is_empty() {
+                true => println!(
+                    "BLIND SPOT {} — {}: no property caught it",
+                    o.component, o.fault
+                ),
+                false => println!(
+                    "caught {} — {}: by {}",
+                    o.component,
+                    o.fault,
+                    o.caught_by.join(", ")
+                ),
+            }
+        }
+        let others = chosen.len() - losses;
+        if others > 0 {
+            println!("{others} encoder/augmentation component(s) not self-tested (faults are injected into losses only)");
+        }
+        println!(
+            "{} fault(s) injected into {losses} loss component(s): {} caught, {} blind spot(s)",
+            outcomes.len(),
+            outcomes.len() - blind.len(),
+            blind.len()
+        );
+    }
+    if !failed_clean.is_empty() {
+        return Err(vkgrad::Error::Other(format!(
+            "{} check(s) failed without faults for {}: fix those first",
+            failed_clean.len(),
+            path.display()
+        )));
+    }
+    if !blind.is_empty() {
+        return Err(vkgrad::Error::Other(format!(
+            "{} fault(s) went unnoticed in {}",
+            blind.len(),
+            path.display()
+        )));
+    }
+    Ok(())
+}

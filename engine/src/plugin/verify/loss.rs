@@ -1,6 +1,7 @@
 //! The checks of a loss component.
 
 use super::cases::values;
+use super::faults::Fault;
 use super::numeric::*;
 use super::*;
 
@@ -31,7 +32,19 @@ pub(super) fn loss_run_once(loss: &Instance, c: &Case, x: &[f64]) -> Result<(f32
         .iter()
         .map(|e| Tensor::from_vec(to_f32(e), &dims))
         .collect::<Result<Vec<_>>>()?;
-    let y = loss.forward_with(&xt, Some(&labels), &extra)?;
+    // `--self-test` faults (verify/faults.rs) act here, around the plugin's own forward.
+    let x_in = match super::faults::current() {
+        Fault::ScaleGradient => xt.mul_scalar(1.1)?.sub(&xt.detach().mul_scalar(0.1)?)?,
+        Fault::DropGradient => xt.detach(),
+        _ => xt.clone(),
+    };
+    let mut y = loss.forward_with(&x_in, Some(&labels), &extra)?;
+    if super::faults::current() == Fault::ScaleForward {
+        y = y.mul_scalar(1.001)?;
+    }
+    if super::faults::nan_here(c.degenerate) {
+        y = y.mul_scalar(f32::NAN)?;
+    }
     y.backward()?;
     // A missing gradient is a detached graph (the loss does not depend on its features), not
     // a zero gradient.

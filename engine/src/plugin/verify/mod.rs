@@ -8,11 +8,13 @@
 
 //!
 //! The files: this one (the report, the driver), `cases` (generated inputs), `numeric`
-//! (comparisons, finite differences), `loss`, `encoder`, `augmentation` (each kind's checks).
+//! (comparisons, finite differences), `loss`, `encoder`, `augmentation` (each kind's checks),
+//! `faults` (the self-test: known faults injected, each must be caught).
 
 mod augmentation;
 mod cases;
 mod encoder;
+pub mod faults;
 mod loss;
 mod numeric;
 
