@@ -207,7 +207,7 @@ pub fn run(
         let reg = crate::plugin::Registry::load_for(&[])?;
         let comp = reg.find("loss", "contrastive::nt_xent")?;
         let max_bytes = context()?.buffer_limits().0;
-        for n in [1024usize, 4096] {
+        for n in [256usize, 1024, 4096] {
             let x = rng.normal(&[n, 2, 128], 0.0, 1.0)?;
             for path in ["matrix", "tiled"] {
                 if path == "matrix" && (2 * n * 2 * n * 4) as u64 > max_bytes {

@@ -212,3 +212,85 @@ fn edges_are_finite_where_defined_and_minus_infinity_where_empty() {
     let e = q.similarity_lse(&q, None, &idx).err().unwrap().to_string();
     assert!(e.contains("out of range"), "{e}");
 }
+
+/// Sizes the property's small cases do not reach, against the reference: rows longer than a
+/// 64-lane workgroup (each lane then strides over several keys) in several tiles, and rows of
+/// more keys than one invocation may loop over on a CPU driver (the kernel then takes the
+/// workgroup-per-row variant in either kernel family). Labels, exclusion and external
+/// positives all on.
+#[test]
+fn long_rows_and_many_tiles_match_the_reference() {
+    for (m, p, d, tile_rows) in [(130, 200, 8, 50), (3, 30_011, 2, 2)] {
+        let q = probe(&[m, d], 0.1).to_f32();
+        let k = probe(&[p, d], 0.2).to_f32();
+        let ext: Vec<f32> = probe(&[m], 0.3)
+            .data
+            .iter()
+            .map(|v| 2.0 * *v as f32)
+            .collect();
+        let c = Case {
+            m,
+            p,
+            d,
+            q,
+            k,
+            ext: Some(ext),
+            temperature: 0.1,
+            exclude_self: true,
+            mode: 2,
+            index: vec![],
+            labels_q: (0..m as u32).map(|i| i % 7).collect(),
+            labels_k: (0..p as u32).map(|j| j % 7).collect(),
+            tile_rows,
+        };
+        let (qr, kr, er) = c.refs();
+        let want = similarity_lse(&qr, &kr, er.as_deref(), &c.spec());
+        let qt = Tensor::from_slice(&c.q, &[m, d]).unwrap().requires_grad();
+        let kt = Tensor::from_slice(&c.k, &[p, d]).unwrap().requires_grad();
+        let et = Tensor::from_slice(c.ext.as_ref().unwrap(), &[m])
+            .unwrap()
+            .requires_grad();
+        let y = qt.similarity_lse(&kt, Some(&et), &c.op()).unwrap();
+        let rows = c.row_scale();
+        let scale = RefTensor::new(
+            &[m, 4],
+            (0..m * 4)
+                .map(|i| rows[i / 4] + want.data[i].abs())
+                .collect(),
+        );
+        assert_close(
+            "similarity_lse forward",
+            &y.to_vec().unwrap(),
+            &want,
+            Some(&scale),
+            p + d,
+            tol::ROWWISE,
+        )
+        .unwrap();
+        let g = probe(&[m, 4], 0.3);
+        y.backward_with(&gpu(&g)).unwrap();
+        let (dq, dk, de) = similarity_lse_vjp(&qr, &kr, er.as_deref(), &c.spec(), &g);
+        let de = RefTensor::new(&[m], de);
+        for (name, t, want, n) in [
+            ("dq", &qt, &dq, p + d),
+            ("dk", &kt, &dk, m + d),
+            ("de", &et, &de, p),
+        ] {
+            let gmax = want.data.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            let s = RefTensor::new(
+                &want.shape,
+                want.data.iter().map(|v| v.abs() + gmax + 1e-6).collect(),
+            );
+            let got = t.grad().expect("a gradient").to_vec().unwrap();
+            assert_close(
+                &format!("{name} ({m}x{p})"),
+                &got,
+                want,
+                Some(&s),
+                n,
+                tol::GRADIENT,
+            )
+            .unwrap();
+        }
+    }
+}

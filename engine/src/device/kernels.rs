@@ -57,6 +57,7 @@ kernels! {
     Index => index_cs, "../shaders/index.comp";
     Im2col => im2col_cs, "../shaders/im2col.comp";
     Resample => resample_cs, "../shaders/resample.comp";
+    Similarity => similarity_cs, "../shaders/similarity.comp";
 }
 
 /// A built pipeline and its layout (descriptors are pushed, not allocated: set 0 is a

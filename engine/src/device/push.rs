@@ -61,6 +61,11 @@ push! {
     }
     /// Affine resampling of [n, c, h, w] images to oh×ow.
     ResamplePush for [Resample] { n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32 }
+    /// similarity_lse's fused tile of `rows` query rows from `r0` against n keys; the last
+    /// three are 0/1 flags.
+    SimilarityPush for [Similarity] {
+        rows: u32, n: u32, r0: u32, inv_t: f32, exclude_self: u32, positives: u32, ext: u32,
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +123,7 @@ mod tests {
         check::<IndexPush>("IndexPush");
         check::<Im2colPush>("Im2colPush");
         check::<ResamplePush>("ResamplePush");
+        check::<SimilarityPush>("SimilarityPush");
         // Every kernel has a block above.
         let covered: Vec<Kernel> = [
             UnaryPush::KERNELS,
@@ -131,6 +137,7 @@ mod tests {
             IndexPush::KERNELS,
             Im2colPush::KERNELS,
             ResamplePush::KERNELS,
+            SimilarityPush::KERNELS,
         ]
         .concat();
         for k in Kernel::ALL {

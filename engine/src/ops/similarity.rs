@@ -12,10 +12,16 @@
 //! Memory: rows are processed in tiles of B rows with B·P bounded (`TILE_ELEMENTS`), so the
 //! working set is O((M + P)·D + B·P), not O(M·P); the backward pass recomputes each tile's
 //! similarities (as FlashAttention and Inf-CL do) and returns dQ, dK (and de) in the same
-//! memory. Each tile is a handful of engine kernels (matmul, masks, reductions); a single fused
-//! kernel per tile is the next step (docs/performance.md).
+//! memory. A tile is two kernels forward — the matmul kernel's dot products, then one fused
+//! pass (`shaders/similarity.comp`) that applies τ, the exclusion and the positives and keeps
+//! each row's maxima and sums of exponentials without writing anything but the four numbers —
+//! and four backward: the dot products again, one fused pass that turns them into dL/ds, and
+//! the two matmuls of dQ and dK.
 
+use super::alloc_f32;
 use crate::autograd::no_grad;
+use crate::device::push::SimilarityPush;
+use crate::device::{grid, Bind, Context, Kernel, Storage};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
@@ -101,68 +107,93 @@ fn keys(p: &Positives, m: usize, n_keys: usize) -> Result<Option<(Vec<f32>, Vec<
     }
 }
 
-/// One tile's similarities and masks, rows `r0 .. r0 + b`.
-struct Tile {
-    /// s = q kᵀ / τ with -inf where not allowed: [b, P].
-    logits: Tensor,
-    /// 1 where key j is a positive of query i (and allowed), else 0: [b, P] (None: no positives).
-    pos: Option<Tensor>,
+/// The fused tile kernel (`shaders/similarity.comp`): its mode and what it is bound to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Statistics = 0,
+    Gradient = 1,
 }
 
-impl SimilarityLse {
-    fn tile(
+/// What every tile of one call shares: the keys, the codes the positives are read from, the
+/// external logits and the options as the kernel takes them.
+struct Tiles {
+    q: Tensor,
+    k: Tensor,
+    /// (query codes [M], key codes [P]); `None`: no positives among the keys.
+    codes: Option<(Tensor, Tensor)>,
+    ext: Option<Tensor>,
+    o: SimilarityLse,
+    /// Query rows per tile.
+    rows: usize,
+}
+
+impl Tiles {
+    /// The raw dot products of query rows `r0 .. r0 + b` with every key: [b, P].
+    fn dots(&self, r0: usize, b: usize) -> Result<Tensor> {
+        Tensor::matmul_t(&self.q.narrow(0, r0, b)?, &self.k, false, true)
+    }
+
+    /// One dispatch of the fused kernel over the tile `d` of rows `r0..`, writing `out`.
+    fn run(
         &self,
-        q: &Tensor,
-        k: &Tensor,
+        mode: Mode,
+        d: &Tensor,
         r0: usize,
-        b: usize,
-        keys: &Option<(Vec<f32>, Vec<f32>)>,
-    ) -> Result<Tile> {
-        let p = k.shape()[0];
-        let qb = q.narrow(0, r0, b)?;
-        let s = Tensor::matmul_t(&qb, k, false, true)?.mul_scalar(1.0 / self.temperature)?;
-        let allowed = if self.exclude_self {
-            let rows = Tensor::from_vec((r0..r0 + b).map(|i| i as f32).collect(), &[b, 1])?;
-            let cols = Tensor::from_vec((0..p).map(|j| j as f32).collect(), &[1, p])?;
-            Some(rows.eq(&cols)?.rsub_scalar(1.0)?)
-        } else {
-            None
+        saved: Option<(&Tensor, &Tensor)>,
+        out: &Arc<Storage>,
+    ) -> Result<()> {
+        let (b, n) = (d.shape()[0], d.shape()[1]);
+        let ctx = Tensor::ctx()?;
+        // Unused bindings are bound to the tile: the kernel never reads them (flags below).
+        let (qc, kc) = match &self.codes {
+            Some((qc, kc)) => (qc.storage(), kc.storage()),
+            None => (d.storage(), d.storage()),
         };
-        let neg_inf = Tensor::full(&[], f32::NEG_INFINITY)?;
-        let logits = match &allowed {
-            Some(a) => Tensor::where_(a, &s, &neg_inf)?,
-            None => s,
-        };
-        let pos = match keys {
-            None => None,
-            Some((kq, kk)) => {
-                let rows = Tensor::from_vec(kq[r0..r0 + b].to_vec(), &[b, 1])?;
-                let cols = Tensor::from_vec(kk.clone(), &[1, p])?;
-                let same = rows.eq(&cols)?;
-                Some(match &allowed {
-                    Some(a) => same.mul(a)?,
-                    None => same,
-                })
+        let ext = self.ext.as_ref().map_or(d.storage(), |e| e.storage());
+        let (stats, g) = saved.map_or((d.storage(), d.storage()), |(s, g)| {
+            (s.storage(), g.storage())
+        });
+        let group = mode == Mode::Statistics && grouped(ctx, n);
+        let groups = match (mode, group) {
+            (Mode::Gradient, _) => grid((b * n) as u64, 64),
+            (_, true) => {
+                ctx.check_loop(OP, 2 * n.div_ceil(64) + 16, || format!("{n} keys"))?;
+                grid(b as u64, 1)
             }
+            (_, false) => grid(b as u64, 64),
         };
-        Ok(Tile { logits, pos })
+        ctx.dispatch(
+            Kernel::Similarity,
+            &[mode as u32, group as u32],
+            &[
+                Bind::texels(d.storage()),
+                Bind::texels(qc),
+                Bind::texels(kc),
+                Bind::texels(ext),
+                Bind::texels(stats),
+                Bind::texels(g),
+                Bind::write(out),
+            ],
+            &SimilarityPush {
+                rows: b as u32,
+                n: n as u32,
+                r0: r0 as u32,
+                inv_t: 1.0 / self.o.temperature,
+                exclude_self: self.o.exclude_self as u32,
+                positives: self.codes.is_some() as u32,
+                ext: self.ext.is_some() as u32,
+            },
+            groups,
+        )
     }
 }
 
-/// log Σ exp over the last axis of `x` [b, P] (with -inf entries) and of an extra column
-/// `e` [b, 1]: (lse [b, 1], max used [b, 1]). Rows of only -inf give -inf, not NaN.
-fn masked_lse(x: &Tensor, e: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-    let mut m = x.max_axis(-1, true)?;
-    if let Some(e) = e {
-        m = m.maximum(e)?;
-    }
-    // A row of only -inf has max -inf; shifting by a finite stand-in keeps exp at 0 there.
-    let shift = m.maximum_scalar(-1e30)?;
-    let mut sum = x.sub(&shift)?.exp()?.sum_axis(-1, true)?;
-    if let Some(e) = e {
-        sum = sum.add(&e.sub(&shift)?.exp()?)?;
-    }
-    Ok((sum.log()?.add(&shift)?, shift))
+/// The statistics variant for rows of `n` keys — the one place it is chosen: a 64-lane
+/// workgroup per row on devices with workgroup kernels, and wherever one invocation's two
+/// passes of n iterations would pass the driver's loop budget; one invocation per row
+/// otherwise (CPU drivers).
+fn grouped(ctx: &Context, n: usize) -> bool {
+    ctx.caps.workgroup_kernels || ctx.check_loop(OP, 2 * n + 4, String::new).is_err()
 }
 
 impl Tensor {
@@ -219,135 +250,99 @@ impl Tensor {
                 format!("exclude_self pairs query i with key i: {m} queries but {n_keys} keys"),
             ));
         }
-        let keys = Arc::new(keys(&o.positives, m, n_keys)?);
-        let rows = o.tile_rows.unwrap_or(TILE_ELEMENTS / n_keys).clamp(1, m);
-        let out = no_grad(|| -> Result<Tensor> {
-            let mut parts = Vec::new();
-            for r0 in (0..m).step_by(rows) {
-                let b = rows.min(m - r0);
-                let t = o.tile(q, p, r0, b, &keys)?;
-                let e = ext
-                    .map(|e| e.narrow(0, r0, b)?.reshape(&[b, 1]))
-                    .transpose()?;
-                let (lse_out, _) = masked_lse(&t.logits, e.as_ref())?;
-                let zero = Tensor::zeros(&[])?;
-                let neg_inf = Tensor::full(&[], f32::NEG_INFINITY)?;
-                let (mut sum, mut count, lse_in) = match &t.pos {
-                    Some(pm) => {
-                        let inside = Tensor::where_(pm, &t.logits, &neg_inf)?;
-                        let picked = Tensor::where_(pm, &t.logits, &zero)?;
-                        (
-                            picked.sum_axis(-1, true)?,
-                            pm.sum_axis(-1, true)?,
-                            masked_lse(&inside, e.as_ref())?.0,
-                        )
-                    }
-                    None => {
-                        let none = Tensor::full(&[b, 1], f32::NEG_INFINITY)?;
-                        let lse_in = match &e {
-                            Some(e) => e.clone(),
-                            None => none,
-                        };
-                        (Tensor::zeros(&[b, 1])?, Tensor::zeros(&[b, 1])?, lse_in)
-                    }
-                };
-                if let Some(e) = &e {
-                    sum = sum.add(e)?;
-                    count = count.add_scalar(1.0)?;
-                }
-                parts.push(Tensor::concat(&[&lse_out, &sum, &count, &lse_in], 1)?);
+        let codes = keys(&o.positives, m, n_keys)?
+            .map(|(kq, kk)| -> Result<_> {
+                Ok((
+                    Tensor::from_vec(kq, &[m])?,
+                    Tensor::from_vec(kk, &[n_keys])?,
+                ))
+            })
+            .transpose()?;
+        let tiles = Tiles {
+            q: q.detach(),
+            k: p.detach(),
+            codes,
+            ext: ext.map(Tensor::detach),
+            o: o.clone(),
+            rows: o.tile_rows.unwrap_or(TILE_ELEMENTS / n_keys).clamp(1, m),
+        };
+        let out = alloc_f32(&[m, 4])?;
+        no_grad(|| -> Result<()> {
+            for r0 in (0..m).step_by(tiles.rows) {
+                let b = tiles.rows.min(m - r0);
+                let d = tiles.dots(r0, b)?;
+                tiles.run(Mode::Statistics, &d, r0, None, &out)?;
             }
-            let refs: Vec<&Tensor> = parts.iter().collect();
-            match refs.len() {
-                1 => Ok(parts[0].clone()),
-                _ => Tensor::concat(&refs, 0),
-            }
+            Ok(())
         })?;
-        let stats = out.clone();
-        let (q0, k0, e0, o0) = (q.clone(), p.clone(), ext.cloned(), o.clone());
+        let stats = Tensor::leaf([m, 4].as_slice().into(), out.clone());
         let mut inputs = vec![q, p];
         inputs.extend(ext);
         Ok(Tensor::from_op_masked(
-            out.0.shape.clone(),
-            out.0.storage.clone(),
+            stats.0.shape.clone(),
+            out,
             OP,
             &inputs,
-            move |g, needs| o0.backward(&q0, &k0, e0.as_ref(), &stats, &keys, rows, g, needs),
+            move |g, needs| tiles.backward(&stats, g, needs),
         ))
     }
 }
 
-impl SimilarityLse {
+impl Tiles {
     /// dQ, dK (and de) for the upstream gradient `g` [M, 4] (column 2, the count, has none),
-    /// recomputing each tile's similarities; only those `needs` asks for (MoCo's queue of
+    /// recomputing each tile's dot products; only those `needs` asks for (MoCo's queue of
     /// keys needs none).
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        ext: Option<&Tensor>,
-        stats: &Tensor,
-        keys: &Option<(Vec<f32>, Vec<f32>)>,
-        rows: usize,
-        g: &Tensor,
-        needs: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
-        let m = q.shape()[0];
-        let inv_t = 1.0 / self.temperature;
+    fn backward(&self, stats: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (m, n) = (self.q.shape()[0], self.k.shape()[0]);
         let mut dq_parts = Vec::new();
-        let mut de_parts = Vec::new();
-        let mut dk = Tensor::zeros(k.shape())?;
-        for r0 in (0..m).step_by(rows.max(1)) {
-            let b = rows.min(m - r0);
-            let t = self.tile(q, k, r0, b, keys)?;
-            let st = stats.narrow(0, r0, b)?;
-            let gt = g.narrow(0, r0, b)?;
-            let col = |t: &Tensor, c: usize| t.narrow(1, c, 1);
-            let (lse_out, lse_in) = (col(&st, 0)?, col(&st, 3)?);
-            let (g_out, g_sum, g_in) = (col(&gt, 0)?, col(&gt, 1)?, col(&gt, 3)?);
-            // Softmax weights from the saved log-sum-exp; a row whose lse is -inf has no
-            // weight (exp(-inf - stand-in) = 0), never 0/0.
-            let weights = |x: &Tensor, lse: &Tensor| x.sub(&lse.maximum_scalar(-1e30)?)?.exp();
-            let mut ds = weights(&t.logits, &lse_out)?.mul(&g_out)?;
-            if let Some(pm) = &t.pos {
-                let neg_inf = Tensor::full(&[], f32::NEG_INFINITY)?;
-                let inside = Tensor::where_(pm, &t.logits, &neg_inf)?;
-                ds = ds
-                    .add(&pm.mul(&g_sum)?)?
-                    .add(&weights(&inside, &lse_in)?.mul(&g_in)?)?;
-            }
-            let ds = ds.mul_scalar(inv_t)?;
-            if needs[0] {
-                dq_parts.push(Tensor::matmul_t(&ds, k, false, false)?);
-            }
-            if needs[1] {
-                let qb = q.narrow(0, r0, b)?;
-                dk = dk.add(&Tensor::matmul_t(&ds, &qb, true, false)?)?;
-            }
-            if let (Some(e), true) = (ext, needs.get(2) == Some(&true)) {
-                let eb = e.narrow(0, r0, b)?.reshape(&[b, 1])?;
-                let w_out = weights(&eb, &lse_out)?;
-                let w_in = weights(&eb, &lse_in)?;
-                let de = w_out.mul(&g_out)?.add(&g_sum)?.add(&w_in.mul(&g_in)?)?;
-                de_parts.push(de.reshape(&[b])?);
+        let mut dk: Option<Tensor> = None;
+        if needs[0] || needs[1] {
+            for r0 in (0..m).step_by(self.rows) {
+                let b = self.rows.min(m - r0);
+                let d = self.dots(r0, b)?;
+                let ds = alloc_f32(&[b, n])?;
+                self.run(Mode::Gradient, &d, r0, Some((stats, g)), &ds)?;
+                let ds = Tensor::leaf([b, n].as_slice().into(), ds);
+                if needs[0] {
+                    dq_parts.push(Tensor::matmul_t(&ds, &self.k, false, false)?);
+                }
+                if needs[1] {
+                    let qb = self.q.narrow(0, r0, b)?;
+                    let part = Tensor::matmul_t(&ds, &qb, true, false)?;
+                    dk = Some(match dk {
+                        None => part,
+                        Some(acc) => acc.add(&part)?,
+                    });
+                }
             }
         }
-        let join = |parts: &[Tensor], shape: &[usize]| -> Result<Tensor> {
-            let refs: Vec<&Tensor> = parts.iter().collect();
-            match refs.len() {
-                0 => Tensor::zeros(shape),
-                1 => Ok(parts[0].clone()),
-                _ => Tensor::concat(&refs, 0),
-            }
+        let dq = match dq_parts.len() {
+            0 => None,
+            1 => dq_parts.pop(),
+            _ => Some(Tensor::concat(&dq_parts.iter().collect::<Vec<_>>(), 0)?),
         };
-        let mut grads = vec![
-            needs[0].then(|| join(&dq_parts, q.shape())).transpose()?,
-            needs[1].then_some(dk),
-        ];
-        if let Some(e) = ext {
-            grads.push(needs[2].then(|| join(&de_parts, e.shape())).transpose()?);
+        let mut grads = vec![dq, dk];
+        if let Some(e) = &self.ext {
+            grads.push(
+                needs[2]
+                    .then(|| self.external_grad(e, stats, g))
+                    .transpose()?,
+            );
         }
         Ok(grads)
+    }
+
+    /// de for the external positive logits: it is one more member of both log-sum-exps and of
+    /// the positive sum. A row whose lse is -inf has weight 0 there (a finite stand-in shift).
+    fn external_grad(&self, e: &Tensor, stats: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let m = e.shape()[0];
+        let col = |t: &Tensor, c: usize| t.narrow(1, c, 1);
+        let e = e.reshape(&[m, 1])?;
+        let weight = |c: usize| e.sub(&col(stats, c)?.maximum_scalar(-1e30)?)?.exp();
+        weight(0)?
+            .mul(&col(g, 0)?)?
+            .add(&col(g, 1)?)?
+            .add(&weight(3)?.mul(&col(g, 3)?)?)?
+            .reshape(&[m])
     }
 }

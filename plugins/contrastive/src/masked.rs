@@ -1,5 +1,5 @@
 //! The device path shared by NT-Xent and SupCon, in host ops, two ways: `matrix` builds the
-//! whole M×M similarity matrix (fast at small M), `tiled` asks the host's `similarity_lse` for
+//! whole M×M similarity matrix (as PyTorch Metric Learning and lightly do), `tiled` asks the host's `similarity_lse` for
 //! the row statistics (log-sum-exp over the other rows, positive sum, count, log-sum-exp over
 //! the positives) without it, so memory grows as M·D, not M² (any batch size).
 //!
@@ -21,20 +21,17 @@ pub(crate) enum Form {
 /// Which way the similarities are computed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Path {
-    /// `Tiled` when the matrix would have more than `AUTO_TILED` entries, else `Matrix`.
-    Auto,
     Tiled,
     Matrix,
 }
 
-/// Above this many similarity entries (M², M = V N) `Auto` takes the tiled path: 2048 rows.
-pub(crate) const AUTO_TILED: usize = 2048 * 2048;
-
 impl Path {
-    /// Parses the `similarity` option.
+    /// Parses the `similarity` option. `auto` is the tiled path at every size: with the host's
+    /// fused kernel it is faster than the matrix from N = 256 up (docs/performance.md), and it
+    /// has no size limit.
     pub(crate) fn parse(loss: &str, s: &str) -> Result<Path, String> {
         match s {
-            "auto" => Ok(Path::Auto),
+            "auto" => Ok(Path::Tiled),
             "tiled" => Ok(Path::Tiled),
             "matrix" => Ok(Path::Matrix),
             other => Err(format!(
@@ -63,12 +60,7 @@ pub(crate) fn loss<'h>(
     v: usize,
     s: &Spec,
 ) -> Result<HostTensor<'h>, String> {
-    let m = n * v;
-    let tiled = match s.path {
-        Path::Auto => m * m > AUTO_TILED,
-        p => p == Path::Tiled,
-    };
-    if tiled {
+    if s.path == Path::Tiled {
         self::tiled(host, features, row_labels, n, v, s)
     } else {
         matrix(host, features, row_labels, n, v, s)

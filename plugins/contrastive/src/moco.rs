@@ -146,7 +146,7 @@ impl Loss for Moco {
                 name: "similarity",
                 ty: "\"auto\" | \"tiled\" | \"matrix\"",
                 default: json!("auto"),
-                doc: "tiled: the queue as keys of similarity_lse, without the N×K matrix; matrix: the whole matrix; auto: tiled above 2048² entries",
+                doc: "tiled: the queue as keys of similarity_lse, without the N×K matrix; matrix: the whole matrix; auto: tiled",
             },
         ]
     }
@@ -203,11 +203,7 @@ impl Loss for Moco {
         let k = flat(&keys.detach()?)?; // the momentum encoder's keys
         let pos = (q.mul(&k)?).sum_axis(-1, true)?;
         let qt = host.tensor(&queue.rows, &[self.k, d])?;
-        let tiled = match self.path {
-            crate::masked::Path::Auto => n * self.k > crate::masked::AUTO_TILED,
-            p => p == crate::masked::Path::Tiled,
-        };
-        let loss = if tiled {
+        let loss = if self.path == crate::masked::Path::Tiled {
             // The queue as keys; the positive key is not among them: an external logit.
             let ext = pos.mul_scalar(1.0 / self.tau)?;
             let ext = ext.reshape(&[n])?;

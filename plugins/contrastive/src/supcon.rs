@@ -82,7 +82,7 @@ impl Loss for SupCon {
                 name: "similarity",
                 ty: "\"auto\" | \"tiled\" | \"matrix\"",
                 default: json!("auto"),
-                doc: "tiled: row statistics without the (VN)² matrix (any batch); matrix: the whole matrix; auto: tiled above 2048 rows",
+                doc: "tiled: row statistics without the (VN)² matrix (any batch); matrix: the whole matrix; auto: tiled",
             },
         ]
     }
