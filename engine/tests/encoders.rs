@@ -249,7 +249,7 @@ fn non_default_option_sets_pass_the_verify_harness() {
     ];
     for (name, options) in sets {
         let comp = registry().component(&format!("encoders::{name}")).unwrap();
-        let checks = vkgrad::plugin::verify::verify(&[comp], options, 12, 1, |_| {});
+        let checks = vkgrad::plugin::verify::verify(&[comp], Some(options), 12, 1, |_| {});
         assert!(
             checks.len() >= 6,
             "{name} {options}: {} checks",

@@ -36,6 +36,7 @@ fn the_template_plugin_passes_verify() {
         for property in [
             "bad options rejected",
             "default options accepted",
+            "options sampled from their domains",
             "matches CPU reference",
             "finite",
             "deterministic",
@@ -54,7 +55,11 @@ fn the_template_plugin_passes_verify() {
             "{out}"
         );
     }
-    assert!(out.contains("18 passed, 0 failed"), "{out}");
+    assert!(out.contains("21 passed, 0 failed"), "{out}");
+    assert!(
+        out.contains("ok   template::linear — options sampled from their domains: sampled: in_features, out_features, relu"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -80,7 +85,7 @@ fn verify_runs_one_component_with_given_options() {
         "{out}"
     );
     assert!(
-        out.contains("6 passed, 0 failed") && !out.contains("alignment"),
+        out.contains("7 passed, 0 failed") && !out.contains("alignment"),
         "{out}"
     );
     // Options the component refuses fail the run, naming the problem.
@@ -299,6 +304,15 @@ fn verify_catches_wrong_values_nan_and_panics() {
             && out.contains("the input that panicked: Case { n: 5,"),
         "{out}"
     );
+    // A forward that ignores an option: caught on the cases that draw it, shrunk to one option.
+    let (ok, out, _) = fixture("ignores_lambda", &["verify", "--cases", "16"]);
+    assert!(
+        !ok && out.contains("FAIL fixture::cross_correlation — matches CPU reference: device")
+            && out.contains(r#"options: "{\"lambda\":"#)
+            && out.contains("ok   fixture::cross_correlation — options sampled from their domains: sampled: lambda")
+            && out.contains("ok   fixture::mean_square — options sampled from their domains: no option declares a domain; tested at their defaults only (no domain declared): scale"),
+        "{out}"
+    );
     let (ok, out, _) = fixture("panic_reference", &["verify", "--cases", "8"]);
     assert!(
         !ok && out.contains("the CPU reference panicked")
@@ -353,7 +367,7 @@ fn the_plugin_guide_works_as_written() {
         out.status.success(),
         "the guide's steps failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("18 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("21 passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("template::alignment [loss]"), "{stdout}");
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -581,7 +595,13 @@ fn the_self_test_catches_every_injected_fault_or_names_the_blind_spot() {
             );
         }
     }
-    assert!(out.contains("8 caught, 0 blind spot(s)"), "{out}");
+    // cross_correlation declares a domain for `lambda` (options!); mean_square's `scale` has
+    // none (a hand-written OptionSpec, as before ABI 1.4), so it gets no option fault.
+    assert!(
+        out.contains("caught fixture::cross_correlation — option `lambda` ignored (device path built with its default): by matches CPU reference"),
+        "{out}"
+    );
+    assert!(out.contains("9 caught, 0 blind spot(s)"), "{out}");
     let (ok, out, _) = vkgrad(
         &["verify", lib, "--self-test", "--cases", "0"],
         &[("VKGRAD_FIXTURE", "ok")],

@@ -167,11 +167,13 @@ pub enum Command {
         /// Verify only this component (its name with or without the `plugin::` prefix).
         #[arg(long)]
         component: Option<String>,
-        /// Options (JSON) to build the component with instead of its defaults; needs --component.
+        /// Options (JSON) to build the component with in every case; needs --component.
+        /// Without it, each case draws options from the domains the component declares.
         #[arg(long, requires = "component")]
         options: Option<String>,
         /// Prove the harness itself: inject known faults into each loss component (forward
-        /// × (1 + 1e-3), gradient × 1.1, gradient dropped, NaN at degenerate inputs) and report
+        /// × (1 + 1e-3), gradient × 1.1, gradient dropped, NaN at degenerate inputs, each
+        /// sampled option ignored by the device path) and report
         /// which property caught each; a fault that none catches is a blind spot (an error).
         #[arg(long, conflicts_with = "options")]
         self_test: bool,

@@ -16,27 +16,11 @@ mod device;
 mod reference;
 pub mod transforms;
 
-use serde::Deserialize;
 use transforms::{check_steps, Step, Transform};
 use vkgrad_plugin::{
-    export_plugin, json, Array, Augmentation, Host, HostTensor, OptionSpec, Output, Stream, Value,
+    export_plugin, options, Array, Augmentation, Domain, Host, HostTensor, OptionDomain,
+    OptionSpec, Output, Stream,
 };
-
-fn opt(name: &'static str, ty: &'static str, default: Value, doc: &'static str) -> OptionSpec {
-    OptionSpec {
-        name,
-        ty,
-        default,
-        doc,
-    }
-}
-
-fn image_options() -> Vec<OptionSpec> {
-    vec![
-        opt("channels", "1 or 3", json!(3), "image channels"),
-        opt("size", "integer >= 1", json!(8), "image height and width"),
-    ]
-}
 
 fn image(channels: usize, size: usize, what: &str) -> Result<Vec<usize>, String> {
     if !(channels == 1 || channels == 3) || size == 0 {
@@ -49,7 +33,7 @@ fn image(channels: usize, size: usize, what: &str) -> Result<Vec<usize>, String>
 
 /// Implements `Augmentation` for a component holding `input` and `steps`.
 macro_rules! pipeline {
-    ($ty:ident, $opts:ident, $name:literal, $desc:literal, $options:expr, $build:expr) => {
+    ($ty:ident, $opts:ident, $name:literal, $desc:literal, $build:expr) => {
         pub struct $ty {
             input: Vec<usize>,
             steps: Vec<Step>,
@@ -59,7 +43,10 @@ macro_rules! pipeline {
             const NAME: &'static str = $name;
             const DESCRIPTION: &'static str = $desc;
             fn options() -> Vec<OptionSpec> {
-                $options
+                $opts::specs()
+            }
+            fn option_domains() -> Vec<OptionDomain> {
+                $opts::domains()
             }
             fn new(o: $opts) -> Result<Self, String> {
                 let build: fn($opts) -> Result<(Vec<usize>, Vec<Step>), String> = $build;
@@ -110,54 +97,35 @@ fn prob(p: f64, what: &str) -> Result<f64, String> {
 
 // ---------------------------------------------------------------- single transforms
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CropOptions {
-    pub channels: usize,
-    pub size: usize,
-    pub out_size: Option<usize>,
-    pub scale: [f64; 2],
-    pub ratio: [f64; 2],
-}
-impl Default for CropOptions {
-    fn default() -> Self {
-        CropOptions {
-            channels: 3,
-            size: 8,
-            out_size: None,
-            scale: [0.08, 1.0],
-            ratio: [0.75, 4.0 / 3.0],
-        }
+options! {
+    pub struct CropOptions {
+        /// image channels
+        pub channels: usize = 3, "1 or 3", domain = Domain::choice([1, 3]);
+        /// image height and width
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// output size (default: size)
+        pub out_size: Option<usize> = None, "integer >= 1 or null", domain = Domain::int(2, 8).or_null();
+        /// area fraction of the crop
+        pub scale: [f64; 2] = [0.08, 1.0], "[min, max] in (0, 1]", domain = Domain::choice([[0.08, 1.0], [0.5, 1.0], [1.0, 1.0]]);
+        /// aspect ratio w / h of the crop
+        pub ratio: [f64; 2] = [0.75, 4.0 / 3.0], "[min, max] > 0", domain = Domain::choice([[0.75, 4.0 / 3.0], [1.0, 1.0], [0.5, 2.0]]);
     }
 }
 pipeline!(RandomResizedCrop, CropOptions, "random_resized_crop",
     "Random resized crop: area fraction in `scale`, aspect ratio log-uniform in `ratio`, uniform position, bilinear resize to `out_size`",
-    {
-        let mut o = image_options();
-        o.push(opt("out_size", "integer >= 1 or null", json!(null), "output size (default: size)"));
-        o.push(opt("scale", "[min, max] in (0, 1]", json!([0.08, 1.0]), "area fraction of the crop"));
-        o.push(opt("ratio", "[min, max] > 0", json!([0.75, 4.0 / 3.0]), "aspect ratio w / h of the crop"));
-        o
-    },
     |o| Ok((image(o.channels, o.size, "random_resized_crop")?, vec![Step {
         t: Transform::Crop { scale: o.scale, ratio: o.ratio, out: o.out_size.unwrap_or(o.size) },
         p: 1.0,
     }])));
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FlipOptions {
-    pub channels: usize,
-    pub size: usize,
-    pub p: f64,
-}
-impl Default for FlipOptions {
-    fn default() -> Self {
-        FlipOptions {
-            channels: 3,
-            size: 8,
-            p: 0.5,
-        }
+options! {
+    pub struct FlipOptions {
+        /// image channels
+        pub channels: usize = 3, "1 or 3", domain = Domain::choice([1, 3]);
+        /// image height and width
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// probability
+        pub p: f64 = 0.5, "[0, 1]", domain = Domain::float(0.0, 1.0);
     }
 }
 pipeline!(
@@ -165,11 +133,6 @@ pipeline!(
     FlipOptions,
     "horizontal_flip",
     "Mirror left-right with probability p",
-    {
-        let mut o = image_options();
-        o.push(opt("p", "[0, 1]", json!(0.5), "probability"));
-        o
-    },
     |o| Ok((
         image(o.channels, o.size, "horizontal_flip")?,
         vec![Step {
@@ -179,60 +142,39 @@ pipeline!(
     ))
 );
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JitterOptions {
-    pub channels: usize,
-    pub size: usize,
-    pub brightness: f64,
-    pub contrast: f64,
-    pub saturation: f64,
-    pub hue: f64,
-    pub p: f64,
-}
-impl Default for JitterOptions {
-    fn default() -> Self {
-        JitterOptions {
-            channels: 3,
-            size: 8,
-            brightness: 0.8,
-            contrast: 0.8,
-            saturation: 0.8,
-            hue: 0.2,
-            p: 0.8,
-        }
+options! {
+    pub struct JitterOptions {
+        /// image channels
+        pub channels: usize = 3, "1 or 3", domain = Domain::choice([1, 3]);
+        /// image height and width
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// factor in [1 - b, 1 + b]
+        pub brightness: f64 = 0.8, ">= 0", domain = Domain::float(0.0, 1.0);
+        /// blend with the mean luma, factor in [1 - c, 1 + c]
+        pub contrast: f64 = 0.8, ">= 0", domain = Domain::float(0.0, 1.0);
+        /// blend with the luma per pixel (RGB only)
+        pub saturation: f64 = 0.8, ">= 0", domain = Domain::float(0.0, 1.0);
+        /// chroma rotation of up to ±2π h (RGB only)
+        pub hue: f64 = 0.2, "[0, 0.5]", domain = Domain::float(0.0, 0.5);
+        /// probability
+        pub p: f64 = 0.8, "[0, 1]", domain = Domain::float(0.0, 1.0);
     }
 }
 pipeline!(ColorJitter, JitterOptions, "color_jitter",
     "Colour jitter with probability p: brightness, contrast (and for RGB saturation, hue) factors drawn per sample, results clamped to [0, 1]",
-    {
-        let mut o = image_options();
-        o.push(opt("brightness", ">= 0", json!(0.8), "factor in [1 - b, 1 + b]"));
-        o.push(opt("contrast", ">= 0", json!(0.8), "blend with the mean luma, factor in [1 - c, 1 + c]"));
-        o.push(opt("saturation", ">= 0", json!(0.8), "blend with the luma per pixel (RGB only)"));
-        o.push(opt("hue", "[0, 0.5]", json!(0.2), "chroma rotation of up to ±2π h (RGB only)"));
-        o.push(opt("p", "[0, 1]", json!(0.8), "probability"));
-        o
-    },
     |o| Ok((image(o.channels, o.size, "color_jitter")?, vec![Step {
         t: Transform::Jitter { brightness: o.brightness, contrast: o.contrast, saturation: o.saturation, hue: o.hue },
         p: prob(o.p, "color_jitter")?,
     }])));
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GrayOptions {
-    pub channels: usize,
-    pub size: usize,
-    pub p: f64,
-}
-impl Default for GrayOptions {
-    fn default() -> Self {
-        GrayOptions {
-            channels: 3,
-            size: 8,
-            p: 0.2,
-        }
+options! {
+    pub struct GrayOptions {
+        /// image channels
+        pub channels: usize = 3, "1 or 3", domain = Domain::choice([1, 3]);
+        /// image height and width
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// probability
+        pub p: f64 = 0.2, "[0, 1]", domain = Domain::float(0.0, 1.0);
     }
 }
 pipeline!(
@@ -240,11 +182,6 @@ pipeline!(
     GrayOptions,
     "random_grayscale",
     "Luma (0.299 R + 0.587 G + 0.114 B) in every channel with probability p",
-    {
-        let mut o = image_options();
-        o.push(opt("p", "[0, 1]", json!(0.2), "probability"));
-        o
-    },
     |o| Ok((
         image(o.channels, o.size, "random_grayscale")?,
         vec![Step {
@@ -254,24 +191,18 @@ pipeline!(
     ))
 );
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BlurOptions {
-    pub channels: usize,
-    pub size: usize,
-    pub kernel: usize,
-    pub sigma: [f64; 2],
-    pub p: f64,
-}
-impl Default for BlurOptions {
-    fn default() -> Self {
-        BlurOptions {
-            channels: 3,
-            size: 8,
-            kernel: 3,
-            sigma: [0.1, 2.0],
-            p: 0.5,
-        }
+options! {
+    pub struct BlurOptions {
+        /// image channels
+        pub channels: usize = 3, "1 or 3", domain = Domain::choice([1, 3]);
+        /// image height and width
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// kernel size
+        pub kernel: usize = 3, "odd integer", domain = Domain::choice([1, 3, 5]);
+        /// range of σ
+        pub sigma: [f64; 2] = [0.1, 2.0], "[min, max] > 0", domain = Domain::choice([[0.1, 2.0], [0.5, 0.5]]);
+        /// probability
+        pub p: f64 = 0.5, "[0, 1]", domain = Domain::float(0.0, 1.0);
     }
 }
 pipeline!(
@@ -279,18 +210,6 @@ pipeline!(
     BlurOptions,
     "gaussian_blur",
     "Gaussian blur with σ uniform in `sigma`, odd `kernel`, reflect padding, probability p",
-    {
-        let mut o = image_options();
-        o.push(opt("kernel", "odd integer", json!(3), "kernel size"));
-        o.push(opt(
-            "sigma",
-            "[min, max] > 0",
-            json!([0.1, 2.0]),
-            "range of σ",
-        ));
-        o.push(opt("p", "[0, 1]", json!(0.5), "probability"));
-        o
-    },
     |o| Ok((
         image(o.channels, o.size, "gaussian_blur")?,
         vec![Step {
@@ -303,22 +222,16 @@ pipeline!(
     ))
 );
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SolarizeOptions {
-    pub channels: usize,
-    pub size: usize,
-    pub threshold: f64,
-    pub p: f64,
-}
-impl Default for SolarizeOptions {
-    fn default() -> Self {
-        SolarizeOptions {
-            channels: 3,
-            size: 8,
-            threshold: 0.5,
-            p: 0.2,
-        }
+options! {
+    pub struct SolarizeOptions {
+        /// image channels
+        pub channels: usize = 3, "1 or 3", domain = Domain::choice([1, 3]);
+        /// image height and width
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// values at or above it are inverted
+        pub threshold: f64 = 0.5, "[0, 1]", domain = Domain::float(0.0, 1.0);
+        /// probability
+        pub p: f64 = 0.2, "[0, 1]", domain = Domain::float(0.0, 1.0);
     }
 }
 pipeline!(
@@ -326,17 +239,6 @@ pipeline!(
     SolarizeOptions,
     "solarize",
     "x >= threshold → 1 − x, with probability p",
-    {
-        let mut o = image_options();
-        o.push(opt(
-            "threshold",
-            "[0, 1]",
-            json!(0.5),
-            "values at or above it are inverted",
-        ));
-        o.push(opt("p", "[0, 1]", json!(0.2), "probability"));
-        o
-    },
     |o| Ok((
         image(o.channels, o.size, "solarize")?,
         vec![Step {
@@ -348,20 +250,14 @@ pipeline!(
     ))
 );
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NoiseOptions {
-    pub dim: usize,
-    pub sigma: f64,
-    pub p: f64,
-}
-impl Default for NoiseOptions {
-    fn default() -> Self {
-        NoiseOptions {
-            dim: 8,
-            sigma: 0.1,
-            p: 1.0,
-        }
+options! {
+    pub struct NoiseOptions {
+        /// features per sample
+        pub dim: usize = 8, "integer >= 1", domain = Domain::int(1, 12);
+        /// noise standard deviation
+        pub sigma: f64 = 0.1, ">= 0", domain = Domain::float(0.0, 2.0);
+        /// probability
+        pub p: f64 = 1.0, "[0, 1]", domain = Domain::float(0.0, 1.0);
     }
 }
 fn vector(dim: usize, what: &str) -> Result<Vec<usize>, String> {
@@ -375,11 +271,6 @@ pipeline!(
     NoiseOptions,
     "gaussian_noise",
     "Vectors: x + σ ε, ε ~ N(0, 1) per feature, with probability p per sample",
-    vec![
-        opt("dim", "integer >= 1", json!(8), "features per sample"),
-        opt("sigma", ">= 0", json!(0.1), "noise standard deviation"),
-        opt("p", "[0, 1]", json!(1.0), "probability"),
-    ],
     |o| Ok((
         vector(o.dim, "gaussian_noise")?,
         vec![Step {
@@ -389,20 +280,14 @@ pipeline!(
     ))
 );
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MaskOptions {
-    pub dim: usize,
-    pub rate: f64,
-    pub p: f64,
-}
-impl Default for MaskOptions {
-    fn default() -> Self {
-        MaskOptions {
-            dim: 8,
-            rate: 0.2,
-            p: 1.0,
-        }
+options! {
+    pub struct MaskOptions {
+        /// features per sample
+        pub dim: usize = 8, "integer >= 1", domain = Domain::int(1, 12);
+        /// probability of zeroing a feature
+        pub rate: f64 = 0.2, "[0, 1]", domain = Domain::float(0.0, 1.0);
+        /// probability
+        pub p: f64 = 1.0, "[0, 1]", domain = Domain::float(0.0, 1.0);
     }
 }
 pipeline!(
@@ -410,16 +295,6 @@ pipeline!(
     MaskOptions,
     "feature_mask",
     "Vectors: each feature zeroed with probability `rate` (per sample with probability p)",
-    vec![
-        opt("dim", "integer >= 1", json!(8), "features per sample"),
-        opt(
-            "rate",
-            "[0, 1]",
-            json!(0.2),
-            "probability of zeroing a feature"
-        ),
-        opt("p", "[0, 1]", json!(1.0), "probability"),
-    ],
     |o| Ok((
         vector(o.dim, "feature_mask")?,
         vec![Step {
@@ -436,44 +311,28 @@ fn default_kernel(size: usize) -> usize {
     (size / 10).max(3) | 1
 }
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SimclrOptions {
-    pub channels: usize,
-    pub size: usize,
-    pub min_scale: f64,
-    pub flip: f64,
-    pub jitter_strength: f64,
-    pub jitter: f64,
-    pub grayscale: f64,
-    pub blur: f64,
-}
-impl Default for SimclrOptions {
-    fn default() -> Self {
-        SimclrOptions {
-            channels: 3,
-            size: 8,
-            min_scale: 0.08,
-            flip: 0.5,
-            jitter_strength: 1.0,
-            jitter: 0.8,
-            grayscale: 0.2,
-            blur: 0.5,
-        }
+options! {
+    pub struct SimclrOptions {
+        /// image channels
+        pub channels: usize = 3, "1 or 3", domain = Domain::choice([1, 3]);
+        /// image height and width
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// smallest crop area fraction
+        pub min_scale: f64 = 0.08, "(0, 1]", domain = Domain::float(0.08, 1.0);
+        /// horizontal flip probability
+        pub flip: f64 = 0.5, "[0, 1]", domain = Domain::float(0.0, 1.0);
+        /// colour jitter strength s
+        pub jitter_strength: f64 = 1.0, ">= 0", domain = Domain::float(0.0, 1.5);
+        /// colour jitter probability
+        pub jitter: f64 = 0.8, "[0, 1]", domain = Domain::float(0.0, 1.0);
+        /// grayscale probability
+        pub grayscale: f64 = 0.2, "[0, 1]", domain = Domain::float(0.0, 1.0);
+        /// blur probability (0 for CIFAR-sized images, as in the paper)
+        pub blur: f64 = 0.5, "[0, 1]", domain = Domain::float(0.0, 1.0);
     }
 }
 pipeline!(Simclr, SimclrOptions, "simclr",
     "SimCLR's augmentation (Chen et al. 2020): random resized crop, flip 0.5, colour jitter (0.8 s, 0.8 s, 0.8 s, 0.2 s) with p 0.8, grayscale 0.2, Gaussian blur 0.5 (σ 0.1–2)",
-    {
-        let mut o = image_options();
-        o.push(opt("min_scale", "(0, 1]", json!(0.08), "smallest crop area fraction"));
-        o.push(opt("flip", "[0, 1]", json!(0.5), "horizontal flip probability"));
-        o.push(opt("jitter_strength", ">= 0", json!(1.0), "colour jitter strength s"));
-        o.push(opt("jitter", "[0, 1]", json!(0.8), "colour jitter probability"));
-        o.push(opt("grayscale", "[0, 1]", json!(0.2), "grayscale probability"));
-        o.push(opt("blur", "[0, 1]", json!(0.5), "blur probability (0 for CIFAR-sized images, as in the paper)"));
-        o
-    },
     |o| {
         let s = o.jitter_strength;
         Ok((image(o.channels, o.size, "simclr")?, vec![
@@ -485,32 +344,20 @@ pipeline!(Simclr, SimclrOptions, "simclr",
         ]))
     });
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ByolOptions {
-    pub channels: usize,
-    pub size: usize,
-    pub view: u32,
-    pub min_scale: f64,
-}
-impl Default for ByolOptions {
-    fn default() -> Self {
-        ByolOptions {
-            channels: 3,
-            size: 8,
-            view: 1,
-            min_scale: 0.08,
-        }
+options! {
+    pub struct ByolOptions {
+        /// image channels
+        pub channels: usize = 3, "1 or 3", domain = Domain::choice([1, 3]);
+        /// image height and width
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// which of the two asymmetric views
+        pub view: u32 = 1, "1 or 2", domain = Domain::choice([1, 2]);
+        /// smallest crop area fraction
+        pub min_scale: f64 = 0.08, "(0, 1]", domain = Domain::float(0.08, 1.0);
     }
 }
 pipeline!(Byol, ByolOptions, "byol",
     "BYOL's asymmetric augmentation (Grill et al. 2020, table 6): crop, flip 0.5, jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2; blur 1.0 / 0.1 and solarize 0 / 0.2 for view 1 / 2",
-    {
-        let mut o = image_options();
-        o.push(opt("view", "1 or 2", json!(1), "which of the two asymmetric views"));
-        o.push(opt("min_scale", "(0, 1]", json!(0.08), "smallest crop area fraction"));
-        o
-    },
     |o| {
         let (blur, solarize) = match o.view {
             1 => (1.0, 0.0),
@@ -527,29 +374,18 @@ pipeline!(Byol, ByolOptions, "byol",
         ]))
     });
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DigitsOptions {
-    pub size: usize,
-    pub min_scale: f64,
-    pub jitter: f64,
-}
-impl Default for DigitsOptions {
-    fn default() -> Self {
-        DigitsOptions {
-            size: 8,
-            min_scale: 0.5,
-            jitter: 0.8,
-        }
+options! {
+    pub struct DigitsOptions {
+        /// image height and width (one channel)
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// smallest crop area fraction
+        pub min_scale: f64 = 0.5, "(0, 1]", domain = Domain::float(0.1, 1.0);
+        /// brightness / contrast jitter probability
+        pub jitter: f64 = 0.8, "[0, 1]", domain = Domain::float(0.0, 1.0);
     }
 }
 pipeline!(Digits, DigitsOptions, "digits",
     "A mild set for small single-channel digits: crop (area ≥ min_scale, ratio 0.8–1.25), brightness / contrast jitter 0.4 with p `jitter`; no flips (digits are not mirror-symmetric)",
-    vec![
-        opt("size", "integer >= 1", json!(8), "image height and width (one channel)"),
-        opt("min_scale", "(0, 1]", json!(0.5), "smallest crop area fraction"),
-        opt("jitter", "[0, 1]", json!(0.8), "brightness / contrast jitter probability"),
-    ],
     |o| Ok((image(1, o.size, "digits")?, vec![
         Step { t: Transform::Crop { scale: [o.min_scale, 1.0], ratio: [0.8, 1.25], out: o.size }, p: 1.0 },
         Step { t: Transform::Jitter { brightness: 0.4, contrast: 0.4, saturation: 0.0, hue: 0.0 }, p: prob(o.jitter, "digits jitter")? },

@@ -4,24 +4,18 @@
 //!   loss    = align + λ (uniform(view 0) + uniform(view 1)) / 2,  λ = 1.
 //! The same numbers serve as evaluation metrics of an embedding.
 
-use serde::Deserialize;
-use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+use vkgrad_plugin::{
+    options, Domain, Host, HostTensor, Loss, LossInputs, OptionDomain, OptionSpec, RefInputs,
+};
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AlignUniformOptions {
-    pub alpha: f64,
-    pub t: f64,
-    pub lambda: f64,
-}
-
-impl Default for AlignUniformOptions {
-    fn default() -> Self {
-        AlignUniformOptions {
-            alpha: 2.0,
-            t: 2.0,
-            lambda: 1.0,
-        }
+options! {
+    pub struct AlignUniformOptions {
+        /// alignment exponent α
+        pub alpha: f64 = 2.0, "float > 0", domain = Domain::float(1.0, 3.0);
+        /// uniformity temperature t
+        pub t: f64 = 2.0, "float > 0", domain = Domain::log_float(0.5, 4.0);
+        /// weight λ of uniformity
+        pub lambda: f64 = 1.0, "float >= 0", domain = Domain::float(0.0, 2.0);
     }
 }
 
@@ -50,26 +44,11 @@ impl Loss for AlignUniform {
     const DESCRIPTION: &'static str = "alignment + λ · uniformity (Wang & Isola 2020), two views";
 
     fn options() -> Vec<OptionSpec> {
-        vec![
-            OptionSpec {
-                name: "alpha",
-                ty: "float > 0",
-                default: json!(2.0),
-                doc: "alignment exponent α",
-            },
-            OptionSpec {
-                name: "t",
-                ty: "float > 0",
-                default: json!(2.0),
-                doc: "uniformity temperature t",
-            },
-            OptionSpec {
-                name: "lambda",
-                ty: "float >= 0",
-                default: json!(1.0),
-                doc: "weight λ of uniformity",
-            },
-        ]
+        AlignUniformOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        AlignUniformOptions::domains()
     }
 
     fn new(o: AlignUniformOptions) -> Result<Self, String> {
@@ -104,7 +83,12 @@ impl Loss for AlignUniform {
         let diff = z0.sub(&z1)?;
         let sq = diff.mul(&diff)?;
         let dist2 = sq.sum_axis(-1, false)?;
-        let powed = dist2.powf(self.o.alpha / 2.0)?;
+        // At coincident views d/ds s^(α/2) is infinite for α < 2 and times ∂s/∂z = 0 makes
+        // NaN; the (sub)gradient there is 0, as PyTorch's `norm().pow(α)` gives for α ≥ 1.
+        let (zero, one) = (host.tensor(&[0.0], &[])?, host.tensor(&[1.0], &[])?);
+        let apart = dist2.gt(&zero)?;
+        let safe = HostTensor::where_(&apart, &dist2, &one)?;
+        let powed = HostTensor::where_(&apart, &safe.powf(self.o.alpha / 2.0)?, &zero)?;
         let align = powed.mean_all()?;
         // uniformity of one view: log mean_{i<j} exp(-t ||z_i - z_j||^2)
         let upper: Vec<f32> = (0..n * n).map(|k| (k / n < k % n) as u8 as f32).collect();

@@ -6,21 +6,14 @@
 //! [0, 4]; with "sum" it lies in [0, 4 V (V - 1)]. This is the paper's 2 - 2cos (some libraries
 //! use -cos / 2, a quarter of the gradient). The EMA target itself lives in training.
 
-use serde::Deserialize;
-use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+use vkgrad_plugin::{
+    options, Domain, Host, HostTensor, Loss, LossInputs, OptionDomain, OptionSpec, RefInputs,
+};
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ByolOptions {
-    /// "sum" or "mean".
-    pub view_orders: String,
-}
-
-impl Default for ByolOptions {
-    fn default() -> Self {
-        ByolOptions {
-            view_orders: "sum".into(),
-        }
+options! {
+    pub struct ByolOptions {
+        /// sum over the ordered view pairs (the paper's L + L̃) or average them
+        pub view_orders: String = "sum".into(), "\"sum\" | \"mean\"", domain = Domain::choice(["sum", "mean"]);
     }
 }
 
@@ -34,12 +27,11 @@ impl Loss for Byol {
     const DESCRIPTION: &'static str = "BYOL regression: 2 - 2 cos(q(v), z'(v')) over view orders, mean over the batch; extra input `targets`";
 
     fn options() -> Vec<OptionSpec> {
-        vec![OptionSpec {
-            name: "view_orders",
-            ty: "\"sum\" | \"mean\"",
-            default: json!("sum"),
-            doc: "sum over the ordered view pairs (the paper's L + L̃) or average them",
-        }]
+        ByolOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        ByolOptions::domains()
     }
 
     fn new(o: ByolOptions) -> Result<Self, String> {

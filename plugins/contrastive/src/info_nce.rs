@@ -4,22 +4,16 @@
 //! views 2 .. V-1 = its negative keys (V >= 3). Embeddings are L2-normalised unless
 //! `normalize = false`. Default τ = 0.1.
 
-use serde::Deserialize;
-use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+use vkgrad_plugin::{
+    options, Domain, Host, HostTensor, Loss, LossInputs, OptionDomain, OptionSpec, RefInputs,
+};
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct InfoNceOptions {
-    pub temperature: f64,
-    pub normalize: bool,
-}
-
-impl Default for InfoNceOptions {
-    fn default() -> Self {
-        InfoNceOptions {
-            temperature: 0.1,
-            normalize: true,
-        }
+options! {
+    pub struct InfoNceOptions {
+        /// τ
+        pub temperature: f64 = 0.1, "float > 0", domain = Domain::log_float(0.05, 2.0);
+        /// L2-normalise queries and keys
+        pub normalize: bool = true, "bool", domain = Domain::Bool;
     }
 }
 
@@ -33,20 +27,11 @@ impl Loss for InfoNce {
     const DESCRIPTION: &'static str = "InfoNCE with a query (view 0), a positive key (view 1) and negative keys (views 2..) per sample";
 
     fn options() -> Vec<OptionSpec> {
-        vec![
-            OptionSpec {
-                name: "temperature",
-                ty: "float > 0",
-                default: json!(0.1),
-                doc: "τ",
-            },
-            OptionSpec {
-                name: "normalize",
-                ty: "bool",
-                default: json!(true),
-                doc: "L2-normalise queries and keys",
-            },
-        ]
+        InfoNceOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        InfoNceOptions::domains()
     }
 
     fn new(o: InfoNceOptions) -> Result<Self, String> {

@@ -4,22 +4,16 @@
 //! mean over pairs. Default m = 1. ε keeps the gradient finite for identical pairs (it changes D
 //! by at most 1e-6). Embeddings are used as given unless `normalize` is set.
 
-use serde::Deserialize;
-use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+use vkgrad_plugin::{
+    options, Domain, Host, HostTensor, Loss, LossInputs, OptionDomain, OptionSpec, RefInputs,
+};
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MarginOptions {
-    pub margin: f64,
-    pub normalize: bool,
-}
-
-impl Default for MarginOptions {
-    fn default() -> Self {
-        MarginOptions {
-            margin: 1.0,
-            normalize: false,
-        }
+options! {
+    pub struct MarginOptions {
+        /// m
+        pub margin: f64 = 1.0, "float > 0", domain = Domain::log_float(0.1, 2.0);
+        /// L2-normalise the embeddings first
+        pub normalize: bool = false, "bool", domain = Domain::Bool;
     }
 }
 
@@ -35,20 +29,11 @@ impl Loss for Margin {
     const DESCRIPTION: &'static str = "margin contrastive (Hadsell 2006): ½ same D² + ½ (1-same) max(0, m-D)² over pairs; labels 1 = same, 0 = different";
 
     fn options() -> Vec<OptionSpec> {
-        vec![
-            OptionSpec {
-                name: "margin",
-                ty: "float > 0",
-                default: json!(1.0),
-                doc: "m",
-            },
-            OptionSpec {
-                name: "normalize",
-                ty: "bool",
-                default: json!(false),
-                doc: "L2-normalise the embeddings first",
-            },
-        ]
+        MarginOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        MarginOptions::domains()
     }
 
     fn new(o: MarginOptions) -> Result<Self, String> {

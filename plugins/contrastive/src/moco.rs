@@ -7,33 +7,24 @@
 //! holding the write position). It starts as K seeded random unit vectors (as MoCo's code).
 //! Defaults: D = 128, K = 4096, τ = 0.2 (MoCo v2), seed 0.
 
-use serde::Deserialize;
 use std::sync::Mutex;
 use vkgrad_plugin::{
-    json, Array, Host, HostTensor, Loss, LossInputs, OptionSpec, Output, Positives, RefInputs,
-    SimilarityLse, Stream,
+    options, Array, Domain, Host, HostTensor, Loss, LossInputs, OptionDomain, OptionSpec, Output,
+    Positives, RefInputs, SimilarityLse, Stream,
 };
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MocoOptions {
-    pub dim: usize,
-    pub queue_size: usize,
-    pub temperature: f64,
-    pub seed: u64,
-    /// "auto", "tiled" or "matrix".
-    pub similarity: String,
-}
-
-impl Default for MocoOptions {
-    fn default() -> Self {
-        MocoOptions {
-            dim: 128,
-            queue_size: 4096,
-            temperature: 0.2,
-            seed: 0,
-            similarity: "auto".into(),
-        }
+options! {
+    pub struct MocoOptions {
+        /// D, the dimension of the queries, keys and queue
+        pub dim: usize = 128, "integer >= 1", domain = Domain::int(1, 8);
+        /// K, the number of past keys kept as negatives
+        pub queue_size: usize = 4096, "integer >= 1", domain = Domain::int(1, 64);
+        /// τ
+        pub temperature: f64 = 0.2, "float > 0", domain = Domain::log_float(0.05, 2.0);
+        /// seed of the initial random queue
+        pub seed: u64 = 0, "integer", domain = Domain::int(0, 1000);
+        /// tiled: the queue as keys of similarity_lse, without the N×K matrix; matrix: the whole matrix; auto: tiled
+        pub similarity: String = "auto".into(), "\"auto\" | \"tiled\" | \"matrix\"", domain = Domain::choice(["auto", "tiled", "matrix"]), exempt = "a path choice: tiled and matrix compute the same value";
     }
 }
 
@@ -117,38 +108,11 @@ impl Loss for Moco {
     const DESCRIPTION: &'static str = "MoCo InfoNCE: queries (view 0) vs their keys (view 1) and a FIFO queue of past keys (state)";
 
     fn options() -> Vec<OptionSpec> {
-        vec![
-            OptionSpec {
-                name: "dim",
-                ty: "integer >= 1",
-                default: json!(128),
-                doc: "D, the dimension of the queries, keys and queue",
-            },
-            OptionSpec {
-                name: "queue_size",
-                ty: "integer >= 1",
-                default: json!(4096),
-                doc: "K, the number of past keys kept as negatives",
-            },
-            OptionSpec {
-                name: "temperature",
-                ty: "float > 0",
-                default: json!(0.2),
-                doc: "τ",
-            },
-            OptionSpec {
-                name: "seed",
-                ty: "integer",
-                default: json!(0),
-                doc: "seed of the initial random queue",
-            },
-            OptionSpec {
-                name: "similarity",
-                ty: "\"auto\" | \"tiled\" | \"matrix\"",
-                default: json!("auto"),
-                doc: "tiled: the queue as keys of similarity_lse, without the N×K matrix; matrix: the whole matrix; auto: tiled",
-            },
-        ]
+        MocoOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        MocoOptions::domains()
     }
 
     fn new(o: MocoOptions) -> Result<Self, String> {

@@ -6,23 +6,16 @@
 //! factor 2 (Google's reference returns loss_a + loss_b).
 
 use crate::masked::{self, Form, Spec};
-use serde::Deserialize;
-use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+use vkgrad_plugin::{
+    options, Domain, Host, HostTensor, Loss, LossInputs, OptionDomain, OptionSpec, RefInputs,
+};
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NtXentOptions {
-    pub temperature: f64,
-    /// "auto", "tiled" or "matrix".
-    pub similarity: String,
-}
-
-impl Default for NtXentOptions {
-    fn default() -> Self {
-        NtXentOptions {
-            temperature: 0.5,
-            similarity: "auto".into(),
-        }
+options! {
+    pub struct NtXentOptions {
+        /// τ (SimCLR's CIFAR recipe: 0.5)
+        pub temperature: f64 = 0.5, "float > 0", domain = Domain::log_float(0.05, 2.0);
+        /// tiled: row statistics without the (VN)² matrix (any batch); matrix: the whole matrix; auto: tiled
+        pub similarity: String = "auto".into(), "\"auto\" | \"tiled\" | \"matrix\"", domain = Domain::choice(["auto", "tiled", "matrix"]), exempt = "a path choice: tiled and matrix compute the same value";
     }
 }
 
@@ -37,20 +30,11 @@ impl Loss for NtXent {
     const DESCRIPTION: &'static str = "NT-Xent / InfoNCE over V >= 2 views (SimCLR): mean over anchors of -log softmax_{k!=i}(sim/τ)[positive]";
 
     fn options() -> Vec<OptionSpec> {
-        vec![
-            OptionSpec {
-                name: "temperature",
-                ty: "float > 0",
-                default: json!(0.5),
-                doc: "τ (SimCLR's CIFAR recipe: 0.5)",
-            },
-            OptionSpec {
-                name: "similarity",
-                ty: "\"auto\" | \"tiled\" | \"matrix\"",
-                default: json!("auto"),
-                doc: "tiled: row statistics without the (VN)² matrix (any batch); matrix: the whole matrix; auto: tiled",
-            },
-        ]
+        NtXentOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        NtXentOptions::domains()
     }
 
     fn new(o: NtXentOptions) -> Result<Self, String> {

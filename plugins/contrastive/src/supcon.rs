@@ -9,32 +9,22 @@
 //! Default τ = 0.1. With all labels distinct it equals NT-Xent.
 
 use crate::masked::{self, Form, Spec};
-use serde::Deserialize;
-use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+use vkgrad_plugin::{
+    options, Domain, Host, HostTensor, Loss, LossInputs, OptionDomain, OptionSpec, RefInputs,
+};
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SupConOptions {
-    pub temperature: f64,
-    /// `None` = no factor.
-    pub base_temperature: Option<f64>,
-    /// "out" or "in".
-    pub variant: String,
-    /// "all" or "one".
-    pub contrast_mode: String,
-    /// "auto", "tiled" or "matrix".
-    pub similarity: String,
-}
-
-impl Default for SupConOptions {
-    fn default() -> Self {
-        SupConOptions {
-            temperature: 0.1,
-            base_temperature: None,
-            variant: "out".into(),
-            contrast_mode: "all".into(),
-            similarity: "auto".into(),
-        }
+options! {
+    pub struct SupConOptions {
+        /// τ
+        pub temperature: f64 = 0.1, "float > 0", domain = Domain::log_float(0.05, 2.0);
+        /// multiply by τ/τ_base (SupContrast's code uses 0.07); null = factor 1
+        pub base_temperature: Option<f64> = None, "float > 0 or null", domain = Domain::log_float(0.05, 1.0).or_null();
+        /// L_out (positives outside the log) or L_in (inside)
+        pub variant: String = "out".into(), "\"out\" | \"in\"", domain = Domain::choice(["out", "in"]);
+        /// every view anchors, or only the first view
+        pub contrast_mode: String = "all".into(), "\"all\" | \"one\"", domain = Domain::choice(["all", "one"]);
+        /// tiled: row statistics without the (VN)² matrix (any batch); matrix: the whole matrix; auto: tiled
+        pub similarity: String = "auto".into(), "\"auto\" | \"tiled\" | \"matrix\"", domain = Domain::choice(["auto", "tiled", "matrix"]), exempt = "a path choice: tiled and matrix compute the same value";
     }
 }
 
@@ -53,38 +43,11 @@ impl Loss for SupCon {
         "Supervised contrastive (Khosla et al. 2020), L_out or L_in; needs labels";
 
     fn options() -> Vec<OptionSpec> {
-        vec![
-            OptionSpec {
-                name: "temperature",
-                ty: "float > 0",
-                default: json!(0.1),
-                doc: "τ",
-            },
-            OptionSpec {
-                name: "base_temperature",
-                ty: "float > 0 or null",
-                default: json!(null),
-                doc: "multiply by τ/τ_base (SupContrast's code uses 0.07); null = factor 1",
-            },
-            OptionSpec {
-                name: "variant",
-                ty: "\"out\" | \"in\"",
-                default: json!("out"),
-                doc: "L_out (positives outside the log) or L_in (inside)",
-            },
-            OptionSpec {
-                name: "contrast_mode",
-                ty: "\"all\" | \"one\"",
-                default: json!("all"),
-                doc: "every view anchors, or only the first view",
-            },
-            OptionSpec {
-                name: "similarity",
-                ty: "\"auto\" | \"tiled\" | \"matrix\"",
-                default: json!("auto"),
-                doc: "tiled: row statistics without the (VN)² matrix (any batch); matrix: the whole matrix; auto: tiled",
-            },
-        ]
+        SupConOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        SupConOptions::domains()
     }
 
     fn new(o: SupConOptions) -> Result<Self, String> {

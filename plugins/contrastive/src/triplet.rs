@@ -7,28 +7,20 @@
 //! batch_hard) or `nonzero` (mean over those with l > 0, PyTorch Metric Learning's default); no
 //! valid one gives 0.
 
-use serde::Deserialize;
-use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+use vkgrad_plugin::{
+    options, Domain, Host, HostTensor, Loss, LossInputs, OptionDomain, OptionSpec, RefInputs,
+};
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TripletOptions {
-    pub margin: f64,
-    /// "all" or "batch_hard".
-    pub mining: String,
-    /// "all" or "nonzero".
-    pub average: String,
-    pub soft: bool,
-}
-
-impl Default for TripletOptions {
-    fn default() -> Self {
-        TripletOptions {
-            margin: 0.2,
-            mining: "all".into(),
-            average: "all".into(),
-            soft: false,
-        }
+options! {
+    pub struct TripletOptions {
+        /// m (unused with soft)
+        pub margin: f64 = 0.2, "float >= 0", domain = Domain::float(0.0, 1.0);
+        /// which triplets
+        pub mining: String = "all".into(), "\"all\" | \"batch_hard\"", domain = Domain::choice(["all", "batch_hard"]);
+        /// mean over all valid triplets or the non-zero ones
+        pub average: String = "all".into(), "\"all\" | \"nonzero\"", domain = Domain::choice(["all", "nonzero"]);
+        /// softplus(d(a,p) - d(a,n)) instead of the hinge
+        pub soft: bool = false, "bool", domain = Domain::Bool;
     }
 }
 
@@ -48,32 +40,11 @@ impl Loss for Triplet {
     const DESCRIPTION: &'static str = "triplet max(0, d(a,p) - d(a,n) + m) on normalised embeddings; all triplets or batch-hard; soft-margin option";
 
     fn options() -> Vec<OptionSpec> {
-        vec![
-            OptionSpec {
-                name: "margin",
-                ty: "float >= 0",
-                default: json!(0.2),
-                doc: "m (unused with soft)",
-            },
-            OptionSpec {
-                name: "mining",
-                ty: "\"all\" | \"batch_hard\"",
-                default: json!("all"),
-                doc: "which triplets",
-            },
-            OptionSpec {
-                name: "average",
-                ty: "\"all\" | \"nonzero\"",
-                default: json!("all"),
-                doc: "mean over all valid triplets or the non-zero ones",
-            },
-            OptionSpec {
-                name: "soft",
-                ty: "bool",
-                default: json!(false),
-                doc: "softplus(d(a,p) - d(a,n)) instead of the hinge",
-            },
-        ]
+        TripletOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        TripletOptions::domains()
     }
 
     fn new(o: TripletOptions) -> Result<Self, String> {

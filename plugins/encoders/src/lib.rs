@@ -15,9 +15,9 @@ mod layers;
 mod reference;
 
 use layers::{Act, Layer};
-use serde::Deserialize;
 use vkgrad_plugin::{
-    export_plugin, json, Array, Encoder, Host, HostTensor, OptionSpec, Output, ParamSpec, Pass,
+    export_plugin, options, Array, Domain, Encoder, Host, HostTensor, OptionDomain, OptionSpec,
+    Output, ParamSpec, Pass,
 };
 
 /// The shared body of every component: input shape + layers.
@@ -48,20 +48,6 @@ fn all_params(layers: &[Layer]) -> Vec<ParamSpec> {
     out
 }
 
-fn opt(
-    name: &'static str,
-    ty: &'static str,
-    default: vkgrad_plugin::Value,
-    doc: &'static str,
-) -> OptionSpec {
-    OptionSpec {
-        name,
-        ty,
-        default,
-        doc,
-    }
-}
-
 fn positive(what: &str, values: &[usize]) -> Result<(), String> {
     if values.is_empty() || values.contains(&0) {
         return Err(format!(
@@ -73,13 +59,16 @@ fn positive(what: &str, values: &[usize]) -> Result<(), String> {
 
 /// Implements `Encoder` for a component holding `input: Vec<usize>` and `layers`.
 macro_rules! layered_encoder {
-    ($ty:ident, $opts:ident, $name:literal, $desc:literal, $options:expr, $build:expr) => {
+    ($ty:ident, $opts:ident, $name:literal, $desc:literal, $build:expr) => {
         impl Encoder for $ty {
             type Options = $opts;
             const NAME: &'static str = $name;
             const DESCRIPTION: &'static str = $desc;
             fn options() -> Vec<OptionSpec> {
-                $options
+                $opts::specs()
+            }
+            fn option_domains() -> Vec<OptionDomain> {
+                $opts::domains()
             }
             fn new(o: $opts) -> Result<Self, String> {
                 let build: fn($opts) -> Result<(Vec<usize>, Vec<Layer>), String> = $build;
@@ -122,21 +111,14 @@ macro_rules! layered_encoder {
 
 // ---------------------------------------------------------------- mlp
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MlpOptions {
-    pub sizes: Vec<usize>,
-    pub activation: String,
-    pub batch_norm: bool,
-}
-
-impl Default for MlpOptions {
-    fn default() -> Self {
-        MlpOptions {
-            sizes: vec![8, 16, 4],
-            activation: "relu".into(),
-            batch_norm: false,
-        }
+options! {
+    pub struct MlpOptions {
+        /// widths: input, hidden..., output
+        pub sizes: Vec<usize> = vec![8, 16, 4], "list of integers >= 1, at least 2", domain = Domain::choice([vec![8, 16, 4], vec![3, 5], vec![4, 6, 6, 2]]);
+        /// activation between layers
+        pub activation: String = "relu".into(), "relu | tanh | sigmoid", domain = Domain::choice(["relu", "tanh", "sigmoid"]);
+        /// batch norm before each hidden activation
+        pub batch_norm: bool = false, "bool", domain = Domain::Bool;
     }
 }
 
@@ -172,11 +154,6 @@ layered_encoder!(
     MlpOptions,
     "mlp",
     "Multilayer perceptron: Linear layers over `sizes` with an activation (and optional batch norm) between them",
-    vec![
-        opt("sizes", "list of integers >= 1, at least 2", json!([8, 16, 4]), "widths: input, hidden..., output"),
-        opt("activation", "relu | tanh | sigmoid", json!("relu"), "activation between layers"),
-        opt("batch_norm", "bool", json!(false), "batch norm before each hidden activation"),
-    ],
     |o| {
         positive("mlp", &o.sizes)?;
         if o.sizes.len() < 2 {
@@ -189,43 +166,17 @@ layered_encoder!(
 
 // ---------------------------------------------------------------- heads
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HeadOptions {
-    pub in_features: usize,
-    pub hidden: usize,
-    pub out_features: usize,
-    pub batch_norm: bool,
-}
-
-impl Default for HeadOptions {
-    fn default() -> Self {
-        HeadOptions {
-            in_features: 8,
-            hidden: 16,
-            out_features: 4,
-            batch_norm: true,
-        }
+options! {
+    pub struct HeadOptions {
+        /// input width (the encoder's output)
+        pub in_features: usize = 8, "integer >= 1", domain = Domain::int(1, 8);
+        /// hidden width
+        pub hidden: usize = 16, "integer >= 1", domain = Domain::int(1, 12);
+        /// output width
+        pub out_features: usize = 4, "integer >= 1", domain = Domain::int(1, 6);
+        /// batch norm after the hidden Linear
+        pub batch_norm: bool = true, "bool", domain = Domain::Bool;
     }
-}
-
-fn head_options() -> Vec<OptionSpec> {
-    vec![
-        opt(
-            "in_features",
-            "integer >= 1",
-            json!(8),
-            "input width (the encoder's output)",
-        ),
-        opt("hidden", "integer >= 1", json!(16), "hidden width"),
-        opt("out_features", "integer >= 1", json!(4), "output width"),
-        opt(
-            "batch_norm",
-            "bool",
-            json!(true),
-            "batch norm after the hidden Linear",
-        ),
-    ]
 }
 
 fn head(o: HeadOptions) -> Result<(Vec<usize>, Vec<Layer>), String> {
@@ -251,7 +202,6 @@ layered_encoder!(
     HeadOptions,
     "projection_head",
     "SimCLR's projection head g: Linear → BatchNorm → ReLU → Linear",
-    head_options(),
     head
 );
 layered_encoder!(
@@ -259,31 +209,23 @@ layered_encoder!(
     HeadOptions,
     "predictor",
     "BYOL's predictor q: Linear → BatchNorm → ReLU → Linear",
-    head_options(),
     head
 );
 
 // ---------------------------------------------------------------- convnet
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ConvNetOptions {
-    pub channels: usize,
-    pub size: usize,
-    pub widths: Vec<usize>,
-    pub batch_norm: bool,
-    pub fc: usize,
-}
-
-impl Default for ConvNetOptions {
-    fn default() -> Self {
-        ConvNetOptions {
-            channels: 1,
-            size: 8,
-            widths: vec![8, 16],
-            batch_norm: true,
-            fc: 0,
-        }
+options! {
+    pub struct ConvNetOptions {
+        /// input channels
+        pub channels: usize = 1, "integer >= 1", domain = Domain::int(1, 3);
+        /// input height and width
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// channels of each conv layer
+        pub widths: Vec<usize> = vec![8, 16], "list of integers >= 1", domain = Domain::choice([vec![8, 16], vec![4], vec![2, 3]]);
+        /// batch norm after each conv (convs then have no bias)
+        pub batch_norm: bool = true, "bool", domain = Domain::Bool;
+        /// 0: global average pooling; > 0: pool, flatten and a Linear layer of this width (keeps where features are)
+        pub fc: usize = 0, "integer >= 0", domain = Domain::choice([0, 6]);
     }
 }
 
@@ -297,13 +239,6 @@ layered_encoder!(
     ConvNetOptions,
     "convnet",
     "Small ConvNet: per width a 3x3 conv → batch norm → ReLU, with 2x2 max pooling between widths, then global average pooling → [B, last width]; or with fc > 0, the classic MNIST net: a 2x2 max pool after every width, flatten, Linear → batch norm → ReLU → [B, fc]",
-    vec![
-        opt("channels", "integer >= 1", json!(1), "input channels"),
-        opt("size", "integer >= 1", json!(8), "input height and width"),
-        opt("widths", "list of integers >= 1", json!([8, 16]), "channels of each conv layer"),
-        opt("batch_norm", "bool", json!(true), "batch norm after each conv (convs then have no bias)"),
-        opt("fc", "integer >= 0", json!(0), "0: global average pooling; > 0: pool, flatten and a Linear layer of this width (keeps where features are)"),
-    ],
     |o| {
         positive("convnet", &o.widths)?;
         positive("convnet", &[o.channels, o.size])?;
@@ -346,25 +281,18 @@ layered_encoder!(
 
 // ---------------------------------------------------------------- resnet
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ResNetOptions {
-    pub channels: usize,
-    pub size: usize,
-    pub width: usize,
-    pub stages: usize,
-    pub blocks: usize,
-}
-
-impl Default for ResNetOptions {
-    fn default() -> Self {
-        ResNetOptions {
-            channels: 3,
-            size: 8,
-            width: 4,
-            stages: 2,
-            blocks: 1,
-        }
+options! {
+    pub struct ResNetOptions {
+        /// input channels
+        pub channels: usize = 3, "integer >= 1", domain = Domain::int(1, 3);
+        /// input height and width
+        pub size: usize = 8, "integer >= 1", domain = Domain::int(4, 8);
+        /// channels of the stem and first stage
+        pub width: usize = 4, "integer >= 1", domain = Domain::int(2, 4);
+        /// stages (each after the first halves the resolution)
+        pub stages: usize = 2, "integer >= 1", domain = Domain::int(1, 2);
+        /// basic blocks per stage
+        pub blocks: usize = 1, "integer >= 1", domain = Domain::int(1, 2);
     }
 }
 
@@ -420,13 +348,6 @@ layered_encoder!(
     ResNetOptions,
     "resnet",
     "CIFAR-style ResNet: 3x3 stem, `stages` stages of `blocks` basic blocks (width doubling, stride 2 from the second stage), global average pooling → [B, width * 2^(stages-1)]",
-    vec![
-        opt("channels", "integer >= 1", json!(3), "input channels"),
-        opt("size", "integer >= 1", json!(8), "input height and width"),
-        opt("width", "integer >= 1", json!(4), "channels of the stem and first stage"),
-        opt("stages", "integer >= 1", json!(2), "stages (each after the first halves the resolution)"),
-        opt("blocks", "integer >= 1", json!(1), "basic blocks per stage"),
-    ],
     |o| {
         positive("resnet", &[o.channels, o.size, o.width, o.stages, o.blocks])?;
         if o.stages > 6 || o.size >> (o.stages - 1) == 0 {
@@ -453,19 +374,12 @@ layered_encoder!(
 
 // ---------------------------------------------------------------- batch_norm
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BatchNormOptions {
-    pub channels: usize,
-    pub spatial: Vec<usize>,
-}
-
-impl Default for BatchNormOptions {
-    fn default() -> Self {
-        BatchNormOptions {
-            channels: 3,
-            spatial: vec![2, 2],
-        }
+options! {
+    pub struct BatchNormOptions {
+        /// channels C
+        pub channels: usize = 3, "integer >= 1", domain = Domain::int(1, 4);
+        /// trailing dimensions ([] for [B, C])
+        pub spatial: Vec<usize> = vec![2, 2], "list of integers >= 1", domain = Domain::choice([vec![], vec![2, 2], vec![3]]);
     }
 }
 
@@ -479,10 +393,6 @@ layered_encoder!(
     BatchNormOptions,
     "batch_norm",
     "Batch normalisation over axis 1 of [B, C, ...spatial]: batch statistics and running averages (momentum 0.1, unbiased variance) in training, running statistics in evaluation",
-    vec![
-        opt("channels", "integer >= 1", json!(3), "channels C"),
-        opt("spatial", "list of integers >= 1", json!([2, 2]), "trailing dimensions ([] for [B, C])"),
-    ],
     |o| {
         positive("batch_norm", &[o.channels])?;
         if o.spatial.contains(&0) {

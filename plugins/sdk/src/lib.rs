@@ -33,7 +33,11 @@ pub use boundary::{guard, report};
 pub use host::{Host, HostTensor};
 pub use inputs::{Array, LossInputs, Output, RefInputs};
 pub use ops::{Dist, Padding, Positives, SimilarityLse};
-pub use options::OptionSpec;
+pub use options::{Domain, OptionDomain, OptionSpec};
 pub use params::{philox, Init, ParamSpec, Pass, Stream};
+#[doc(hidden)]
+pub use serde;
+#[doc(hidden)]
+pub use serde_json;
 pub use serde_json::{json, Value};
 pub use traits::{Augmentation, Encoder, Loss};

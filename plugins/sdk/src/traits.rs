@@ -9,6 +9,11 @@ pub trait Encoder: Sized + Send + Sync + 'static {
     const NAME: &'static str;
     const DESCRIPTION: &'static str;
     fn options() -> Vec<OptionSpec>;
+    /// The domains `vkgrad verify` samples the options from (ABI 1.4; `options!` writes
+    /// them as `MyOptions::domains()`). Options without one are only tested at their default.
+    fn option_domains() -> Vec<OptionDomain> {
+        Vec::new()
+    }
     fn new(options: Self::Options) -> Result<Self, String>;
     /// The shape of one input sample (the batch dimension comes first in `forward`).
     fn input_shape(&self) -> Vec<usize>;
@@ -34,6 +39,11 @@ pub trait Augmentation: Sized + Send + Sync + 'static {
     const NAME: &'static str;
     const DESCRIPTION: &'static str;
     fn options() -> Vec<OptionSpec>;
+    /// The domains `vkgrad verify` samples the options from (ABI 1.4; `options!` writes
+    /// them as `MyOptions::domains()`). Options without one are only tested at their default.
+    fn option_domains() -> Vec<OptionDomain> {
+        Vec::new()
+    }
     fn new(options: Self::Options) -> Result<Self, String>;
     /// The shape of one sample it takes (for `vkgrad verify`'s generated batches).
     fn input_shape(&self) -> Vec<usize>;
@@ -58,6 +68,11 @@ pub trait Loss: Sized + Send + Sync + 'static {
     const DESCRIPTION: &'static str;
     /// Every option with its type, default and documentation.
     fn options() -> Vec<OptionSpec>;
+    /// The domains `vkgrad verify` samples the options from (ABI 1.4; `options!` writes
+    /// them as `MyOptions::domains()`). Options without one are only tested at their default.
+    fn option_domains() -> Vec<OptionDomain> {
+        Vec::new()
+    }
     /// Validates options (e.g. temperature > 0) and builds the component.
     fn new(options: Self::Options) -> Result<Self, String>;
     /// Whether labels are required (checked by the host before calling).

@@ -5,22 +5,17 @@
 //! - encoder `linear`: y = x W + b, optionally followed by ReLU (PyTorch's nn.Linear init);
 //! - augmentation `gaussian_noise`: x + σ ε, ε ~ N(0, 1) drawn from the seeded stream.
 
-use serde::Deserialize;
 use vkgrad_plugin::{
-    export_plugin, json, Array, Augmentation, Encoder, Host, HostTensor, Init, Loss, LossInputs,
-    OptionSpec, Output, ParamSpec, Pass, RefInputs, Stream,
+    export_plugin, options, Array, Augmentation, Domain, Encoder, Host, HostTensor, Init, Loss,
+    LossInputs, OptionDomain, OptionSpec, Output, ParamSpec, Pass, RefInputs, Stream,
 };
 
-/// Options, from JSON; missing keys take the defaults, unknown keys are errors.
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AlignmentOptions {
-    pub alpha: f64,
-}
-
-impl Default for AlignmentOptions {
-    fn default() -> Self {
-        AlignmentOptions { alpha: 2.0 }
+options! {
+    /// Options, from JSON; missing keys take the defaults, unknown keys are errors. Each
+    /// field: type = default, the type as users read it, the domain `vkgrad verify` samples.
+    pub struct AlignmentOptions {
+        /// exponent α of the distance
+        pub alpha: f64 = 2.0, "float > 0", domain = Domain::log_float(0.5, 4.0);
     }
 }
 
@@ -38,12 +33,11 @@ impl Loss for Alignment {
         "Alignment of positive pairs (Wang & Isola 2020): mean ||ẑ_v − ẑ_w||^α over view pairs";
 
     fn options() -> Vec<OptionSpec> {
-        vec![OptionSpec {
-            name: "alpha",
-            ty: "float > 0",
-            default: json!(2.0),
-            doc: "exponent α of the distance",
-        }]
+        AlignmentOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        AlignmentOptions::domains()
     }
 
     fn new(o: AlignmentOptions) -> Result<Self, String> {
@@ -62,7 +56,7 @@ impl Loss for Alignment {
 
     fn forward<'h>(
         &self,
-        _host: &'h Host, // for constants (`host.tensor`) and draws; ops are tensor methods
+        host: &'h Host, // for constants (`host.tensor`) and draws; ops are tensor methods
         inputs: &LossInputs<'h>,
     ) -> Result<HostTensor<'h>, String> {
         let shape = inputs.features.shape()?;
@@ -77,6 +71,7 @@ impl Loss for Alignment {
             ));
         }
         let z = inputs.features.l2_normalize_eps(EPS)?;
+        let (zero, one) = (host.tensor(&[0.0], &[])?, host.tensor(&[1.0], &[])?);
         let mut total: Option<HostTensor> = None;
         for a in 0..v {
             for b in a + 1..v {
@@ -85,7 +80,13 @@ impl Loss for Alignment {
                 let diff = za.sub(&zb)?;
                 let sq = diff.mul(&diff)?;
                 let dist2 = sq.sum_axis(-1, false)?; // [N, 1]
-                let term = dist2.powf(self.alpha / 2.0)?;
+                                                     // At coincident views (s = 0) d/ds s^(α/2) is infinite for α < 2 and times
+                                                     // ∂s/∂z = 0 makes NaN; the (sub)gradient there is 0 (PyTorch's
+                                                     // `norm().pow(α)` gives 0 for α ≥ 1), so the power is taken of 1 there and the
+                                                     // term replaced by 0 (`vkgrad verify` found it: D = 1, α = 0.5).
+                let apart = dist2.gt(&zero)?;
+                let safe = HostTensor::where_(&apart, &dist2, &one)?;
+                let term = HostTensor::where_(&apart, &safe.powf(self.alpha / 2.0)?, &zero)?;
                 total = Some(match total {
                     None => term,
                     Some(t) => t.add(&term)?,
@@ -133,22 +134,15 @@ impl Loss for Alignment {
     }
 }
 
-/// Options of the linear encoder.
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LinearOptions {
-    pub in_features: usize,
-    pub out_features: usize,
-    pub relu: bool,
-}
-
-impl Default for LinearOptions {
-    fn default() -> Self {
-        LinearOptions {
-            in_features: 8,
-            out_features: 4,
-            relu: false,
-        }
+options! {
+    /// Options of the linear encoder.
+    pub struct LinearOptions {
+        /// input width
+        pub in_features: usize = 8, "integer >= 1", domain = Domain::int(1, 12);
+        /// output width
+        pub out_features: usize = 4, "integer >= 1", domain = Domain::int(1, 8);
+        /// apply ReLU to the output
+        pub relu: bool = false, "bool", domain = Domain::Bool;
     }
 }
 
@@ -162,26 +156,11 @@ impl Encoder for Linear {
     const DESCRIPTION: &'static str = "y = x W + b (W: [in, out]), optionally followed by ReLU";
 
     fn options() -> Vec<OptionSpec> {
-        vec![
-            OptionSpec {
-                name: "in_features",
-                ty: "integer >= 1",
-                default: json!(8),
-                doc: "input width",
-            },
-            OptionSpec {
-                name: "out_features",
-                ty: "integer >= 1",
-                default: json!(4),
-                doc: "output width",
-            },
-            OptionSpec {
-                name: "relu",
-                ty: "bool",
-                default: json!(false),
-                doc: "apply ReLU to the output",
-            },
-        ]
+        LinearOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        LinearOptions::domains()
     }
 
     fn new(o: LinearOptions) -> Result<Self, String> {
@@ -246,17 +225,13 @@ impl Encoder for Linear {
     }
 }
 
-/// Options of the Gaussian-noise augmentation.
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NoiseOptions {
-    pub sigma: f64,
-    pub dim: usize,
-}
-
-impl Default for NoiseOptions {
-    fn default() -> Self {
-        NoiseOptions { sigma: 0.1, dim: 8 }
+options! {
+    /// Options of the Gaussian-noise augmentation.
+    pub struct NoiseOptions {
+        /// standard deviation σ of the noise
+        pub sigma: f64 = 0.1, "float >= 0", domain = Domain::float(0.0, 2.0);
+        /// features per sample
+        pub dim: usize = 8, "integer >= 1", domain = Domain::int(1, 12);
     }
 }
 
@@ -271,20 +246,11 @@ impl Augmentation for GaussianNoise {
         "x + σ ε with ε ~ N(0, 1) from the seeded stream (vectors / tabular data)";
 
     fn options() -> Vec<OptionSpec> {
-        vec![
-            OptionSpec {
-                name: "sigma",
-                ty: "float >= 0",
-                default: json!(0.1),
-                doc: "standard deviation σ of the noise",
-            },
-            OptionSpec {
-                name: "dim",
-                ty: "integer >= 1",
-                default: json!(8),
-                doc: "features per sample",
-            },
-        ]
+        NoiseOptions::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        NoiseOptions::domains()
     }
 
     fn new(o: NoiseOptions) -> Result<Self, String> {

@@ -4,27 +4,29 @@
 //! N = 2 the standardised values are ±|a − b| / sqrt(((a − b)/2)² + ε) ≈ ±1 whatever the
 //! input, so the true gradient is ~1e-6 and the f32 device gradient is a difference of O(1)
 //! terms: the case `vkgrad verify`'s loss gradient floor exists for (docs/verification.md).
+//! Its options are declared with the SDK's `options!` (ABI 1.4: a domain for `verify` to sample);
+//! with `VKGRAD_FIXTURE=ignores_lambda` its forward uses the default λ whatever the options say,
+//! the bug option sampling exists to catch.
 
-use serde::Deserialize;
-use vkgrad_plugin::{json, Host, HostTensor, Loss, LossInputs, OptionSpec, RefInputs};
+use vkgrad_plugin::{
+    json, options, Domain, Host, HostTensor, Loss, LossInputs, OptionDomain, OptionSpec, RefInputs,
+};
 
 /// ε inside the standard deviation (as batch norm's).
 const EPS: f64 = 1e-5;
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Options {
-    pub lambda: f64,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { lambda: 0.005 }
+options! {
+    /// Options of the cross-correlation loss.
+    pub struct Options {
+        /// weight of the off-diagonal terms
+        pub lambda: f64 = 0.005, "float >= 0", domain = Domain::float(0.0, 0.05);
     }
 }
 
 pub struct CrossCorrelation {
     lambda: f64,
+    /// The λ the forward uses: the option's, or the default under the `ignores_lambda` fault.
+    forward_lambda: f64,
 }
 
 impl Loss for CrossCorrelation {
@@ -34,12 +36,11 @@ impl Loss for CrossCorrelation {
         "Barlow-Twins-style cross-correlation loss (a fixture whose gradient vanishes at N = 2)";
 
     fn options() -> Vec<OptionSpec> {
-        vec![OptionSpec {
-            name: "lambda",
-            ty: "float >= 0",
-            default: json!(0.005),
-            doc: "weight of the off-diagonal terms",
-        }]
+        Options::specs()
+    }
+
+    fn option_domains() -> Vec<OptionDomain> {
+        Options::domains()
     }
 
     fn new(o: Options) -> Result<Self, String> {
@@ -49,7 +50,15 @@ impl Loss for CrossCorrelation {
                 o.lambda
             ));
         }
-        Ok(CrossCorrelation { lambda: o.lambda })
+        let ignores = std::env::var("VKGRAD_FIXTURE").is_ok_and(|f| f == "ignores_lambda");
+        Ok(CrossCorrelation {
+            lambda: o.lambda,
+            forward_lambda: if ignores {
+                Options::default().lambda
+            } else {
+                o.lambda
+            },
+        })
     }
 
     fn views(&self) -> (usize, usize) {
@@ -98,7 +107,7 @@ impl Loss for CrossCorrelation {
         )?;
         let off = host.op("mul", &[&off, &off], json!({}))?;
         let off = host.op("sum", &[&off], json!({}))?;
-        let off = host.op("mul_scalar", &[&off], json!({ "s": self.lambda }))?;
+        let off = host.op("mul_scalar", &[&off], json!({ "s": self.forward_lambda }))?;
         host.op("add", &[&on, &off], json!({}))
     }
 

@@ -2,7 +2,8 @@
 //! host loads it (tests run the `vkgrad` binary as a subprocess per fault):
 //! `ok` (default), `wrong_major`, `newer_minor`, `duplicate`, `bad_name`, `no_reference`,
 //! `panic_init`, `panic_forward`, `panic_n5` (forward panics at batch 5 only),
-//! `panic_reference`, `nan`, `wrong_gpu`, `bad_attr` (a mistyped host-op
+//! `panic_reference`, `nan`, `wrong_gpu`, `ignores_lambda` (`cross_correlation`'s forward
+//! ignores its sampled option `lambda`), `bad_attr` (a mistyped host-op
 //! attribute), `unknown_attr` (an attribute the op does not take), `segfault` (a crash inside
 //! plugin code).
 //! The loss itself is the mean of squared features, with a correct CPU reference. Beside it,

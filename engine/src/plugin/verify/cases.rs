@@ -18,8 +18,6 @@ pub(super) fn values(seed: u64, count: usize, scale: f64) -> Vec<f64> {
         .collect()
 }
 
-/// Cases with batches from `nmin` (the component's minimum) to `nmin + 5`, so shrinking ends
-/// at the minimum and the report shows the batch that failed.
 /// Applies `c.degenerate` to `x`, `rows` samples of `row_len` values each (a loss's samples
 /// hold all their views): column `seed % row_len` made constant (or constant plus 1e-4 of
 /// its values), sample 1 made a copy of sample 0, or sample 0 made all zeros.
@@ -51,12 +49,19 @@ pub(super) fn degenerate(x: &mut [f64], c: &Case, row_len: usize) {
     }
 }
 
+/// Cases with batches from `nmin` (the component's minimum) to `nmin + 5`, so shrinking ends
+/// at the minimum and the report shows the batch that failed, each with an options set drawn
+/// from `options` (shrinking towards the defaults).
 ///
 /// With `smooth`, only the degenerate patterns where the function stays differentiable
 /// (constant and near-constant columns): for the gradient check. A zero sample sits on the
 /// kink of an L2 normalisation, and duplicate samples put batch norm's outputs exactly on
 /// ReLU's kink; there central differences average two slopes and prove nothing.
-pub(super) fn cases(nmin: usize, smooth: bool) -> impl Strategy<Value = Case> {
+pub(super) fn cases(
+    nmin: usize,
+    smooth: bool,
+    options: BoxedStrategy<String>,
+) -> impl Strategy<Value = Case> {
     let kinked = if smooth { 0 } else { 1 };
     (
         nmin..=nmin + 5,
@@ -78,14 +83,18 @@ pub(super) fn cases(nmin: usize, smooth: bool) -> impl Strategy<Value = Case> {
             kinked => Just(Degenerate::DuplicateRows),
             kinked => Just(Degenerate::ZeroRow)
         ],
+        options,
     )
-        .prop_map(|(n, v, d, classes, seed, scale, degenerate)| Case {
-            degenerate,
-            n,
-            v,
-            d,
-            classes,
-            seed,
-            scale,
-        })
+        .prop_map(
+            |(n, v, d, classes, seed, scale, degenerate, options)| Case {
+                degenerate,
+                n,
+                v,
+                d,
+                classes,
+                seed,
+                scale,
+                options,
+            },
+        )
 }

@@ -1,7 +1,10 @@
 //! `vkgrad verify --self-test`: known faults injected around a loss component's device path —
 //! the harness must catch each one, or the fault is a blind spot. A fault is set for the calling
-//! thread while the properties run (`with_fault`), and `loss::loss_run_once` applies it.
+//! thread while the properties run (`with_fault`), and `loss::loss_run_once` applies it; the
+//! ignored-option fault builds the device path's instance without one sampled option
+//! (`ignored_option`), as a plugin whose forward forgot to read it would behave.
 
+use super::sampling::{sampled_options, Sampled};
 use super::{verify, Check, Degenerate};
 use crate::plugin::Component;
 use std::cell::Cell;
@@ -18,6 +21,9 @@ pub enum Fault {
     DropGradient,
     /// NaN where the input is degenerate (a constant feature, duplicate or zero samples).
     NanAtDegenerate,
+    /// The device path built without the k-th option that declares a domain and no exemption
+    /// (the reference keeps it): an option the forward ignores.
+    IgnoreOption(usize),
 }
 
 /// The faults of a loss self-test, with what each one is.
@@ -42,19 +48,37 @@ pub(super) fn nan_here(d: Degenerate) -> bool {
     current() == Fault::NanAtDegenerate && d != Degenerate::None
 }
 
-/// Runs `f` with `fault` injected on this thread.
+/// The options that can take the ignored-option fault: sampled, and not declared exempt.
+fn faultable(sampled: &[Sampled]) -> impl Iterator<Item = &Sampled> {
+    sampled.iter().filter(|s| s.exempt.is_none())
+}
+
+/// The option the device path ignores under the fault in force, if any.
+pub(super) fn ignored_option(sampled: &[Sampled]) -> Option<&str> {
+    match current() {
+        Fault::IgnoreOption(k) => faultable(sampled).nth(k).map(|s| s.name.as_str()),
+        _ => None,
+    }
+}
+
+/// Runs `f` with `fault` injected on this thread; the previous fault is restored even when
+/// `f` unwinds.
 fn with_fault<T>(fault: Fault, f: impl FnOnce() -> T) -> T {
-    let prev = CURRENT.with(|c| c.replace(fault));
-    let out = f();
-    CURRENT.with(|c| c.set(prev));
-    out
+    struct Restore(Fault);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.replace(fault)));
+    f()
 }
 
 /// One fault's outcome: the properties that failed with it injected (empty = a blind spot).
 #[derive(Debug, serde::Serialize)]
 pub struct Outcome {
     pub component: String,
-    pub fault: &'static str,
+    pub fault: String,
     pub caught_by: Vec<&'static str>,
 }
 
@@ -70,15 +94,29 @@ pub fn self_test(
     let mut outcomes = Vec::new();
     for &comp in components.iter().filter(|c| c.kind == "loss") {
         progress(&format!("{} without faults", comp.name));
-        let checks = verify(&[comp], "{}", cases, seed, |_| {});
+        let checks = verify(&[comp], None, cases, seed, |_| {});
         let ok = checks.iter().all(|c| c.passed);
         clean.extend(checks);
         if !ok {
             continue; // a failing component is reported as it is; faults would prove nothing
         }
-        for (fault, what) in LOSS_FAULTS {
+        let (sampled, _) = sampled_options(&comp.options);
+        let mut faults: Vec<(Fault, String)> = LOSS_FAULTS
+            .iter()
+            .map(|&(f, what)| (f, what.to_string()))
+            .collect();
+        faults.extend(faultable(&sampled).enumerate().map(|(k, s)| {
+            (
+                Fault::IgnoreOption(k),
+                format!(
+                    "option `{}` ignored (device path built with its default)",
+                    s.name
+                ),
+            )
+        }));
+        for (fault, what) in faults {
             progress(&format!("{} with {what}", comp.name));
-            let checks = with_fault(fault, || verify(&[comp], "{}", cases, seed, |_| {}));
+            let checks = with_fault(fault, || verify(&[comp], None, cases, seed, |_| {}));
             outcomes.push(Outcome {
                 component: comp.name.clone(),
                 fault: what,

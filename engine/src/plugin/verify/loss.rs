@@ -73,6 +73,7 @@ pub(super) fn below_minimum_refused(
         seed: 1,
         scale: 1.0,
         degenerate: Degenerate::None,
+        options: "{}".into(),
     };
     let x = values(c.seed, c.n * c.v * c.d, c.scale);
     let device = loss_run(loss, &c, &x);
@@ -103,14 +104,17 @@ pub(super) fn loss_reference(loss: &Instance, c: &Case, x: &[f64]) -> Result<f64
     loss.reference_with(x, &[c.n, c.v, c.d], Some(&labels), &extra)
 }
 
+/// One case of `property`: `device` runs on the engine, `loss` gives the CPU reference (the
+/// same instance, except under the self-test's ignored-option fault).
 pub(super) fn loss_case(
+    device: &Instance,
     loss: &Instance,
     c: &Case,
     property: &str,
 ) -> std::result::Result<(), String> {
     let mut x = values(c.seed, c.n * c.v * c.d, c.scale);
     super::cases::degenerate(&mut x, c, c.v * c.d);
-    let (value, grad) = loss_run(loss, c, &x).map_err(|e| format!("device run failed: {e}"))?;
+    let (value, grad) = loss_run(device, c, &x).map_err(|e| format!("device run failed: {e}"))?;
     let want = loss_reference(loss, c, &x).map_err(|e| format!("CPU reference failed: {e}"))?;
     match property {
         "matches CPU reference" => {
@@ -151,7 +155,7 @@ pub(super) fn loss_case(
             }
         }
         "deterministic" => {
-            let (v2, g2) = loss_run(loss, c, &x).map_err(|e| e.to_string())?;
+            let (v2, g2) = loss_run(device, c, &x).map_err(|e| e.to_string())?;
             if v2.to_bits() != value.to_bits() || !bits_equal(&g2, &grad) {
                 return Err(format!(
                     "two runs on the same input differ: {value} vs {v2}"

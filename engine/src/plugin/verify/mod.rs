@@ -9,7 +9,8 @@
 //!
 //! The files: this one (the report, the driver), `cases` (generated inputs), `numeric`
 //! (comparisons, finite differences), `loss`, `encoder`, `augmentation` (each kind's checks),
-//! `faults` (the self-test: known faults injected, each must be caught).
+//! `faults` (the self-test: known faults injected, each must be caught), `sampling` (options
+//! drawn from their declared domains).
 
 mod augmentation;
 mod cases;
@@ -17,6 +18,7 @@ mod encoder;
 pub mod faults;
 mod loss;
 mod numeric;
+pub mod sampling;
 
 use crate::error::{Error, Result};
 use crate::ops::random::Rng;
@@ -57,6 +59,9 @@ pub struct Case {
     pub scale: f64,
     /// A degenerate pattern applied to the generated values (docs/verification.md).
     pub degenerate: Degenerate,
+    /// The options the component is built with for this case (JSON; `{}`: its defaults),
+    /// drawn from the domains it declares unless `--options` pins them.
+    pub options: String,
 }
 
 /// Inputs where straightforward numerics break: a feature with no variance across the batch,
@@ -87,8 +92,9 @@ pub fn case_properties(kind: &str) -> &'static [&'static str] {
 pub struct Only<'a> {
     /// A component name, with or without its `plugin::` prefix; `None`: every component.
     pub component: Option<&'a str>,
-    /// The options JSON each chosen component is built with (`{}`: its defaults).
-    pub options: &'a str,
+    /// The options JSON each chosen component is built with; `None`: drawn per case from the
+    /// domains the component declares.
+    pub options: Option<&'a str>,
 }
 
 impl Only<'_> {
@@ -114,21 +120,22 @@ impl Only<'_> {
     }
 }
 
-/// Verifies `components`, each built with `options` (JSON; `{}` for the defaults);
-/// `progress(what)` is called before each property.
+/// Verifies `components`, each built with `options` (JSON) in every case, or with `None` with
+/// options drawn per case from the domains each component declares; `progress(what)` is called
+/// before each property.
 pub fn verify(
     components: &[&Component],
-    options: &str,
+    options: Option<&str>,
     cases_per_property: u32,
     seed: u64,
     mut progress: impl FnMut(&str),
 ) -> Vec<Check> {
     let mut out = Vec::new();
-    let accepted = if options == "{}" {
-        "default options accepted"
-    } else {
-        "given options accepted"
+    let accepted = match options {
+        None | Some("{}") => "default options accepted",
+        Some(_) => "given options accepted",
     };
+    let base_options = options.unwrap_or("{}");
     for &comp in components {
         let skip = |out: &mut Vec<Check>, properties: &[&'static str], why: &str| {
             for &property in properties {
@@ -142,7 +149,7 @@ pub fn verify(
             }
         };
         if comp.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
-            let mut all = vec!["bad options rejected", accepted];
+            let mut all = vec!["bad options rejected", accepted, OPTIONS_SAMPLED];
             all.extend(case_properties(comp.kind));
             skip(
                 &mut out,
@@ -164,7 +171,7 @@ pub fn verify(
             });
         };
         check("bad options rejected", bad_options_rejected(comp));
-        let inst = match comp.instantiate(options) {
+        let inst = match comp.instantiate(base_options) {
             Ok(i) => {
                 check(accepted, Ok(String::new()));
                 i
@@ -174,6 +181,16 @@ pub fn verify(
                 continue;
             }
         };
+        let (sampled, unsampled) = sampling::sampled_options(&comp.options);
+        let strategy = sampling::options_strategy(&sampled, options);
+        check(
+            OPTIONS_SAMPLED,
+            strategy
+                .as_ref()
+                .map(|_| sampled_report(&sampled, &unsampled, options))
+                .map_err(|e| format!("a declared domain is not usable: {e}")),
+        );
+        let Ok(option_sets) = strategy else { continue };
         if comp.kind == "loss" {
             if let Ok(d) = inst.describe() {
                 if let Some(m) = d.min_batch.filter(|&m| m > 1) {
@@ -198,38 +215,48 @@ pub fn verify(
             };
             let mut runner =
                 TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &key));
-            // A loss that takes only some view counts gets cases with those.
-            let described = inst.describe().ok();
-            let (vmin, vmax) = described
-                .as_ref()
-                .and_then(|d| d.views)
-                .unwrap_or((1, usize::MAX));
-            let nmin = described
-                .as_ref()
-                .filter(|_| comp.kind == "loss")
-                .and_then(|d| d.min_batch)
-                .unwrap_or(2)
-                .max(1);
-            // A loss that fixes its feature dimension (e.g. a queue of keys) gets cases with it.
-            let fixed_dim = described
-                .filter(|d| comp.kind == "loss" && d.input_shape.len() == 1)
-                .map(|d| d.input_shape[0]);
             // Batches from the minimum on (losses declare it; 2 for the other kinds, and for
-            // losses of ABI 1.0–1.2).
+            // losses of ABI 1.0–1.2); a case whose options raise the minimum is raised to it.
+            let nmin = min_batch(comp, &inst);
             // The input of the case that panicked, and which side panicked: after a panic the
             // plugin is poisoned, so every later (shrunk) case fails for that reason alone
             // and proptest's "smallest failing input" would not be the one that panicked.
             let first_panic: std::cell::RefCell<Option<(Case, String)>> = Default::default();
             let smooth = property == "gradient vs finite differences";
-            let result = runner.run(&cases(nmin, smooth), |mut c| {
-                c.v = c.v.clamp(vmin, vmax.max(vmin));
-                c.d = fixed_dim.unwrap_or(c.d);
+            let result = runner.run(&cases(nmin, smooth, option_sets.clone()), |mut c| {
                 let poisoned_before = comp.poisoned.load(std::sync::atomic::Ordering::SeqCst);
-                let r = match comp.kind {
-                    "loss" => loss_case(&inst, &c, property),
-                    "encoder" => encoder_case(&inst, &c, property),
-                    _ => augmentation_case(&inst, &c, property),
-                };
+                let r = (|| {
+                    // This case's instance, and the device path's: the same one, except under
+                    // the self-test's "option ignored" fault (built without that option).
+                    let own;
+                    let case_inst = if c.options == base_options {
+                        &inst
+                    } else {
+                        own = comp.instantiate(&c.options).map_err(|e| {
+                            format!(
+                                "options {} drawn from the declared domains were refused: {e}",
+                                c.options
+                            )
+                        })?;
+                        &own
+                    };
+                    let ignored;
+                    let device_inst = match faults::ignored_option(&sampled) {
+                        Some(name) => {
+                            ignored = comp
+                                .instantiate(&sampling::without(&c.options, name))
+                                .map_err(|e| format!("device run failed: {e}"))?;
+                            &ignored
+                        }
+                        None => case_inst,
+                    };
+                    shape_case(comp, case_inst, &mut c);
+                    match comp.kind {
+                        "loss" => loss_case(device_inst, case_inst, &c, property),
+                        "encoder" => encoder_case(case_inst, &c, property),
+                        _ => augmentation_case(case_inst, &c, property),
+                    }
+                })();
                 if let Err(e) = &r {
                     let now = comp.poisoned.load(std::sync::atomic::Ordering::SeqCst);
                     if now && !poisoned_before && first_panic.borrow().is_none() {
@@ -273,6 +300,62 @@ pub fn verify(
         }
     }
     out
+}
+
+/// The check that reports which options the cases sample.
+const OPTIONS_SAMPLED: &str = "options sampled from their domains";
+
+fn sampled_report(
+    sampled: &[sampling::Sampled],
+    unsampled: &[String],
+    pinned: Option<&str>,
+) -> String {
+    if let Some(p) = pinned {
+        return format!("options pinned by --options: {p}");
+    }
+    let names: Vec<String> = sampled
+        .iter()
+        .map(|s| match &s.exempt {
+            Some(why) => format!("{} (exempt from the ignored-option fault: {why})", s.name),
+            None => s.name.clone(),
+        })
+        .collect();
+    let mut out = if names.is_empty() {
+        "no option declares a domain".to_string()
+    } else {
+        format!("sampled: {}", names.join(", "))
+    };
+    if !unsampled.is_empty() {
+        out += &format!(
+            "; tested at their defaults only (no domain declared): {}",
+            unsampled.join(", ")
+        );
+    }
+    out
+}
+
+/// The smallest batch the component takes with its default (or pinned) options.
+fn min_batch(comp: &Component, inst: &Instance) -> usize {
+    inst.describe()
+        .ok()
+        .filter(|_| comp.kind == "loss")
+        .and_then(|d| d.min_batch)
+        .unwrap_or(2)
+        .max(1)
+}
+
+/// Fits a generated case to what its instance declares: the view counts a loss takes, a
+/// feature dimension it fixes (e.g. a queue of keys), a minimum batch its options raise.
+fn shape_case(comp: &Component, inst: &Instance, c: &mut Case) {
+    let Ok(d) = inst.describe() else { return };
+    let (vmin, vmax) = d.views.unwrap_or((1, usize::MAX));
+    c.v = c.v.clamp(vmin, vmax.max(vmin));
+    if comp.kind == "loss" {
+        if d.input_shape.len() == 1 {
+            c.d = d.input_shape[0];
+        }
+        c.n = c.n.max(d.min_batch.unwrap_or(2).max(1));
+    }
 }
 
 fn bad_options_rejected(comp: &Component) -> std::result::Result<String, String> {
