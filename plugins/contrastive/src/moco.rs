@@ -123,14 +123,19 @@ impl Loss for Moco {
                 o.queue_size, o.dim
             ));
         }
-        Ok(Moco {
+        let moco = Moco {
             path: crate::masked::Path::parse("moco", &o.similarity)?,
             dim: o.dim,
             k: o.queue_size,
             tau: o.temperature,
             seed: o.seed,
             queue: Mutex::new(None),
-        })
+        };
+        // The queue exists from the start, so `save_state` of a new instance is its initial
+        // state: restoring it undoes the first forward's enqueue (before, a new instance saved
+        // nothing, and a check that restores state saw the queue its own run had changed).
+        moco.queue(moco.dim)?;
+        Ok(moco)
     }
 
     fn views(&self) -> (usize, usize) {

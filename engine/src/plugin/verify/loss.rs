@@ -18,8 +18,18 @@ pub(super) fn loss_extras(loss: &Instance, c: &Case) -> Result<Vec<Vec<f64>>> {
 pub(super) fn loss_run(loss: &Instance, c: &Case, x: &[f64]) -> Result<(f32, Vec<f32>)> {
     let snapshot = loss.save_state()?;
     let result = loss_run_once(loss, c, x);
-    if let Some(s) = &snapshot {
-        loss.load_state(s)?;
+    match &snapshot {
+        Some(s) => loss.load_state(s)?,
+        // State that appears with the first run cannot be put back: every later run and the
+        // reference would see what this run left (MoCo's queue did, made on first use).
+        None if loss.save_state()?.is_some() => {
+            return Err(Error::Other(
+                "save_state returned nothing before the first run and a state after it: \
+                 the initial state cannot be restored (make it when the component is built)"
+                    .into(),
+            ))
+        }
+        None => {}
     }
     result
 }
