@@ -443,12 +443,11 @@ fn triplet_gradient_is_right_for_near_duplicate_embeddings() {
         y[k] += h;
         l.reference(&y, &[n, v, d], Some(&lf)).unwrap()
     };
-    for k in 0..x.len() {
+    for (k, &gk) in g.iter().enumerate() {
         let fd = (f(k, 1e-6) - f(k, -1e-6)) / 2e-6;
         assert!(
-            (g[k] as f64 - fd).abs() <= 1e-3 * (fd.abs() + 1e-2),
-            "element {k}: device {} vs finite differences {fd}",
-            g[k]
+            (gk as f64 - fd).abs() <= 1e-3 * (fd.abs() + 1e-2),
+            "element {k}: device {gk} vs finite differences {fd}"
         );
     }
 }

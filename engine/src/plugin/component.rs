@@ -29,6 +29,25 @@ impl Component {
         }
     }
 
+    /// Takes the poison of a caught panic off and returns what the panic said. Only `vkgrad
+    /// verify` does this, in the process of its own it runs each component in: the panic
+    /// unwound through the plugin's guard, the instance it hit is dropped, and the next case
+    /// gets a fresh one, so panics shrink like any other failure. `poison` puts it back.
+    pub(crate) fn take_poison(&self) -> Option<String> {
+        self.poisoned.swap(false, Ordering::SeqCst).then(|| {
+            self.poison_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
+    }
+
+    /// Poisons the plugin, as a caught panic does.
+    pub(crate) fn poison(&self, reason: String) {
+        *self.poison_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
     pub(super) fn check_alive(&self) -> Result<()> {
         if self.poisoned.load(Ordering::SeqCst) {
             let why = self

@@ -25,12 +25,47 @@ pub unsafe fn report(err: *mut TextSink, message: &str) {
     }
 }
 
-/// Runs `f` at the ABI boundary: errors become `ERROR` with a message, panics `PANICKED`.
+thread_local! {
+    /// How many `guard`s this thread is inside, and where the last panic inside one happened.
+    static GUARDED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The plugin's panic hook (this library has its own `std`, so its own hook), installed once:
+/// inside a `guard` it records where the panic happened and prints nothing — the message and
+/// the place reach the host in the error, which says them once (`vkgrad verify` may run a
+/// panicking case hundreds of times while it shrinks); with `RUST_BACKTRACE` set, or outside
+/// a guard, the previous hook prints as usual.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(|g| g.get()) > 0 {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                PANIC_AT.with(|p| *p.borrow_mut() = at);
+                if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
+                    return;
+                }
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Runs `f` at the ABI boundary: errors become `ERROR` with a message, panics `PANICKED`
+/// with the panic's message and place (`panicked: MESSAGE (at FILE:LINE:COLUMN)`).
 ///
 /// # Safety
 /// `err` is null or a valid sink for the duration of the call.
 pub unsafe fn guard(err: *mut TextSink, f: impl FnOnce() -> Result<(), String>) -> i32 {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    install_panic_hook();
+    GUARDED.with(|g| g.set(g.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(g.get() - 1));
+    match result {
         Ok(Ok(())) => abi::OK,
         Ok(Err(m)) => {
             unsafe { report(err, &m) };
@@ -41,11 +76,15 @@ pub unsafe fn guard(err: *mut TextSink, f: impl FnOnce() -> Result<(), String>) 
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned());
+            let at = PANIC_AT
+                .with(|a| a.borrow_mut().take())
+                .map(|a| format!(" (at {a})"))
+                .unwrap_or_default();
             unsafe {
                 report(
                     err,
                     &format!(
-                        "panicked: {}",
+                        "panicked: {}{at}",
                         what.unwrap_or_else(|| "(no message)".into())
                     ),
                 )

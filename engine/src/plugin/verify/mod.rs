@@ -203,6 +203,17 @@ pub fn verify(
                 }
             }
         }
+        if comp.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            // A check above panicked (building the component, a batch below its minimum).
+            skip(
+                &mut out,
+                case_properties(comp.kind),
+                "not run: the panic above poisoned the plugin",
+            );
+            continue;
+        }
+        // What the first panic said, if the component panicked in any case.
+        let panic: std::cell::RefCell<Option<String>> = Default::default();
         for &property in case_properties(comp.kind) {
             progress(&format!("{} {property}", comp.name));
             let mut key = [0u8; 32];
@@ -218,18 +229,14 @@ pub fn verify(
             // Batches from the minimum on (losses declare it; 2 for the other kinds, and for
             // losses of ABI 1.0–1.2); a case whose options raise the minimum is raised to it.
             let nmin = min_batch(comp, &inst);
-            // The input of the case that panicked, and which side panicked: after a panic the
-            // plugin is poisoned, so every later (shrunk) case fails for that reason alone
-            // and proptest's "smallest failing input" would not be the one that panicked.
-            let first_panic: std::cell::RefCell<Option<(Case, String)>> = Default::default();
             let smooth = property == "gradient vs finite differences";
             let result = runner.run(&cases(nmin, smooth, option_sets.clone()), |mut c| {
-                let poisoned_before = comp.poisoned.load(std::sync::atomic::Ordering::SeqCst);
                 let r = (|| {
                     // This case's instance, and the device path's: the same one, except under
-                    // the self-test's "option ignored" fault (built without that option).
+                    // the self-test's "option ignored" fault (built without that option). After
+                    // a panic every case gets a fresh instance: the one it hit may be broken.
                     let own;
-                    let case_inst = if c.options == base_options {
+                    let case_inst = if c.options == base_options && panic.borrow().is_none() {
                         &inst
                     } else {
                         own = comp.instantiate(&c.options).map_err(|e| {
@@ -257,46 +264,36 @@ pub fn verify(
                         _ => augmentation_case(case_inst, &c, property),
                     }
                 })();
-                if let Err(e) = &r {
-                    let now = comp.poisoned.load(std::sync::atomic::Ordering::SeqCst);
-                    if now && !poisoned_before && first_panic.borrow().is_none() {
-                        *first_panic.borrow_mut() = Some((c.clone(), e.clone()));
+                // A panic poisoned the component: take the poison off (this process verifies
+                // this component only), so shrinking goes on with fresh instances and the
+                // report shows the smallest input that panics, naming the side that did.
+                let r = r.map_err(|e| match comp.take_poison() {
+                    Some(reason) => {
+                        panic.borrow_mut().get_or_insert(reason.clone());
+                        let side = if e.starts_with("CPU reference failed") {
+                            "the CPU reference"
+                        } else {
+                            "the device path"
+                        };
+                        let what = reason.strip_prefix("panicked: ").unwrap_or(&reason);
+                        format!("{side} panicked: {what}")
                     }
-                }
+                    None => e,
+                });
                 r.map_err(TestCaseError::fail)
             });
-            let outcome = match (result, first_panic.into_inner()) {
-                (Ok(()), _) => Ok(format!("{cases_per_property} cases")),
-                (Err(_), Some((case, why))) => {
-                    let side = if why.starts_with("CPU reference failed") {
-                        "the CPU reference"
-                    } else {
-                        "the device path"
-                    };
-                    Err(format!(
-                        "{side} panicked: {why}; the input that panicked: {case:?} (not shrunk: a panic poisons the plugin)"
-                    ))
-                }
-                (Err(TestError::Fail(why, case)), None) => {
+            let outcome = match result {
+                Ok(()) => Ok(format!("{cases_per_property} cases")),
+                Err(TestError::Fail(why, case)) => {
                     Err(format!("{why}; smallest failing input: {case:?}"))
                 }
-                (Err(TestError::Abort(why)), None) => Err(format!("aborted: {why}")),
+                Err(TestError::Abort(why)) => Err(format!("aborted: {why}")),
             };
             check(property, outcome);
-            if comp.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
-                let done = out.iter().filter(|c| c.component == comp.name).count();
-                let rest: Vec<&'static str> = case_properties(comp.kind)
-                    .iter()
-                    .copied()
-                    .filter(|p| !out[out.len() - done..].iter().any(|c| c.property == *p))
-                    .collect();
-                skip(
-                    &mut out,
-                    &rest,
-                    "not run: the panic above poisoned the plugin",
-                );
-                break;
-            }
+        }
+        // The host's rule stands after verify: a plugin that panicked is not called again.
+        if let Some(reason) = panic.into_inner() {
+            comp.poison(reason);
         }
     }
     out
