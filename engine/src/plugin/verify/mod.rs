@@ -230,58 +230,62 @@ pub fn verify(
             // losses of ABI 1.0–1.2); a case whose options raise the minimum is raised to it.
             let nmin = min_batch(comp, &inst);
             let smooth = property == "gradient vs finite differences";
-            let result = runner.run(&cases(nmin, smooth, option_sets.clone()), |mut c| {
-                let r = (|| {
-                    // This case's instance, and the device path's: the same one, except under
-                    // the self-test's "option ignored" fault (built without that option). After
-                    // a panic every case gets a fresh instance: the one it hit may be broken.
-                    let own;
-                    let case_inst = if c.options == base_options && panic.borrow().is_none() {
-                        &inst
-                    } else {
-                        own = comp.instantiate(&c.options).map_err(|e| {
-                            format!(
-                                "options {} drawn from the declared domains were refused: {e}",
-                                c.options
-                            )
-                        })?;
-                        &own
-                    };
-                    let ignored;
-                    let device_inst = match faults::ignored_option(&sampled) {
-                        Some(name) => {
-                            ignored = comp
-                                .instantiate(&sampling::without(&c.options, name))
-                                .map_err(|e| format!("device run failed: {e}"))?;
-                            &ignored
-                        }
-                        None => case_inst,
-                    };
-                    shape_case(comp, case_inst, &mut c);
-                    match comp.kind {
-                        "loss" => loss_case(device_inst, case_inst, &c, property),
-                        "encoder" => encoder_case(case_inst, &c, property),
-                        _ => augmentation_case(case_inst, &c, property),
-                    }
-                })();
-                // A panic poisoned the component: take the poison off (this process verifies
-                // this component only), so shrinking goes on with fresh instances and the
-                // report shows the smallest input that panics, naming the side that did.
-                let r = r.map_err(|e| match comp.take_poison() {
-                    Some(reason) => {
-                        panic.borrow_mut().get_or_insert(reason.clone());
-                        let side = if e.starts_with("CPU reference failed") {
-                            "the CPU reference"
+            let extreme = comp.kind == "loss";
+            let result = runner.run(
+                &cases(nmin, smooth, extreme, option_sets.clone()),
+                |mut c| {
+                    let r = (|| {
+                        // This case's instance, and the device path's: the same one, except under
+                        // the self-test's "option ignored" fault (built without that option). After
+                        // a panic every case gets a fresh instance: the one it hit may be broken.
+                        let own;
+                        let case_inst = if c.options == base_options && panic.borrow().is_none() {
+                            &inst
                         } else {
-                            "the device path"
+                            own = comp.instantiate(&c.options).map_err(|e| {
+                                format!(
+                                    "options {} drawn from the declared domains were refused: {e}",
+                                    c.options
+                                )
+                            })?;
+                            &own
                         };
-                        let what = reason.strip_prefix("panicked: ").unwrap_or(&reason);
-                        format!("{side} panicked: {what}")
-                    }
-                    None => e,
-                });
-                r.map_err(TestCaseError::fail)
-            });
+                        let ignored;
+                        let device_inst = match faults::ignored_option(&sampled) {
+                            Some(name) => {
+                                ignored = comp
+                                    .instantiate(&sampling::without(&c.options, name))
+                                    .map_err(|e| format!("device run failed: {e}"))?;
+                                &ignored
+                            }
+                            None => case_inst,
+                        };
+                        shape_case(comp, case_inst, &mut c);
+                        match comp.kind {
+                            "loss" => loss_case(device_inst, case_inst, &c, property),
+                            "encoder" => encoder_case(case_inst, &c, property),
+                            _ => augmentation_case(case_inst, &c, property),
+                        }
+                    })();
+                    // A panic poisoned the component: take the poison off (this process verifies
+                    // this component only), so shrinking goes on with fresh instances and the
+                    // report shows the smallest input that panics, naming the side that did.
+                    let r = r.map_err(|e| match comp.take_poison() {
+                        Some(reason) => {
+                            panic.borrow_mut().get_or_insert(reason.clone());
+                            let side = if e.starts_with("CPU reference failed") {
+                                "the CPU reference"
+                            } else {
+                                "the device path"
+                            };
+                            let what = reason.strip_prefix("panicked: ").unwrap_or(&reason);
+                            format!("{side} panicked: {what}")
+                        }
+                        None => e,
+                    });
+                    r.map_err(TestCaseError::fail)
+                },
+            );
             let outcome = match result {
                 Ok(()) => Ok(format!("{cases_per_property} cases")),
                 Err(TestError::Fail(why, case)) => {
