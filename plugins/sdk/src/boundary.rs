@@ -79,6 +79,8 @@ pub unsafe fn guard(err: *mut TextSink, f: impl FnOnce() -> Result<(), String>) 
             let at = PANIC_AT
                 .with(|a| a.borrow_mut().take())
                 .map(|a| format!(" (at {a})"))
+                // No place recorded: the panic hook of another library ran (a plugin that
+                // set its own hook); the message alone is still reported.
                 .unwrap_or_default();
             unsafe {
                 report(
