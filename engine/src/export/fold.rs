@@ -1,8 +1,9 @@
 //! Folding evaluation-mode batch norm into the Conv or Linear before it. The traced batch
-//! norm is `Reshape [N, C, rest] → Mul(scale [1, C, 1]) → Add(shift [1, C, 1]) → Reshape
-//! back` (constants already folded from γ, β and the running statistics); after a `Conv`
-//! or a `MatMul` by a weight used nowhere else, it becomes part of that op:
-//! W'[c] = W[c] · scale[c], b' = b · scale + shift — the graph PyTorch's export gives after
+//! norm is `Reshape [N, C, rest] → Sub(mean [1, C, 1]) → Mul(scale [1, C, 1]) → Add(shift
+//! [1, C, 1]) → Reshape back` (the Sub optional; constants already folded from γ, β and the
+//! running statistics); after a `Conv` or a `MatMul` by a weight used nowhere else, it becomes
+//! part of that op: W'[c] = W[c] · scale[c], b' = (b − mean) · scale + shift — the graph
+//! PyTorch's export gives after
 //! `fuse_conv_bn_eval`, and one op instead of five at inference.
 
 use super::proto::{GraphProto, NodeProto, TensorProto, FLOAT, INT64};
@@ -20,11 +21,13 @@ pub fn batch_norms(g: &mut GraphProto) -> usize {
 }
 
 struct Plan {
-    /// Node indices: the Conv / MatMul, the two Reshapes, the Mul and the Add.
+    /// Node indices: the Conv / MatMul, then the chain after it (Reshape, the Sub if any, Mul,
+    /// Add, Reshape).
     op: usize,
     /// The op's weight initializer.
     weight: TensorProto,
-    chain: [usize; 4],
+    chain: Vec<usize>,
+    mean: Vec<f32>,
     scale: Vec<f32>,
     shift: Vec<f32>,
 }
@@ -82,7 +85,13 @@ fn find(g: &GraphProto) -> Option<Plan> {
         };
         let r1 = only_reader(g, &n.output[0]).filter(|&j| g.node[j].op_type == "Reshape");
         let Some(r1) = r1 else { continue };
-        let Some(m) = only_reader(g, &g.node[r1].output[0]).filter(|&j| g.node[j].op_type == "Mul")
+        // The centring z − mean, when the batch norm subtracts before it scales.
+        let sub = only_reader(g, &g.node[r1].output[0]).filter(|&j| {
+            g.node[j].op_type == "Sub" && g.node[j].input.first() == Some(&g.node[r1].output[0])
+        });
+        let before_mul = sub.unwrap_or(r1);
+        let Some(m) =
+            only_reader(g, &g.node[before_mul].output[0]).filter(|&j| g.node[j].op_type == "Mul")
         else {
             continue;
         };
@@ -119,13 +128,21 @@ fn find(g: &GraphProto) -> Option<Plan> {
         if !fits {
             continue;
         }
-        let scale = per_channel(g, &other(&g.node[m], &g.node[r1].output[0]), c);
+        let mean = match sub {
+            Some(j) => per_channel(g, &g.node[j].input[1], c),
+            None => Some(vec![0.0; c]),
+        };
+        let scale = per_channel(g, &other(&g.node[m], &g.node[before_mul].output[0]), c);
         let shift = per_channel(g, &other(&g.node[a], &g.node[m].output[0]), c);
-        if let (Some(scale), Some(shift)) = (scale, shift) {
+        if let (Some(mean), Some(scale), Some(shift)) = (mean, scale, shift) {
             return Some(Plan {
                 op: i,
                 weight: w.clone(),
-                chain: [r1, m, a, r2],
+                chain: [Some(r1), sub, Some(m), Some(a), Some(r2)]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                mean,
                 scale,
                 shift,
             });
@@ -155,7 +172,7 @@ fn apply(g: &mut GraphProto, p: Plan) {
         .flatten()
         .unwrap_or_else(|| vec![0.0; c]);
     let bias: Vec<f32> = (0..c)
-        .map(|i| old_bias[i] * p.scale[i] + p.shift[i])
+        .map(|i| (old_bias[i] - p.mean[i]) * p.scale[i] + p.shift[i])
         .collect();
     let b_name = format!("{}.bn_folded_bias", w.name);
     g.initializer.push(w2.clone());
@@ -166,7 +183,7 @@ fn apply(g: &mut GraphProto, p: Plan) {
         name: b_name.clone(),
         ..Default::default()
     });
-    let out = g.node[p.chain[3]].output[0].clone();
+    let out = g.node[*p.chain.last().expect("a chain")].output[0].clone();
     let mut fused = node.clone();
     fused.input = vec![node.input[0].clone(), w2.name.clone(), b_name];
     fused.output = vec![out];
@@ -175,7 +192,7 @@ fn apply(g: &mut GraphProto, p: Plan) {
         fused.op_type = "Gemm".into();
         fused.name = format!("{}_bn", node.name);
     }
-    let mut drop: Vec<usize> = p.chain.to_vec();
+    let mut drop: Vec<usize> = p.chain.clone();
     drop.push(p.op);
     drop.sort_unstable();
     g.node[p.op] = fused;

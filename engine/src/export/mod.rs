@@ -7,7 +7,7 @@
 //! differs only there gets -1, anything else that depends on the batch is an error. Ops whose
 //! inputs are all parameters (batch norm's running statistics turned into a per-channel
 //! scale and shift) are folded into constants with the values the device computed, so batch
-//! norm becomes a Mul and an Add per channel, which `fold.rs` then folds into the Conv or
+//! norm becomes a Sub, a Mul and an Add per channel, which `fold.rs` then folds into the Conv or
 //! Linear before it. An op with no ONNX mapping is an error naming it and the component that
 //! ran it.
 

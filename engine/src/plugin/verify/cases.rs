@@ -58,16 +58,15 @@ pub(super) fn degenerate(x: &mut [f64], c: &Case, row_len: usize) {
 /// kink of an L2 normalisation, and duplicate samples put batch norm's outputs exactly on
 /// ReLU's kink; there central differences average two slopes and prove nothing.
 ///
-/// With `extreme` (losses), also the scales 1e-6 and 1e4 (encoders: not yet, see
-/// docs/verification.md).
+/// `tiny` and `huge` add the scales 1e-6 and 1e4 (see `extreme_scales`).
 pub(super) fn cases(
     nmin: usize,
     smooth: bool,
-    extreme: bool,
+    (tiny, huge): (bool, bool),
     options: BoxedStrategy<String>,
 ) -> impl Strategy<Value = Case> {
     let kinked = if smooth { 0 } else { 1 };
-    let extreme = if extreme { 1 } else { 0 };
+    let (tiny, huge) = (u32::from(tiny), u32::from(huge));
     (
         nmin..=nmin + 5,
         2usize..=3,
@@ -80,8 +79,8 @@ pub(super) fn cases(
             2 => Just(10.0),
             1 => Just(1e-4),
             1 => Just(1e3),
-            extreme => Just(1e-6),
-            extreme => Just(1e4)
+            tiny => Just(1e-6),
+            huge => Just(1e4)
         ],
         prop_oneof![
             6 => Just(Degenerate::None),
@@ -113,4 +112,20 @@ pub(super) fn cases(
                 options,
             },
         )
+}
+
+/// Which of the extreme scales (1e-6, 1e4) a property's cases include, by component kind.
+/// Losses: both, in every property. Encoders: both, except 1e-6 in the gradient check: there
+/// an O(1) offset (a conv bias, or the running mean in evaluation mode) carries an O(1e-6)
+/// signal, f32 keeps ~1 % of it, and a 2x2 max pool's choice between window values closer
+/// than that is rounding — the device routes the gradient through another window element
+/// than the f64 reference does, so the ConvNet's input gradient differs by 3–10 % while its
+/// output matches (measured; PyTorch's f32 ConvNet does the same). Augmentations draw values
+/// up to 1 (pixel data), so neither.
+pub(super) fn extreme_scales(kind: &str, property: &str) -> (bool, bool) {
+    match kind {
+        "loss" => (true, true),
+        "encoder" => (property != "gradient vs finite differences", true),
+        _ => (false, false),
+    }
 }

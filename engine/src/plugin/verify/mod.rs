@@ -230,7 +230,7 @@ pub fn verify(
             // losses of ABI 1.0–1.2); a case whose options raise the minimum is raised to it.
             let nmin = min_batch(comp, &inst);
             let smooth = property == "gradient vs finite differences";
-            let extreme = comp.kind == "loss";
+            let extreme = cases::extreme_scales(comp.kind, property);
             let result = runner.run(
                 &cases(nmin, smooth, extreme, option_sets.clone()),
                 |mut c| {
