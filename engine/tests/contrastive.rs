@@ -780,3 +780,93 @@ fn moco_tiled_and_matrix_paths_agree() {
         }
     }
 }
+
+/// `similarity` chooses the path, not only a name: "tiled" never materialises the M × M
+/// similarities (every op the plugin runs has a smaller output; the tiles stay inside
+/// `similarity_lse`), "matrix" does — so a large batch fits only on the tiled path.
+#[test]
+fn the_similarity_option_chooses_whether_the_m_by_m_matrix_exists() {
+    let (n, v, d) = (24, 2, 5);
+    let m = n * v;
+    let x = features(n, v, d, 3);
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+    for (name, labelled) in [("nt_xent", false), ("supcon", true)] {
+        for (path, materialised) in [("tiled", false), ("matrix", true), ("auto", false)] {
+            let l = loss(name, &format!(r#"{{"similarity":"{path}"}}"#));
+            let t = Tensor::from_vec(x.clone(), &[n, v, d]).unwrap();
+            let lab = labelled.then(|| IntTensor::from_vec(labels.clone(), &[n]).unwrap());
+            let (_, ops) = vkgrad::plugin::trace::record(|| l.forward(&t, lab.as_ref())).unwrap();
+            let largest = ops.iter().map(|o| o.output.numel()).max().unwrap();
+            assert_eq!(
+                largest >= m * m,
+                materialised,
+                "{name} {path}: largest op output {largest} values (M × M = {})",
+                m * m
+            );
+            assert_eq!(
+                ops.iter().any(|o| o.op == "similarity_lse"),
+                !materialised,
+                "{name} {path}"
+            );
+        }
+    }
+}
+
+/// Every option of every built-in loss declares the domain `vkgrad verify` samples it from (or
+/// why it is exempt): none is verified at its default only, and the schema lists exactly the
+/// options the loss accepts (each name once, each accepted with its default).
+#[test]
+fn every_option_of_every_loss_has_a_domain() {
+    let names = [
+        "align_uniform",
+        "byol",
+        "info_nce",
+        "margin",
+        "moco",
+        "n_pair",
+        "nt_xent",
+        "supcon",
+        "triplet",
+    ];
+    for name in names {
+        let comp = registry()
+            .component(&format!("contrastive::{name}"))
+            .unwrap();
+        let schema = comp.options.as_array().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut defaults = serde_json::Map::new();
+        for o in schema {
+            let option = o["name"].as_str().unwrap_or_default();
+            assert!(
+                !option.is_empty() && seen.insert(option.to_string()),
+                "{name}: option name {option:?} empty or repeated in {schema:?}"
+            );
+            assert!(
+                o.get("domain").is_some_and(|d| !d.is_null()),
+                "{name}: option `{option}` has no domain"
+            );
+            defaults.insert(option.to_string(), o["default"].clone());
+        }
+        comp.create_loss(&serde_json::Value::Object(defaults).to_string())
+            .unwrap_or_else(|e| panic!("{name}: its listed defaults are refused: {e}"));
+    }
+}
+
+/// Triplet distances come from differences ([M, M, D]) only while that temporary is at most
+/// 2²⁴ values; beyond, from the Gram matrix, so memory grows as M², not M² D.
+#[test]
+fn triplet_distances_never_make_an_m_by_m_by_d_temporary_beyond_its_bound() {
+    let (n, v, d) = (300, 2, 64); // M² D = 23 M values > 2²⁴
+    let m = n * v;
+    let l = loss("triplet", r#"{"mining":"batch_hard"}"#);
+    let t = Tensor::from_vec(features(n, v, d, 5), &[n, v, d]).unwrap();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 7).collect();
+    let lab = IntTensor::from_vec(labels, &[n]).unwrap();
+    let (_, ops) = vkgrad::plugin::trace::record(|| l.forward(&t, Some(&lab))).unwrap();
+    let largest = ops.iter().map(|o| o.output.numel()).max().unwrap();
+    assert!(
+        largest <= m * m,
+        "largest op output {largest} values, M² = {}",
+        m * m
+    );
+}

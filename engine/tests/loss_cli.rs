@@ -119,6 +119,52 @@ fn labels_and_extra_inputs() {
         &format!("targets={}", t.display()),
     ]);
     assert!(!ok && err.contains("takes no input `targets`"), "{err}");
+    // MoCo's keys (the momentum encoder's embeddings) are its extra input `keys`.
+    let (q, k) = (d.join("q.npy"), d.join("k.npy"));
+    save(&q, &[4, 1, 3], &features(12));
+    let keys: Vec<f32> = features(12).iter().map(|a| a * 0.9 + 0.05).collect();
+    save(&k, &[4, 1, 3], &keys);
+    let moco = |extra: &[&str]| {
+        let mut args = vec![
+            "moco",
+            "--features",
+            q.to_str().unwrap(),
+            "--set",
+            "dim=3",
+            "--set",
+            "queue_size=8",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (ok, out, err) = moco(&["--input", &format!("keys={}", k.display())]);
+    assert!(ok, "{out}{err}");
+    let got = serde_json::from_str::<serde_json::Value>(&out).unwrap()["loss"]
+        .as_f64()
+        .unwrap();
+    let mut reg = vkgrad::plugin::Registry::default();
+    reg.load(&built_plugin("vkgrad-plugin-contrastive"))
+        .unwrap();
+    let loss = reg
+        .component("contrastive::moco")
+        .unwrap()
+        .create_loss(r#"{"dim": 3, "queue_size": 8}"#)
+        .unwrap();
+    let want = loss
+        .reference_with(
+            &features(12).iter().map(|&a| a as f64).collect::<Vec<_>>(),
+            &[4, 1, 3],
+            None,
+            &[&keys.iter().map(|&a| a as f64).collect::<Vec<_>>()],
+        )
+        .unwrap();
+    assert!(
+        (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+        "{got} vs {want}"
+    );
+    let (ok, _, err) = moco(&[]);
+    assert!(!ok && err.contains("needs --input keys=FILE.npy"), "{err}");
 }
 
 #[test]

@@ -193,13 +193,22 @@ pub fn verify(
         let Ok(option_sets) = strategy else { continue };
         if comp.kind == "loss" {
             if let Ok(d) = inst.describe() {
-                if let Some(m) = d.min_batch.filter(|&m| m > 1) {
-                    let views = d.views.map_or(2, |(lo, hi)| 2.clamp(lo, hi.max(lo)));
-                    let dim = d.input_shape.first().copied().unwrap_or(3);
-                    check(
+                // Below a declared minimum both paths must refuse; an empty batch (below a
+                // minimum of 1) as well, and a minimum of 0 is a contract no batch can meet.
+                match d.min_batch {
+                    Some(0) => check(
                         "batches below the minimum refused",
-                        loss::below_minimum_refused(&inst, m, views, dim),
-                    );
+                        Err("declares a minimum batch of 0: a batch has at least one sample (declare 1 or more)".into()),
+                    ),
+                    Some(m) => {
+                        let views = d.views.map_or(2, |(lo, hi)| 2.clamp(lo, hi.max(lo)));
+                        let dim = d.input_shape.first().copied().unwrap_or(3);
+                        check(
+                            "batches below the minimum refused",
+                            loss::below_minimum_refused(&inst, m, views, dim),
+                        );
+                    }
+                    None => {}
                 }
             }
         }
