@@ -403,6 +403,24 @@ fn triplet_and_margin_variants_match_their_references() {
             assert!(g.iter().all(|a| a.is_finite()));
         }
     }
+    // One view per sample, and a class with a single sample: that anchor has no positive and
+    // is left out of the mean (PyTorch Metric Learning's miners give it no triplet), while
+    // the others count — with "average": "all" the denominator tells the two apart.
+    let single = [0u32, 1, 0, 2, 2];
+    for options in [r#"{}"#, r#"{"mining": "batch_hard"}"#] {
+        let l = loss("triplet", options);
+        let x = features(5, 1, d, 30);
+        let (val, _) = run(&l, &x, [5, 1, d], Some(&single));
+        let want = reference(&l, &x, [5, 1, d], Some(&single));
+        assert!(
+            close_loss(val as f64, want),
+            "triplet {options} V = 1: {val} vs {want}"
+        );
+        assert!(
+            val > 0.0,
+            "triplet {options} V = 1: every triplet satisfied; pick other features"
+        );
+    }
     let pair_labels = [1u32, 0, 1, 0, 0, 1];
     for options in [r#"{}"#, r#"{"normalize": true, "margin": 0.5}"#] {
         let l = loss("margin", options);

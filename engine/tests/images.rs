@@ -333,5 +333,10 @@ fn train_runs_on_an_image_folder() {
         ],
         &[("VKGRAD_CACHE", cache_s)],
     );
-    assert!(!ok && err.contains("SupCon needs labels"), "{err}");
+    assert!(
+        !ok && err.contains(
+            "the loss contrastive::supcon needs labels, and this folder of images has none"
+        ),
+        "{err}"
+    );
 }

@@ -222,7 +222,10 @@ fn bad_files_and_options_are_clear_errors() {
             vec!["no_such_loss", "--features", fs],
             "no loss named `no_such_loss`",
         ),
-        (vec!["supcon", "--features", fs], "needs labels"),
+        (
+            vec!["supcon", "--features", fs],
+            "contrastive::supcon needs labels: pass --labels FILE.npy",
+        ),
     ] {
         let (ok, _, err) = run(&args);
         assert!(!ok, "{args:?} accepted");

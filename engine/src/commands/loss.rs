@@ -45,6 +45,12 @@ pub fn loss(
         options.insert(k.to_string(), value);
     }
     let loss = comp.create_loss(&serde_json::Value::Object(options).to_string())?;
+    if labels.is_none() && loss.describe()?.needs_labels {
+        return Err(Error::Other(format!(
+            "{} needs labels: pass --labels FILE.npy (one integer per sample)",
+            comp.name
+        )));
+    }
     let (shape, data) = vkgrad::npy::read_floats(features)?;
     if shape.len() != 3 {
         return Err(Error::Other(format!(

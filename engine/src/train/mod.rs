@@ -89,12 +89,6 @@ impl Trainer {
     /// A data path is saved absolute, so the run finds its data from any working directory.
     pub fn new(mut cfg: Config, plugin_paths: &[PathBuf], out: PathBuf) -> Result<Trainer> {
         let data = Dataset::load_with(&cfg.data, &cfg.data_options())?;
-        if !data.labelled && cfg.method == "supcon" {
-            return Err(Error::Other(format!(
-                "{}: SupCon needs labels, and this folder of images has none (put each class in its own subfolder)",
-                data.name
-            )));
-        }
         if !crate::data::BUILT_IN.contains(&cfg.data.as_str()) {
             if let Ok(abs) = std::fs::canonicalize(&cfg.data) {
                 cfg.data = abs.display().to_string();
@@ -171,6 +165,14 @@ impl Trainer {
             defaults::loss(shape, &cfg.loss, cfg.recipe),
         )?;
         let loss = loss_comp.create_loss(&loss_opts.to_string())?;
+        // Before any step: a loss that declares it needs labels (SupCon, triplet, margin, a
+        // user's plugin) cannot train on data without them.
+        if !data.labelled && loss.describe()?.needs_labels {
+            return Err(Error::Other(format!(
+                "{}: the loss {} needs labels, and this folder of images has none (put each class in its own subfolder)",
+                data.name, loss_comp.name
+            )));
+        }
         let augs: [Instance; 2] = augs
             .try_into()
             .map_err(|_| Error::Other("two views".into()))?;

@@ -69,7 +69,7 @@ pub(super) fn cases(
     let (tiny, huge) = (u32::from(tiny), u32::from(huge));
     (
         nmin..=nmin + 5,
-        2usize..=3,
+        1usize..=3,
         1usize..=6,
         1u32..=3,
         any::<u64>(),
