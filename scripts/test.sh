@@ -13,7 +13,11 @@ VKGRAD_KERNELS=gpu cargo test -p vkgrad-tests
 cargo build --release -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive \
     -p vkgrad-plugin-encoders -p vkgrad-plugin-augment
 for p in target/release/libvkgrad_plugin_*.so; do ./target/release/vkgrad verify "$p" --cases 64; done
-# ... and the harness must catch known faults injected into every built-in loss (no blind spot).
-for p in target/release/libvkgrad_plugin_{contrastive,template}.so; do
+# ... and the harness must catch known faults injected into every built-in component (no
+# blind spot).
+# Augmentations at 32 cases: an option drawn away from its default in few of 16 cases
+# (`channels` = 1) can go unseen there.
+for p in target/release/libvkgrad_plugin_{contrastive,encoders,template}.so; do
     ./target/release/vkgrad verify "$p" --self-test --cases 16
 done
+./target/release/vkgrad verify target/release/libvkgrad_plugin_augment.so --self-test --cases 32

@@ -298,7 +298,7 @@ fn verify_catches_wrong_values_nan_and_panics() {
         !ok && out.contains("the device path panicked")
             && out.contains("forward panics at N = 5")
             && out
-                .contains("smallest failing input: Case { n: 5, v: 2, d: 1, classes: 1, seed: 0,"),
+                .contains("smallest failing input: Case { n: 5, v: 1, d: 1, classes: 1, seed: 0,"),
         "{out}"
     );
     // A forward that ignores an option: caught on the cases that draw it, shrunk to one option.

