@@ -171,9 +171,9 @@ pub enum Command {
         /// Without it, each case draws options from the domains the component declares.
         #[arg(long, requires = "component")]
         options: Option<String>,
-        /// Prove the harness itself: inject known faults into each loss component (forward
-        /// × (1 + 1e-3), gradient × 1.1, gradient dropped, NaN at degenerate inputs, each
-        /// sampled option ignored by the device path) and report
+        /// Prove the harness itself: inject known faults into each component (forward
+        /// × (1 + 1e-3); for losses and encoders also gradient × 1.1, gradient dropped, NaN at
+        /// degenerate inputs; each sampled option ignored by the device path) and report
         /// which property caught each; a fault that none catches is a blind spot (an error).
         #[arg(long, conflicts_with = "options")]
         self_test: bool,

@@ -176,7 +176,7 @@ fn ended_by_signal(_: &std::process::ExitStatus) -> String {
     "ended without a report".into()
 }
 
-/// `vkgrad verify --self-test`: each loss component verified clean, then with each known fault
+/// `vkgrad verify --self-test`: each component verified clean, then with each known fault
 /// injected (in this process: the faults are the host's, around a healthy plugin).
 pub fn self_test(
     path: &Path,
