@@ -6,6 +6,7 @@
 // index arithmetic done once, vec4 loads for the stride-1 inputs (per-channel broadcasts such
 // as batch norm's run ~4x faster on CPU drivers).
 #include "common.glsl"
+#include "elementwise.glsl"
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint OP = 0;
 layout(set = 0, binding = 0) uniform samplerBuffer a_t;
@@ -18,22 +19,7 @@ layout(push_constant) uniform P {
     uint shape[6]; uint sa[6]; uint sb[6];
 } p;
 
-const uint ADD = 0, SUB = 1, MUL = 2, DIV = 3, MAX = 4, MIN = 5, EQ = 6, GT = 7, GE = 8;
-
-float f(float u, float v) {
-    switch (OP) {
-    case ADD: return u + v;
-    case SUB: return u - v;
-    case MUL: return u * v;
-    case DIV: return u / v;
-    case MAX: return max(u, v);
-    case MIN: return min(u, v);
-    case EQ: return u == v ? 1.0 : 0.0;
-    case GT: return u > v ? 1.0 : 0.0;
-    case GE: return u >= v ? 1.0 : 0.0;
-    }
-    return u;
-}
+float f(float u, float v) { return binary_f(OP, u, v); }
 
 void main() {
     uint i = flat_id(256u);

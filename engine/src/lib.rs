@@ -5,6 +5,7 @@
 pub mod autograd;
 pub mod device;
 pub mod error;
+pub mod lazy;
 pub(crate) mod ops;
 pub mod tensor;
 

@@ -55,12 +55,15 @@ impl Sgd {
                     } else {
                         nv.clone()
                     };
+                    // State is read by the next step: computed once now (`Tensor::realize`).
+                    nv.realize()?;
                     *v = Some(nv);
                     s
                 } else {
                     g
                 };
                 **p = p.sub(&step.mul_scalar(self.lr)?)?.requires_grad();
+                p.realize()?;
             }
             Ok(())
         })
@@ -205,8 +208,13 @@ impl AdamW {
                 };
                 let denom = nv.mul_scalar(1.0 / c2)?.sqrt()?.add_scalar(self.eps)?;
                 let step = nm.mul_scalar(self.lr / c1)?.div(&denom)?;
+                // The moments are read again next step: each computed once now (one fused
+                // kernel each), then the update reads them (`Tensor::realize`).
+                nm.realize()?;
+                nv.realize()?;
                 let decayed = p.mul_scalar(1.0 - self.lr * self.weight_decay)?;
                 **p = decayed.sub(&step)?.requires_grad();
+                p.realize()?;
                 *m = Some(nm);
                 *v = Some(nv);
             }
@@ -282,7 +290,9 @@ impl Lars {
                     Some(prev) => prev.mul_scalar(self.momentum)?.add(&g)?,
                     None => g,
                 };
+                nv.realize()?;
                 **p = p.sub(&nv.mul_scalar(self.lr)?)?.requires_grad();
+                p.realize()?;
                 *v = Some(nv);
             }
             Ok(())

@@ -5,6 +5,7 @@
 
 use crate::device::{context, Context, Storage};
 use crate::error::{Error, Result};
+use crate::lazy::Value;
 use smallvec::SmallVec;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +30,8 @@ pub(crate) struct Node {
 pub(crate) struct Inner {
     pub id: u64,
     pub shape: Shape,
-    pub storage: Arc<Storage>,
+    /// The values: computed, or a pending elementwise tree (`lazy`).
+    pub value: Arc<Value>,
     pub requires_grad: bool,
     pub node: Option<Node>,
     pub grad: Mutex<Option<Tensor>>,
@@ -38,6 +40,23 @@ pub(crate) struct Inner {
 /// An f32 tensor on the device. Cloning is cheap (shared storage and graph node).
 #[derive(Clone)]
 pub struct Tensor(pub(crate) Arc<Inner>);
+
+/// What an op's result is made from: a buffer it computed, or a (possibly pending) value.
+pub(crate) trait IntoValue {
+    fn into_value(self, shape: &Shape) -> Arc<Value>;
+}
+
+impl IntoValue for Arc<Value> {
+    fn into_value(self, _: &Shape) -> Arc<Value> {
+        self
+    }
+}
+
+impl IntoValue for Arc<Storage> {
+    fn into_value(self, shape: &Shape) -> Arc<Value> {
+        Value::ready(shape.clone(), self)
+    }
+}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -76,10 +95,16 @@ pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> 
 impl Tensor {
     /// A tensor that is not the result of a recorded op (a leaf).
     pub(crate) fn leaf(shape: Shape, storage: Arc<Storage>) -> Tensor {
+        let value = Value::ready(shape.clone(), storage);
+        Tensor::leaf_value(shape, value)
+    }
+
+    /// A leaf over a possibly pending value.
+    pub(crate) fn leaf_value(shape: Shape, value: Arc<Value>) -> Tensor {
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shape,
-            storage,
+            value,
             requires_grad: false,
             node: None,
             grad: Mutex::new(None),
@@ -90,23 +115,24 @@ impl Tensor {
     /// and some input needs one.
     pub(crate) fn from_op(
         shape: Shape,
-        storage: Arc<Storage>,
+        value: impl IntoValue,
         name: &'static str,
         inputs: &[&Tensor],
         backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
     ) -> Tensor {
-        Self::from_op_masked(shape, storage, name, inputs, move |g, _| backward(g))
+        Self::from_op_masked(shape, value, name, inputs, move |g, _| backward(g))
     }
 
     /// [`Tensor::from_op`] for ops with several differentiable inputs: the rule is told which
     /// inputs need a gradient and returns `None` for the others without computing them.
     pub(crate) fn from_op_masked(
         shape: Shape,
-        storage: Arc<Storage>,
+        value: impl IntoValue,
         name: &'static str,
         inputs: &[&Tensor],
         backward: impl Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
     ) -> Tensor {
+        let value = value.into_value(&shape);
         let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.0.requires_grad);
         let node = track.then(|| Node {
             name,
@@ -116,7 +142,7 @@ impl Tensor {
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shape,
-            storage,
+            value,
             requires_grad: track,
             node,
             grad: Mutex::new(None),
@@ -169,7 +195,7 @@ impl Tensor {
 
     /// Reads the values back (submits all recorded work).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        let bytes = context()?.download(&self.0.storage, 4 * self.numel() as u64)?;
+        let bytes = context()?.download(self.storage()?, 4 * self.numel() as u64)?;
         Ok(bytes
             .chunks_exact(4)
             .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
@@ -213,7 +239,7 @@ impl Tensor {
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shape: self.0.shape.clone(),
-            storage: self.0.storage.clone(),
+            value: self.0.value.clone(),
             requires_grad: true,
             node: None,
             grad: Mutex::new(None),
@@ -226,7 +252,7 @@ impl Tensor {
 
     /// The same values, cut from the graph: no gradient flows through (stop-gradient).
     pub fn detach(&self) -> Tensor {
-        Tensor::leaf(self.0.shape.clone(), self.0.storage.clone())
+        Tensor::leaf_value(self.0.shape.clone(), self.0.value.clone())
     }
 
     /// The gradient accumulated on this leaf by `backward`, if any.
@@ -246,8 +272,20 @@ impl Tensor {
         *self.0.grad.lock().unwrap_or_else(|p| p.into_inner()) = g;
     }
 
-    pub(crate) fn storage(&self) -> &Storage {
-        &self.0.storage
+    /// The device buffer, computing pending elementwise work first (`lazy`).
+    pub(crate) fn storage(&self) -> Result<&Arc<Storage>> {
+        self.0.value.storage()
+    }
+
+    /// Computes the values now if they are pending (an optimiser's new parameters and state,
+    /// which every later step reads: computing them once keeps later trees small).
+    pub fn realize(&self) -> Result<()> {
+        self.storage().map(|_| ())
+    }
+
+    /// The values and the shape they are read as, for recording an elementwise op.
+    pub(crate) fn lazy_input(&self) -> (&Arc<Value>, &[usize]) {
+        (&self.0.value, &self.0.shape)
     }
 
     pub(crate) fn ctx() -> Result<&'static Context> {

@@ -27,6 +27,8 @@ pub struct Context {
     pub(crate) mem: Arc<StandardMemoryAllocator>,
     pub(crate) pool: Arc<Mutex<Pool>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    /// Pipelines of kernels generated at run time, by source (`device/runtime.rs`).
+    generated: Mutex<HashMap<String, Arc<Pipeline>>>,
     rec: Mutex<Recorder>,
     /// What kernel choice needs to know about the device (`device/caps.rs`).
     pub caps: super::caps::Caps,
@@ -184,6 +186,7 @@ impl Context {
             mem,
             pool: Arc::new(Mutex::new(Pool::default())),
             pipelines: Mutex::new(HashMap::new()),
+            generated: Mutex::new(HashMap::new()),
             rec: Mutex::new(rec),
             caps,
             max_storage_range,
@@ -238,7 +241,54 @@ impl Context {
                 P::KERNELS
             )));
         }
-        let push: &[u8] = bytemuck::bytes_of(push);
+        let pipeline = self.pipeline(kernel, spec)?;
+        self.record(
+            &pipeline,
+            || format!("{kernel:?} {spec:?}"),
+            binds,
+            bytemuck::bytes_of(push),
+            groups,
+        )
+    }
+
+    /// Records one dispatch of a kernel generated at run time from GLSL `source` (compiled
+    /// once per source and cached); `label` names it in profiles.
+    pub(crate) fn dispatch_generated(
+        &self,
+        source: &str,
+        label: &str,
+        binds: &[Bind],
+        push: &[u8],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let cached = lock(&self.generated).get(source).cloned();
+        let pipeline = match cached {
+            Some(p) => p,
+            None => {
+                // Compiled outside the lock, like the built-in pipelines.
+                let p = Arc::new(super::runtime::build(&self.device, source)?);
+                lock(&self.generated)
+                    .entry(source.to_string())
+                    .or_insert(p)
+                    .clone()
+            }
+        };
+        self.record(&pipeline, || label.to_string(), binds, push, groups)
+    }
+
+    /// Pipelines generated at run time so far (each compiled once).
+    pub fn generated_kernels(&self) -> usize {
+        lock(&self.generated).len()
+    }
+
+    fn record(
+        &self,
+        pipeline: &Pipeline,
+        label: impl Fn() -> String,
+        binds: &[Bind],
+        push: &[u8],
+        groups: [u32; 3],
+    ) -> Result<()> {
         DISPATCHES.with(|d| d.set(d.get() + 1));
         for b in binds {
             // Raw commands skip validation, so the device's limits are checked here: past them
@@ -258,12 +308,11 @@ impl Context {
             };
             if size > limit {
                 return Err(Error::Other(format!(
-                    "{kernel:?} kernel: a tensor of {} bytes is larger than {} allows: {size} > {limit} {what}",
-                    b.st.bytes, self.info.name
+                    "{} kernel: a tensor of {} bytes is larger than {} allows: {size} > {limit} {what}",
+                    label(), b.st.bytes, self.info.name
                 )));
             }
         }
-        let pipeline = self.pipeline(kernel, spec)?;
         let accesses: SmallVec<[Access; 4]> = binds
             .iter()
             .map(|b| Access {
@@ -339,7 +388,7 @@ impl Context {
             let start = std::time::Instant::now();
             self.sync()?;
             let mut p = lock(p);
-            let e = p.entry(format!("{kernel:?} {spec:?}")).or_insert((0, 0.0));
+            let e = p.entry(label()).or_insert((0, 0.0));
             e.0 += 1;
             e.1 += start.elapsed().as_secs_f64();
         }

@@ -68,8 +68,19 @@ pub(crate) struct Pipeline {
 }
 
 pub(crate) fn build(device: &Arc<Device>, kernel: Kernel, spec: &[u32]) -> Result<Pipeline> {
-    let ctx = |what: &str| format!("{what} for kernel {kernel:?} {spec:?}");
     let module = kernel.load(device.clone())?;
+    build_module(device, module, spec, &format!("kernel {kernel:?} {spec:?}"))
+}
+
+/// A pipeline from a shader module (built in or generated at run time); `label` names it in
+/// errors.
+pub(crate) fn build_module(
+    device: &Arc<Device>,
+    module: Arc<ShaderModule>,
+    spec: &[u32],
+    label: &str,
+) -> Result<Pipeline> {
+    let ctx = |what: &str| format!("{what} for {label}");
     let module = module
         .specialize(
             spec.iter()

@@ -7,6 +7,7 @@ mod kernels;
 mod pool;
 pub(crate) mod push;
 mod recorder;
+mod runtime;
 
 pub use context::{context, dispatch_count, select_device, Context};
 pub(crate) use context::{grid, Bind};

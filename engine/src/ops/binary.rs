@@ -1,14 +1,14 @@
 //! Elementwise ops of two tensors with NumPy broadcasting, compare-to-mask, and `where`.
-//! Kernels `shaders/binary.comp` and `shaders/where.comp`.
+//! Recorded lazily (`lazy`): alone they run `shaders/binary.comp` / `shaders/where.comp`,
+//! beside other elementwise ops one fused kernel.
 
-use super::{alloc_f32, broadcast_shape, broadcast_strides, check_rank, pad6};
-use crate::device::push::{BinaryPush, WherePush};
-use crate::device::{grid, Bind, Kernel};
+use super::{broadcast_shape, check_rank};
 use crate::error::Result;
+use crate::lazy;
 use crate::reference::Binary;
 use crate::tensor::Tensor;
 
-/// Op codes, in the order of `shaders/binary.comp`.
+/// Op codes, in the order of `shaders/elementwise.glsl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum B {
     Add = 0,
@@ -22,60 +22,15 @@ enum B {
     Ge,
 }
 
-/// Whether the broadcast kernel can take four elements of a row at once: the innermost size is
-/// a multiple of 4, and each input either steps by 1 along it (from 4-aligned starts) or is
-/// constant along it.
-fn vec4_rows(shape: &[usize], strides: &[&[u32; super::MAX_RANK]]) -> bool {
-    let r = shape.len();
-    r > 0
-        && shape[r - 1].is_multiple_of(4)
-        && strides.iter().all(|s| match s[r - 1] {
-            0 => true,
-            1 => s[..r - 1].iter().all(|v| v % 4 == 0),
-            _ => false,
-        })
-}
-
 impl Tensor {
+    /// Records the op only (no graph); it runs fused with its neighbours (`lazy`).
     fn binary_raw(&self, other: &Tensor, op: B, name: &'static str) -> Result<Tensor> {
         let shape = broadcast_shape(name, self.shape(), other.shape())?;
         check_rank(name, &shape)?;
-        let st = alloc_f32(&shape)?;
-        let n = super::numel(&shape) as u64;
-        if n > 0 {
-            let (sa, sb) = (
-                broadcast_strides(self.shape(), &shape),
-                broadcast_strides(other.shape(), &shape),
-            );
-            let mode = if self.shape() == &shape[..] && other.shape() == &shape[..] {
-                1
-            } else if vec4_rows(&shape, &[&sa, &sb]) {
-                2
-            } else {
-                0
-            };
-            let push = BinaryPush {
-                n: n as u32,
-                rank: shape.len() as u32,
-                contiguous: mode,
-                shape: pad6(&shape),
-                sa,
-                sb,
-            };
-            Tensor::ctx()?.dispatch(
-                Kernel::Binary,
-                &[op as u32],
-                &[
-                    Bind::texels(self.storage()),
-                    Bind::texels(other.storage()),
-                    Bind::write(&st),
-                ],
-                &push,
-                // the contiguous and row paths handle four elements per invocation
-                grid(if mode > 0 { n.div_ceil(4) } else { n }, 256),
-            )?;
-        }
-        Ok(Tensor::leaf(shape, st))
+        let code = op as u32;
+        let inputs = [self.lazy_input(), other.lazy_input()];
+        let value = lazy::record(lazy::Op::Binary { code }, &inputs, &shape)?;
+        Ok(Tensor::leaf_value(shape, value))
     }
 
     /// Runs the kernel and records `rule(a, b, g, side)` = the gradient of input `side` (0 = a,
@@ -92,7 +47,7 @@ impl Tensor {
         let (a, b) = (self.clone(), other.clone());
         Ok(Tensor::from_op_masked(
             y.0.shape.clone(),
-            y.0.storage.clone(),
+            y.0.value.clone(),
             name,
             &[self, other],
             move |g, needs| {
@@ -171,7 +126,7 @@ impl Tensor {
         let (m, sa, sb) = (mask.clone(), a.shape().to_vec(), b.shape().to_vec());
         Ok(Tensor::from_op_masked(
             y.0.shape.clone(),
-            y.0.storage.clone(),
+            y.0.value.clone(),
             "where",
             &[a, b],
             move |g, needs| {
@@ -196,31 +151,9 @@ impl Tensor {
             b.shape(),
         )?;
         check_rank("where", &shape)?;
-        let st = alloc_f32(&shape)?;
-        let n = super::numel(&shape) as u64;
-        if n > 0 {
-            let push = WherePush {
-                n: n as u32,
-                rank: shape.len() as u32,
-                shape: pad6(&shape),
-                sm: broadcast_strides(mask.shape(), &shape),
-                sa: broadcast_strides(a.shape(), &shape),
-                sb: broadcast_strides(b.shape(), &shape),
-            };
-            Tensor::ctx()?.dispatch(
-                Kernel::Where,
-                &[],
-                &[
-                    Bind::texels(mask.storage()),
-                    Bind::texels(a.storage()),
-                    Bind::texels(b.storage()),
-                    Bind::write(&st),
-                ],
-                &push,
-                grid(n, 256),
-            )?;
-        }
-        Ok(Tensor::leaf(shape, st))
+        let inputs = [mask.lazy_input(), a.lazy_input(), b.lazy_input()];
+        let value = lazy::record(lazy::Op::Where, &inputs, &shape)?;
+        Ok(Tensor::leaf_value(shape, value))
     }
 }
 
@@ -294,7 +227,7 @@ pub fn binary_op(name: &str) -> Option<&'static BinaryOp> {
 mod tests {
     use super::*;
 
-    /// `shaders/binary.comp` defines the same op codes as `B`, all of them.
+    /// `shaders/elementwise.glsl` defines the same op codes as `B`, all of them.
     #[test]
     fn the_shader_op_codes_are_the_enums() {
         let codes = [
@@ -313,7 +246,7 @@ mod tests {
             .map(|&b| (super::super::shader_name(&format!("{b:?}")), b as u32))
             .collect();
         let shader =
-            super::super::shader_codes(include_str!("../../../shaders/binary.comp"), "ADD");
+            super::super::shader_codes(include_str!("../../../shaders/elementwise.glsl"), "ADD");
         assert_eq!(ours, shader);
         assert!(ours.iter().enumerate().all(|(i, (_, v))| *v == i as u32));
     }

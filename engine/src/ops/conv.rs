@@ -125,7 +125,7 @@ fn im2col(
         ctx.dispatch(
             Kernel::Im2col,
             &[mode],
-            &[Bind::texels(src.storage()), Bind::write(&st)],
+            &[Bind::texels(src.storage()?), Bind::write(&st)],
             &push,
             grid(invocations as u64, 256),
         )?;
@@ -145,7 +145,7 @@ impl Tensor {
         let win = *win;
         Ok(Tensor::from_op(
             y.0.shape.clone(),
-            y.0.storage.clone(),
+            y.0.value.clone(),
             "unfold",
             &[self],
             move |g| Ok(vec![Some(g.fold(&win, image)?)]),
@@ -171,7 +171,7 @@ impl Tensor {
         let win = *win;
         Ok(Tensor::from_op(
             y.0.shape.clone(),
-            y.0.storage.clone(),
+            y.0.value.clone(),
             "fold",
             &[self],
             move |g| Ok(vec![Some(g.unfold(&win, 0.0)?)]),

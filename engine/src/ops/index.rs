@@ -93,9 +93,9 @@ fn scatter_add_raw(
     let st = alloc_f32(base.shape())?;
     index_kernel(
         SCATTER_ADD,
-        base.storage(),
+        base.storage()?,
         idx,
-        upd.storage(),
+        upd.storage()?,
         &st,
         base.numel(),
         [outer, n_src, n_idx, inner],
@@ -144,9 +144,9 @@ impl Tensor {
         let strides = [0, 1, 0];
         index_kernel(
             GATHER,
-            self.storage(),
+            self.storage()?,
             idx,
-            self.storage(),
+            self.storage()?,
             &st,
             numel(&out),
             [outer, n_src, m, inner],
@@ -178,9 +178,9 @@ impl Tensor {
         let strides = [n_idx * inner, inner, 1];
         index_kernel(
             GATHER,
-            self.storage(),
+            self.storage()?,
             idx,
-            self.storage(),
+            self.storage()?,
             &st,
             idx.numel(),
             [outer, n_src, n_idx, inner],
@@ -223,7 +223,7 @@ impl Tensor {
         let idx2 = idx.clone();
         Ok(Tensor::from_op_masked(
             y.0.shape.clone(),
-            y.0.storage.clone(),
+            y.0.value.clone(),
             "scatter_add",
             &[self, src],
             move |g, needs| {

@@ -174,7 +174,7 @@ fn matmul_raw(
                 });
                 k0 += len;
             }
-            Ok(acc.expect("K > 0").0.storage.clone())
+            Ok(acc.expect("K > 0").storage()?.clone())
         });
     }
     let t = [ta as u32, tb as u32];
@@ -187,8 +187,8 @@ fn matmul_raw(
         batch_c: (m * n) as u32,
     };
     let binds = [
-        Bind::texels(a.storage()),
-        Bind::texels(b.storage()),
+        Bind::texels(a.storage()?),
+        Bind::texels(b.storage()?),
         Bind::write(&st),
     ];
     if groups.iter().any(|&g| g > 65535) {

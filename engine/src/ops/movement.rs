@@ -68,7 +68,7 @@ impl Tensor {
         let orig: Shape = self.shape().into();
         Ok(Tensor::from_op(
             shape.into(),
-            self.0.storage.clone(),
+            self.0.value.clone(),
             "reshape",
             &[self],
             move |g| Ok(vec![Some(g.reshape(&orig)?)]),
@@ -98,7 +98,7 @@ impl Tensor {
         let ss: Vec<usize> = dims.iter().map(|&d| st_in[d]).collect();
         let st = alloc_f32(&out)?;
         strided_copy(
-            self.storage(),
+            self.storage()?,
             0,
             &to6(&ss),
             &st,
@@ -145,7 +145,7 @@ impl Tensor {
         let ss = strides(self.shape());
         let st = alloc_f32(&out)?;
         strided_copy(
-            self.storage(),
+            self.storage()?,
             start * ss[ax],
             &to6(&ss),
             &st,
@@ -160,7 +160,7 @@ impl Tensor {
             Tensor::ctx()?.fill(&z, 0)?;
             let ds = strides(&full);
             strided_copy(
-                g.storage(),
+                g.storage()?,
                 0,
                 &to6(&strides(g.shape())),
                 &z,
@@ -198,7 +198,7 @@ impl Tensor {
         let mut sizes = Vec::new();
         for t in tensors {
             strided_copy(
-                t.storage(),
+                t.storage()?,
                 0,
                 &to6(&strides(t.shape())),
                 &st,
@@ -245,7 +245,7 @@ impl Tensor {
         check_rank("expand", shape)?;
         let st = alloc_f32(shape)?;
         strided_copy(
-            self.storage(),
+            self.storage()?,
             0,
             &broadcast_strides(self.shape(), shape),
             &st,

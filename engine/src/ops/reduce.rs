@@ -120,7 +120,7 @@ impl Tensor {
         }
         let st = alloc_f32(&keep)?;
         if outer * inner > 0 {
-            reduce_passes(self.storage(), op, outer, n, inner, &st)?;
+            reduce_passes(self.storage()?, op, outer, n, inner, &st)?;
         }
         Ok((keep, st))
     }
@@ -155,7 +155,7 @@ impl Tensor {
         let in_shape: Shape = self.shape().into();
         Ok(Tensor::from_op(
             out,
-            y.0.storage.clone(),
+            y.0.value.clone(),
             name,
             &[self],
             move |g| {

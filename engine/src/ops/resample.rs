@@ -73,8 +73,8 @@ impl Tensor {
                 Kernel::Resample,
                 &[(padding == Padding::Border) as u32],
                 &[
-                    Bind::texels(self.storage()),
-                    Bind::texels(theta.storage()),
+                    Bind::texels(self.storage()?),
+                    Bind::texels(theta.storage()?),
                     Bind::write(&st),
                 ],
                 &push,

@@ -54,7 +54,7 @@ impl Tensor {
             ctx.dispatch(
                 Kernel::Rowwise,
                 &[op as u32, group as u32],
-                &[Bind::texels(self.storage()), Bind::write(&st)],
+                &[Bind::texels(self.storage()?), Bind::write(&st)],
                 &RowwisePush {
                     rows: rows as u32,
                     n: n as u32,
@@ -77,7 +77,7 @@ impl Tensor {
         let (x, yd) = (self.clone(), y.detach());
         Ok(Tensor::from_op(
             y.0.shape.clone(),
-            y.0.storage.clone(),
+            y.0.value.clone(),
             name,
             &[self],
             move |g| Ok(vec![Some(rule(&x, &yd, g)?)]),

@@ -146,13 +146,17 @@ impl Tiles {
         let ctx = Tensor::ctx()?;
         // Unused bindings are bound to the tile: the kernel never reads them (flags below).
         let (qc, kc) = match &self.codes {
-            Some((qc, kc)) => (qc.storage(), kc.storage()),
-            None => (d.storage(), d.storage()),
+            Some((qc, kc)) => (qc.storage()?, kc.storage()?),
+            None => (d.storage()?, d.storage()?),
         };
-        let ext = self.ext.as_ref().map_or(d.storage(), |e| e.storage());
-        let (stats, g) = saved.map_or((d.storage(), d.storage()), |(s, g)| {
-            (s.storage(), g.storage())
-        });
+        let ext = match &self.ext {
+            Some(e) => e.storage()?,
+            None => d.storage()?,
+        };
+        let (stats, g) = match saved {
+            Some((s, g)) => (s.storage()?, g.storage()?),
+            None => (d.storage()?, d.storage()?),
+        };
         let group = mode == Mode::Statistics && grouped(ctx, n);
         let groups = match (mode, group) {
             (Mode::Gradient, _) => grid((b * n) as u64, 64),
@@ -166,7 +170,7 @@ impl Tiles {
             Kernel::Similarity,
             &[mode as u32, group as u32],
             &[
-                Bind::texels(d.storage()),
+                Bind::texels(d.storage()?),
                 Bind::texels(qc),
                 Bind::texels(kc),
                 Bind::texels(ext),

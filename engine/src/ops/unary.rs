@@ -1,13 +1,12 @@
-//! Elementwise ops of one tensor (and tensor-scalar forms), kernel `shaders/unary.comp`.
+//! Elementwise ops of one tensor (and tensor-scalar forms), recorded lazily (`lazy`): alone
+//! they run `shaders/unary.comp`, beside other elementwise ops one fused kernel.
 
-use super::alloc_f32;
-use crate::device::push::UnaryPush;
-use crate::device::{grid, Bind, Kernel};
 use crate::error::Result;
+use crate::lazy;
 use crate::reference::Unary;
 use crate::tensor::Tensor;
 
-/// Op codes, in the order of `shaders/unary.comp`.
+/// Op codes, in the order of `shaders/elementwise.glsl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum U {
     Neg = 0,
@@ -37,20 +36,15 @@ pub(crate) enum U {
 }
 
 impl Tensor {
-    /// Runs the kernel only (no graph).
+    /// Records the op only (no graph); it runs fused with its neighbours (`lazy`).
     pub(crate) fn unary_raw(&self, op: U, s: f32) -> Result<Tensor> {
-        let st = alloc_f32(self.shape())?;
-        let n = self.numel() as u64;
-        if n > 0 {
-            Tensor::ctx()?.dispatch(
-                Kernel::Unary,
-                &[op as u32],
-                &[Bind::texels(self.storage()), Bind::write(&st)],
-                &UnaryPush { n: n as u32, s },
-                grid(n.div_ceil(4), 256),
-            )?;
-        }
-        Ok(Tensor::leaf(self.0.shape.clone(), st))
+        let code = op as u32;
+        let value = lazy::record(
+            lazy::Op::Unary { code, s },
+            &[self.lazy_input()],
+            self.shape(),
+        )?;
+        Ok(Tensor::leaf_value(self.0.shape.clone(), value))
     }
 
     /// Runs the kernel and records the gradient rule `rule(x, y, g)`.
@@ -65,7 +59,7 @@ impl Tensor {
         let (x, yv) = (self.clone(), y.detach());
         Ok(Tensor::from_op(
             y.0.shape.clone(),
-            y.0.storage.clone(),
+            y.0.value.clone(),
             name,
             &[self],
             move |g| Ok(vec![Some(rule(&x, &yv, g)?)]),
@@ -372,10 +366,11 @@ mod tests {
         U::Cos,
     ];
 
-    /// `shaders/unary.comp` defines the same op codes as `U` (`AddS` ↔ `ADD_S`), all of them.
+    /// `shaders/elementwise.glsl` defines the same op codes as `U` (`AddS` ↔ `ADD_S`), all of them.
     #[test]
     fn the_shader_op_codes_are_the_enums() {
-        let shader = super::super::shader_codes(include_str!("../../../shaders/unary.comp"), "NEG");
+        let shader =
+            super::super::shader_codes(include_str!("../../../shaders/elementwise.glsl"), "NEG");
         let mut ours: Vec<(String, u32)> = CODES
             .iter()
             .map(|&u| (super::super::shader_name(&format!("{u:?}")), u as u32))

@@ -133,6 +133,7 @@ impl Module {
         crate::no_grad(|| {
             for (t, o) in self.params.iter_mut().zip(&online.params) {
                 *t = t.mul_scalar(tau)?.add(&o.detach().mul_scalar(1.0 - tau)?)?;
+                t.realize()?; // read by every later step
             }
             Ok(())
         })

@@ -1,0 +1,237 @@
+//! Layer 2, under `tensor`: the lazy graph of elementwise work. A unary, binary or `where` op
+//! does not dispatch; it records an [`Expr`] over its inputs and returns a pending [`Value`].
+//! A value is computed when something needs its memory (a reduction, a matmul, a read-back, a
+//! plugin call): then its whole pending tree of elementwise ops runs as **one generated kernel**
+//! (`codegen.rs`, compiled at run time by `device/runtime.rs`), reading only the tree's
+//! materialised leaves and writing only the root. Because autograd's backward rules are written
+//! with the same ops, the backward pass fuses the same way.
+//!
+//! What may be inlined into a consumer's tree (otherwise it is computed first and read as a
+//! leaf): a pending value **of the consumer's shape** (so every node of a fused tree has the
+//! root's shape and only leaves broadcast: no value is recomputed per broadcast element) that
+//! **no other consumer has inlined** (a value with two consumers is computed once, in its own
+//! kernel, never twice), within the size limits below. `VKGRAD_FUSION=0` (or
+//! [`set_fusion`]) computes every op at once with its hand-written kernel, as before fusion.
+
+mod codegen;
+mod kernels;
+
+use crate::device::Storage;
+use crate::error::Result;
+use crate::tensor::{numel, Shape};
+use smallvec::SmallVec;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Nodes per fused kernel (a bound on generated code size and on the host work per kernel).
+const MAX_NODES: usize = 48;
+/// Distinct leaf buffers per fused kernel (each is a binding).
+const MAX_LEAVES: usize = 8;
+/// Push-constant words per fused kernel: Vulkan guarantees 128 bytes.
+const MAX_PUSH_WORDS: usize = 32;
+
+/// One elementwise op: the op codes are those of `shaders/elementwise.glsl`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Op {
+    /// `unary_f(code, x, s)`.
+    Unary { code: u32, s: f32 },
+    /// `binary_f(code, a, b)`.
+    Binary { code: u32 },
+    /// `mask != 0 ? a : b`.
+    Where,
+}
+
+impl Op {
+    /// Whether the scalar `s` is read (it then travels as a push constant).
+    fn reads_scalar(self) -> bool {
+        // POWF, the *_S forms and DIV_S (shaders/elementwise.glsl).
+        matches!(self, Op::Unary { code, .. } if (9..=18).contains(&code) || code == 21)
+    }
+}
+
+/// An input of an op: a pending value inlined into this tree, or a computed buffer read with
+/// broadcasting from its own shape.
+#[derive(Clone)]
+pub(crate) enum Arg {
+    Inline(Arc<Value>),
+    Leaf { st: Arc<Storage>, shape: Shape },
+}
+
+pub(crate) struct Expr {
+    pub op: Op,
+    pub args: SmallVec<[Arg; 3]>,
+}
+
+/// Upper bounds on what a tree needs, summed when trees are combined.
+#[derive(Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    leaves: usize,
+    /// Scalars and leaf strides (the element count and the shape come on top).
+    push_words: usize,
+}
+
+impl Size {
+    fn fits(&self, rank: usize) -> bool {
+        self.nodes <= MAX_NODES
+            && self.leaves <= MAX_LEAVES
+            && 1 + rank + self.push_words <= MAX_PUSH_WORDS
+    }
+}
+
+/// A tensor's values: computed (a device buffer), or pending (an elementwise tree).
+pub(crate) struct Value {
+    /// The shape the tree computes (a reshaped view of a pending value has another shape and
+    /// is then computed before it is inlined).
+    shape: Shape,
+    ready: OnceLock<Arc<Storage>>,
+    pending: Mutex<Option<Arc<Expr>>>,
+    /// Whether a consumer's tree has inlined this value.
+    inlined: AtomicBool,
+    size: Size,
+}
+
+impl Value {
+    pub fn ready(shape: Shape, st: Arc<Storage>) -> Arc<Value> {
+        let v = Value {
+            shape,
+            ready: OnceLock::new(),
+            pending: Mutex::new(None),
+            inlined: AtomicBool::new(false),
+            size: Size::default(),
+        };
+        let _ = v.ready.set(st);
+        Arc::new(v)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.get().is_some()
+    }
+
+    /// The device buffer, computing the pending tree first if needed.
+    pub fn storage(&self) -> Result<&Arc<Storage>> {
+        if let Some(st) = self.ready.get() {
+            return Ok(st);
+        }
+        // Held while computing, so two threads never compute one value twice; an error
+        // leaves the value pending (a retry reports the same error).
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(st) = self.ready.get() {
+            return Ok(st);
+        }
+        let expr = pending
+            .clone()
+            .expect("a value is either computed or pending");
+        let st = kernels::run(&self.shape, &expr)?;
+        let _ = self.ready.set(st);
+        *pending = None;
+        Ok(self.ready.get().expect("just set"))
+    }
+
+    /// The pending tree, if the value has not been computed.
+    fn expr(&self) -> Option<Arc<Expr>> {
+        if self.is_ready() {
+            return None;
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+static FUSION: AtomicU8 = AtomicU8::new(2); // 2 = not yet read from the environment
+
+thread_local! {
+    static FUSION_HERE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Whether elementwise ops are recorded lazily and fused (`VKGRAD_FUSION`, default on; a
+/// thread's [`set_fusion`] overrides it for that thread).
+pub fn fusion_enabled() -> bool {
+    if let Some(f) = FUSION_HERE.with(|f| f.get()) {
+        return f;
+    }
+    match FUSION.load(Ordering::Relaxed) {
+        2 => {
+            let on = std::env::var("VKGRAD_FUSION").map_or(true, |v| v.trim() != "0");
+            FUSION.store(on as u8, Ordering::Relaxed);
+            on
+        }
+        v => v == 1,
+    }
+}
+
+/// Turns fusion on or off for the calling thread (`None`: back to `VKGRAD_FUSION`); ops run on
+/// the thread that calls them, so a test can compare both on one device.
+pub fn set_fusion(on: Option<bool>) {
+    FUSION_HERE.with(|f| f.set(on));
+}
+
+/// Records `op` over `inputs` (each a value and the shape it is read as), producing `shape`.
+/// With fusion off the value is computed at once.
+pub(crate) fn record(
+    op: Op,
+    inputs: &[(&Arc<Value>, &[usize])],
+    shape: &[usize],
+) -> Result<Arc<Value>> {
+    let fuse = fusion_enabled();
+    let mut args: SmallVec<[Arg; 3]> = SmallVec::new();
+    let mut size = Size {
+        nodes: 1,
+        leaves: 0,
+        push_words: op.reads_scalar() as usize,
+    };
+    // Inline what may be inlined, within the limits; anything else is computed and read.
+    for (i, &(v, view)) in inputs.iter().enumerate() {
+        let again = inputs[..i].iter().any(|(w, _)| Arc::ptr_eq(v, w));
+        let inline = fuse
+            && !v.is_ready()
+            && view == shape
+            && v.shape.as_slice() == view
+            && (again || !v.inlined.swap(true, Ordering::AcqRel));
+        if inline {
+            if !again {
+                size.nodes += v.size.nodes;
+                size.leaves += v.size.leaves;
+                size.push_words += v.size.push_words;
+            }
+            args.push(Arg::Inline(v.clone()));
+        } else {
+            size.leaves += 1;
+            size.push_words += shape.len();
+            args.push(Arg::Leaf {
+                st: v.storage()?.clone(),
+                shape: view.into(),
+            });
+        }
+    }
+    if !size.fits(shape.len()) {
+        // Too big to grow: compute the inlined inputs now; this op starts a new tree.
+        size = Size {
+            nodes: 1,
+            leaves: args.len(),
+            push_words: op.reads_scalar() as usize + args.len() * shape.len(),
+        };
+        for a in &mut args {
+            if let Arg::Inline(v) = a {
+                *a = Arg::Leaf {
+                    st: v.storage()?.clone(),
+                    shape: shape.into(),
+                };
+            }
+        }
+    }
+    let value = Arc::new(Value {
+        shape: shape.into(),
+        ready: OnceLock::new(),
+        pending: Mutex::new(Some(Arc::new(Expr { op, args }))),
+        inlined: AtomicBool::new(false),
+        size,
+    });
+    if !fuse || numel(shape) == 0 {
+        value.storage()?;
+    }
+    Ok(value)
+}

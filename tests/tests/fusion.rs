@@ -1,0 +1,291 @@
+//! The lazy graph and its fused kernels (`engine/src/lazy`): random DAGs of elementwise ops
+//! give bit-identical values and gradients fused and one kernel per op (each op is proven
+//! against the f64 reference by its own property test, so equality carries that proof over to
+//! every fused tree); and the rules of what fuses.
+
+use proptest::prelude::*;
+use vkgrad::lazy::set_fusion;
+use vkgrad::{device, Tensor, BINARY_OPS, UNARY_OPS};
+use vkgrad_tests::*;
+
+/// One node of a DAG: the op and its inputs, as indices taken modulo the values made so far
+/// (leaves first), so any earlier value can be shared by several nodes.
+#[derive(Debug, Clone)]
+enum Node {
+    Unary {
+        op: usize,
+        s: usize,
+        x: usize,
+    },
+    Binary {
+        op: usize,
+        a: usize,
+        b: usize,
+    },
+    Where {
+        m: usize,
+        a: usize,
+        b: usize,
+    },
+    /// Flattened and reshaped back: a view of another shape of the same (maybe pending) value.
+    Reshape {
+        x: usize,
+    },
+}
+
+fn node() -> impl Strategy<Value = Node> {
+    let i = || 0usize..64;
+    prop_oneof![
+        4 => (0..UNARY_OPS.len(), 0usize..4, i()).prop_map(|(op, s, x)| Node::Unary { op, s, x }),
+        4 => (0..BINARY_OPS.len(), i(), i()).prop_map(|(op, a, b)| Node::Binary { op, a, b }),
+        1 => (i(), i(), i()).prop_map(|(m, a, b)| Node::Where { m, a, b }),
+        1 => i().prop_map(|x| Node::Reshape { x }),
+    ]
+}
+
+/// A sub-shape of `out` that broadcasts to it: some leading dimensions dropped, some set to 1.
+fn side(out: Vec<usize>) -> impl Strategy<Value = Vec<usize>> {
+    let r = out.len();
+    (0..=r, prop::collection::vec(any::<bool>(), r)).prop_map(move |(drop, ones)| {
+        out.iter()
+            .enumerate()
+            .skip(drop)
+            .map(|(i, &d)| if ones[i] { 1 } else { d })
+            .collect()
+    })
+}
+
+const SPECIAL: [f32; 5] = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+
+/// Leaf values: one magnitude class, with a few special values (±0, ±inf, NaN) mixed in.
+fn leaf(shape: Vec<usize>) -> impl Strategy<Value = RefTensor> {
+    let n: usize = shape.iter().product();
+    (
+        tensor_of(shape),
+        prop::collection::vec((0..n.max(1), 0..SPECIAL.len()), 0..3),
+    )
+        .prop_map(move |(mut t, specials)| {
+            if n > 0 {
+                for (at, k) in specials {
+                    t.data[at] = SPECIAL[k] as f64;
+                }
+            }
+            t
+        })
+}
+
+#[derive(Debug, Clone)]
+struct Dag {
+    leaves: Vec<RefTensor>,
+    nodes: Vec<Node>,
+    /// A node read back before the last one (it is then computed on its own first), or after
+    /// it (it was inlined into the last node's kernel and is computed again alone).
+    probe_at: usize,
+    probe_first: bool,
+}
+
+fn dag() -> impl Strategy<Value = Dag> {
+    shape(0..=3, 300)
+        .prop_flat_map(|out| {
+            (
+                prop::collection::vec(side(out.clone()).prop_flat_map(leaf), 1..=3),
+                prop::collection::vec(node(), 1..=30),
+                0usize..64,
+                any::<bool>(),
+            )
+        })
+        .prop_map(|(leaves, nodes, probe_at, probe_first)| Dag {
+            leaves,
+            nodes,
+            probe_at,
+            probe_first,
+        })
+}
+
+/// What a DAG computes: the last node, the probed node, and the leaves' gradients of
+/// sum(last × a fixed probe) (empty when no gradient reaches them).
+#[derive(Debug)]
+struct Run {
+    last: Vec<f32>,
+    probed: Vec<f32>,
+    grads: Vec<Option<Vec<f32>>>,
+    kernels: u64,
+}
+
+fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
+    set_fusion(Some(fused));
+    let out = (|| {
+        let before = device::dispatch_count();
+        let xs: Vec<Tensor> = d.leaves.iter().map(|t| gpu(t).requires_grad()).collect();
+        let mut vals = xs.clone();
+        for n in &d.nodes {
+            let at = |i: usize| vals[i % vals.len()].clone();
+            let v = match *n {
+                Node::Unary { op, s, x } => {
+                    let op = &UNARY_OPS[op];
+                    (op.call)(&at(x), op.scalars[s % op.scalars.len()] as f32)?
+                }
+                Node::Binary { op, a, b } => (BINARY_OPS[op].call)(&at(a), &at(b))?,
+                Node::Where { m, a, b } => Tensor::where_(&at(m), &at(a), &at(b))?,
+                Node::Reshape { x } => {
+                    let x = at(x);
+                    x.reshape(&[x.numel()])?.reshape(x.shape())?
+                }
+            };
+            vals.push(v);
+        }
+        let nl = d.leaves.len();
+        let probed_t = vals[nl + d.probe_at % d.nodes.len()].clone();
+        let last_t = vals.last().expect("one node at least").clone();
+        let (probed, last) = if d.probe_first {
+            let p = probed_t.to_vec()?;
+            (p, last_t.to_vec()?)
+        } else {
+            let l = last_t.to_vec()?;
+            (probed_t.to_vec()?, l)
+        };
+        if last_t.is_requires_grad() {
+            let w = gpu(&probe(last_t.shape(), 0.3));
+            last_t.mul(&w)?.sum_all()?.backward()?;
+        }
+        let grads = xs
+            .iter()
+            .map(|x| x.grad().map(|g| g.to_vec()).transpose())
+            .collect::<vkgrad::Result<_>>()?;
+        Ok(Run {
+            last,
+            probed,
+            grads,
+            kernels: device::dispatch_count() - before,
+        })
+    })();
+    set_fusion(None);
+    out
+}
+
+/// Equal bit for bit; any NaN equals any NaN (payloads are not specified).
+fn same(what: &str, a: &[f32], b: &[f32]) -> Result<(), TestCaseError> {
+    prop_assert_eq!(a.len(), b.len(), "{}: lengths", what);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let ok = x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
+        prop_assert!(
+            ok,
+            "{}: element {}: fused {:e} vs one kernel per op {:e}",
+            what,
+            i,
+            x,
+            y
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(40))]
+
+    #[test]
+    fn random_dags_fused_equal_one_kernel_per_op(d in dag()) {
+        let fused = run(&d, true).map_err(|e| TestCaseError::fail(format!("fused: {e}")))?;
+        let plain = run(&d, false).map_err(|e| TestCaseError::fail(format!("unfused: {e}")))?;
+        same("last node", &fused.last, &plain.last)?;
+        same("probed node", &fused.probed, &plain.probed)?;
+        prop_assert_eq!(fused.grads.len(), plain.grads.len());
+        for (i, (f, p)) in fused.grads.iter().zip(&plain.grads).enumerate() {
+            prop_assert_eq!(f.is_some(), p.is_some(), "leaf {} gradient presence", i);
+            if let (Some(f), Some(p)) = (f, p) {
+                same(&format!("gradient of leaf {i}"), f, p)?;
+            }
+        }
+        // Fusion never adds kernels (a value is computed at most twice: inlined once, then on
+        // its own when read).
+        prop_assert!(fused.kernels <= plain.kernels + 1, "{} fused vs {} kernels", fused.kernels, plain.kernels);
+    }
+}
+
+fn t(v: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_slice(v, shape).unwrap()
+}
+
+/// A chain of elementwise ops with broadcast leaves runs as one kernel when read, and as one
+/// kernel per op without fusion; both give the same values.
+#[test]
+fn a_chain_is_one_kernel() {
+    let x = t(
+        &(0..24).map(|i| i as f32 * 0.25 - 3.0).collect::<Vec<_>>(),
+        &[4, 6],
+    );
+    let b = t(&[0.5, -1.0, 2.0, 0.0, 1.5, -0.25], &[6]);
+    let c = t(&[2.0, 3.0, -1.0, 0.5], &[4, 1]);
+    let chain = || {
+        let y = x.mul(&b).unwrap().exp().unwrap().add(&c).unwrap();
+        let y = y.mul_scalar(0.5).unwrap().sigmoid().unwrap();
+        let before = device::dispatch_count();
+        let v = y.to_vec().unwrap();
+        (v, device::dispatch_count() - before)
+    };
+    set_fusion(Some(true));
+    let (fused, k_fused) = chain();
+    set_fusion(Some(false));
+    let (plain, _) = chain();
+    set_fusion(None);
+    assert_eq!(k_fused, 1, "five elementwise ops, one kernel");
+    assert_eq!(fused, plain);
+}
+
+/// A pending value with two consumers is computed once, in its own kernel, and read by both.
+#[test]
+fn a_shared_value_is_computed_once() {
+    set_fusion(Some(true));
+    let x = t(&[1.0, 2.0, 3.0, 4.0, 5.0], &[5]);
+    let before = device::dispatch_count();
+    let e = x.exp().unwrap().add_scalar(1.0).unwrap(); // pending
+    let a = e.log().unwrap(); // inlines e
+    let b = e.sqrt().unwrap(); // second consumer: e is computed now (1 kernel)
+    assert_eq!(device::dispatch_count() - before, 1);
+    let (av, bv) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+    // a and b each one kernel, reading the computed e.
+    assert_eq!(device::dispatch_count() - before, 3);
+    set_fusion(None);
+    let want: Vec<f32> = (1..=5).map(|i| ((i as f32).exp() + 1.0).ln()).collect();
+    for (g, w) in av.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 * w.abs(), "{g} vs {w}");
+    }
+    assert_eq!(bv.len(), 5);
+}
+
+/// A fused kernel depends on the structure and the rank, not on sizes or scalars: the same
+/// chain at other sizes and scalars compiles nothing new.
+#[test]
+fn generated_kernels_are_reused_across_sizes_and_scalars() {
+    set_fusion(Some(true));
+    let chain = |n: usize, s: f32| {
+        let x = Tensor::ones(&[n, 3]).unwrap();
+        let b = Tensor::ones(&[3]).unwrap();
+        // Unusual ops, so no other test in this binary makes the same kernel.
+        x.mul_scalar(s)
+            .unwrap()
+            .cos()
+            .unwrap()
+            .mul(&b)
+            .unwrap()
+            .powf(3.0)
+            .unwrap()
+            .minimum_scalar(s)
+            .unwrap()
+            .to_vec()
+            .unwrap()
+    };
+    chain(5, 0.5);
+    let ctx = device::context().unwrap();
+    let compiled = ctx.generated_kernels();
+    let v = chain(77, 2.0);
+    let _ = chain(1, -1.0);
+    assert_eq!(ctx.generated_kernels(), compiled, "no new kernel");
+    set_fusion(None);
+    let want = (2.0f32.cos()).powi(3).min(2.0);
+    assert!(
+        v.iter().all(|g| (g - want).abs() <= 1e-6),
+        "{:?} vs {want}",
+        &v[..3]
+    );
+}
