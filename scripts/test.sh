@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs (scripts/setup.sh), then runs every test of the
 # workspace on the Vulkan device (lavapipe where there is no GPU), and the op property tests a
-# second time with the GPU kernel variants forced (VKGRAD_KERNELS=gpu), so both variant
-# families are verified on any machine; then `vkgrad verify` on every built-in plugin.
+# second time with the GPU kernel variants forced (VKGRAD_KERNELS=gpu) and fusion off, so both
+# variant families and both execution modes are verified on any machine; then `vkgrad verify` on every built-in plugin.
 # VKGRAD_PROPTEST_CASES=N runs N cases per property.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo test --workspace
-VKGRAD_KERNELS=gpu cargo test -p vkgrad-tests
+# The second run also turns fusion off (elementwise ops one kernel each, as before the lazy
+# graph), so every op property holds fused and unfused; tests/tests/fusion.rs compares the two.
+VKGRAD_KERNELS=gpu VKGRAD_FUSION=0 cargo test -p vkgrad-tests
 # Every built-in plugin (and the template) must pass `vkgrad verify`, as any user's plugin must.
 cargo build --release -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive \
     -p vkgrad-plugin-encoders -p vkgrad-plugin-augment

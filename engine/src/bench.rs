@@ -154,7 +154,8 @@ pub fn run(
         let a = rng.normal(&[n], 0.0, 1.0)?;
         let b = rng.normal(&[n], 0.0, 1.0)?;
         let ms = time(2, runs, || {
-            let _c = a.add(&b)?;
+            // Elementwise ops are lazy: without `realize` nothing would run.
+            a.add(&b)?.realize()?;
             ctx.sync()
         })?;
         let mut r = BenchResult::new("add", ms, runs);
@@ -165,7 +166,9 @@ pub fn run(
     if wanted("op_chain") {
         // 1000 dependent elementwise ops on 256 floats: the cost of an op that does almost no
         // work. `record_us_per_op` is the host's share (recording into the command buffer),
-        // `us_per_op` everything including the driver executing the dispatches.
+        // `us_per_op` everything including the driver executing the dispatches. The chain is
+        // lazy: recording includes computing it (`realize`), as fused kernels of up to 48 ops
+        // (one kernel per op with VKGRAD_FUSION=0).
         let x0 = Tensor::ones(&[256])?;
         let ops = 1000;
         let (mut total, mut record) = (Vec::new(), Vec::new());
@@ -176,6 +179,7 @@ pub fn run(
             for _ in 0..ops {
                 x = x.mul_scalar(1.0001)?;
             }
+            x.realize()?;
             let recorded = t.elapsed();
             ctx.sync()?;
             if i >= 2 {

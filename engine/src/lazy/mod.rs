@@ -169,6 +169,27 @@ pub fn set_fusion(on: Option<bool>) {
     FUSION_HERE.with(|f| f.set(on));
 }
 
+/// Refuses, when the op is called (not later, when the value is computed), a result larger than
+/// a kernel may bind (inputs broadcast to the result, so they are no larger).
+fn check_limits(op: Op, shape: &[usize]) -> Result<()> {
+    let ctx = crate::device::context()?;
+    let (max_bytes, max_texels) = ctx.buffer_limits();
+    let bytes = 4 * numel(shape) as u64;
+    // Buffers come from the pool in power-of-two sizes; a texel view covers the whole buffer.
+    let texels = bytes.max(256).next_power_of_two() / 16;
+    let (size, limit, what) = if bytes > max_bytes {
+        (bytes, max_bytes, "bytes (maxStorageBufferRange)")
+    } else if texels > max_texels {
+        (texels, max_texels, "texels (maxTexelBufferElements)")
+    } else {
+        return Ok(());
+    };
+    Err(crate::error::Error::Other(format!(
+        "{op:?}: a tensor of {bytes} bytes is larger than {} allows: {size} > {limit} {what}",
+        ctx.info.name
+    )))
+}
+
 /// Records `op` over `inputs` (each a value and the shape it is read as), producing `shape`.
 /// With fusion off the value is computed at once.
 pub(crate) fn record(
@@ -176,6 +197,7 @@ pub(crate) fn record(
     inputs: &[(&Arc<Value>, &[usize])],
     shape: &[usize],
 ) -> Result<Arc<Value>> {
+    check_limits(op, shape)?;
     let fuse = fusion_enabled();
     let mut args: SmallVec<[Arg; 3]> = SmallVec::new();
     let mut size = Size {
