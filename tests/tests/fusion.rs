@@ -289,3 +289,32 @@ fn generated_kernels_are_reused_across_sizes_and_scalars() {
         &v[..3]
     );
 }
+
+/// The random-DAG property's first shrunk failure, kept: a comparison's 0/1 result times -0,
+/// inf or NaN. Compilers may rewrite `(c ? 1 : 0) * y` as `c ? y : 0` (+0 for y = -0, 0 for
+/// y = inf) unless each op's value is hidden as if it went through memory (`opaque()`).
+#[test]
+fn a_mask_times_signed_zero_inf_and_nan_is_a_product() {
+    let y = [-0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+    let run = |fused: bool| {
+        set_fusion(Some(fused));
+        let x = t(&[0.0; 4], &[4]);
+        let v = x
+            .gt(&x)
+            .unwrap()
+            .mul(&t(&y, &[4]))
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        set_fusion(None);
+        v
+    };
+    let (f, p) = (run(true), run(false));
+    assert_eq!(f[0].to_bits(), (-0.0f32).to_bits(), "0 * -0 = -0: {f:?}");
+    assert!(
+        f[1..].iter().all(|v| v.is_nan()),
+        "0 * ±inf, 0 * NaN = NaN: {f:?}"
+    );
+    assert_eq!(f[0].to_bits(), p[0].to_bits());
+    assert!(p[1..].iter().all(|v| v.is_nan()), "{p:?}");
+}

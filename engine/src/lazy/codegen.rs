@@ -3,9 +3,14 @@
 //! strides); sizes, strides and scalars travel as push constants, so a training step reuses its
 //! kernels at every step and every shape of the same rank.
 //!
-//! Every intermediate is `precise` (SPIR-V NoContraction): the compiler may not fuse a
-//! multiply and an add into one FMA, so a fused tree rounds exactly as the same ops run one
-//! kernel each — the property tests require bit-identical results.
+//! A fused tree must compute exactly what the same ops compute one kernel each (the property
+//! tests require bit-identical results), so the compiler may not optimise across ops:
+//! - every intermediate is `precise` (SPIR-V NoContraction): no multiply and add fused into FMA;
+//! - every intermediate and every operand passes through an `opaque()` (an XOR with a push
+//!   constant that is 0), as values pass through memory and separate fetches between kernels:
+//!   Vulkan compilers may rewrite `(c ? 1 : 0) * y` as `c ? y : 0`, which differs from the
+//!   product for y = -0 (sign) and y = ±inf or NaN, and `x - x` as 0 (NaN for x = inf). Both
+//!   were found by the random-DAG property (`gt(0, 0) * -0` gave +0 fused, -0 unfused).
 
 use super::{Arg, Expr, Op, Value};
 use crate::device::{context, grid, Bind, Storage};
@@ -92,7 +97,15 @@ impl Gen<'_> {
     }
 
     fn expr(&mut self, e: &Expr) -> Result<String> {
-        let args: Vec<String> = e.args.iter().map(|a| self.arg(a)).collect::<Result<_>>()?;
+        // Each operand slot through its own opaque(): an op whose operands are one value
+        // (`x - x`, `x / x`) must not be simplified (inf - inf is NaN, not 0), as the
+        // hand-written kernel, which fetches each operand separately, does not.
+        let args: Vec<String> = e
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Ok(format!("opaque{}({})", i + 1, self.arg(a)?)))
+            .collect::<Result<_>>()?;
         let rhs = match e.op {
             Op::Unary { code, s } => {
                 let s = if e.op.reads_scalar() {
@@ -108,7 +121,7 @@ impl Gen<'_> {
         };
         let name = format!("v{}", self.next);
         self.next += 1;
-        let _ = writeln!(self.body, "    precise float {name} = {rhs};");
+        let _ = writeln!(self.body, "    precise float {name} = opaque0({rhs});");
         Ok(name)
     }
 }
@@ -150,8 +163,10 @@ fn generate(shape: &[usize], expr: &Expr) -> Result<Kernel> {
             i + 1
         );
     }
-    let mut push = vec![numel(shape) as u32];
-    src += "layout(push_constant) uniform P {\n    uint n;\n";
+    // `zero` is four words of 0: an XOR with one hides a value from the compiler (see the top);
+    // results use word 0 and operand slots words 1-3, so no two XORs cancel.
+    let mut push = vec![numel(shape) as u32, 0, 0, 0, 0];
+    src += "layout(push_constant) uniform P {\n    uint n;\n    uint zero[4];\n";
     if !strided.is_empty() {
         let _ = writeln!(src, "    uint shape[{r}];");
         push.extend(shape.iter().map(|&d| d as u32));
@@ -167,6 +182,13 @@ fn generate(shape: &[usize], expr: &Expr) -> Result<Kernel> {
         push.push(s.to_bits());
     }
     src += "} p;\n\n";
+    for i in 0..4 {
+        let _ = writeln!(
+            src,
+            "float opaque{i}(float x) {{ return uintBitsToFloat(floatBitsToUint(x) ^ p.zero[{i}]); }}"
+        );
+    }
+    src += "\n";
 
     let params: Vec<String> = (0..g.leaves.len()).map(|i| format!("float l{i}")).collect();
     let _ = write!(

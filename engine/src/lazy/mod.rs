@@ -68,7 +68,8 @@ pub(crate) struct Expr {
 struct Size {
     nodes: usize,
     leaves: usize,
-    /// Scalars and leaf strides (the element count and the shape come on top).
+    /// Scalars and leaf strides (the element count, four `zero` words and the shape come on
+    /// top).
     push_words: usize,
 }
 
@@ -76,7 +77,7 @@ impl Size {
     fn fits(&self, rank: usize) -> bool {
         self.nodes <= MAX_NODES
             && self.leaves <= MAX_LEAVES
-            && 1 + rank + self.push_words <= MAX_PUSH_WORDS
+            && 5 + rank + self.push_words <= MAX_PUSH_WORDS
     }
 }
 
