@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::ops::{broadcast_strides, strides};
 use crate::tensor::{numel, Shape};
 use std::collections::HashMap;
+// `write!` into a String cannot fail, so its Result is dropped (`let _ =`) throughout.
 use std::fmt::Write;
 use std::sync::Arc;
 
