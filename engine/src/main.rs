@@ -9,6 +9,9 @@ use vkgrad::device;
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();
     let result = commands::run(cli);
+    // A command that failed still keeps the pipelines it built for the next run.
+    let saved = device::save_kernel_cache();
+    let result = result.and(saved);
     let profiling = std::env::var("VKGRAD_PROFILE").is_ok_and(|v| v == "1");
     if let Some(report) = profiling
         .then(|| device::context().ok().and_then(|c| c.profile_report()))

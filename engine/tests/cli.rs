@@ -66,6 +66,55 @@ fn bench_json_has_the_documented_shape() {
     assert!(r["ms"].as_f64().unwrap() > 0.0 && r["us_per_op"].as_f64().unwrap() > 0.0);
 }
 
+/// (compiled, read from disk) generated kernels of one `op_chain` bench run.
+fn op_chain_cache(env: &[(&str, &str)]) -> (u64, u64, String) {
+    let (ok, out, err) = vkgrad(&["bench", "--quick", "--json", "--filter", "op_chain"], env);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c = &v["kernel_cache"];
+    (
+        c["generated_compiled"].as_u64().unwrap(),
+        c["generated_disk_hits"].as_u64().unwrap(),
+        err,
+    )
+}
+
+#[test]
+fn a_second_run_compiles_no_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("kernels");
+    let env = [("VKGRAD_KERNEL_CACHE", cache.to_str().unwrap())];
+    let (compiled, from_disk, _) = op_chain_cache(&env);
+    assert!(compiled > 0 && from_disk == 0, "{compiled} {from_disk}");
+    let (again, from_disk, _) = op_chain_cache(&env);
+    assert_eq!((again, from_disk), (0, compiled));
+    // The driver's pipeline data is kept per driver, beside the SPIR-V.
+    assert_eq!(
+        std::fs::read_dir(cache.join("pipelines")).unwrap().count(),
+        1
+    );
+    // off: nothing read or written.
+    let (compiled, from_disk, _) = op_chain_cache(&[("VKGRAD_KERNEL_CACHE", "off")]);
+    assert!(compiled > 0 && from_disk == 0);
+}
+
+#[test]
+fn an_unwritable_kernel_cache_is_a_warning_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    let inside = file.join("kernels");
+    let (compiled, _, err) = op_chain_cache(&[("VKGRAD_KERNEL_CACHE", inside.to_str().unwrap())]);
+    assert!(compiled > 0);
+    assert_eq!(
+        err.matches("cannot write the kernel cache").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("VKGRAD_KERNEL_CACHE"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+}
+
 #[test]
 fn tensors_past_the_device_limit_are_refused() {
     let ctx = vkgrad::device::context().unwrap();

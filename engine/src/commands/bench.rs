@@ -25,10 +25,23 @@ pub fn bench(choice: DeviceChoice, json: bool, filter: Option<&str>, quick: bool
             println!("{}", r.describe());
         }
     })?;
+    let cache = ctx.kernel_cache_stats();
     if json {
         println!(
             "{}",
-            serde_json::json!({ "device": ctx.info.name, "results": results })
+            serde_json::json!({ "device": ctx.info.name, "results": results, "kernel_cache": cache })
+        );
+    } else {
+        let found = cache.generated_memory_hits + cache.generated_disk_hits;
+        let asked = found + cache.generated_compiled;
+        println!(
+            "kernel cache: {} generated kernels compiled, {} read from disk, {} found in memory \
+             ({:.1}% of {asked} generated-kernel dispatches needed no compile); {} pipelines created",
+            cache.generated_compiled,
+            cache.generated_disk_hits,
+            cache.generated_memory_hits,
+            100.0 * found as f64 / asked.max(1) as f64,
+            cache.pipelines_created,
         );
     }
     Ok(())

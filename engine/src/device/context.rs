@@ -8,14 +8,17 @@ use super::recorder::{Access, Recorder, Stats};
 use super::{open, DeviceChoice, DeviceInfo};
 use crate::error::{Error, Result};
 use ash::vk;
+use serde::Serialize;
 use smallvec::SmallVec;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
 use vulkano::device::{
     Device, DeviceCreateInfo, DeviceExtensions, Queue, QueueCreateInfo, QueueFlags,
 };
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
+use vulkano::pipeline::cache::{PipelineCache, PipelineCacheCreateInfo};
 use vulkano::VulkanObject;
 
 /// A kernel and its specialisation constants.
@@ -41,6 +44,27 @@ pub struct Context {
     profile: Option<Mutex<HashMap<String, (u64, f64)>>>,
     /// Device buffers created so far (a pooled buffer taken again does not count).
     pub(crate) buffers_created: std::sync::atomic::AtomicU64,
+    /// The driver's pipeline cache, loaded from and saved to the on-disk kernel cache
+    /// (`device/disk_cache.rs`), with the folder, this driver's file, and the data as last
+    /// loaded or saved (written again only when it changed).
+    pipeline_cache: Option<Arc<PipelineCache>>,
+    cache_dir: Option<PathBuf>,
+    pipelines_file: Option<PathBuf>,
+    pipelines_saved: Mutex<Vec<u8>>,
+    cache_stats: Mutex<KernelCacheStats>,
+}
+
+/// How kernels were found in this process (`vkgrad bench` and `VKGRAD_PROFILE=1` report it).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KernelCacheStats {
+    /// Dispatches of generated kernels whose pipeline was already in memory.
+    pub generated_memory_hits: u64,
+    /// Generated kernels whose SPIR-V came from the on-disk cache (nothing compiled).
+    pub generated_disk_hits: u64,
+    /// Generated kernels compiled with shaderc.
+    pub generated_compiled: u64,
+    /// Pipelines created (built-in and generated), each through the driver's pipeline cache.
+    pub pipelines_created: u64,
 }
 
 thread_local! {
@@ -115,6 +139,15 @@ pub fn select_device(choice: DeviceChoice) -> Result<()> {
     Ok(())
 }
 
+/// Saves the kernel cache of the context if one was opened (`Context::save_kernel_cache`);
+/// the CLI calls it when a command ends, library users when they are done.
+pub fn save_kernel_cache() -> Result<()> {
+    match CONTEXT.get() {
+        Some(Ok(ctx)) => ctx.save_kernel_cache(),
+        _ => Ok(()),
+    }
+}
+
 /// The shared context, created on first use.
 pub fn context() -> Result<&'static Context> {
     CONTEXT
@@ -180,6 +213,39 @@ impl Context {
         let props = device.physical_device().properties();
         let max_storage_range = props.max_storage_buffer_range as u64;
         let max_texels = props.max_texel_buffer_elements as u64;
+        let cache_dir = super::disk_cache::dir();
+        // One pipeline-data file per driver build: the driver ignores data of another anyway.
+        let pipelines_file = cache_dir.as_ref().map(|d| {
+            let key = format!(
+                "{:04x}-{:04x}-{:x}-{}",
+                props.vendor_id,
+                props.device_id,
+                props.driver_version,
+                props
+                    .pipeline_cache_uuid
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            );
+            super::disk_cache::pipelines_path(d, &key)
+        });
+        let initial = pipelines_file
+            .as_deref()
+            .and_then(super::disk_cache::pipelines_get)
+            .unwrap_or_default();
+        // SAFETY: the data is what this driver (same vendor, device, version and cache UUID)
+        // returned from vkGetPipelineCacheData, checked against its SHA-256 when read back;
+        // drivers validate the header and ignore data that is not theirs.
+        let pipeline_cache = unsafe {
+            PipelineCache::new(
+                device.clone(),
+                PipelineCacheCreateInfo {
+                    initial_data: initial.clone(),
+                    ..Default::default()
+                },
+            )
+        }
+        .map_err(|e| Error::vulkan("creating the pipeline cache", e))?;
         Ok(Context {
             info,
             device,
@@ -195,6 +261,11 @@ impl Context {
                 .is_ok_and(|v| v == "1")
                 .then(|| Mutex::new(HashMap::new())),
             buffers_created: Default::default(),
+            pipeline_cache: Some(pipeline_cache),
+            cache_dir,
+            pipelines_file,
+            pipelines_saved: Mutex::new(initial),
+            cache_stats: Mutex::new(KernelCacheStats::default()),
         })
     }
 
@@ -204,7 +275,13 @@ impl Context {
             return Ok(p.clone());
         }
         // Built outside the lock: LLVM-backed drivers take a while per pipeline.
-        let p = Arc::new(kernels::build(&self.device, kernel, spec)?);
+        let p = Arc::new(kernels::build(
+            &self.device,
+            self.pipeline_cache.as_ref(),
+            kernel,
+            spec,
+        )?);
+        lock(&self.cache_stats).pipelines_created += 1;
         Ok(lock(&self.pipelines).entry(key).or_insert(p).clone())
     }
 
@@ -263,10 +340,28 @@ impl Context {
     ) -> Result<()> {
         let cached = lock(&self.generated).get(source).cloned();
         let pipeline = match cached {
-            Some(p) => p,
+            Some(p) => {
+                lock(&self.cache_stats).generated_memory_hits += 1;
+                p
+            }
             None => {
                 // Compiled outside the lock, like the built-in pipelines.
-                let p = Arc::new(super::runtime::build(&self.device, source)?);
+                let (p, compiled) = super::runtime::build(
+                    &self.device,
+                    self.pipeline_cache.as_ref(),
+                    self.cache_dir.as_deref(),
+                    source,
+                )?;
+                {
+                    let mut st = lock(&self.cache_stats);
+                    st.pipelines_created += 1;
+                    if compiled {
+                        st.generated_compiled += 1;
+                    } else {
+                        st.generated_disk_hits += 1;
+                    }
+                }
+                let p = Arc::new(p);
                 lock(&self.generated)
                     .entry(source.to_string())
                     .or_insert(p)
@@ -279,6 +374,28 @@ impl Context {
     /// Pipelines generated at run time so far (each compiled once).
     pub fn generated_kernels(&self) -> usize {
         lock(&self.generated).len()
+    }
+
+    /// How kernels were found so far in this process.
+    pub fn kernel_cache_stats(&self) -> KernelCacheStats {
+        *lock(&self.cache_stats)
+    }
+
+    /// Writes the driver's pipeline-cache data to the on-disk kernel cache if it changed since
+    /// it was loaded or last saved (the generated kernels' SPIR-V is written as it is compiled).
+    pub fn save_kernel_cache(&self) -> Result<()> {
+        let (Some(cache), Some(file)) = (&self.pipeline_cache, &self.pipelines_file) else {
+            return Ok(());
+        };
+        let data = cache
+            .get_data()
+            .map_err(|e| Error::vulkan("reading the pipeline cache", e))?;
+        let mut saved = lock(&self.pipelines_saved);
+        if *saved != data {
+            super::disk_cache::pipelines_put(file, &data);
+            *saved = data;
+        }
+        Ok(())
     }
 
     fn record(

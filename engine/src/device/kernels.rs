@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use std::sync::Arc;
 use vulkano::descriptor_set::layout::DescriptorSetLayoutCreateFlags;
 use vulkano::device::Device;
+use vulkano::pipeline::cache::PipelineCache;
 use vulkano::pipeline::compute::ComputePipelineCreateInfo;
 use vulkano::pipeline::layout::PipelineDescriptorSetLayoutCreateInfo;
 use vulkano::pipeline::{ComputePipeline, PipelineLayout, PipelineShaderStageCreateInfo};
@@ -67,15 +68,27 @@ pub(crate) struct Pipeline {
     pub layout: Arc<PipelineLayout>,
 }
 
-pub(crate) fn build(device: &Arc<Device>, kernel: Kernel, spec: &[u32]) -> Result<Pipeline> {
+pub(crate) fn build(
+    device: &Arc<Device>,
+    cache: Option<&Arc<PipelineCache>>,
+    kernel: Kernel,
+    spec: &[u32],
+) -> Result<Pipeline> {
     let module = kernel.load(device.clone())?;
-    build_module(device, module, spec, &format!("kernel {kernel:?} {spec:?}"))
+    build_module(
+        device,
+        cache,
+        module,
+        spec,
+        &format!("kernel {kernel:?} {spec:?}"),
+    )
 }
 
-/// A pipeline from a shader module (built in or generated at run time); `label` names it in
-/// errors.
+/// A pipeline from a shader module (built in or generated at run time), through the driver's
+/// pipeline cache where there is one (`device/disk_cache.rs`); `label` names it in errors.
 pub(crate) fn build_module(
     device: &Arc<Device>,
+    cache: Option<&Arc<PipelineCache>>,
     module: Arc<ShaderModule>,
     spec: &[u32],
     label: &str,
@@ -104,7 +117,7 @@ pub(crate) fn build_module(
         .map_err(|e| Error::vulkan(ctx("creating the pipeline layout"), e))?;
     let pipeline = ComputePipeline::new(
         device.clone(),
-        None,
+        cache.cloned(),
         ComputePipelineCreateInfo::stage_layout(stage, layout.clone()),
     )
     .map_err(|e| Error::vulkan(ctx("creating the pipeline"), e))?;

@@ -3,13 +3,16 @@
 
 pub mod caps;
 mod context;
+mod disk_cache;
 mod kernels;
 mod pool;
 pub(crate) mod push;
 mod recorder;
 mod runtime;
 
-pub use context::{context, dispatch_count, select_device, Context};
+pub use context::{
+    context, dispatch_count, save_kernel_cache, select_device, Context, KernelCacheStats,
+};
 pub(crate) use context::{grid, Bind};
 pub(crate) use kernels::Kernel;
 pub(crate) use pool::Storage;
