@@ -4,47 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
-thread_local! {
-    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
-}
-
-pub fn is_grad_enabled() -> bool {
-    GRAD_ENABLED.with(|g| g.get())
-}
-
-/// Restores the previous gradient mode when dropped.
-pub struct NoGradGuard {
-    prev: bool,
-}
-
-impl NoGradGuard {
-    pub fn new() -> Self {
-        NoGradGuard {
-            prev: GRAD_ENABLED.with(|g| g.replace(false)),
-        }
-    }
-}
-
-impl Default for NoGradGuard {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for NoGradGuard {
-    fn drop(&mut self) {
-        GRAD_ENABLED.with(|g| g.set(self.prev));
-    }
-}
-
-/// Runs `f` without recording gradients (evaluation, optimiser updates, EMA targets).
-pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
-    let _guard = NoGradGuard::new();
-    f()
-}
+// Whether ops record the graph lives one layer down (`grad_mode.rs`), where ops read it; it is
+// part of autograd's API.
+pub use crate::grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
 
 impl Tensor {
     /// Back-propagates from a one-element tensor (seed gradient 1).

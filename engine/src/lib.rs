@@ -5,6 +5,7 @@
 pub mod autograd;
 pub mod device;
 pub mod error;
+mod grad_mode;
 pub mod lazy;
 pub(crate) mod ops;
 pub mod tensor;

@@ -133,7 +133,7 @@ impl Tensor {
         backward: impl Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
     ) -> Tensor {
         let value = value.into_value(&shape);
-        let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.0.requires_grad);
+        let track = crate::grad_mode::is_grad_enabled() && inputs.iter().any(|t| t.0.requires_grad);
         let node = track.then(|| Node {
             name,
             inputs: inputs.iter().map(|t| (*t).clone()).collect(),
@@ -351,11 +351,6 @@ impl IntTensor {
         self.host
             .as_ref()
             .map(|h| h.iter().copied().max().unwrap_or(0))
-    }
-
-    /// The values as f32 (e.g. labels for building masks with `eq`).
-    pub fn to_f32(&self) -> Result<Tensor> {
-        crate::ops::index::int_to_f32(self)
     }
 }
 

@@ -376,6 +376,15 @@ impl Context {
         lock(&self.generated).len()
     }
 
+    /// A buffer of at least `bytes` (contents undefined), from the pool when one is free; when
+    /// the driver is out of memory, the queued work is finished, the pool emptied and the
+    /// allocation tried once more (`device/pool.rs`).
+    pub(crate) fn alloc(&self, bytes: u64) -> Result<Arc<Storage>> {
+        super::pool::alloc(&self.pool, &self.mem, bytes, &self.buffers_created, || {
+            self.sync()
+        })
+    }
+
     /// How kernels were found so far in this process.
     pub fn kernel_cache_stats(&self) -> KernelCacheStats {
         *lock(&self.cache_stats)

@@ -1,14 +1,14 @@
 //! Device buffers, reused through a pool keyed by size class, so a training step allocates
 //! no device memory after its first iteration.
 
-use super::context::Context;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use vulkano::buffer::view::{BufferView, BufferViewCreateInfo};
 use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
 use vulkano::format::Format;
-use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter};
+use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
 use vulkano::{Handle, VulkanObject};
 
 /// One device buffer. `id` is its Vulkan handle, used by the recorder to track hazards.
@@ -76,67 +76,72 @@ impl Drop for Storage {
     }
 }
 
-impl Context {
-    /// A buffer of at least `bytes` (contents undefined), from the pool when one is free.
-    pub(crate) fn alloc(&self, bytes: u64) -> Result<Arc<Storage>> {
-        let class = size_class(bytes);
-        let reused = self
-            .pool
-            .lock()
-            .map_err(|_| Error::Other("buffer pool poisoned".into()))?
-            .take(class);
-        let buf = match reused {
-            Some(b) => b,
-            None => match self.new_buffer(class) {
-                Ok(b) => b,
-                // Only running out of memory is worth a retry; any other failure keeps its cause.
-                Err(Error::OutOfMemory { .. }) => {
-                    // Return every pooled buffer to the driver and try once more. The recorder is
-                    // flushed first so that no queued command refers to a freed buffer.
-                    self.sync()?;
-                    self.pool
-                        .lock()
-                        .map_err(|_| Error::Other("buffer pool poisoned".into()))?
-                        .clear();
-                    self.new_buffer(class)?
-                }
-                Err(e) => return Err(e),
-            },
-        };
-        Ok(Arc::new(Storage {
-            buf,
-            bytes,
-            class,
-            pool: self.pool.clone(),
-        }))
-    }
+/// A buffer of at least `bytes` (contents undefined), from `pool` when one is free, else made
+/// from `mem` (counted in `created`). If the driver is out of memory, `flush` runs (it must
+/// finish every queued command, so none refers to a freed buffer), every pooled buffer goes back
+/// to the driver and the allocation is tried once more.
+pub(crate) fn alloc(
+    pool: &Arc<Mutex<Pool>>,
+    mem: &Arc<StandardMemoryAllocator>,
+    bytes: u64,
+    created: &AtomicU64,
+    flush: impl FnOnce() -> Result<()>,
+) -> Result<Arc<Storage>> {
+    let class = size_class(bytes);
+    let lock = || {
+        pool.lock()
+            .map_err(|_| Error::Other("buffer pool poisoned".into()))
+    };
+    let reused = lock()?.take(class);
+    let buf = match reused {
+        Some(b) => b,
+        None => match new_buffer(mem, class, created) {
+            Ok(b) => b,
+            // Only running out of memory is worth a retry; any other failure keeps its cause.
+            Err(Error::OutOfMemory { .. }) => {
+                flush()?;
+                lock()?.clear();
+                new_buffer(mem, class, created)?
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(Arc::new(Storage {
+        buf,
+        bytes,
+        class,
+        pool: pool.clone(),
+    }))
+}
 
-    fn new_buffer(&self, class: u64) -> Result<Arc<DeviceBuffer>> {
-        let sub = Buffer::new_slice::<u8>(
-            self.mem.clone(),
-            BufferCreateInfo {
-                usage: BufferUsage::STORAGE_BUFFER
-                    | BufferUsage::UNIFORM_TEXEL_BUFFER
-                    | BufferUsage::TRANSFER_SRC
-                    | BufferUsage::TRANSFER_DST,
-                ..Default::default()
-            },
-            AllocationCreateInfo {
-                memory_type_filter: MemoryTypeFilter::PREFER_DEVICE,
-                ..Default::default()
-            },
-            class,
-        )
-        .map_err(|e| alloc_error(class, e))?;
-        self.buffers_created
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = sub.buffer().handle().as_raw();
-        Ok(Arc::new(DeviceBuffer {
-            sub,
-            id,
-            view: OnceLock::new(),
-        }))
-    }
+fn new_buffer(
+    mem: &Arc<StandardMemoryAllocator>,
+    class: u64,
+    created: &AtomicU64,
+) -> Result<Arc<DeviceBuffer>> {
+    let sub = Buffer::new_slice::<u8>(
+        mem.clone(),
+        BufferCreateInfo {
+            usage: BufferUsage::STORAGE_BUFFER
+                | BufferUsage::UNIFORM_TEXEL_BUFFER
+                | BufferUsage::TRANSFER_SRC
+                | BufferUsage::TRANSFER_DST,
+            ..Default::default()
+        },
+        AllocationCreateInfo {
+            memory_type_filter: MemoryTypeFilter::PREFER_DEVICE,
+            ..Default::default()
+        },
+        class,
+    )
+    .map_err(|e| alloc_error(class, e))?;
+    created.fetch_add(1, Ordering::Relaxed);
+    let id = sub.buffer().handle().as_raw();
+    Ok(Arc::new(DeviceBuffer {
+        sub,
+        id,
+        view: OnceLock::new(),
+    }))
 }
 
 /// A buffer allocation's failure: `OutOfMemory` when the driver ran out of device or host

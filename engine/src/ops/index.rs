@@ -117,11 +117,14 @@ fn scatter_into_zeros(
     scatter_add_raw(&Tensor::zeros(full)?, idx, g, axis, istrides, n_idx)
 }
 
-pub(crate) fn int_to_f32(t: &IntTensor) -> Result<Tensor> {
-    let st = alloc_f32(&t.shape)?;
-    let n = t.numel();
-    index_kernel(TO_F32, &st, t, &st, &st, n, [n, 0, 0, 0], [0, 0, 0])?;
-    Ok(Tensor::leaf(t.shape.clone(), st))
+impl IntTensor {
+    /// The values as f32 (e.g. labels for building masks with `eq`).
+    pub fn to_f32(&self) -> Result<Tensor> {
+        let st = alloc_f32(&self.shape)?;
+        let n = self.numel();
+        index_kernel(TO_F32, &st, self, &st, &st, n, [n, 0, 0, 0], [0, 0, 0])?;
+        Ok(Tensor::leaf(self.shape.clone(), st))
+    }
 }
 
 impl Tensor {

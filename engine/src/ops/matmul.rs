@@ -153,7 +153,7 @@ fn matmul_raw(
     if let Some(budget) = ctx.caps.loop_budget.filter(|&b| loops > b) {
         // Chunks of K that fit, a multiple of 16 so the vec4 path stays available.
         let chunk = (((budget as f64 / per_k) as usize) / 16 * 16).max(16);
-        return crate::autograd::no_grad(|| {
+        return crate::grad_mode::no_grad(|| {
             let (ra, rb) = (a.rank() as isize, b.rank() as isize);
             let (axa, axb) = (
                 if ta { ra - 2 } else { ra - 1 },

@@ -42,7 +42,7 @@ impl Tensor {
                 ),
             ));
         }
-        if crate::autograd::is_grad_enabled()
+        if crate::grad_mode::is_grad_enabled()
             && (self.is_requires_grad() || theta.is_requires_grad())
         {
             return Err(Error::op(

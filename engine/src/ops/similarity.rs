@@ -19,10 +19,10 @@
 //! the two matmuls of dQ and dK.
 
 use super::alloc_f32;
-use crate::autograd::no_grad;
 use crate::device::push::SimilarityPush;
 use crate::device::{grid, Bind, Context, Kernel, Storage};
 use crate::error::{Error, Result};
+use crate::grad_mode::no_grad;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::Arc;
