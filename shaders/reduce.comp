@@ -5,30 +5,42 @@
 // GROUP = 1: one 64-wide workgroup per output with a shared-memory tree (inner == 1 only;
 //            the fast path on GPUs for long rows).
 // argmax/argmin write the index as raw uint bits; ties go to the first index, as in PyTorch.
+// FUSED (a variant generated at run time, lazy/codegen.rs: fused_variant): the input is a
+// pending elementwise tree computed per element by value_at (a fused prologue), not a buffer.
 #include "common.glsl"
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint OP = 0;
 layout(constant_id = 1) const uint GROUP = 0;
+#ifndef FUSED
 layout(set = 0, binding = 0) uniform samplerBuffer x_t;
+#endif
 layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform P {
     uint outer; uint n; uint inner;
     uint chunk;      // elements of n each invocation reduces (thread mode)
     uint in_pairs;   // input holds (value, index) pairs: a later pass of argmax/argmin
     uint out_pairs;  // write (value, index) pairs: an earlier pass of argmax/argmin
+    // @fused-push: a fused prologue's push constants go here
 } p;
 
-const uint SUM = 0, MAX = 1, MIN = 2, ARGMAX = 3, ARGMIN = 4;
+#ifdef FUSED
+// @fused-input: a fused prologue's bindings and functions go here
+float load_x(uint i) { return value_at(i); }
+#else
+float load_x(uint i) { return fetch(x_t, i); }
+#endif
+
+const uint R_SUM = 0, R_MAX = 1, R_MIN = 2, R_ARGMAX = 3, R_ARGMIN = 4;
 
 // Does candidate (v, j) replace the current best (b, bj)? Lower index wins ties.
 bool better(float v, uint j, float b, uint bj) {
-    if (OP == MAX || OP == ARGMAX) return v > b || (v == b && j < bj);
+    if (OP == R_MAX || OP == R_ARGMAX) return v > b || (v == b && j < bj);
     return v < b || (v == b && j < bj);
 }
 
 float init_value() {
-    if (OP == SUM) return 0.0;
-    if (OP == MAX || OP == ARGMAX) return uintBitsToFloat(0xff800000u); // -inf
+    if (OP == R_SUM) return 0.0;
+    if (OP == R_MAX || OP == R_ARGMAX) return uintBitsToFloat(0xff800000u); // -inf
     return uintBitsToFloat(0x7f800000u);                                 // +inf
 }
 
@@ -36,7 +48,7 @@ void write_out(uint o, float v, uint j) {
     // Pair indices are stored as float values (exact below 2^24), not bit patterns, because
     // they are read back through texel fetches, which may flush denormals.
     if (p.out_pairs != 0u) { y[2u * o] = v; y[2u * o + 1u] = float(j); return; }
-    y[o] = (OP == ARGMAX || OP == ARGMIN) ? uintBitsToFloat(j) : v;
+    y[o] = (OP == R_ARGMAX || OP == R_ARGMIN) ? uintBitsToFloat(j) : v;
 }
 
 shared float s_val[64];
@@ -57,9 +69,15 @@ void main() {
         uint best = 0xffffffffu;
         for (uint j = c * p.chunk; j < j_end; ++j) {
             uint at = (o * p.n + j) * p.inner + k;
+#ifdef FUSED
+            // A fused prologue is only ever the first pass: no pairs to read.
+            float v = load_x(at);
+            uint vj = j;
+#else
             float v = p.in_pairs != 0u ? fetch(x_t, 2u * at) : fetch(x_t, at);
             uint vj = p.in_pairs != 0u ? uint(fetch(x_t, 2u * at + 1u)) : j;
-            if (OP == SUM) acc += v;
+#endif
+            if (OP == R_SUM) acc += v;
             else if (best == 0xffffffffu || better(v, vj, acc, best)) { acc = v; best = vj; }
         }
         write_out(id, acc, best);
@@ -73,8 +91,8 @@ void main() {
     uint best = 0xffffffffu;
     // The host sends rows of at most 64 chunks here, so each lane loops <= chunk times.
     for (uint j = lane; j < p.n; j += 64u) {
-        float v = fetch(x_t, base + j);
-        if (OP == SUM) acc += v;
+        float v = load_x(base + j);
+        if (OP == R_SUM) acc += v;
         else if (best == 0xffffffffu || better(v, j, acc, best)) { acc = v; best = j; }
     }
     s_val[lane] = acc;
@@ -84,7 +102,7 @@ void main() {
         if (lane < s) {
             float v = s_val[lane + s];
             uint j = s_idx[lane + s];
-            if (OP == SUM) s_val[lane] += v;
+            if (OP == R_SUM) s_val[lane] += v;
             else if (j != 0xffffffffu &&
                      (s_idx[lane] == 0xffffffffu || better(v, j, s_val[lane], s_idx[lane]))) {
                 s_val[lane] = v; s_idx[lane] = j;

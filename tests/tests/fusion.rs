@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use vkgrad::lazy::set_fusion;
-use vkgrad::{device, Tensor, BINARY_OPS, UNARY_OPS};
+use vkgrad::{device, Tensor, BINARY_OPS, REDUCE_OPS, UNARY_OPS};
 use vkgrad_tests::*;
 
 /// One node of a DAG: the op and its inputs, as indices taken modulo the values made so far
@@ -82,6 +82,10 @@ struct Dag {
     /// it (it was inlined into the last node's kernel and is computed again alone).
     probe_at: usize,
     probe_first: bool,
+    /// A reduction of the last node while it is still pending (a fused prologue): the op of
+    /// REDUCE_OPS (or argmax past them) and the axis (past the rank: all axes).
+    reduce_op: usize,
+    reduce_axis: usize,
 }
 
 fn dag() -> impl Strategy<Value = Dag> {
@@ -92,14 +96,20 @@ fn dag() -> impl Strategy<Value = Dag> {
                 prop::collection::vec(node(), 1..=30),
                 0usize..64,
                 any::<bool>(),
+                0..=REDUCE_OPS.len(),
+                0usize..4,
             )
         })
-        .prop_map(|(leaves, nodes, probe_at, probe_first)| Dag {
-            leaves,
-            nodes,
-            probe_at,
-            probe_first,
-        })
+        .prop_map(
+            |(leaves, nodes, probe_at, probe_first, reduce_op, reduce_axis)| Dag {
+                leaves,
+                nodes,
+                probe_at,
+                probe_first,
+                reduce_op,
+                reduce_axis,
+            },
+        )
 }
 
 /// What a DAG computes: the last node, the probed node, and the leaves' gradients of
@@ -107,6 +117,7 @@ fn dag() -> impl Strategy<Value = Dag> {
 #[derive(Debug)]
 struct Run {
     last: Vec<f32>,
+    reduced: Vec<f32>,
     probed: Vec<f32>,
     grads: Vec<Option<Vec<f32>>>,
     kernels: u64,
@@ -137,6 +148,7 @@ fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
         let nl = d.leaves.len();
         let probed_t = vals[nl + d.probe_at % d.nodes.len()].clone();
         let last_t = vals.last().expect("one node at least").clone();
+        let reduced = reduce(d, &last_t)?;
         let (probed, last) = if d.probe_first {
             let p = probed_t.to_vec()?;
             (p, last_t.to_vec()?)
@@ -154,6 +166,7 @@ fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
             .collect::<vkgrad::Result<_>>()?;
         Ok(Run {
             last,
+            reduced,
             probed,
             grads,
             kernels: device::dispatch_count() - before,
@@ -161,6 +174,26 @@ fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
     })();
     set_fusion(None);
     out
+}
+
+/// The DAG's reduction of `x` (argmax as its indices' bit patterns). Max, min and argmax of
+/// an empty extent are refused alike fused and unfused, so they become sums there.
+fn reduce(d: &Dag, x: &Tensor) -> vkgrad::Result<Vec<f32>> {
+    let axis = (d.reduce_axis < x.rank()).then_some(d.reduce_axis);
+    let extent = axis.map_or(x.numel(), |a| x.shape()[a]);
+    let op = if extent == 0 { 0 } else { d.reduce_op };
+    if op == REDUCE_OPS.len() {
+        let idx = match axis {
+            Some(a) => x.argmax(a as isize, false)?,
+            None => x.reshape(&[x.numel()])?.argmax(0, false)?,
+        };
+        return Ok(idx.to_vec()?.into_iter().map(f32::from_bits).collect());
+    }
+    let r = &REDUCE_OPS[op];
+    match axis {
+        Some(a) => (r.axis)(x, a as isize, false)?.to_vec(),
+        None => (r.all)(x)?.to_vec(),
+    }
 }
 
 /// Equal bit for bit; any NaN equals any NaN (payloads are not specified).
@@ -188,6 +221,7 @@ proptest! {
         let fused = run(&d, true).map_err(|e| TestCaseError::fail(format!("fused: {e}")))?;
         let plain = run(&d, false).map_err(|e| TestCaseError::fail(format!("unfused: {e}")))?;
         same("last node", &fused.last, &plain.last)?;
+        same("reduction of the last node", &fused.reduced, &plain.reduced)?;
         same("probed node", &fused.probed, &plain.probed)?;
         prop_assert_eq!(fused.grads.len(), plain.grads.len());
         for (i, (f, p)) in fused.grads.iter().zip(&plain.grads).enumerate() {
@@ -233,6 +267,45 @@ fn a_chain_is_one_kernel() {
 }
 
 /// A pending value with two consumers is computed once, in its own kernel, and read by both.
+#[test]
+fn a_reduction_computes_its_pending_input() {
+    // Batch norm's statistics: sums of (x - s) and (x - s)² over the batch.
+    let x = t(
+        &(0..24)
+            .map(|i| (i as f32 * 0.37).sin() * 4.0)
+            .collect::<Vec<_>>(),
+        &[4, 6],
+    );
+    let s = t(&[0.5, -1.0, 2.0, 0.0, 1.5, -0.25], &[6]);
+    let stats = || {
+        let before = device::dispatch_count();
+        let sq = x
+            .sub(&s)
+            .unwrap()
+            .square()
+            .unwrap()
+            .sum_axis(0, false)
+            .unwrap();
+        let m = x
+            .sub(&s)
+            .unwrap()
+            .mul_scalar(0.25)
+            .unwrap()
+            .max_all()
+            .unwrap();
+        let (sq, m) = (sq.to_vec().unwrap(), m.to_vec().unwrap());
+        (sq, m, device::dispatch_count() - before)
+    };
+    set_fusion(Some(true));
+    let (sq, m, k_fused) = stats();
+    set_fusion(Some(false));
+    let (sq_plain, m_plain, k_plain) = stats();
+    set_fusion(None);
+    assert_eq!((k_fused, k_plain), (2, 6), "one kernel per reduction fused");
+    assert_eq!(sq, sq_plain);
+    assert_eq!(m, m_plain);
+}
+
 #[test]
 fn a_shared_value_is_computed_once() {
     set_fusion(Some(true));

@@ -127,15 +127,30 @@ impl Gen<'_> {
     }
 }
 
-/// The generated source and its push constants for the tree `expr` computing `shape`.
-struct Kernel {
-    source: String,
-    push: Vec<u32>,
-    leaves: Vec<Leaf>,
-    nodes: usize,
+/// A tree as GLSL pieces that a kernel places in its source: leaf bindings, push-constant
+/// fields (after the kernel's own), and the functions `opaque0..3`, `expr(leaves)` and
+/// `value_at(i)` (the tree's value at flat index `i` of its shape).
+pub(crate) struct Pieces {
+    /// Leaf declarations (`uniform samplerBuffer tI`), at the bindings the kernel chose.
+    pub decls: String,
+    /// Push-constant fields, to follow the kernel's own in its block.
+    pub push_fields: String,
+    /// Their values, as words.
+    pub push: Vec<u32>,
+    /// Functions, to follow the push-constant block.
+    pub funcs: String,
+    /// The leaves' buffers, in binding order.
+    pub leaves: Vec<Arc<Storage>>,
+    /// Ops in the tree (for profile labels).
+    pub nodes: usize,
+    /// Whether some leaf is broadcast (read through strides); otherwise every leaf is read
+    /// whole or as one value, and `expr` can be called on vec4 components.
+    strided: bool,
+    reads: Vec<Read>,
 }
 
-fn generate(shape: &[usize], expr: &Expr) -> Result<Kernel> {
+/// The pieces of the tree `expr` computing `shape`; leaf `i` is declared at `binding(i)`.
+fn pieces(shape: &[usize], expr: &Expr, binding: impl Fn(usize) -> usize) -> Result<Pieces> {
     let mut g = Gen {
         root: shape,
         leaves: Vec::new(),
@@ -151,70 +166,116 @@ fn generate(shape: &[usize], expr: &Expr) -> Result<Kernel> {
         .filter(|&i| matches!(g.leaves[i].read, Read::Strided(_)))
         .collect();
 
-    let mut src = String::from("#version 450\n");
-    src += include_str!("../../../shaders/common.glsl");
-    src += include_str!("../../../shaders/elementwise.glsl");
-    src += "layout(local_size_x = 256) in;\n";
-    src += "layout(set = 0, binding = 0) writeonly buffer Y { float y[]; };\n";
-    src += "layout(set = 0, binding = 0) writeonly buffer Y4 { vec4 y4[]; };\n";
+    let mut decls = String::new();
     for i in 0..g.leaves.len() {
         let _ = writeln!(
-            src,
+            decls,
             "layout(set = 0, binding = {}) uniform samplerBuffer t{i};",
-            i + 1
+            binding(i)
         );
     }
     // `zero` is four words of 0: an XOR with one hides a value from the compiler (see the top);
     // results use word 0 and operand slots words 1-3, so no two XORs cancel.
-    let mut push = vec![numel(shape) as u32, 0, 0, 0, 0];
-    src += "layout(push_constant) uniform P {\n    uint n;\n    uint zero[4];\n";
+    let mut push = vec![0, 0, 0, 0];
+    let mut push_fields = String::from("    uint zero[4];\n");
     if !strided.is_empty() {
-        let _ = writeln!(src, "    uint shape[{r}];");
+        let _ = writeln!(push_fields, "    uint shape[{r}];");
         push.extend(shape.iter().map(|&d| d as u32));
         for &i in &strided {
-            let _ = writeln!(src, "    uint s{i}[{r}];");
+            let _ = writeln!(push_fields, "    uint s{i}[{r}];");
             if let Read::Strided(s) = &g.leaves[i].read {
                 push.extend_from_slice(s);
             }
         }
     }
     for (i, s) in g.scalars.iter().enumerate() {
-        let _ = writeln!(src, "    float c{i};");
+        let _ = writeln!(push_fields, "    float c{i};");
         push.push(s.to_bits());
     }
-    src += "} p;\n\n";
+
+    let mut funcs = String::new();
     for i in 0..4 {
         let _ = writeln!(
-            src,
+            funcs,
             "float opaque{i}(float x) {{ return uintBitsToFloat(floatBitsToUint(x) ^ p.zero[{i}]); }}"
         );
     }
-    src += "\n";
-
     let params: Vec<String> = (0..g.leaves.len()).map(|i| format!("float l{i}")).collect();
     let _ = write!(
-        src,
-        "float expr({}) {{\n{}    return {out};\n}}\n\n",
+        funcs,
+        "\nfloat expr({}) {{\n{}    return {out};\n}}\n\n",
         params.join(", "),
         g.body
     );
+    funcs += "float value_at(uint i) {\n";
+    if !strided.is_empty() {
+        let idx: Vec<String> = strided.iter().map(|i| format!("j{i} = 0u")).collect();
+        let _ = writeln!(funcs, "    uint rem = i, {};", idx.join(", "));
+        let _ = writeln!(
+            funcs,
+            "    for (int d = {}; d >= 0; --d) {{\n        uint c = rem % p.shape[d];\n        rem /= p.shape[d];",
+            r as i64 - 1
+        );
+        for &i in &strided {
+            let _ = writeln!(funcs, "        j{i} += c * p.s{i}[d];");
+        }
+        funcs += "    }\n";
+    }
+    let reads: Vec<String> = g
+        .leaves
+        .iter()
+        .enumerate()
+        .map(|(i, l)| match l.read {
+            Read::Whole => format!("fetch(t{i}, i)"),
+            Read::One => format!("fetch(t{i}, 0u)"),
+            Read::Strided(_) => format!("fetch(t{i}, j{i})"),
+        })
+        .collect();
+    let _ = writeln!(funcs, "    return expr({});\n}}", reads.join(", "));
+    let (leaves, reads) = g.leaves.into_iter().map(|l| (l.st, l.read)).unzip();
+    Ok(Pieces {
+        decls,
+        push_fields,
+        push,
+        funcs,
+        leaves,
+        nodes: g.next,
+        strided: !strided.is_empty(),
+        reads,
+    })
+}
 
+/// The elementwise kernel of a tree: each invocation writes four elements of the root (one
+/// vec4 store when no leaf is broadcast).
+fn elementwise_source(k: &Pieces) -> String {
+    let mut src = String::from("#version 450\n");
+    src += include_str!("../../../shaders/common.glsl");
+    src += include_str!("../../../shaders/elementwise.glsl");
+    src += "layout(local_size_x = 256) in;\n";
+    src += "layout(set = 0, binding = 0) writeonly buffer Y { float y[]; };\n";
+    src += "layout(set = 0, binding = 0) writeonly buffer Y4 { vec4 y4[]; };\n";
+    src += &k.decls;
+    let _ = write!(
+        src,
+        "layout(push_constant) uniform P {{\n    uint n;\n{}}} p;\n\n{}\n",
+        k.push_fields, k.funcs
+    );
     src += "void main() {\n    uint q = flat_id(256u);\n    uint i0 = 4u * q;\n    if (i0 >= p.n) return;\n";
-    if strided.is_empty() {
+    if !k.strided {
         // Four elements at once: one texel fetch per whole leaf, one vec4 store.
         src += "    if (i0 + 3u < p.n) {\n";
-        for (i, l) in g.leaves.iter().enumerate() {
-            let _ = match l.read {
+        for (i, read) in k.reads.iter().enumerate() {
+            let _ = match read {
                 Read::Whole => writeln!(src, "        vec4 a{i} = texelFetch(t{i}, int(q));"),
                 _ => writeln!(src, "        float a{i} = fetch(t{i}, 0u);"),
             };
         }
         let lane = |c: &str| -> String {
-            let a: Vec<String> = g
-                .leaves
+            let a: Vec<String> = k
+                .reads
                 .iter()
                 .enumerate()
-                .map(|(i, l)| match l.read {
+                .map(|(i, read)| match read {
                     Read::Whole => format!("a{i}.{c}"),
                     _ => format!("a{i}"),
                 })
@@ -230,57 +291,94 @@ fn generate(shape: &[usize], expr: &Expr) -> Result<Kernel> {
             lane("w")
         );
     }
-    src += "    for (uint i = i0; i < min(i0 + 4u, p.n); ++i) {\n";
-    if !strided.is_empty() {
-        let idx: Vec<String> = strided.iter().map(|i| format!("j{i} = 0u")).collect();
-        let _ = writeln!(src, "        uint rem = i, {};", idx.join(", "));
-        let _ = writeln!(
-            src,
-            "        for (int d = {}; d >= 0; --d) {{\n            uint c = rem % p.shape[d];\n            rem /= p.shape[d];",
-            r as i64 - 1
-        );
-        for &i in &strided {
-            let _ = writeln!(src, "            j{i} += c * p.s{i}[d];");
-        }
-        src += "        }\n";
-    }
-    let reads: Vec<String> = g
-        .leaves
-        .iter()
-        .enumerate()
-        .map(|(i, l)| match l.read {
-            Read::Whole => format!("fetch(t{i}, i)"),
-            Read::One => format!("fetch(t{i}, 0u)"),
-            Read::Strided(_) => format!("fetch(t{i}, j{i})"),
-        })
-        .collect();
-    let _ = writeln!(
-        src,
-        "        y[i] = expr({});\n    }}\n}}",
-        reads.join(", ")
-    );
-    Ok(Kernel {
-        source: src,
-        push,
-        leaves: g.leaves,
-        nodes: g.next,
-    })
+    src += "    for (uint i = i0; i < min(i0 + 4u, p.n); ++i) y[i] = value_at(i);\n}\n";
+    src
 }
 
 /// Computes the tree into `out` with one generated kernel.
 pub(super) fn run_fused(shape: &[usize], expr: &Expr, out: &Storage) -> Result<()> {
-    let k = generate(shape, expr)?;
+    let k = pieces(shape, expr, |i| i + 1)?;
     let ctx = context()?;
     let mut binds = vec![Bind::write(out)];
-    binds.extend(k.leaves.iter().map(|l| Bind::texels(&l.st)));
+    binds.extend(k.leaves.iter().map(|l| Bind::texels(l)));
     let n = numel(shape) as u64;
+    let mut push = vec![n as u32];
+    push.extend_from_slice(&k.push);
     ctx.dispatch_generated(
-        &k.source,
+        &elementwise_source(&k),
         &format!("Fused {} ops", k.nodes),
         &binds,
-        bytemuck::cast_slice(&k.push),
+        bytemuck::cast_slice(&push),
         grid(n.div_ceil(4), 256),
     )
+}
+
+/// The source of a hand-written kernel (`template`, a file of `shaders/`) that reads its input
+/// through `load_x` with the tree of `k` fused in as a prologue: `#define FUSED` on, the shared
+/// GLSL files inlined, each `layout(constant_id = I) const uint NAME = D;` fixed to `spec[I]`,
+/// and the markers `// @fused-push` (inside the push-constant block, after the kernel's own
+/// fields) and `// @fused-input` (after the block) replaced by the tree's fields and functions.
+pub(crate) fn fused_variant(template: &str, spec: &[u32], k: &Pieces) -> Result<String> {
+    let bug = |what: &str| {
+        crate::error::Error::Other(format!(
+            "a fused kernel template lacks {what} (a bug in vkgrad)"
+        ))
+    };
+    let mut src = String::new();
+    let mut spec_seen = 0;
+    for line in template.lines() {
+        let t = line.trim();
+        if t == "#version 450" {
+            src += "#version 450\n#define FUSED 1\n";
+        } else if t == "#include \"common.glsl\"" {
+            src += include_str!("../../../shaders/common.glsl");
+            src += include_str!("../../../shaders/elementwise.glsl");
+        } else if let Some(rest) = t.strip_prefix("layout(constant_id = ") {
+            let (id, decl) = rest
+                .split_once(") const uint ")
+                .ok_or_else(|| bug("spec constants"))?;
+            let id: usize = id.parse().map_err(|_| bug("spec constants"))?;
+            let name = decl
+                .split(' ')
+                .next()
+                .ok_or_else(|| bug("spec constants"))?;
+            let v = spec
+                .get(id)
+                .ok_or_else(|| bug("a value for every spec constant"))?;
+            let _ = writeln!(src, "const uint {name} = {v}u;");
+            spec_seen += 1;
+        } else if t.starts_with("// @fused-push") {
+            src += &k.push_fields;
+        } else if t.starts_with("// @fused-input") {
+            src += &k.decls;
+            src += &k.funcs;
+        } else {
+            src += line;
+            src += "\n";
+        }
+    }
+    if spec_seen != spec.len()
+        || !template.contains("// @fused-push")
+        || !template.contains("// @fused-input")
+    {
+        return Err(bug(
+            "its spec constants or the // @fused-push / // @fused-input markers",
+        ));
+    }
+    Ok(src)
+}
+
+/// The pieces of a pending value's tree, for a kernel that reads the value through
+/// `value_at(i)` instead of from memory (a fused prologue), with leaf `i` at `binding(i)`.
+/// Errors if the value has been computed meanwhile.
+pub(crate) fn prologue_pieces(
+    v: &Arc<Value>,
+    binding: impl Fn(usize) -> usize,
+) -> Result<Option<Pieces>> {
+    match v.expr() {
+        Some(e) => Ok(Some(pieces(&v.shape, &e, binding)?)),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@
 mod codegen;
 mod kernels;
 
+pub(crate) use codegen::{fused_variant, Pieces};
+
 use crate::device::Storage;
 use crate::error::Result;
 use crate::tensor::{numel, Shape};
@@ -140,6 +142,29 @@ impl Value {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// A pending value's tree as a prologue for a consumer kernel that reads the value once per
+/// element (a reduction): the consumer computes it in registers instead of reading it from
+/// memory. None — the consumer reads the value's buffer — when fusion is off, the value is
+/// computed, another consumer has inlined it (it is then computed once, in its own kernel), or
+/// the tree's push constants and the consumer's `own_push_words` exceed the limit. Leaf `i` is
+/// declared at `binding(i)`.
+pub(crate) fn prologue(
+    v: &Arc<Value>,
+    own_push_words: usize,
+    binding: impl Fn(usize) -> usize,
+) -> Result<Option<Pieces>> {
+    if !fusion_enabled() || v.is_ready() || v.inlined.load(Ordering::Acquire) {
+        return Ok(None);
+    }
+    let Some(p) = codegen::prologue_pieces(v, binding)? else {
+        return Ok(None);
+    };
+    if own_push_words + p.push.len() > MAX_PUSH_WORDS || v.inlined.swap(true, Ordering::AcqRel) {
+        return Ok(None);
+    }
+    Ok(Some(p))
 }
 
 static FUSION: AtomicU8 = AtomicU8::new(2); // 2 = not yet read from the environment

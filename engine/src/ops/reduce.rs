@@ -19,6 +19,9 @@ enum R {
     Argmin,
 }
 
+/// The kernel's GLSL, for variants with a fused prologue generated at run time.
+const REDUCE_SOURCE: &str = include_str!("../../../shaders/reduce.comp");
+
 /// Elements one invocation reduces per pass. Longer axes take several passes: this keeps each
 /// invocation under llvmpipe's limit of 65535 loop iterations and gives a pairwise-like sum.
 const CHUNK: usize = 4096;
@@ -31,8 +34,24 @@ fn grouped(caps: &Caps, n: usize, inner: usize) -> bool {
     caps.workgroup_kernels && inner == 1 && (256..=64 * CHUNK).contains(&n)
 }
 
+/// The first pass's input: a buffer, or a pending elementwise tree computed in the pass (a
+/// fused prologue: its leaf 0 at binding 0, the output at 1, the other leaves after it).
+enum Input<'a> {
+    Buffer(&'a Storage),
+    Fused(crate::lazy::Pieces),
+}
+
+/// The binding of a fused prologue's leaf `i` (binding 1 is the output).
+fn prologue_binding(i: usize) -> usize {
+    if i == 0 {
+        0
+    } else {
+        i + 1
+    }
+}
+
 fn reduce_passes(
-    x: &Storage,
+    x: Input,
     op: R,
     outer: usize,
     n: usize,
@@ -43,8 +62,9 @@ fn reduce_passes(
     let arg = matches!(op, R::Argmax | R::Argmin);
     let mut partial: Option<Arc<Storage>> = None; // the previous pass's output
     let mut n = n;
+    let mut first = Some(x);
     loop {
-        let src = partial.as_deref().unwrap_or(x);
+        let input = first.take();
         let in_pairs = (arg && partial.is_some()) as u32;
         let group = grouped(&ctx.caps, n, inner);
         let last = group || n <= CHUNK;
@@ -68,13 +88,37 @@ fn reduce_passes(
             in_pairs,
             out_pairs: (arg && !last) as u32,
         };
-        ctx.dispatch(
-            Kernel::Reduce,
-            &[op as u32, group as u32],
-            &[Bind::texels(src), Bind::write(&dst)],
-            &push,
-            groups,
-        )?;
+        let spec = [op as u32, group as u32];
+        match (input, &partial) {
+            (Some(Input::Fused(pro)), _) => {
+                let source = crate::lazy::fused_variant(REDUCE_SOURCE, &spec, &pro)?;
+                let mut binds = vec![Bind::texels(&pro.leaves[0]), Bind::write(&dst)];
+                binds.extend(pro.leaves[1..].iter().map(|l| Bind::texels(l)));
+                let mut words: Vec<u8> = bytemuck::bytes_of(&push).to_vec();
+                words.extend_from_slice(bytemuck::cast_slice(&pro.push));
+                ctx.dispatch_generated(
+                    &source,
+                    &format!("Reduce+Fused {} ops", pro.nodes),
+                    &binds,
+                    &words,
+                    groups,
+                )?;
+            }
+            (input, partial) => {
+                let src = match (input, partial) {
+                    (Some(Input::Buffer(b)), _) => b,
+                    (_, Some(p)) => &**p,
+                    _ => unreachable!("every later pass reads the previous one"),
+                };
+                ctx.dispatch(
+                    Kernel::Reduce,
+                    &spec,
+                    &[Bind::texels(src), Bind::write(&dst)],
+                    &push,
+                    groups,
+                )?;
+            }
+        }
         if last {
             return Ok(());
         }
@@ -120,7 +164,15 @@ impl Tensor {
         }
         let st = alloc_f32(&keep)?;
         if outer * inner > 0 {
-            reduce_passes(self.storage()?, op, outer, n, inner, &st)?;
+            // A pending input is computed inside the first pass where it can be (its own push
+            // words on top of the reduction's six).
+            let words = std::mem::size_of::<ReducePush>() / 4;
+            match crate::lazy::prologue(&self.0.value, words, prologue_binding)? {
+                Some(p) if !p.leaves.is_empty() && n > 0 => {
+                    reduce_passes(Input::Fused(p), op, outer, n, inner, &st)?
+                }
+                _ => reduce_passes(Input::Buffer(self.storage()?), op, outer, n, inner, &st)?,
+            }
         }
         Ok((keep, st))
     }
