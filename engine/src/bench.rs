@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::nn::Linear;
 use crate::ops::random::Rng;
 use crate::optim::Sgd;
+use crate::replay::Replay;
 use crate::tensor::{IntTensor, Tensor};
 use serde::Serialize;
 use std::time::Instant;
@@ -29,9 +30,14 @@ pub struct BenchResult {
     /// Kernels dispatched per run (`simclr_mlp_step`, `contrastive_loss`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernels: Option<u64>,
-    /// `contrastive_loss`: which similarity path (`tiled`, `matrix`).
+    /// `contrastive_loss`: which similarity path (`tiled`, `matrix`); `op_chain` and
+    /// `simclr_mlp_step`: `replay` for the step recorded once and replayed (`Replay`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Replayed runs: the host's time per run in µs (copying inputs in, submitting, copying
+    /// outputs out), before the device's work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_us: Option<f64>,
     pub runs: usize,
 }
 
@@ -48,6 +54,7 @@ impl BenchResult {
             record_us_per_op: None,
             kernels: None,
             path: None,
+            host_us: None,
             runs,
         }
     }
@@ -79,6 +86,9 @@ impl BenchResult {
         }
         if let Some(k) = self.kernels {
             s += &format!("  {k:>6} kernels");
+        }
+        if let Some(h) = self.host_us {
+            s += &format!("  ({h:.1} µs on the host)");
         }
         s + &format!("  (median of {})", self.runs)
     }
@@ -193,6 +203,38 @@ pub fn run(
         r.us_per_op = Some(ms * 1e3 / ops as f64);
         r.record_us_per_op = Some(median(&mut record) * 1e3 / ops as f64);
         push(r, &mut out);
+
+        // The same chain recorded once and replayed: the host only submits.
+        let chain = |a: &[Tensor]| {
+            let mut x = a[0].clone();
+            for _ in 0..ops {
+                x = x.mul_scalar(1.0001)?;
+            }
+            Ok(vec![x])
+        };
+        let (mut replay, _) = Replay::record(&[&x0], chain)?;
+        let (mut total, mut host) = (Vec::new(), Vec::new());
+        for i in 0..runs + 2 {
+            ctx.sync()?;
+            let t = Instant::now();
+            let y = replay.run(&[&x0])?;
+            let submitted = t.elapsed();
+            ctx.sync()?;
+            drop(y);
+            if i >= 2 {
+                host.push(submitted.as_secs_f64() * 1e6);
+                total.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let ms = median(&mut total);
+        let mut r = BenchResult::new("op_chain", ms, runs);
+        r.size = Some(ops);
+        r.path = Some("replay".into());
+        r.us_per_op = Some(ms * 1e3 / ops as f64);
+        let host = median(&mut host);
+        r.record_us_per_op = Some(host / ops as f64);
+        r.host_us = Some(host);
+        push(r, &mut out);
     }
     if wanted("simclr_mlp_step") {
         for batch in [256, 1024] {
@@ -201,6 +243,30 @@ pub fn run(
             let mut r = BenchResult::new("simclr_mlp_step", ms, if quick { 2 } else { 5 });
             r.batch = Some(batch);
             r.kernels = Some(kernels_of(|| step.step().map(|_| ()))?);
+            push(r, &mut out);
+
+            // The same step recorded once and replayed.
+            let runs = if quick { 2 } else { 5 };
+            let mut state = step.functional_state()?;
+            let refs: Vec<&Tensor> = state.iter().collect();
+            let (mut replay, first) = Replay::record(&refs, |a| step.functional(a))?;
+            state = first[..first.len() - 1].to_vec();
+            let mut host = Vec::new();
+            let ms = time(2, runs, || {
+                let refs: Vec<&Tensor> = state.iter().collect();
+                let t = Instant::now();
+                let mut next = replay.run(&refs)?;
+                host.push(t.elapsed().as_secs_f64() * 1e6);
+                let loss = next.pop().expect("the step returns its loss");
+                loss.item()?;
+                state = next;
+                Ok(())
+            })?;
+            let mut r = BenchResult::new("simclr_mlp_step", ms, runs);
+            r.batch = Some(batch);
+            r.path = Some("replay".into());
+            r.kernels = Some(replay.commands() as u64);
+            r.host_us = Some(median(&mut host));
             push(r, &mut out);
         }
     }
@@ -272,6 +338,54 @@ impl SimclrMlpStep {
             positives: IntTensor::from_vec(positives, &[two_n, 1])?,
             sgd: Sgd::new(0.01, 0.9),
         })
+    }
+
+    /// The inputs of [`SimclrMlpStep::functional`]: the parameters (requiring gradients) and
+    /// zero momenta.
+    pub fn functional_state(&self) -> Result<Vec<Tensor>> {
+        let params: Vec<Tensor> = self
+            .layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    l.weight.detach().requires_grad(),
+                    l.bias.detach().requires_grad(),
+                ]
+            })
+            .collect();
+        let zeros = params
+            .iter()
+            .map(|p| Tensor::zeros(p.shape()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(params.into_iter().chain(zeros).collect())
+    }
+
+    /// The same step as a function, for recording with [`Replay`]: (parameters, momenta) →
+    /// (new parameters, new momenta, loss), SGD with momentum 0.9 and learning rate 0.01 as
+    /// [`Sgd`] computes it.
+    pub fn functional(&self, a: &[Tensor]) -> Result<Vec<Tensor>> {
+        let np = 2 * self.layers.len();
+        let mut h = self.views.clone();
+        for i in 0..self.layers.len() {
+            h = h.matmul(&a[2 * i])?.add(&a[2 * i + 1])?;
+            if i + 1 < self.layers.len() {
+                h = h.relu()?;
+            }
+        }
+        let loss = nt_xent(&h, &self.self_mask, &self.positives, 0.5)?;
+        loss.backward()?;
+        let (mut out, mut momenta) = (Vec::with_capacity(2 * np + 1), Vec::with_capacity(np));
+        for i in 0..np {
+            let g = a[i]
+                .grad()
+                .ok_or_else(|| crate::error::Error::Other("a parameter got no gradient".into()))?;
+            let v = a[np + i].mul_scalar(0.9)?.add(&g)?;
+            out.push(a[i].detach().sub(&v.mul_scalar(0.01)?)?);
+            momenta.push(v);
+        }
+        out.extend(momenta);
+        out.push(loss.detach());
+        Ok(out)
     }
 
     /// One synchronised step; returns the loss.

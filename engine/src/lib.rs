@@ -8,6 +8,7 @@ pub mod error;
 mod grad_mode;
 pub mod lazy;
 pub(crate) mod ops;
+pub mod replay;
 pub mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
@@ -21,6 +22,7 @@ pub use ops::rowwise::{rowwise_op, RowwiseOp, ROWWISE_OPS};
 pub use ops::similarity::{Positives, SimilarityLse};
 pub use ops::unary::{unary_op, UnaryOp, UNARY_OPS};
 pub use ops::MAX_RANK;
+pub use replay::Replay;
 pub use tensor::{IntTensor, Shape, Tensor};
 pub mod bench;
 pub mod data;

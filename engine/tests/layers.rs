@@ -68,7 +68,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 
 fn layer_of(module: &str) -> Option<&'static str> {
     match module {
-        "tensor" | "ops" | "lazy" => Some("graph"),
+        "tensor" | "ops" | "lazy" | "replay" => Some("graph"),
         "error" => Some("error"),
         "grad_mode" => Some("grad_mode"),
         "device" => Some("device"),

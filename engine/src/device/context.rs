@@ -4,7 +4,7 @@
 
 use super::kernels::{self, Kernel, Pipeline};
 use super::pool::{Pool, Storage};
-use super::recorder::{Access, Recorder, Stats};
+use super::recorder::{Access, Recorded, Recorder, Stats};
 use super::{open, DeviceChoice, DeviceInfo};
 use crate::error::{Error, Result};
 use ash::vk;
@@ -318,6 +318,14 @@ impl Context {
                 P::KERNELS
             )));
         }
+        if kernel == Kernel::Random && lock(&self.rec).capturing() {
+            // Its seed is a push constant: every replay would draw the same numbers.
+            return Err(Error::Other(
+                "a random op inside a step recorded for replay would draw the same numbers at \
+                 every replay: draw them before the step and pass them in as inputs"
+                    .into(),
+            ));
+        }
         let pipeline = self.pipeline(kernel, spec)?;
         self.record(
             &pipeline,
@@ -442,7 +450,7 @@ impl Context {
         let accesses: SmallVec<[Access; 4]> = binds
             .iter()
             .map(|b| Access {
-                id: b.st.buf.id,
+                buf: &b.st.buf,
                 write: b.write,
             })
             .collect();
@@ -509,8 +517,10 @@ impl Context {
             (fns.v1_0.cmd_dispatch)(cb, groups[0], groups[1], groups[2]);
         }
         rec.count_dispatch()?;
+        let capturing = rec.capturing();
         drop(rec);
-        if let Some(p) = &self.profile {
+        // (A step being recorded for replay does not run now: nothing to time.)
+        if let Some(p) = self.profile.as_ref().filter(|_| !capturing) {
             let start = std::time::Instant::now();
             self.sync()?;
             let mut p = lock(p);
@@ -542,7 +552,7 @@ impl Context {
     pub(crate) fn fill(&self, dst: &Storage, bits: u32) -> Result<()> {
         let mut rec = lock(&self.rec);
         let cb = rec.prepare(&[Access {
-            id: dst.buf.id,
+            buf: &dst.buf,
             write: true,
         }])?;
         let size = dst.bytes.max(4);
@@ -598,7 +608,7 @@ impl Context {
             .copy_from_slice(data);
         let mut rec = lock(&self.rec);
         let cb = rec.prepare(&[Access {
-            id: st.buf.id,
+            buf: &st.buf,
             write: true,
         }])?;
         let region = vk::BufferCopy {
@@ -633,7 +643,7 @@ impl Context {
             let mut rec = lock(&self.rec);
             // The staging buffer is fresh, so only the source read needs tracking.
             let cb = rec.prepare(&[Access {
-                id: src.buf.id,
+                buf: &src.buf,
                 write: false,
             }])?;
             let region = vk::BufferCopy {
@@ -656,6 +666,60 @@ impl Context {
             .read()
             .map_err(|e| Error::vulkan("reading a staging buffer", e))?;
         Ok(guard.to_vec())
+    }
+
+    /// Copies `bytes` from one device buffer to another (in order with the other commands).
+    pub(crate) fn copy(&self, src: &Storage, dst: &Storage, bytes: u64) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let mut rec = lock(&self.rec);
+        let cb = rec.prepare(&[
+            Access {
+                buf: &src.buf,
+                write: false,
+            },
+            Access {
+                buf: &dst.buf,
+                write: true,
+            },
+        ])?;
+        let region = vk::BufferCopy {
+            src_offset: src.buf.sub.offset(),
+            dst_offset: dst.buf.sub.offset(),
+            size: bytes,
+        };
+        unsafe {
+            (self.device.fns().v1_0.cmd_copy_buffer)(
+                cb,
+                src.buf.sub.buffer().handle(),
+                dst.buf.sub.buffer().handle(),
+                1,
+                &region,
+            )
+        };
+        Ok(())
+    }
+
+    /// Starts recording a step for replay on this thread (`replay.rs`): until
+    /// [`Context::end_capture`] the commands are recorded, not run.
+    pub(crate) fn begin_capture(&self) -> Result<()> {
+        lock(&self.rec).begin_capture()
+    }
+
+    /// Ends the recording; `keep` false drops it (the step failed).
+    pub(crate) fn end_capture(&self, keep: bool) -> Result<Option<Recorded>> {
+        lock(&self.rec).end_capture(keep)
+    }
+
+    /// Submits a recorded step after everything recorded so far (not waiting for it).
+    pub(crate) fn submit_recorded(&self, r: &mut Recorded) -> Result<()> {
+        lock(&self.rec).submit_recorded(r)
+    }
+
+    /// Frees a recorded step when its work is done.
+    pub(crate) fn release_recorded(&self, r: Recorded) {
+        lock(&self.rec).release(r)
     }
 
     /// (maxStorageBufferRange in bytes, maxTexelBufferElements): the largest tensor an op can

@@ -16,6 +16,7 @@ pub use context::{
 pub(crate) use context::{grid, Bind};
 pub(crate) use kernels::Kernel;
 pub(crate) use pool::Storage;
+pub(crate) use recorder::Recorded;
 pub use recorder::Stats;
 
 use crate::error::{Error, Result};

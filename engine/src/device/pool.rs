@@ -15,6 +15,9 @@ use vulkano::{Handle, VulkanObject};
 pub(crate) struct DeviceBuffer {
     pub sub: Subbuffer<[u8]>,
     pub id: u64,
+    /// Recorded steps (`device/replay.rs`) that write or read this buffer when replayed: while
+    /// any does, the buffer never returns to the pool (it lives on through the recording).
+    pub pins: std::sync::atomic::AtomicUsize,
     /// An RGBA32F view of the whole buffer, made on first use as a uniform texel buffer.
     view: OnceLock<Arc<BufferView>>,
 }
@@ -70,6 +73,9 @@ pub(crate) struct Storage {
 
 impl Drop for Storage {
     fn drop(&mut self) {
+        if self.buf.pins.load(Ordering::Acquire) > 0 {
+            return;
+        }
         if let Ok(mut p) = self.pool.lock() {
             p.give(self.class, self.buf.clone());
         }
@@ -140,6 +146,7 @@ fn new_buffer(
     Ok(Arc::new(DeviceBuffer {
         sub,
         id,
+        pins: Default::default(),
         view: OnceLock::new(),
     }))
 }

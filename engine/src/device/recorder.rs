@@ -8,10 +8,13 @@
 //! something read or written, gets one global memory barrier first (ggml-vulkan's rule). Every
 //! command buffer starts with a barrier, which orders it after the one submitted before it.
 
+use super::pool::DeviceBuffer;
 use crate::error::{Error, Result};
 use ash::vk;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread::ThreadId;
 use vulkano::buffer::Subbuffer;
 use vulkano::device::{Device, Queue};
 use vulkano::VulkanObject;
@@ -41,6 +44,34 @@ pub(crate) struct Recorder {
     writes: HashSet<u64>,
     commands: usize,
     pub stats: Stats,
+    /// A step being recorded for replay: commands go to its command buffer, not to a slot.
+    capture: Option<Capture>,
+    /// Fences of recorded steps submitted and not yet waited for by `flush`.
+    replays_in_flight: Vec<vk::Fence>,
+}
+
+/// A step being recorded (`device/replay.rs`), on one thread.
+struct Capture {
+    cb: vk::CommandBuffer,
+    thread: ThreadId,
+    staging: Vec<Subbuffer<[u8]>>,
+    /// Every buffer a command touched, pinned (kept out of the pool) while the recording lives.
+    buffers: HashMap<u64, Arc<DeviceBuffer>>,
+    /// The slot's hazard sets, put back when the capture ends.
+    saved: (HashSet<u64>, HashSet<u64>),
+    commands: usize,
+}
+
+/// A recorded step: its command buffer, submitted again by [`Recorder::submit_recorded`], and
+/// everything it needs alive. Release it with [`Recorder::release`].
+pub(crate) struct Recorded {
+    cb: vk::CommandBuffer,
+    fence: vk::Fence,
+    in_flight: bool,
+    _staging: Vec<Subbuffer<[u8]>>,
+    buffers: Vec<Arc<DeviceBuffer>>,
+    /// Commands in it.
+    pub commands: usize,
 }
 
 /// Counters for benchmarks and tests of the batching behaviour.
@@ -56,8 +87,8 @@ fn vk_err(what: &str, r: vk::Result) -> Error {
 }
 
 /// A buffer a command touches, and whether it writes it.
-pub(crate) struct Access {
-    pub id: u64,
+pub(crate) struct Access<'a> {
+    pub buf: &'a Arc<DeviceBuffer>,
     pub write: bool,
 }
 
@@ -111,13 +142,194 @@ impl Recorder {
             writes: HashSet::new(),
             commands: 0,
             stats: Stats::default(),
+            capture: None,
+            replays_in_flight: Vec::new(),
         })
+    }
+
+    /// The command buffer commands go to now.
+    fn cb(&self) -> vk::CommandBuffer {
+        match &self.capture {
+            Some(c) => c.cb,
+            None => self.slots[self.cur].cb,
+        }
+    }
+
+    /// Starts recording a step for replay: from now until [`Recorder::end_capture`], commands
+    /// from this thread go to a command buffer of their own and nothing is submitted.
+    pub fn begin_capture(&mut self) -> Result<()> {
+        if self.capture.is_some() {
+            return Err(Error::Other(
+                "a step is already being recorded for replay (recordings do not nest)".into(),
+            ));
+        }
+        let fns = self.device.fns();
+        let alloc = vk::CommandBufferAllocateInfo::default()
+            .command_pool(self.pool)
+            .level(vk::CommandBufferLevel::PRIMARY)
+            .command_buffer_count(1);
+        let mut cb = vk::CommandBuffer::null();
+        unsafe { (fns.v1_0.allocate_command_buffers)(self.device.handle(), &alloc, &mut cb) }
+            .result()
+            .map_err(|r| vk_err("allocating a command buffer", r))?;
+        let begin = vk::CommandBufferBeginInfo::default();
+        if let Err(r) = unsafe { (fns.v1_0.begin_command_buffer)(cb, &begin) }.result() {
+            unsafe { (fns.v1_0.free_command_buffers)(self.device.handle(), self.pool, 1, &cb) };
+            return Err(vk_err("beginning a command buffer", r));
+        }
+        let saved = (
+            std::mem::take(&mut self.reads),
+            std::mem::take(&mut self.writes),
+        );
+        self.capture = Some(Capture {
+            cb,
+            thread: std::thread::current().id(),
+            staging: Vec::new(),
+            buffers: HashMap::new(),
+            saved,
+            commands: 0,
+        });
+        // Whatever ran before a replay must be complete and visible to it.
+        self.barrier(vk::PipelineStageFlags::ALL_COMMANDS | vk::PipelineStageFlags::HOST);
+        Ok(())
+    }
+
+    /// Ends the recording: `Ok(Some)` with the recorded step (`keep`), `Ok(None)` when it is
+    /// dropped (the step failed); either way recording returns to the slots.
+    pub fn end_capture(&mut self, keep: bool) -> Result<Option<Recorded>> {
+        let Some(c) = self.capture.take() else {
+            return Ok(None);
+        };
+        self.reads = c.saved.0;
+        self.writes = c.saved.1;
+        let fns = self.device.fns();
+        let dev = self.device.handle();
+        let made = unsafe { (fns.v1_0.end_command_buffer)(c.cb) }
+            .result()
+            .map_err(|r| vk_err("ending a command buffer", r))
+            .and_then(|_| {
+                if !keep {
+                    return Ok(None);
+                }
+                let mut f = vk::Fence::null();
+                unsafe {
+                    (fns.v1_0.create_fence)(
+                        dev,
+                        &vk::FenceCreateInfo::default(),
+                        std::ptr::null(),
+                        &mut f,
+                    )
+                }
+                .result()
+                .map_err(|r| vk_err("creating a fence", r))
+                .map(|_| Some(f))
+            });
+        match made {
+            Ok(Some(fence)) => Ok(Some(Recorded {
+                cb: c.cb,
+                fence,
+                in_flight: false,
+                _staging: c.staging,
+                buffers: c.buffers.into_values().collect(),
+                commands: c.commands,
+            })),
+            other => {
+                unsafe { (fns.v1_0.free_command_buffers)(dev, self.pool, 1, &c.cb) };
+                for b in c.buffers.values() {
+                    b.pins.fetch_sub(1, Ordering::AcqRel);
+                }
+                other.map(|_| None)
+            }
+        }
+    }
+
+    /// Submits a recorded step after everything recorded so far; does not wait.
+    pub fn submit_recorded(&mut self, r: &mut Recorded) -> Result<()> {
+        self.check_not_capturing("replay a recorded step")?;
+        self.submit()?;
+        self.wait_recorded(r)?;
+        let fns = self.device.fns();
+        let cbs = [r.cb];
+        let submit = vk::SubmitInfo::default().command_buffers(&cbs);
+        let (queue, fence) = (self.queue.clone(), r.fence);
+        queue
+            .with(|_guard| unsafe { (fns.v1_0.queue_submit)(queue.handle(), 1, &submit, fence) })
+            .result()
+            .map_err(|r| vk_err("submitting a recorded step", r))?;
+        r.in_flight = true;
+        self.replays_in_flight.push(r.fence);
+        self.stats.submits += 1;
+        Ok(())
+    }
+
+    /// Waits until the recorded step's last submission has finished.
+    fn wait_recorded(&mut self, r: &mut Recorded) -> Result<()> {
+        if !r.in_flight {
+            return Ok(());
+        }
+        let fns = self.device.fns();
+        let dev = self.device.handle();
+        unsafe { (fns.v1_0.wait_for_fences)(dev, 1, &r.fence, vk::TRUE, u64::MAX) }
+            .result()
+            .map_err(|e| vk_err("waiting for the device", e))?;
+        unsafe { (fns.v1_0.reset_fences)(dev, 1, &r.fence) }
+            .result()
+            .map_err(|e| vk_err("resetting a fence", e))?;
+        r.in_flight = false;
+        self.replays_in_flight.retain(|f| *f != r.fence);
+        Ok(())
+    }
+
+    /// Frees a recorded step once its work has finished; its buffers go back to the pool as
+    /// their tensors drop.
+    pub fn release(&mut self, mut r: Recorded) {
+        let _ = self.wait_recorded(&mut r);
+        let fns = self.device.fns();
+        let dev = self.device.handle();
+        unsafe {
+            (fns.v1_0.free_command_buffers)(dev, self.pool, 1, &r.cb);
+            (fns.v1_0.destroy_fence)(dev, r.fence, std::ptr::null());
+        }
+        for b in r.buffers.drain(..) {
+            b.pins.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether a step is being recorded for replay.
+    pub fn capturing(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    fn check_not_capturing(&self, what: &str) -> Result<()> {
+        match &self.capture {
+            Some(_) => Err(Error::Other(format!(
+                "cannot {what} while a step is being recorded for replay: a replayed step runs \
+                 without its host code, so it may not read values back or wait for the device \
+                 (read its outputs after it)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Begins the command buffer if needed and inserts a barrier if `accesses` conflict with
     /// what was recorded since the last one. Returns the command buffer to record into.
     pub fn prepare(&mut self, accesses: &[Access]) -> Result<vk::CommandBuffer> {
-        if !self.recording {
+        if let Some(c) = &mut self.capture {
+            if c.thread != std::thread::current().id() {
+                return Err(Error::Other(
+                    "another thread is recording a step for replay; device work from other \
+                     threads waits until it ends (record steps while no other thread computes)"
+                        .into(),
+                ));
+            }
+            for a in accesses {
+                c.buffers.entry(a.buf.id).or_insert_with(|| {
+                    a.buf.pins.fetch_add(1, Ordering::AcqRel);
+                    a.buf.clone()
+                });
+            }
+            c.commands += 1;
+        } else if !self.recording {
             // The slot may still hold work submitted two batches ago.
             self.wait_slot(self.cur)?;
             let begin = vk::CommandBufferBeginInfo::default()
@@ -130,21 +342,23 @@ impl Recorder {
             // Earlier submits (and host writes to staging buffers) must be complete and visible.
             self.barrier(vk::PipelineStageFlags::ALL_COMMANDS | vk::PipelineStageFlags::HOST);
         }
-        let conflict = accesses
-            .iter()
-            .any(|a| self.writes.contains(&a.id) || (a.write && self.reads.contains(&a.id)));
+        let conflict = accesses.iter().any(|a| {
+            self.writes.contains(&a.buf.id) || (a.write && self.reads.contains(&a.buf.id))
+        });
         if conflict {
             self.barrier(vk::PipelineStageFlags::ALL_COMMANDS);
         }
         for a in accesses {
             if a.write {
-                self.writes.insert(a.id);
+                self.writes.insert(a.buf.id);
             } else {
-                self.reads.insert(a.id);
+                self.reads.insert(a.buf.id);
             }
         }
-        self.commands += 1;
-        Ok(self.slots[self.cur].cb)
+        if self.capture.is_none() {
+            self.commands += 1;
+        }
+        Ok(self.cb())
     }
 
     fn barrier(&mut self, src: vk::PipelineStageFlags) {
@@ -163,7 +377,7 @@ impl Recorder {
         dst: vk::PipelineStageFlags,
         mb: vk::MemoryBarrier,
     ) {
-        let cb = self.slots[self.cur].cb;
+        let cb = self.cb();
         unsafe {
             (self.device.fns().v1_0.cmd_pipeline_barrier)(
                 cb,
@@ -181,13 +395,16 @@ impl Recorder {
     }
 
     pub fn keep(&mut self, staging: Subbuffer<[u8]>) {
-        self.slots[self.cur].staging.push(staging);
+        match &mut self.capture {
+            Some(c) => c.staging.push(staging),
+            None => self.slots[self.cur].staging.push(staging),
+        }
     }
 
     /// Counts a dispatch; past the batch size, submits without waiting.
     pub fn count_dispatch(&mut self) -> Result<()> {
         self.stats.dispatches += 1;
-        if self.commands >= FLUSH_EVERY {
+        if self.capture.is_none() && self.commands >= FLUSH_EVERY {
             self.submit()?;
         }
         Ok(())
@@ -255,14 +472,25 @@ impl Recorder {
 
     /// Submits what was recorded and waits until all submitted work has finished.
     pub fn flush(&mut self) -> Result<()> {
+        self.check_not_capturing("read a value back or wait for the device")?;
         self.submit()?;
         self.wait_slot(0)?;
-        self.wait_slot(1)
+        self.wait_slot(1)?;
+        // Recorded steps' fences are waited for, not reset: their owner resets them before it
+        // submits again.
+        let fns = self.device.fns();
+        for f in std::mem::take(&mut self.replays_in_flight) {
+            unsafe { (fns.v1_0.wait_for_fences)(self.device.handle(), 1, &f, vk::TRUE, u64::MAX) }
+                .result()
+                .map_err(|r| vk_err("waiting for the device", r))?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
+        let _ = self.end_capture(false);
         let _ = self.flush();
         let fns = self.device.fns();
         unsafe {

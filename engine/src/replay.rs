@@ -1,0 +1,134 @@
+//! Replayed steps: a function of tensors whose shapes do not change (a training step) is
+//! recorded once into a command buffer and then re-submitted, without running its host code
+//! again — no op calls, shape checks, kernel choice, fusion or descriptor writes, only a
+//! submit (the Vulkan form of CUDA graphs).
+//!
+//! The recording owns private copies of its inputs: [`Replay::run`] copies new inputs into
+//! them, submits the recorded commands, and returns copies of the outputs, so tensors keep
+//! their value semantics (nothing a caller holds is overwritten). Everything the step reads
+//! or writes stays out of the buffer pool while the recording lives. What the step bakes in at
+//! recording: scalars (they are push constants — pass values that change per step, such as a
+//! learning rate, as one-element tensors) and constants it captured from its environment. It
+//! may not read values back (there is no host code at replay) nor draw random numbers (the
+//! seed is baked in: draw them outside and pass them in); both are errors while recording.
+//! A replayed step computes bit-identically to running it again (`tests/tests/replay.rs`).
+
+use crate::device::{context, Recorded};
+use crate::error::{Error, Result};
+use crate::tensor::{Shape, Tensor};
+
+/// A recorded step, replayed by [`Replay::run`].
+pub struct Replay {
+    /// Private inputs: the step's arguments; `run` copies new values into them.
+    inputs: Vec<Tensor>,
+    /// The step's outputs, computed by each replay into the same buffers.
+    outputs: Vec<Tensor>,
+    recorded: Option<Recorded>,
+}
+
+impl Replay {
+    /// Runs `step` on copies of `inputs` while recording its device work, and returns the
+    /// recording and the step's outputs. An input that requires a gradient is passed to the
+    /// step as a leaf that requires one too (a training step's parameters).
+    pub fn record(
+        inputs: &[&Tensor],
+        step: impl FnOnce(&[Tensor]) -> Result<Vec<Tensor>>,
+    ) -> Result<(Replay, Vec<Tensor>)> {
+        let ctx = context()?;
+        let private = inputs
+            .iter()
+            .map(|t| {
+                let c = copy_of(t)?;
+                Ok(if t.is_requires_grad() {
+                    c.requires_grad()
+                } else {
+                    c
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        ctx.begin_capture()?;
+        let run = (|| {
+            let outputs = step(&private)?;
+            for o in &outputs {
+                o.storage()?;
+            }
+            Ok(outputs)
+        })();
+        let outputs = match run {
+            Ok(o) => o,
+            Err(e) => {
+                ctx.end_capture(false)?;
+                return Err(e);
+            }
+        };
+        let recorded = ctx.end_capture(true)?;
+        let mut replay = Replay {
+            inputs: private,
+            // The outputs' buffers are what the recording writes; their graph is not needed.
+            outputs: outputs.iter().map(Tensor::detach).collect(),
+            recorded,
+        };
+        let out = replay.submit_and_copy()?;
+        Ok((replay, out))
+    }
+
+    /// Runs the recorded step on new `inputs` (the shapes recorded) and returns its outputs.
+    pub fn run(&mut self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::op(
+                "replay",
+                format!(
+                    "the step was recorded with {} inputs, got {}",
+                    self.inputs.len(),
+                    inputs.len()
+                ),
+            ));
+        }
+        for (i, (new, old)) in inputs.iter().zip(&self.inputs).enumerate() {
+            if new.shape() != old.shape() {
+                return Err(Error::op(
+                    "replay",
+                    format!(
+                        "input {i} has shape {:?}, the step was recorded with {:?} (record it again for new shapes)",
+                        new.shape(),
+                        old.shape()
+                    ),
+                ));
+            }
+        }
+        let ctx = context()?;
+        for (new, old) in inputs.iter().zip(&self.inputs) {
+            ctx.copy(new.storage()?, old.storage()?, 4 * new.numel() as u64)?;
+        }
+        self.submit_and_copy()
+    }
+
+    /// Commands in the recording (dispatches, copies and fills).
+    pub fn commands(&self) -> usize {
+        self.recorded.as_ref().map_or(0, |r| r.commands)
+    }
+
+    fn submit_and_copy(&mut self) -> Result<Vec<Tensor>> {
+        let ctx = context()?;
+        if let Some(r) = &mut self.recorded {
+            ctx.submit_recorded(r)?;
+        }
+        self.outputs.iter().map(copy_of).collect()
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if let (Some(r), Ok(ctx)) = (self.recorded.take(), context()) {
+            ctx.release_recorded(r);
+        }
+    }
+}
+
+/// A new tensor holding `t`'s values (computed first if pending), without gradient history.
+fn copy_of(t: &Tensor) -> Result<Tensor> {
+    let shape: Shape = t.shape().into();
+    let st = crate::ops::alloc_f32(&shape)?;
+    context()?.copy(t.storage()?, &st, 4 * t.numel() as u64)?;
+    Ok(Tensor::leaf(shape, st))
+}

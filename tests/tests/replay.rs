@@ -1,0 +1,177 @@
+//! Replayed steps (`engine/src/replay.rs`): a recorded training step re-submitted gives bit for
+//! bit what running its code again gives, step after step; what a recording may not do is an
+//! error; nothing a caller holds is overwritten.
+
+use proptest::prelude::*;
+use std::sync::Mutex;
+use vkgrad::{Replay, Rng, Tensor};
+use vkgrad_tests::*;
+
+/// A recording takes the device for its thread: the tests of this file take turns.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One SGD-with-momentum step of a two-layer network with a softmax cross-entropy-like loss:
+/// inputs (x, w1, b1, w2, v1, vb1, v2); outputs (w1, b1, w2, v1, vb1, v2, loss).
+fn step(a: &[Tensor]) -> vkgrad::Result<Vec<Tensor>> {
+    let (x, w1, b1, w2) = (&a[0], &a[1], &a[2], &a[3]);
+    let h = x.matmul(w1)?.add(b1)?.relu()?;
+    let y = h.matmul(w2)?;
+    let loss = y
+        .log_softmax()?
+        .neg()?
+        .mean_all()?
+        .add(&y.square()?.mean_all()?.mul_scalar(0.01)?)?;
+    loss.backward()?;
+    let mut out = Vec::new();
+    let mut momenta = Vec::new();
+    for (p, v) in [(w1, &a[4]), (b1, &a[5]), (w2, &a[6])] {
+        let g = p.grad().expect("a parameter gets a gradient");
+        let v = v.mul_scalar(0.9)?.add(&g)?;
+        out.push(p.detach().sub(&v.mul_scalar(0.05)?)?);
+        momenta.push(v);
+    }
+    out.extend(momenta);
+    out.push(loss.detach());
+    Ok(out)
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    batches: Vec<RefTensor>,
+    w1: RefTensor,
+    b1: RefTensor,
+    w2: RefTensor,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (1usize..24, 1usize..12, 1usize..16, 1usize..8, 2usize..5).prop_flat_map(
+        |(n, d, h, o, steps)| {
+            (
+                prop::collection::vec(tensor_of(vec![n, d]), steps),
+                tensor_of(vec![d, h]),
+                tensor_of(vec![h]),
+                tensor_of(vec![h, o]),
+            )
+                .prop_map(|(batches, w1, b1, w2)| Case {
+                    batches,
+                    w1,
+                    b1,
+                    w2,
+                })
+        },
+    )
+}
+
+/// The inputs of the first step: parameters that require gradients, zero momenta.
+fn start(c: &Case) -> Vec<Tensor> {
+    let p = [&c.w1, &c.b1, &c.w2].map(|t| gpu(t).requires_grad());
+    let v = [&c.w1, &c.b1, &c.w2].map(|t| Tensor::zeros(&t.shape).unwrap());
+    p.into_iter().chain(v).collect()
+}
+
+fn bits(ts: &[Tensor]) -> Vec<Vec<u32>> {
+    ts.iter()
+        .map(|t| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+/// The next step's inputs from a step's outputs (parameters require gradients again).
+fn carry(out: &[Tensor]) -> Vec<Tensor> {
+    out[..3]
+        .iter()
+        .map(|p| p.requires_grad())
+        .chain(out[3..6].iter().cloned())
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    #[test]
+    fn replayed_steps_equal_steps_run_again(c in case()) {
+        let _t = turn();
+        // Run again: the step's code at every step.
+        let mut state = start(&c);
+        let mut eager = Vec::new();
+        for b in &c.batches {
+            let mut inputs = vec![gpu(b)];
+            inputs.extend(state.iter().cloned());
+            let out = step(&inputs).unwrap();
+            eager.push(bits(&out));
+            state = carry(&out);
+        }
+        // Recorded at the first step, replayed at the others.
+        let state = start(&c);
+        let mut inputs = vec![gpu(&c.batches[0])];
+        inputs.extend(state.iter().cloned());
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let (mut replay, mut out) = Replay::record(&refs, step).unwrap();
+        prop_assert_eq!(bits(&out), eager[0].clone(), "the recording step");
+        for (k, b) in c.batches.iter().enumerate().skip(1) {
+            let mut inputs = vec![gpu(b)];
+            inputs.extend(carry(&out));
+            let refs: Vec<&Tensor> = inputs.iter().collect();
+            out = replay.run(&refs).unwrap();
+            prop_assert_eq!(bits(&out), eager[k].clone(), "replay {}", k);
+        }
+    }
+}
+
+#[test]
+fn inputs_and_outputs_keep_their_values() {
+    let _t = turn();
+    let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]).unwrap();
+    let double = |a: &[Tensor]| Ok(vec![a[0].mul_scalar(2.0)?]);
+    let (mut r, first) = Replay::record(&[&x], double).unwrap();
+    let y = Tensor::from_vec(vec![10.0, 20.0, 30.0], &[3]).unwrap();
+    let second = r.run(&[&y]).unwrap();
+    assert_eq!(second[0].to_vec().unwrap(), [20.0, 40.0, 60.0]);
+    // Neither the caller's inputs nor an earlier output changed.
+    assert_eq!(x.to_vec().unwrap(), [1.0, 2.0, 3.0]);
+    assert_eq!(y.to_vec().unwrap(), [10.0, 20.0, 30.0]);
+    assert_eq!(first[0].to_vec().unwrap(), [2.0, 4.0, 6.0]);
+    assert!(r.commands() >= 1);
+}
+
+#[test]
+fn what_a_recording_may_not_do_is_an_error() {
+    let _t = turn();
+    let x = Tensor::from_vec(vec![1.0, 2.0], &[2]).unwrap();
+    let e = Replay::record(&[&x], |a| {
+        let s = a[0].sum_all()?.to_vec()?;
+        Ok(vec![a[0].mul_scalar(s[0])?])
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("recorded for replay") && e.contains("read"),
+        "{e}"
+    );
+    let e = Replay::record(&[&x], |a| {
+        let noise = Rng::new(1).uniform(&[2], 0.0, 1.0)?;
+        Ok(vec![a[0].add(&noise)?])
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("random") && e.contains("inputs"), "{e}");
+    // The device records and runs as before after a failed recording.
+    assert_eq!(x.mul_scalar(3.0).unwrap().to_vec().unwrap(), [3.0, 6.0]);
+    let (mut r, _) = Replay::record(&[&x], |a| Ok(vec![a[0].exp()?])).unwrap();
+    let e = r
+        .run(&[&Tensor::zeros(&[3]).unwrap()])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("input 0 has shape [3]") && e.contains("[2]"),
+        "{e}"
+    );
+    let e = r.run(&[]).err().unwrap().to_string();
+    assert!(e.contains("recorded with 1 inputs, got 0"), "{e}");
+}
