@@ -6,6 +6,8 @@
 //! minutes on two cores with lavapipe). Failures shrink and are saved under
 //! `tests/*.proptest-regressions`, which are committed and replayed first.
 
+pub mod dag;
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 pub use vkgrad::reference::{self as r, tol, tol::Tol, RefTensor};

@@ -4,7 +4,8 @@
 
 use proptest::prelude::*;
 use std::sync::Mutex;
-use vkgrad::{Replay, Rng, Tensor};
+use vkgrad::{Replay, Rng, Tensor, REDUCE_OPS};
+use vkgrad_tests::dag::{dag, leaf, Dag};
 use vkgrad_tests::*;
 
 /// A recording takes the device for its thread: the tests of this file take turns.
@@ -118,6 +119,76 @@ proptest! {
             out = replay.run(&refs).unwrap();
             prop_assert_eq!(bits(&out), eager[k].clone(), "replay {}", k);
         }
+    }
+}
+
+/// A random DAG as a step: its last node, a reduction of it (taken while it is pending), the
+/// probed node, and the leaves' gradients of sum(last × a fixed probe) (zeros where none).
+fn dag_step(d: &Dag, leaves: &[Tensor]) -> vkgrad::Result<Vec<Tensor>> {
+    let vals = d.eval(leaves)?;
+    let last = vals.last().expect("one node at least").clone();
+    let axis = (d.reduce_axis < last.rank()).then_some(d.reduce_axis);
+    let extent = axis.map_or(last.numel(), |a| last.shape()[a]);
+    let op = &REDUCE_OPS[if extent == 0 {
+        0
+    } else {
+        d.reduce_op % REDUCE_OPS.len()
+    }];
+    let reduced = match axis {
+        Some(a) => (op.axis)(&last, a as isize, false)?,
+        None => (op.all)(&last)?,
+    };
+    let probed = vals[leaves.len() + d.probe_at % d.nodes.len()].clone();
+    if last.is_requires_grad() {
+        let w = gpu(&probe(last.shape(), 0.3));
+        last.mul(&w)?.sum_all()?.backward()?;
+    }
+    let mut out = vec![last.detach(), reduced.detach(), probed.detach()];
+    for x in leaves {
+        out.push(match x.grad() {
+            Some(g) => g,
+            None => Tensor::zeros(x.shape())?,
+        });
+    }
+    Ok(out)
+}
+
+/// Equal bit for bit; any NaN equals any NaN (payloads are not specified).
+fn same(what: &str, a: &[Vec<u32>], b: &[Vec<u32>]) -> Result<(), TestCaseError> {
+    prop_assert_eq!(a.len(), b.len());
+    for (k, (x, y)) in a.iter().zip(b).enumerate() {
+        let nan = |v: u32| f32::from_bits(v).is_nan();
+        let ok = x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p == q || (nan(*p) && nan(*q)));
+        prop_assert!(ok, "{}: output {}: {:?} vs {:?}", what, k, x, y);
+    }
+    Ok(())
+}
+
+fn dag_and_new_leaves() -> impl Strategy<Value = (Dag, Vec<RefTensor>)> {
+    dag().prop_flat_map(|d| {
+        let again: Vec<_> = d.leaves.iter().map(|l| leaf(l.shape.clone())).collect();
+        (Just(d), again)
+    })
+}
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    /// Random DAGs (special values, broadcasting, shared inputs, a reduction of a pending
+    /// value, gradients) recorded on one set of leaves and replayed on another.
+    #[test]
+    fn replayed_dags_equal_dags_run_again((d, again) in dag_and_new_leaves()) {
+        let _t = turn();
+        let up = |ls: &[RefTensor]| -> Vec<Tensor> { ls.iter().map(|t| gpu(t).requires_grad()).collect() };
+        let eager_a = bits(&dag_step(&d, &up(&d.leaves)).unwrap());
+        let eager_b = bits(&dag_step(&d, &up(&again)).unwrap());
+        let a = up(&d.leaves);
+        let refs: Vec<&Tensor> = a.iter().collect();
+        let (mut replay, first) = Replay::record(&refs, |xs| dag_step(&d, xs)).unwrap();
+        same("the recording run", &bits(&first), &eager_a)?;
+        let b = up(&again);
+        let refs: Vec<&Tensor> = b.iter().collect();
+        same("the replay", &bits(&replay.run(&refs).unwrap()), &eager_b)?;
     }
 }
 
