@@ -3,13 +3,27 @@
 // softmax, log_softmax and logsumexp (all max-subtracted, so no exp() of raw logits) and
 // L2 normalisation y = x / max(||x||, eps) (PyTorch's F.normalize).
 // GROUP = 0: one invocation per row (CPU drivers); GROUP = 1: one workgroup per row (GPUs).
+// FUSED (a variant generated at run time, lazy/codegen.rs: fused_variant): the input is a
+// pending elementwise tree computed per element by value_at (a fused prologue), not a buffer.
 #include "common.glsl"
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint OP = 0;
 layout(constant_id = 1) const uint GROUP = 0;
+#ifndef FUSED
 layout(set = 0, binding = 0) uniform samplerBuffer x_t;
+#endif
 layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };
-layout(push_constant) uniform P { uint rows; uint n; float eps; } p;
+layout(push_constant) uniform P {
+    uint rows; uint n; float eps;
+    // @fused-push: a fused prologue's push constants go here
+} p;
+
+#ifdef FUSED
+// @fused-input: a fused prologue's bindings and functions go here
+float load_x(uint i) { return value_at(i); }
+#else
+float load_x(uint i) { return fetch(x_t, i); }
+#endif
 
 const uint SOFTMAX = 0, LOG_SOFTMAX = 1, LOGSUMEXP = 2, L2_NORMALIZE = 3;
 #define NEG_INF uintBitsToFloat(0xff800000u)
@@ -30,7 +44,7 @@ void finish(uint row, uint first_j, uint stride, float m, float s) {
     float nrm = max(m * sqrt(s), p.eps);
     float ls = log(s);
     for (uint j = first_j; j < p.n; j += stride) {
-        float v = fetch(x_t, base + j);
+        float v = load_x(base + j);
         y[base + j] = OP == L2_NORMALIZE ? v / nrm : (OP == SOFTMAX ? exp(v - m) / s : v - m - ls);
     }
 }
@@ -38,13 +52,13 @@ void finish(uint row, uint first_j, uint stride, float m, float s) {
 // Pass 1 over this invocation's share of the row (first_j, first_j + stride, ...).
 float pass1(uint base, uint first_j, uint stride) {
     float m = OP == L2_NORMALIZE ? 0.0 : NEG_INF;
-    for (uint j = first_j; j < p.n; j += stride) m = max(m, first(fetch(x_t, base + j)));
+    for (uint j = first_j; j < p.n; j += stride) m = max(m, first(load_x(base + j)));
     return m;
 }
 
 float pass2(uint base, uint first_j, uint stride, float m) {
     float s = 0.0;
-    for (uint j = first_j; j < p.n; j += stride) s += second(fetch(x_t, base + j), m);
+    for (uint j = first_j; j < p.n; j += stride) s += second(load_x(base + j), m);
     return s;
 }
 

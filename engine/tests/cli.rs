@@ -66,7 +66,10 @@ fn bench_json_has_the_documented_shape() {
     assert!(r["ms"].as_f64().unwrap() > 0.0 && r["us_per_op"].as_f64().unwrap() > 0.0);
     // The same chain replayed: the host's time per run is reported.
     let r = &v["results"][1];
-    assert_eq!((&r["name"], &r["path"]), (&"op_chain".into(), &"replay".into()));
+    assert_eq!(
+        (&r["name"], &r["path"]),
+        (&"op_chain".into(), &"replay".into())
+    );
     assert!(r["host_us"].as_f64().unwrap() > 0.0);
     assert!(v["kernel_cache"]["generated_memory_hits"].is_u64());
 }

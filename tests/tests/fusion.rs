@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use vkgrad::lazy::set_fusion;
-use vkgrad::{device, Tensor, REDUCE_OPS};
+use vkgrad::{device, Tensor, REDUCE_OPS, ROWWISE_OPS};
 use vkgrad_tests::dag::{dag, Dag};
 use vkgrad_tests::*;
 
@@ -15,6 +15,7 @@ use vkgrad_tests::*;
 struct Run {
     last: Vec<f32>,
     reduced: Vec<f32>,
+    rowed: Vec<f32>,
     probed: Vec<f32>,
     grads: Vec<Option<Vec<f32>>>,
     kernels: u64,
@@ -30,6 +31,7 @@ fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
         let probed_t = vals[nl + d.probe_at % d.nodes.len()].clone();
         let last_t = vals.last().expect("one node at least").clone();
         let reduced = reduce(d, &last_t)?;
+        let rowed = rowwise(d, &xs)?;
         let (probed, last) = if d.probe_first {
             let p = probed_t.to_vec()?;
             (p, last_t.to_vec()?)
@@ -48,6 +50,7 @@ fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
         Ok(Run {
             last,
             reduced,
+            rowed,
             probed,
             grads,
             kernels: device::dispatch_count() - before,
@@ -55,6 +58,24 @@ fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
     })();
     set_fusion(None);
     out
+}
+
+/// A row-wise op (softmax, log_softmax, logsumexp, l2_normalize) of the DAG's last node,
+/// evaluated again so that it is pending (a fused prologue); a probe's gradient through it is
+/// added to the leaves' gradients.
+fn rowwise(d: &Dag, xs: &[Tensor]) -> vkgrad::Result<Vec<f32>> {
+    let vals = d.eval(xs)?;
+    let last = vals.last().expect("one node at least");
+    if last.rank() == 0 {
+        return Ok(Vec::new());
+    }
+    let op = &ROWWISE_OPS[d.reduce_op % ROWWISE_OPS.len()];
+    let y = (op.call)(last, op.eps.map_or(0.0, |e| e.1))?;
+    if y.is_requires_grad() {
+        let w = gpu(&probe(y.shape(), 0.7));
+        y.mul(&w)?.sum_all()?.backward()?;
+    }
+    y.to_vec()
 }
 
 /// The DAG's reduction of `x` (argmax as its indices' bit patterns). Max, min and argmax of
@@ -103,6 +124,7 @@ proptest! {
         let plain = run(&d, false).map_err(|e| TestCaseError::fail(format!("unfused: {e}")))?;
         same("last node", &fused.last, &plain.last)?;
         same("reduction of the last node", &fused.reduced, &plain.reduced)?;
+        same("row-wise op of the last node", &fused.rowed, &plain.rowed)?;
         same("probed node", &fused.probed, &plain.probed)?;
         prop_assert_eq!(fused.grads.len(), plain.grads.len());
         for (i, (f, p)) in fused.grads.iter().zip(&plain.grads).enumerate() {
@@ -149,7 +171,7 @@ fn a_chain_is_one_kernel() {
 
 /// A pending value with two consumers is computed once, in its own kernel, and read by both.
 #[test]
-fn a_reduction_computes_its_pending_input() {
+fn reductions_and_row_wise_ops_compute_their_pending_input() {
     // Batch norm's statistics: sums of (x - s) and (x - s)² over the batch.
     let x = t(
         &(0..24)
@@ -174,17 +196,28 @@ fn a_reduction_computes_its_pending_input() {
             .unwrap()
             .max_all()
             .unwrap();
+        // And NT-Xent's masked, scaled logits into log_softmax.
+        let mask = x.gt_scalar(1.0).unwrap();
+        let minus_inf = t(&[f32::NEG_INFINITY], &[1]);
+        let logits = Tensor::where_(&mask, &minus_inf, &x.mul_scalar(2.0).unwrap()).unwrap();
+        let ls = logits.log_softmax().unwrap();
         let (sq, m) = (sq.to_vec().unwrap(), m.to_vec().unwrap());
-        (sq, m, device::dispatch_count() - before)
+        let ls: Vec<u32> = ls.to_vec().unwrap().iter().map(|v| v.to_bits()).collect();
+        (sq, m, ls, device::dispatch_count() - before)
     };
     set_fusion(Some(true));
-    let (sq, m, k_fused) = stats();
+    let (sq, m, ls, k_fused) = stats();
     set_fusion(Some(false));
-    let (sq_plain, m_plain, k_plain) = stats();
+    let (sq_plain, m_plain, ls_plain, k_plain) = stats();
     set_fusion(None);
-    assert_eq!((k_fused, k_plain), (2, 6), "one kernel per reduction fused");
+    assert_eq!(
+        (k_fused, k_plain),
+        (3, 10),
+        "one kernel per reduction or row-wise op fused"
+    );
     assert_eq!(sq, sq_plain);
     assert_eq!(m, m_plain);
+    assert_eq!(ls, ls_plain);
 }
 
 #[test]

@@ -2,13 +2,50 @@
 //! (`shaders/unary.comp`, `binary.comp`, `where.comp`: no run-time compile for the common
 //! single op); a tree of several runs one generated kernel.
 
-use super::{codegen, Arg, Expr, Op};
+use super::{codegen, Arg, Expr, Op, Pieces};
 use crate::device::push::{BinaryPush, UnaryPush, WherePush};
 use crate::device::{context, grid, Bind, Kernel, Storage};
 use crate::error::Result;
 use crate::ops::{broadcast_strides, pad6, MAX_RANK};
 use crate::tensor::numel;
 use std::sync::Arc;
+
+/// The binding of a prologue's leaf `i` in a consumer kernel that declares its input at binding
+/// 0 and its output at 1 (`shaders/reduce.comp`, `rowwise.comp`): leaf 0 takes the input's
+/// place, the others follow the output.
+pub(crate) fn prologue_binding(i: usize) -> usize {
+    if i == 0 {
+        0
+    } else {
+        i + 1
+    }
+}
+
+/// Dispatches the kernel `template` (a file of `shaders/` with its input at binding 0, its
+/// output at 1, and the fused-prologue markers) with the tree `pro` computed in place of its
+/// input; `spec` fixes its specialisation constants, `push` is its own push-constant block.
+pub(crate) fn dispatch_with_prologue(
+    template: &str,
+    spec: &[u32],
+    pro: &Pieces,
+    out: &Storage,
+    push: &[u8],
+    label: &str,
+    groups: [u32; 3],
+) -> Result<()> {
+    let source = codegen::fused_variant(template, spec, pro)?;
+    let mut binds = vec![Bind::texels(&pro.leaves[0]), Bind::write(out)];
+    binds.extend(pro.leaves[1..].iter().map(|l| Bind::texels(l)));
+    let mut words = push.to_vec();
+    words.extend_from_slice(bytemuck::cast_slice(&pro.push));
+    context()?.dispatch_generated(
+        &source,
+        &format!("{label}+Fused {} ops", pro.nodes),
+        &binds,
+        &words,
+        groups,
+    )
+}
 
 pub(super) fn run(shape: &[usize], expr: &Expr) -> Result<Arc<Storage>> {
     let ctx = context()?;

@@ -16,7 +16,8 @@
 mod codegen;
 mod kernels;
 
-pub(crate) use codegen::{fused_variant, Pieces};
+pub(crate) use codegen::Pieces;
+pub(crate) use kernels::{dispatch_with_prologue, prologue_binding};
 
 use crate::device::Storage;
 use crate::error::Result;
@@ -161,7 +162,10 @@ pub(crate) fn prologue(
     let Some(p) = codegen::prologue_pieces(v, binding)? else {
         return Ok(None);
     };
-    if own_push_words + p.push.len() > MAX_PUSH_WORDS || v.inlined.swap(true, Ordering::AcqRel) {
+    if p.leaves.is_empty()
+        || own_push_words + p.push.len() > MAX_PUSH_WORDS
+        || v.inlined.swap(true, Ordering::AcqRel)
+    {
         return Ok(None);
     }
     Ok(Some(p))

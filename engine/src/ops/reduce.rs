@@ -35,19 +35,10 @@ fn grouped(caps: &Caps, n: usize, inner: usize) -> bool {
 }
 
 /// The first pass's input: a buffer, or a pending elementwise tree computed in the pass (a
-/// fused prologue: its leaf 0 at binding 0, the output at 1, the other leaves after it).
+/// fused prologue).
 enum Input<'a> {
     Buffer(&'a Storage),
     Fused(crate::lazy::Pieces),
-}
-
-/// The binding of a fused prologue's leaf `i` (binding 1 is the output).
-fn prologue_binding(i: usize) -> usize {
-    if i == 0 {
-        0
-    } else {
-        i + 1
-    }
 }
 
 fn reduce_passes(
@@ -90,20 +81,15 @@ fn reduce_passes(
         };
         let spec = [op as u32, group as u32];
         match (input, &partial) {
-            (Some(Input::Fused(pro)), _) => {
-                let source = crate::lazy::fused_variant(REDUCE_SOURCE, &spec, &pro)?;
-                let mut binds = vec![Bind::texels(&pro.leaves[0]), Bind::write(&dst)];
-                binds.extend(pro.leaves[1..].iter().map(|l| Bind::texels(l)));
-                let mut words: Vec<u8> = bytemuck::bytes_of(&push).to_vec();
-                words.extend_from_slice(bytemuck::cast_slice(&pro.push));
-                ctx.dispatch_generated(
-                    &source,
-                    &format!("Reduce+Fused {} ops", pro.nodes),
-                    &binds,
-                    &words,
-                    groups,
-                )?;
-            }
+            (Some(Input::Fused(pro)), _) => crate::lazy::dispatch_with_prologue(
+                REDUCE_SOURCE,
+                &spec,
+                &pro,
+                &dst,
+                bytemuck::bytes_of(&push),
+                "Reduce",
+                groups,
+            )?,
             (input, partial) => {
                 let src = match (input, partial) {
                     (Some(Input::Buffer(b)), _) => b,
@@ -167,10 +153,8 @@ impl Tensor {
             // A pending input is computed inside the first pass where it can be (its own push
             // words on top of the reduction's six).
             let words = std::mem::size_of::<ReducePush>() / 4;
-            match crate::lazy::prologue(&self.0.value, words, prologue_binding)? {
-                Some(p) if !p.leaves.is_empty() && n > 0 => {
-                    reduce_passes(Input::Fused(p), op, outer, n, inner, &st)?
-                }
+            match crate::lazy::prologue(&self.0.value, words, crate::lazy::prologue_binding)? {
+                Some(p) if n > 0 => reduce_passes(Input::Fused(p), op, outer, n, inner, &st)?,
                 _ => reduce_passes(Input::Buffer(self.storage()?), op, outer, n, inner, &st)?,
             }
         }

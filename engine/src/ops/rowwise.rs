@@ -17,6 +17,9 @@ enum W {
     L2Normalize,
 }
 
+/// The kernel's GLSL, for variants with a fused prologue generated at run time.
+const ROWWISE_SOURCE: &str = include_str!("../../../shaders/rowwise.comp");
+
 impl Tensor {
     fn rowwise_raw(&self, op: W, eps: f32, name: &'static str) -> Result<Tensor> {
         let Some(&n) = self.shape().last() else {
@@ -51,17 +54,42 @@ impl Tensor {
             } else {
                 grid(rows as u64, 64)
             };
-            ctx.dispatch(
-                Kernel::Rowwise,
-                &[op as u32, group as u32],
-                &[Bind::texels(self.storage()?), Bind::write(&st)],
-                &RowwisePush {
-                    rows: rows as u32,
-                    n: n as u32,
-                    eps,
-                },
-                groups,
-            )?;
+            let spec = [op as u32, group as u32];
+            let push = RowwisePush {
+                rows: rows as u32,
+                n: n as u32,
+                eps,
+            };
+            // A pending input is computed inside the kernel (evaluated at each of its reads of
+            // the row) unless the backward rule will read it: logsumexp's and l2_normalize's
+            // do, and would then compute it again on its own.
+            let backward_reads_x = matches!(op, W::LogSumExp | W::L2Normalize)
+                && crate::grad_mode::is_grad_enabled()
+                && self.is_requires_grad();
+            let words = std::mem::size_of::<RowwisePush>() / 4;
+            let pro = if backward_reads_x {
+                None
+            } else {
+                crate::lazy::prologue(&self.0.value, words, crate::lazy::prologue_binding)?
+            };
+            match pro {
+                Some(pro) => crate::lazy::dispatch_with_prologue(
+                    ROWWISE_SOURCE,
+                    &spec,
+                    &pro,
+                    &st,
+                    bytemuck::bytes_of(&push),
+                    "Rowwise",
+                    groups,
+                )?,
+                None => ctx.dispatch(
+                    Kernel::Rowwise,
+                    &spec,
+                    &[Bind::texels(self.storage()?), Bind::write(&st)],
+                    &push,
+                    groups,
+                )?,
+            }
         }
         Ok(Tensor::leaf(out, st))
     }
