@@ -206,6 +206,16 @@ fn inputs_and_outputs_keep_their_values() {
     assert_eq!(y.to_vec().unwrap(), [10.0, 20.0, 30.0]);
     assert_eq!(first[0].to_vec().unwrap(), [2.0, 4.0, 6.0]);
     assert!(r.commands() >= 1);
+    // Dropping the recording right after a run (its outputs' copies not yet run) frees
+    // nothing the device still uses: the outputs read back whole.
+    let third = r.run(&[&x]).unwrap();
+    drop(r);
+    let z = Tensor::from_vec(vec![7.0; 3], &[3])
+        .unwrap()
+        .mul_scalar(1.0)
+        .unwrap();
+    assert_eq!(third[0].to_vec().unwrap(), [2.0, 4.0, 6.0]);
+    assert_eq!(z.to_vec().unwrap(), [7.0; 3]);
 }
 
 #[test]

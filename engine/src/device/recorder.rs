@@ -235,9 +235,7 @@ impl Recorder {
             })),
             other => {
                 unsafe { (fns.v1_0.free_command_buffers)(dev, self.pool, 1, &c.cb) };
-                for b in c.buffers.values() {
-                    b.pins.fetch_sub(1, Ordering::AcqRel);
-                }
+                self.unpin(c.buffers.into_values().collect());
                 other.map(|_| None)
             }
         }
@@ -283,14 +281,33 @@ impl Recorder {
     /// Frees a recorded step once its work has finished; its buffers go back to the pool as
     /// their tensors drop.
     pub fn release(&mut self, mut r: Recorded) {
-        let _ = self.wait_recorded(&mut r);
+        if self.wait_recorded(&mut r).is_err() {
+            // Its work may still run: leak it rather than free what the device uses.
+            std::mem::forget(r);
+            return;
+        }
         let fns = self.device.fns();
         let dev = self.device.handle();
         unsafe {
             (fns.v1_0.free_command_buffers)(dev, self.pool, 1, &r.cb);
             (fns.v1_0.destroy_fence)(dev, r.fence, std::ptr::null());
         }
-        for b in r.buffers.drain(..) {
+        self.unpin(std::mem::take(&mut r.buffers));
+    }
+
+    /// Unpins a recording's buffers. A buffer whose tensor dropped while it was pinned was not
+    /// pooled and is freed with its last handle here, so commands recorded before or after the
+    /// recording that may still use it (copies of a replay's outputs, a pooled buffer's earlier
+    /// life) are finished first; if that cannot be waited for, the buffers are leaked instead.
+    fn unpin(&mut self, buffers: Vec<Arc<DeviceBuffer>>) {
+        if buffers.is_empty() {
+            return;
+        }
+        if self.flush().is_err() {
+            std::mem::forget(buffers);
+            return;
+        }
+        for b in &buffers {
             b.pins.fetch_sub(1, Ordering::AcqRel);
         }
     }
