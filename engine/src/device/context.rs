@@ -229,6 +229,8 @@ impl Context {
             );
             super::disk_cache::pipelines_path(d, &key)
         });
+        // No file, or one that does not read back whole, is a cold cache (an empty start), not
+        // an error: the driver then compiles every pipeline, as without a cache.
         let initial = pipelines_file
             .as_deref()
             .and_then(super::disk_cache::pipelines_get)
