@@ -4,6 +4,7 @@
 
 pub mod autograd;
 pub mod device;
+pub mod dist;
 pub mod error;
 mod grad_mode;
 pub mod lazy;

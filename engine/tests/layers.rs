@@ -48,6 +48,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("grad_mode", &[]),
     ("device", &["error", "device"]),
+    ("dist", &["error", "dist"]),
     (
         "graph",
         &[
@@ -58,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "tensor",
             "ops",
             "lazy",
+            "dist",
         ],
     ),
     (
@@ -72,6 +74,7 @@ fn layer_of(module: &str) -> Option<&'static str> {
         "error" => Some("error"),
         "grad_mode" => Some("grad_mode"),
         "device" => Some("device"),
+        "dist" => Some("dist"),
         "autograd" => Some("autograd"),
         _ => None,
     }

@@ -192,6 +192,12 @@ pub fn run(cli: Cli) -> vkgrad::Result<()> {
         .unwrap_or(DeviceChoice::Auto);
     match cli.command {
         Command::Train(args) => {
+            // Data-parallel ranks on one machine take a device each (--device overrides).
+            let w = vkgrad::dist::world();
+            let choice = match choice {
+                DeviceChoice::Auto if w.size() > 1 => DeviceChoice::AutoNth(w.local_rank()),
+                c => c,
+            };
             device::select_device(choice)?;
             train::train(*args)
         }

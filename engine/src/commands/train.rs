@@ -6,7 +6,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vkgrad::data::Split;
-use vkgrad::train::{rundir, Config, DataChoice, Stop, Trainer};
+use vkgrad::train::{parallel, rundir, Config, DataChoice, Stop, Trainer};
 use vkgrad::{Error, Result};
 
 /// `vkgrad train` flags; each overrides the same key of `--config`.
@@ -66,6 +66,10 @@ pub struct TrainArgs {
     /// chunk, not the batch; batch norm sees each chunk). SimCLR and SupCon.
     #[arg(long, value_name = "CHUNK")]
     pub grad_cache: Option<usize>,
+    /// Data-parallel runs (mpirun -np K): batch norm over the global batch (true, the
+    /// default) or over each rank's shard (false).
+    #[arg(long, value_name = "BOOL")]
+    pub sync_batch_norm: Option<bool>,
     /// Run folder (default: runs/METHOD-DATA-UNIXTIME, a fresh name). A folder that holds
     /// anything is refused unless --overwrite.
     #[arg(long)]
@@ -122,6 +126,9 @@ fn config_from(a: &TrainArgs) -> Result<Config> {
     set!(method, data, encoder, augment, loss, batch_size, optimizer, seed);
     if a.grad_cache.is_some() {
         c.grad_cache = a.grad_cache;
+    }
+    if let Some(s) = a.sync_batch_norm {
+        c.sync_batch_norm = s;
     }
     if a.image_size.is_some() {
         c.image_size = a.image_size;
@@ -181,6 +188,12 @@ fn conflicts(a: &TrainArgs, saved: &Config, dir: &Path) -> Vec<String> {
     }
     if let Some(g) = a.grad_cache.filter(|&g| Some(g) != saved.grad_cache) {
         out.push(format!("--grad-cache {g} (run: {:?})", saved.grad_cache));
+    }
+    if let Some(s) = a.sync_batch_norm.filter(|&s| s != saved.sync_batch_norm) {
+        out.push(format!(
+            "--sync-batch-norm {s} (run: {})",
+            saved.sync_batch_norm
+        ));
     }
     out
 }
@@ -243,6 +256,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
             "--stop-after must be at least 1 (epochs in total before stopping)".into(),
         ));
     }
+    let world = vkgrad::dist::world();
+    let leader = world.rank() == 0;
     let mut t = match &a.resume {
         Some(dir) => {
             if !dir.is_dir() {
@@ -251,7 +266,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
                     dir.display()
                 )));
             }
-            let lock = rundir::lock(dir)?;
+            // Rank 0 alone owns the folder; the others read the checkpoint it holds.
+            let lock = if leader {
+                Some(rundir::lock(dir)?)
+            } else {
+                None
+            };
+            world.barrier()?;
             let data = match &a.data {
                 Some(d) => DataChoice::Moved(d.clone()),
                 None => DataChoice::Saved,
@@ -278,19 +299,42 @@ pub fn train(a: TrainArgs) -> Result<()> {
                     t.epoch
                 )));
             }
-            t.own_with(lock);
+            match lock {
+                Some(lock) => t.own_with(lock),
+                None => t.follow(),
+            }
             t
         }
         None => {
             let cfg = config_from(&a)?;
-            let (out, lock) = new_run_dir(&a, &cfg)?;
+            // The run folder is claimed and named on rank 0, then told to the others.
+            let (out, lock) = if leader {
+                let (out, lock) = new_run_dir(&a, &cfg)?;
+                (out, Some(lock))
+            } else {
+                (PathBuf::new(), None)
+            };
+            let out = PathBuf::from(parallel::broadcast_text(world, &out.display().to_string())?);
             let mut t = Trainer::new(cfg, &a.plugins, out)?;
-            t.own_with(lock);
+            match lock {
+                Some(lock) => t.own_with(lock),
+                None => t.follow(),
+            }
             t
         }
     };
+    // The others print nothing but errors: rank 0 speaks for the job.
+    let quiet = a.json || !leader;
     on_ctrl_c()?;
-    if !a.json {
+    if world.size() > 1 {
+        eprintln!(
+            "rank {} of {}: device {}",
+            world.rank(),
+            world.size(),
+            vkgrad::device::context()?.info.name
+        );
+    }
+    if !quiet {
         eprintln!(
             "{} on {} ({} train / {} held out, sample {:?}) with {} + {} and {}, {} epochs of {} steps, device {}",
             t.cfg.method,
@@ -322,7 +366,19 @@ pub fn train(a: TrainArgs) -> Result<()> {
             opts(&t.cfg.augment_options),
         );
     }
-    let pb = bar(a.json);
+    if !quiet && world.size() > 1 {
+        eprintln!(
+            "data-parallel: {} ranks, {} samples each per step, batch norm {}",
+            world.size(),
+            t.cfg.batch_size / world.size(),
+            if t.cfg.sync_batch_norm {
+                "over the global batch"
+            } else {
+                "per rank"
+            }
+        );
+    }
+    let pb = bar(quiet);
     let stop = t.fit(a.stop_after, &mut |step, total, msg| {
         pb.set_length(total);
         pb.set_position(step);
@@ -331,6 +387,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
     })?;
     pb.finish_and_clear();
     let interrupted = INTERRUPTS.load(Ordering::SeqCst) > 0;
+    if !leader && !interrupted && !matches!(stop, Stop::Interrupted { .. }) {
+        // Rank 0 evaluates and reports; this rank's work is done.
+        return Ok(());
+    }
     if stop == Stop::StoppedAfter && !interrupted {
         let msg = json!({ "stopped_after_epoch": t.epoch, "run_dir": t.out.display().to_string() });
         if a.json {

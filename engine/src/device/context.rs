@@ -120,7 +120,7 @@ static CONTEXT: OnceLock<Result<Context>> = OnceLock::new();
 pub fn select_device(choice: DeviceChoice) -> Result<()> {
     if let Some(Ok(ctx)) = CONTEXT.get() {
         let same = match &choice {
-            DeviceChoice::Auto => true,
+            DeviceChoice::Auto | DeviceChoice::AutoNth(_) => true,
             DeviceChoice::Index(i) => *i == ctx.info.index,
             DeviceChoice::Name(n) => ctx.info.name.to_lowercase().contains(&n.to_lowercase()),
         };

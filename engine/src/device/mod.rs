@@ -58,6 +58,9 @@ pub struct MemoryHeap {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceChoice {
     Auto,
+    /// The n-th (modulo their number) of the devices of the best type: rank n of a
+    /// data-parallel job on one machine takes its own GPU.
+    AutoNth(usize),
     Index(usize),
     Name(String),
 }
@@ -210,12 +213,21 @@ fn choose(infos: &[DeviceInfo], choice: &DeviceChoice) -> Result<usize> {
                 )),
             }
         }
-        DeviceChoice::Auto => infos
-            .iter()
-            .filter(|d| usable(d))
-            .min_by_key(|d| (kind_rank_of(&d.kind), d.index))
-            .map(|d| d.index)
-            .ok_or(Error::NoDevice),
+        DeviceChoice::Auto => choose(infos, &DeviceChoice::AutoNth(0)),
+        DeviceChoice::AutoNth(n) => {
+            let best = infos
+                .iter()
+                .filter(|d| usable(d))
+                .map(|d| kind_rank_of(&d.kind))
+                .min()
+                .ok_or(Error::NoDevice)?;
+            let of_best: Vec<usize> = infos
+                .iter()
+                .filter(|d| usable(d) && kind_rank_of(&d.kind) == best)
+                .map(|d| d.index)
+                .collect();
+            Ok(of_best[n % of_best.len()])
+        }
     }
 }
 

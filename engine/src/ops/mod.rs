@@ -2,6 +2,7 @@
 //! it, the backward rule written with other ops, so gradients run on the GPU too.
 
 pub(crate) mod binary;
+pub(crate) mod collective;
 pub(crate) mod conv;
 pub(crate) mod index;
 pub(crate) mod matmul;

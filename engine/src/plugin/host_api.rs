@@ -238,6 +238,10 @@ fn run_op(st: &CallState, name: &str, h: &[Handle], a: &Value) -> Result<Held> {
             want(1)?;
             f(x(0)?.detach())
         }
+        "replica_sum" => {
+            want(1)?;
+            f(x(0)?.replica_sum()?)
+        }
         "where" => {
             want(3)?;
             f(Tensor::where_(x(0)?, x(1)?, x(2)?)?)

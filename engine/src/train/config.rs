@@ -54,6 +54,10 @@ pub struct Config {
     /// GradCache: back-propagate the batch in chunks of this many samples (both views each),
     /// so memory follows the chunk, not the batch (docs/performance.md); absent = one graph.
     pub grad_cache: Option<usize>,
+    /// Data-parallel runs (`mpirun -np K`, K > 1): batch norm's batch statistics over the
+    /// global batch (all ranks), as SimCLR's global BN; false = each rank's own shard.
+    /// Nothing changes at K = 1.
+    pub sync_batch_norm: bool,
     /// Image folders: resize to S x S, 1 or 3 channels, the held-out fraction, and whether an
     /// undecodable image is an error (see `data::DataOptions`).
     pub image_size: Option<usize>,
@@ -98,6 +102,7 @@ impl Default for Config {
             knn_temperature: 0.1,
             eval_features: "encoder".into(),
             grad_cache: None,
+            sync_batch_norm: true,
             image_size: None,
             channels: None,
             holdout: None,

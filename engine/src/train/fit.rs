@@ -28,19 +28,21 @@ impl Trainer {
         stop_after: Option<usize>,
         progress: &mut dyn FnMut(u64, u64, &str) -> bool,
     ) -> Result<Stop> {
-        if self.lock.is_none() {
+        if self.lock.is_none() && !self.follower {
             return Err(Error::Other(format!(
                 "{}: the run folder is not owned by this trainer (Trainer::own first)",
                 self.out.display()
             )));
         }
         let config_text = toml::to_string(&self.cfg).map_err(|e| Error::Other(e.to_string()))?;
-        write_atomic(
-            &self.out.join("config.toml"),
-            config_text.as_bytes(),
-            self.epoch,
-        )?;
-        self.repair_best()?;
+        if !self.follower {
+            write_atomic(
+                &self.out.join("config.toml"),
+                config_text.as_bytes(),
+                self.epoch,
+            )?;
+            self.repair_best()?;
+        }
         let spe = self.steps_per_epoch();
         let total = self.total_steps();
         let end = stop_after.map_or(self.cfg.epochs, |s| s.min(self.cfg.epochs));
@@ -85,7 +87,8 @@ impl Trainer {
                 }
             }
             let secs = start.elapsed().as_secs_f64();
-            let knn = if self.data.labelled {
+            // Rank 0 alone evaluates (the others wait for it in the next step's collective).
+            let knn = if self.data.labelled && !self.follower {
                 Some(self.knn_accuracy()?)
             } else {
                 None
@@ -101,7 +104,9 @@ impl Trainer {
                 seconds: secs,
                 samples_per_second: (spe as usize * b) as f64 / secs.max(1e-9),
             });
-            self.save_epoch()?;
+            if !self.follower {
+                self.save_epoch()?;
+            }
         }
         Ok(if self.epoch < self.cfg.epochs {
             Stop::StoppedAfter

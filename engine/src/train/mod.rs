@@ -18,6 +18,7 @@ mod fit;
 mod grad_cache;
 pub mod logs;
 pub mod model;
+pub mod parallel;
 mod persist;
 pub mod report;
 pub mod rundir;
@@ -82,6 +83,8 @@ pub struct Trainer {
     train_idx: Vec<usize>,
     /// The run folder's lock, held while this trainer may write there.
     lock: Option<rundir::RunLock>,
+    /// A data-parallel rank other than 0: trains in step with rank 0 and writes nothing.
+    follower: bool,
 }
 
 impl Trainer {
@@ -95,6 +98,15 @@ impl Trainer {
             }
         }
         cfg.resolve(&data.sample_shape)?;
+        parallel::check_batch(cfg.batch_size)?;
+        if cfg.grad_cache.is_some() && crate::dist::world().size() > 1 {
+            return Err(Error::Other(
+                "grad_cache with several ranks is not supported yet: leave --grad-cache out \
+                 (the global batch is already shared by the ranks) or run one process"
+                    .into(),
+            ));
+        }
+        crate::dist::set_sync_batch_stats(cfg.sync_batch_norm);
         let reg = Registry::load_for(plugin_paths)?;
         let shape = &data.sample_shape;
         let mut rng = Rng::new(mix(cfg.seed, 0xE2C, 0));
@@ -230,6 +242,7 @@ impl Trainer {
             logs: Logs::default(),
             train_idx,
             lock: None,
+            follower: false,
         })
     }
 
@@ -273,13 +286,22 @@ impl Trainer {
         z.reshape(&[2, b, d])?.permute(&[1, 0, 2])
     }
 
-    /// One optimisation step on the samples `idx`; returns the loss.
+    /// One optimisation step on the samples `idx` (the global batch); returns the loss.
+    ///
+    /// With K data-parallel ranks (`parallel`), each rank augments the whole global batch
+    /// (every random draw is keyed by the sample's position in it, so the views are the ones a
+    /// single process makes) and runs its shard of the views through the networks.
     pub fn train_step(&mut self, idx: &[usize]) -> Result<f32> {
-        let b = idx.len();
         let (x, y) = self.batch(idx)?;
         let seed = self.cfg.seed;
         let v1 = self.augs[0].augment(&x, mix(seed, self.step, 1))?;
         let v2 = self.augs[1].augment(&x, mix(seed, self.step, 2))?;
+        let (start, b) = parallel::shard(idx.len());
+        let (v1, v2) = if b == idx.len() {
+            (v1, v2)
+        } else {
+            (v1.narrow(0, start, b)?, v2.narrow(0, start, b)?)
+        };
         let both = Tensor::concat(&[&v1, &v2], 0)?;
         let loss = match self.cfg.grad_cache {
             Some(chunk) if self.predictor.is_none() => {
@@ -287,30 +309,28 @@ impl Trainer {
             }
             _ => self.plain_backward(&both, &y, b)?,
         };
+        self.average_gradients()?;
         self.update(loss)
     }
 
-    /// The whole batch through encoder, head (and BYOL's predictor) with one graph; the loss
-    /// back-propagated.
+    /// The rank's shard through encoder, head (and BYOL's predictor) with one graph, the pairs
+    /// gathered from every rank (the global batch: global negatives), the loss
+    /// back-propagated. `y`: the global batch's labels.
     fn plain_backward(&mut self, both: &Tensor, y: &IntTensor, b: usize) -> Result<Tensor> {
         let h = self.encoder.forward(both, true)?;
         let z = self.head.forward(&h, true)?;
+        let pairs = |t: &Tensor| parallel::gather_pairs(&Self::pair_views(t, b)?);
         let loss = match (&mut self.predictor, &self.target) {
             (Some(pred), Some((te, th))) => {
                 let p = pred.forward(&z, true)?;
                 // The target runs in training mode (batch statistics, as in BYOL) without
                 // keeping its own running-statistic updates; they follow the online ones by EMA.
                 let t = no_grad(|| th.run(&te.run(both, true)?, true))?;
-                self.loss.forward_with(
-                    &Self::pair_views(&p, b)?,
-                    None,
-                    &[Self::pair_views(&t, b)?],
-                )?
+                self.loss.forward_with(&pairs(&p)?, None, &[pairs(&t)?])?
             }
             _ => {
                 let labels = (self.cfg.method == "supcon").then_some(y);
-                self.loss
-                    .forward_with(&Self::pair_views(&z, b)?, labels, &[])?
+                self.loss.forward_with(&pairs(&z)?, labels, &[])?
             }
         };
         loss.backward()?;

@@ -181,6 +181,12 @@ impl Trainer {
         Ok(())
     }
 
+    /// Makes this trainer a data-parallel rank other than 0: it trains in step with rank 0,
+    /// which alone owns and writes the run folder (checkpoints, logs, results) and evaluates.
+    pub fn follow(&mut self) {
+        self.follower = true;
+    }
+
     /// Gives the trainer a lock already taken (a new run claims its folder before building).
     pub fn own_with(&mut self, lock: rundir::RunLock) {
         self.lock = Some(lock);

@@ -229,29 +229,50 @@ fn batch_norm<'h>(
                 "batch_norm: training needs more than one value per channel, got input {shape:?}"
             ));
         }
+        // Data-parallel runs share the statistics of the global batch (host op
+        // `replica_sum`, ABI 1.5: the sum over the ranks that share batch statistics, the
+        // identity in one process). k: how many ranks share them; every rank holds `count`
+        // values per channel, so the global mean is the sum of the ranks' means over k. In
+        // one process k = 1 and every division by it is exact: the same bits as before.
+        let host = x.host();
+        let k = host.tensor(&[1.0], &[1])?.replica_sum()?;
+        let global =
+            |t: HostTensor<'h>| -> Result<HostTensor<'h>, String> { t.replica_sum()?.div(&k) };
         // Shifted data: the statistics of x − s, s = each channel's first value (detached;
-        // batch norm does not depend on it). x − s is exact for a constant column (the output
-        // is then exactly β, as in f64) and, by Sterbenz's lemma, for values within a factor
-        // two of s, so a column of large values with a small spread keeps its digits — a
-        // plain sum over such a column rounds at ulp(mean) before the spread is taken.
-        let s = x3.narrow(0, 0, 1)?.narrow(2, 0, 1)?.detach()?;
+        // batch norm does not depend on it; the ranks' mean of theirs, so every rank shifts
+        // alike). x − s is exact for a constant column (the output is then exactly β, as in
+        // f64) and, by Sterbenz's lemma, for values within a factor two of s, so a column of
+        // large values with a small spread keeps its digits — a plain sum over such a column
+        // rounds at ulp(mean) before the spread is taken.
+        let s = global(x3.narrow(0, 0, 1)?.narrow(2, 0, 1)?.detach()?)?;
         let xs = x3.sub(&s)?;
-        let mean_s = per_channel(&xs)?;
+        let mean_s = global(per_channel(&xs)?)?;
         let d = xs.sub(&mean_s)?;
         let sq = d.mul(&d)?;
-        let var = per_channel(&sq)?;
-        // Running averages (no gradient); the variance is the unbiased one, as in PyTorch.
+        let var = global(per_channel(&sq)?)?;
+        // Running averages (no gradient); the variance is the unbiased one over the global
+        // count n = k·count, as in PyTorch's SyncBatchNorm.
         let flat = |t: &HostTensor<'h>| -> Result<HostTensor<'h>, String> {
             let t = t.detach()?;
             t.reshape(&[c])
         };
-        let blend = |old: &HostTensor<'h>, new: HostTensor<'h>, scale: f64| {
-            let new = new.mul_scalar(BN_MOMENTUM * scale)?;
+        let blend = |old: &HostTensor<'h>, new: HostTensor<'h>, scale: &HostTensor<'h>| {
+            let new = new.mul(scale)?;
             let old = old.mul_scalar(1.0 - BN_MOMENTUM)?;
             old.add(&new)
         };
-        pass.update(blend(rm, flat(&mean_s.add(&s)?)?, 1.0)?);
-        pass.update(blend(rv, flat(&var)?, count as f64 / (count - 1) as f64)?);
+        // momentum · n/(n − 1): for k = 1 the f32 of the f64 product, exactly the scalar used
+        // before data parallelism (so one process keeps its bits); else computed in f32.
+        let one = host.tensor(&[BN_MOMENTUM as f32], &[1])?;
+        let single = host.tensor(
+            &[(BN_MOMENTUM * count as f64 / (count - 1) as f64) as f32],
+            &[1],
+        )?;
+        let n = k.mul_scalar(count as f64)?;
+        let many = n.div(&n.sub_scalar(1.0)?)?.mul_scalar(BN_MOMENTUM)?;
+        let unbiased = HostTensor::where_(&k.eq_scalar(1.0)?, &single, &many)?;
+        pass.update(blend(rm, flat(&mean_s.add(&s)?)?, &one)?);
+        pass.update(blend(rv, flat(&var)?, &unbiased)?);
         (d, var)
     } else {
         (x3.sub(&bc(rm)?)?, bc(rv)?)

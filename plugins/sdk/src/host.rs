@@ -11,6 +11,10 @@ pub struct HostTensor<'h> {
 }
 
 impl<'h> HostTensor<'h> {
+    /// The host this tensor lives on (to make constants beside it).
+    pub fn host(&self) -> &'h Host {
+        self.host
+    }
     pub fn handle(&self) -> Handle {
         self.handle
     }

@@ -103,6 +103,13 @@ pub const HOST_OPS: &[OpSpec] = &[
     op("log_softmax", "x.log_softmax()", X, &[], "log-softmax over the last axis"),
     op("logsumexp", "x.logsumexp()", X, &[], "log Σ eˣ over the last axis (drops it)"),
     op("detach", "x.detach()", X, &[], "x, with no gradient flowing back"),
+    op(
+        "replica_sum",
+        "x.replica_sum()",
+        X,
+        &[],
+        "the sum of x over the data-parallel ranks that share batch statistics (every rank when `sync_batch_norm`, else x itself; x itself in one process); gradient: the same sum (ABI 1.5; batch norm's global statistics)",
+    ),
     op("powf", "x.powf(p)", X, &[("p", F32, Required)], "xᵖ"),
     op(
         "l2_normalize",

@@ -106,6 +106,7 @@ impl<'h> HostTensor<'h> {
         log_softmax,
         logsumexp,
         detach,
+        replica_sum,
         global_avg_pool,
         to_f32,
     );
@@ -405,6 +406,7 @@ mod tests {
                 x.log_softmax()?,
                 x.logsumexp()?,
                 x.detach()?,
+                x.replica_sum()?,
                 x.global_avg_pool()?,
                 i.to_f32()?,
                 x.add_scalar(1.0)?,

@@ -1,0 +1,88 @@
+//! Data parallelism (`mpirun -np K vkgrad train`, docs/distributed.md): every rank holds the
+//! same parameters, takes its shard of each global batch, gathers the embeddings so the loss
+//! sees the global batch (global negatives), and averages the parameter gradients, so each
+//! step is the step a single process would take on the global batch (up to the order of f32
+//! sums). At K = 1 every function here is the identity.
+
+use super::Trainer;
+use crate::dist::{world, Collectives};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// This rank's rows of a global batch of `b`: `start .. start + len`.
+pub fn shard(b: usize) -> (usize, usize) {
+    let w = world();
+    let len = b / w.size();
+    (w.rank() * len, len)
+}
+
+/// Refuses a global batch the ranks cannot share equally (every rank must hold the same
+/// number of samples: batch norm's synchronised statistics weight the ranks equally).
+pub fn check_batch(b: usize) -> Result<()> {
+    let k = world().size();
+    if b % k != 0 {
+        return Err(Error::Other(format!(
+            "batch_size {b} is the global batch, shared by {k} ranks; it must be divisible by {k} \
+             (e.g. {} or {})",
+            (b / k).max(1) * k,
+            (b / k + 1) * k
+        )));
+    }
+    Ok(())
+}
+
+/// The rank's [n, 2, D] pairs of views gathered into the global [B, 2, D] in global sample
+/// order (ranks hold consecutive shards). The gradient flows back to this rank's rows.
+pub fn gather_pairs(local: &Tensor) -> Result<Tensor> {
+    local.all_gather()
+}
+
+impl Trainer {
+    /// Averages every trainable parameter's gradient over the ranks: one all-reduce of all of
+    /// them in one buffer (one message per step, not one per tensor).
+    pub(super) fn average_gradients(&mut self) -> Result<()> {
+        let w = world();
+        if w.size() == 1 {
+            return Ok(());
+        }
+        let mut params: Vec<&mut Tensor> = self.encoder.trainable_mut();
+        params.extend(self.head.trainable_mut());
+        if let Some(p) = &mut self.predictor {
+            params.extend(p.trainable_mut());
+        }
+        let mut flat = Vec::new();
+        let mut sizes = Vec::with_capacity(params.len());
+        for p in &params {
+            // A parameter the loss did not reach has a zero gradient on this rank (another
+            // rank's may not be zero): every rank sends every parameter.
+            let g = match p.grad() {
+                Some(g) => g.to_vec()?,
+                None => vec![0.0; p.shape().iter().product()],
+            };
+            sizes.push(g.len());
+            flat.extend(g);
+        }
+        w.all_reduce_sum(&mut flat)?;
+        let k = w.size() as f32;
+        let mut at = 0;
+        for (p, n) in params.iter().zip(sizes) {
+            let mean: Vec<f32> = flat[at..at + n].iter().map(|v| v / k).collect();
+            at += n;
+            p.set_grad(Some(Tensor::from_vec(mean, p.shape())?));
+        }
+        Ok(())
+    }
+}
+
+/// Whether this process writes the run's files (rank 0 alone: checkpoints, logs, plots,
+/// results, the run lock).
+pub fn writes() -> bool {
+    world().rank() == 0
+}
+
+/// `root`'s text on every rank (rank 0's run folder, decided there).
+pub fn broadcast_text(w: &dyn Collectives, text: &str) -> Result<String> {
+    let mut bytes = text.as_bytes().to_vec();
+    w.broadcast(0, &mut bytes)?;
+    String::from_utf8(bytes).map_err(|e| Error::Other(format!("broadcast: {e}")))
+}
