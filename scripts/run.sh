@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive \
+cargo build --release --features vkgrad/mpi -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive \
     -p vkgrad-plugin-encoders -p vkgrad-plugin-augment
 ./target/release/vkgrad devices
 ./target/release/vkgrad train "$@"

@@ -8,7 +8,9 @@
 # archive outside the sources and point shaderc-sys at it.
 set -euo pipefail
 
-PKGS="mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools libshaderc-dev glslang-dev spirv-tools glslc"
+# OpenMPI + libclang: the `mpi` feature (data-parallel training, docs/distributed.md; the
+# `mpi` crate's bindings are generated with bindgen, which needs libclang).
+PKGS="mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools libshaderc-dev glslang-dev spirv-tools glslc openmpi-bin libopenmpi-dev libclang-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

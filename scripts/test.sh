@@ -7,12 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo test --workspace
+cargo test --workspace --features vkgrad/mpi
 # The second run also turns fusion off (elementwise ops one kernel each, as before the lazy
 # graph), so every op property holds fused and unfused; tests/tests/fusion.rs compares the two.
-VKGRAD_KERNELS=gpu VKGRAD_FUSION=0 cargo test -p vkgrad-tests
+VKGRAD_KERNELS=gpu VKGRAD_FUSION=0 cargo test --features vkgrad/mpi -p vkgrad-tests
 # Every built-in plugin (and the template) must pass `vkgrad verify`, as any user's plugin must.
-cargo build --release -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive \
+cargo build --release --features vkgrad/mpi -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive \
     -p vkgrad-plugin-encoders -p vkgrad-plugin-augment
 for p in target/release/libvkgrad_plugin_*.so; do ./target/release/vkgrad verify "$p" --cases 64; done
 # ... and the harness must catch known faults injected into every built-in component (no

@@ -379,6 +379,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         );
     }
     let pb = bar(quiet);
+    let first_step = t.step;
     let stop = t.fit(a.stop_after, &mut |step, total, msg| {
         pb.set_length(total);
         pb.set_position(step);
@@ -386,6 +387,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
         INTERRUPTS.load(Ordering::SeqCst) == 0
     })?;
     pb.finish_and_clear();
+    if world.size() > 1 && leader {
+        // Measured, for docs/distributed.md's scaling model.
+        eprintln!(
+            "data-parallel: rank 0 handed {:.1} KiB per step to collectives ({} steps)",
+            world.bytes_sent() as f64 / 1024.0 / (t.step - first_step).max(1) as f64,
+            t.step - first_step
+        );
+    }
     let interrupted = INTERRUPTS.load(Ordering::SeqCst) > 0;
     if !leader && !interrupted && !matches!(stop, Stop::Interrupted { .. }) {
         // Rank 0 evaluates and reports; this rank's work is done.

@@ -38,6 +38,11 @@ pub trait Collectives: Send + Sync {
     /// `root`'s bytes on every rank (`buf` is replaced on the others).
     fn broadcast(&self, root: usize, buf: &mut Vec<u8>) -> Result<()>;
     fn barrier(&self) -> Result<()>;
+    /// The payload bytes this rank has handed to collectives so far (its own contribution to
+    /// each: what a ring implementation sends about twice of for an all-reduce).
+    fn bytes_sent(&self) -> u64 {
+        0
+    }
     /// Ends every process of the job with `code` (MPI_Abort): a failed rank must not leave
     /// the others waiting in a collective forever.
     fn abort(&self, code: i32) -> !;
@@ -162,17 +167,6 @@ pub(crate) fn mismatch(what: &str, detail: String) -> Error {
     ))
 }
 
-/// Prefix and displacements of per-rank counts.
-pub(crate) fn displacements(counts: &[usize]) -> Vec<usize> {
-    let mut d = Vec::with_capacity(counts.len());
-    let mut acc = 0;
-    for &c in counts {
-        d.push(acc);
-        acc += c;
-    }
-    d
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +178,5 @@ mod tests {
         s.all_reduce_sum(&mut v).unwrap();
         assert_eq!(v, [1.0, 2.0]);
         assert_eq!(s.all_gather(&v).unwrap(), (vec![1.0, 2.0], vec![2]));
-        assert_eq!(displacements(&[2, 3, 1]), [0, 2, 5]);
     }
 }

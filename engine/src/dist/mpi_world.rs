@@ -2,13 +2,14 @@
 //! [`Watchdog`] (MPI collectives have no timeout; a rank stuck in its driver would otherwise
 //! hold the others forever).
 
-use super::{displacements, mismatch, Collectives, Watchdog};
+use super::{mismatch, Collectives, Watchdog};
 use crate::error::{Error, Result};
 use mpi::collective::SystemOperation;
 use mpi::datatype::PartitionMut;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 use mpi::Count;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 pub struct MpiWorld {
@@ -19,6 +20,7 @@ pub struct MpiWorld {
     size: usize,
     local_rank: usize,
     watchdog: Watchdog,
+    sent: AtomicU64,
 }
 
 /// MPI_Finalize runs when the universe drops ([`super::finalize`]); until then it lives here.
@@ -49,10 +51,13 @@ impl MpiWorld {
             size,
             local_rank,
             watchdog: Watchdog::start(rank, size),
+            sent: AtomicU64::new(0),
         })
     }
 
-    fn with<T>(&self, what: &str, f: impl FnOnce(&SimpleCommunicator) -> T) -> T {
+    /// Runs one collective that hands `bytes` of this rank's data to MPI.
+    fn with<T>(&self, what: &str, bytes: usize, f: impl FnOnce(&SimpleCommunicator) -> T) -> T {
+        self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
         let comm = self.comm.lock().unwrap_or_else(|e| e.into_inner());
         let _armed = self.watchdog.arm(what);
         f(&comm)
@@ -63,7 +68,7 @@ impl MpiWorld {
         let n = Count::try_from(n)
             .map_err(|_| mismatch(what, format!("{n} elements is more than MPI counts")))?;
         let mut all = vec![0 as Count; self.size];
-        self.with(what, |c| c.all_gather_into(&n, &mut all[..]));
+        self.with(what, 4, |c| c.all_gather_into(&n, &mut all[..]));
         Ok(all.into_iter().map(|c| c as usize).collect())
     }
 
@@ -82,7 +87,7 @@ impl MpiWorld {
             .map(|&d| Count::try_from(d))
             .collect::<std::result::Result<Vec<Count>, _>>()
             .map_err(|_| mismatch(what, format!("{total} elements is more than MPI counts")))?;
-        self.with(what, |c| {
+        self.with(what, std::mem::size_of_val(local), |c| {
             let mut part = PartitionMut::new(&mut out[..], c32, d32);
             c.all_gather_varcount_into(local, &mut part)
         });
@@ -110,7 +115,7 @@ impl Collectives for MpiWorld {
             ));
         }
         let send = buf.to_vec();
-        self.with("all_reduce", |c| {
+        self.with("all_reduce", std::mem::size_of_val(buf), |c| {
             c.all_reduce_into(&send[..], buf, SystemOperation::sum())
         });
         Ok(())
@@ -123,20 +128,24 @@ impl Collectives for MpiWorld {
     }
     fn broadcast(&self, root: usize, buf: &mut Vec<u8>) -> Result<()> {
         let mut n = buf.len() as u64;
-        self.with("broadcast", |c| {
+        self.with("broadcast", 8, |c| {
             c.process_at_rank(root as i32).broadcast_into(&mut n)
         });
         if self.rank != root {
             *buf = vec![0; n as usize];
         }
-        self.with("broadcast", |c| {
+        let bytes = if self.rank == root { buf.len() } else { 0 };
+        self.with("broadcast", bytes, |c| {
             c.process_at_rank(root as i32).broadcast_into(&mut buf[..])
         });
         Ok(())
     }
     fn barrier(&self) -> Result<()> {
-        self.with("barrier", |c| c.barrier());
+        self.with("barrier", 0, |c| c.barrier());
         Ok(())
+    }
+    fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
     fn abort(&self, code: i32) -> ! {
         // Not through the mutex: another thread may hold it, stuck in a collective.
@@ -148,4 +157,23 @@ impl Collectives for MpiWorld {
 pub fn finalize() {
     let u = UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()).take();
     drop(u);
+}
+
+/// Prefix and displacements of per-rank counts.
+fn displacements(counts: &[usize]) -> Vec<usize> {
+    let mut d = Vec::with_capacity(counts.len());
+    let mut acc = 0;
+    for &c in counts {
+        d.push(acc);
+        acc += c;
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn displacements_are_prefix_sums() {
+        assert_eq!(super::displacements(&[2, 3, 1]), [0, 2, 5]);
+    }
 }

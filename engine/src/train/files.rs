@@ -36,6 +36,21 @@ pub fn point(name: &str, epoch: usize) {
     }
 }
 
+/// With `VKGRAD_FAULT=kill_rank:R@STEP` the data-parallel rank R ends itself by SIGKILL after
+/// step STEP, as a machine that dies would (no error message, no MPI_Abort): the job must
+/// still end, naming the rank.
+pub fn kill_point(rank: usize, step: u64) {
+    if let Some(f) = fault() {
+        if f.strip_prefix("kill_rank:") == Some(&format!("{rank}@{step}")) {
+            eprintln!("VKGRAD_FAULT: rank {rank} kills itself after step {step}");
+            // SAFETY: signalling this process; nothing of Rust's state is touched.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// `VKGRAD_FAULT=write_error:FILE` makes writes of the file named FILE fail as a full disk does.
 fn injected_error(path: &Path) -> std::io::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");

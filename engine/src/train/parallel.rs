@@ -20,7 +20,7 @@ pub fn shard(b: usize) -> (usize, usize) {
 /// number of samples: batch norm's synchronised statistics weight the ranks equally).
 pub fn check_batch(b: usize) -> Result<()> {
     let k = world().size();
-    if b % k != 0 {
+    if !b.is_multiple_of(k) {
         return Err(Error::Other(format!(
             "batch_size {b} is the global batch, shared by {k} ranks; it must be divisible by {k} \
              (e.g. {} or {})",
