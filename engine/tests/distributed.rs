@@ -67,7 +67,10 @@ fn tmp(name: &str) -> PathBuf {
 fn train(k: usize, name: &str, args: &[&str]) -> PathBuf {
     let out = tmp(name);
     let out_s = out.display().to_string();
-    let mut all: Vec<&str> = vec!["train", "--epochs", "1", "--json", "--out", &out_s];
+    let mut all: Vec<&str> = vec!["train", "--json", "--out", &out_s];
+    if !args.contains(&"--epochs") {
+        all.extend(["--epochs", "1"]);
+    }
     all.extend(args);
     let p = plugins();
     all.extend(p.iter().map(String::as_str));
@@ -207,6 +210,37 @@ fn without_sync_batch_norm_each_rank_normalises_its_own_shard() {
 }
 
 #[test]
+fn a_run_of_two_ranks_resumes_with_one() {
+    // The checkpoint holds no rank-specific state: 2 ranks for epoch 1, then 1 process for
+    // epoch 2, equals 1 process for both (and rank 1 wrote nothing: the folder is rank 0's).
+    let data = vectors();
+    let args = [
+        "--data",
+        data.as_str(),
+        "--batch-size",
+        "128",
+        "--optimizer",
+        "sgd",
+        "--epochs",
+        "2",
+    ];
+    let whole = train(1, "resume-whole", &args);
+    let run = train(
+        2,
+        "resume-split",
+        &[&args[..], &["--stop-after", "1"]].concat(),
+    );
+    assert_eq!(losses(&run).len(), 5);
+    let run_s = run.display().to_string();
+    let mut all = vec!["train", "--resume", run_s.as_str(), "--json"];
+    let p = plugins();
+    all.extend(p.iter().map(String::as_str));
+    let o = mpirun(1, Path::new(env!("CARGO_BIN_EXE_vkgrad")), &all, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_same_run(&whole, &run, 128, "2 ranks then resumed with 1");
+}
+
+#[test]
 fn a_global_batch_the_ranks_cannot_share_is_refused() {
     let out = tmp("odd");
     let out_s = out.display().to_string();
@@ -226,9 +260,9 @@ fn a_global_batch_the_ranks_cannot_share_is_refused() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
+    // Every rank refuses it; whichever says so first ends the job (MPI_Abort), naming itself.
     assert!(
-        err.contains("batch_size 63 is the global batch, shared by 2 ranks")
-            && err.contains("rank 0 of 2"),
+        err.contains(" of 2: batch_size 63 is the global batch, shared by 2 ranks"),
         "{err}"
     );
 }
@@ -265,7 +299,7 @@ fn a_rank_killed_mid_run_ends_the_job_naming_it() {
     assert!(!out.join("results.json").exists());
 }
 
-/// The inner half of the all_gather gradient check: run under `mpirun -np 2` by the test
+/// The inner half of the all_gather (and all_reduce_sum) gradient check: run under `mpirun -np 2` by the test
 /// below (ignored when run alone).
 #[test]
 #[ignore = "run by all_gather_gradient_matches_finite_differences under mpirun"]
@@ -325,6 +359,54 @@ fn all_gather_gradient_rank_body() {
         assert!(
             (gi as f64 - fd).abs() <= bound,
             "rank {r}: dJ/dx[{i}] = {gi} by all_gather's backward, {fd} by finite differences"
+        );
+    }
+    // all_reduce_sum (batch norm's replica_sum): every rank holds y_r [4], S = Σ_r y_r, and
+    // L_q = Σ tanh(S) ⊙ V_q; dJ/dy_r by its backward (a sum over ranks) vs finite differences.
+    let y_of =
+        |q: usize| -> Vec<f64> { (0..4).map(|i| ((i + 5 * q) as f64 * 0.29).cos()).collect() };
+    let v_of = |q: usize| -> Vec<f64> {
+        (0..4)
+            .map(|i| ((i * 2 + q * 7) as f64 * 0.53).sin())
+            .collect()
+    };
+    let y = Tensor::from_vec(y_of(r).iter().map(|&v| v as f32).collect(), &[4])
+        .unwrap()
+        .requires_grad();
+    let vr = Tensor::from_vec(v_of(r).iter().map(|&v| v as f32).collect(), &[4]).unwrap();
+    let l = y
+        .all_reduce_sum()
+        .unwrap()
+        .tanh()
+        .unwrap()
+        .mul(&vr)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    l.backward().unwrap();
+    let gy = y.grad().unwrap().to_vec().unwrap();
+    let jy = |ys: &[Vec<f64>]| -> f64 {
+        (0..k)
+            .map(|q| {
+                (0..4)
+                    .map(|i| ys.iter().map(|y| y[i]).sum::<f64>().tanh() * v_of(q)[i])
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let mut ys: Vec<Vec<f64>> = (0..k).map(y_of).collect();
+    for (i, &gi) in gy.iter().enumerate() {
+        let v = ys[r][i];
+        ys[r][i] = v + h;
+        let up = jy(&ys);
+        ys[r][i] = v - h;
+        let down = jy(&ys);
+        ys[r][i] = v;
+        let fd = (up - down) / (2.0 * h);
+        let bound = tol::GRADIENT.bound(fd.abs().max(1.0), 4 * k);
+        assert!(
+            (gi as f64 - fd).abs() <= bound,
+            "rank {r}: dJ/dy[{i}] = {gi} by all_reduce_sum's backward, {fd} by finite differences"
         );
     }
     println!("all_gather gradient checked on rank {r} of {k}");

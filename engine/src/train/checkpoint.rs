@@ -106,9 +106,14 @@ impl Checkpoint {
     /// values are refused: a diverged model is never saved.
     pub fn save_as(&self, dir: &Path, file: &str, epoch: usize) -> Result<()> {
         let path = dir.join(file);
+        write_atomic(&path, &self.to_bytes(&path)?, epoch)
+    }
+
+    /// The file's bytes (safetensors with the checksum); `path` names it in errors.
+    pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>> {
         if let Some((name, i, v)) = self.non_finite() {
             return Err(err(
-                &path,
+                path,
                 format!("not written: tensor `{name}` holds {v} at index {i}"),
             ));
         }
@@ -126,11 +131,10 @@ impl Checkpoint {
             .map(|((k, (s, _)), (_, b))| {
                 TensorView::new(Dtype::F32, s.clone(), b)
                     .map(|v| (k.clone(), v))
-                    .map_err(|e| err(&path, e))
+                    .map_err(|e| err(path, e))
             })
             .collect::<Result<Vec<_>>>()?;
-        let data = safetensors::serialize(views, Some(meta)).map_err(|e| err(&path, e))?;
-        write_atomic(&path, &data, epoch)
+        safetensors::serialize(views, Some(meta)).map_err(|e| err(path, e))
     }
 
     pub fn load(dir: &Path) -> Result<Checkpoint> {
@@ -140,9 +144,16 @@ impl Checkpoint {
             dir.to_path_buf()
         };
         let bytes = std::fs::read(&path).map_err(|e| err(&path, format!("cannot be read: {e}")))?;
-        let st = SafeTensors::deserialize(&bytes)
+        Self::from_bytes(&bytes, &path)
+    }
+
+    /// A checkpoint from a file's bytes, checked as [`Checkpoint::load`] checks a file;
+    /// `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+        let path = path.to_path_buf();
+        let st = SafeTensors::deserialize(bytes)
             .map_err(|e| err(&path, format!("is not a valid safetensors file: {e}")))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(&path, e))?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| err(&path, e))?;
         let meta = header.metadata().clone().unwrap_or_default();
         if meta.get("format").map(String::as_str) != Some(FORMAT) {
             return Err(err(

@@ -88,6 +88,8 @@ impl Trainer {
                 }
             }
             let secs = start.elapsed().as_secs_f64();
+            // Data-parallel: every rank continues from exactly what rank 0 saves.
+            self.take_rank0_state()?;
             // Rank 0 alone evaluates (the others wait for it in the next step's collective).
             let knn = if self.data.labelled && !self.follower {
                 Some(self.knn_accuracy()?)

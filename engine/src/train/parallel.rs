@@ -74,6 +74,33 @@ impl Trainer {
     }
 }
 
+impl Trainer {
+    /// Every rank takes rank 0's whole state (parameters, buffers, optimiser and loss state):
+    /// at each epoch's end, so every rank holds exactly the checkpoint rank 0 saves. Ranks
+    /// apply the same averaged gradients and stay equal on one kind of device anyway; this
+    /// keeps them equal across devices that round differently, makes per-rank batch-norm
+    /// statistics (`sync_batch_norm = false`) rank 0's, and so makes a resumed run continue
+    /// exactly as an uninterrupted one.
+    pub(super) fn take_rank0_state(&mut self) -> Result<()> {
+        let w = world();
+        if w.size() == 1 {
+            return Ok(());
+        }
+        let what = std::path::Path::new("rank 0's state");
+        let mut bytes = if w.rank() == 0 {
+            self.checkpoint()?.to_bytes(what)?
+        } else {
+            Vec::new()
+        };
+        w.broadcast(0, &mut bytes)?;
+        if w.rank() != 0 {
+            let c = super::checkpoint::Checkpoint::from_bytes(&bytes, what)?;
+            self.restore(&c)?;
+        }
+        Ok(())
+    }
+}
+
 /// Whether this process writes the run's files (rank 0 alone: checkpoints, logs, plots,
 /// results, the run lock).
 pub fn writes() -> bool {
