@@ -268,6 +268,23 @@ fn a_global_batch_the_ranks_cannot_share_is_refused() {
 }
 
 #[test]
+fn only_train_runs_data_parallel() {
+    // `embed`, `export`, `eval` … under mpirun would write the same files from every rank.
+    let o = mpirun(
+        2,
+        Path::new(env!("CARGO_BIN_EXE_vkgrad")),
+        &["devices"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("this command runs in one process; it was launched as 2"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_rank_killed_mid_run_ends_the_job_naming_it() {
     let out = tmp("killed");
     let out_s = out.display().to_string();
@@ -296,6 +313,41 @@ fn a_rank_killed_mid_run_ends_the_job_naming_it() {
     );
     assert!(start.elapsed().as_secs() < 300);
     // Nothing of the run was saved as if it had finished.
+    assert!(!out.join("results.json").exists());
+}
+
+#[test]
+fn a_hung_rank_ends_the_job_by_the_watchdog() {
+    let out = tmp("hung");
+    let out_s = out.display().to_string();
+    // Rank 1 stops answering after step 3; rank 0 waits in the next step's collective until
+    // its watchdog (VKGRAD_DIST_TIMEOUT = 20 s) names it and ends the job.
+    let start = std::time::Instant::now();
+    let o = mpirun(
+        2,
+        Path::new(env!("CARGO_BIN_EXE_vkgrad")),
+        &[
+            "train",
+            "--batch-size",
+            "64",
+            "--epochs",
+            "1",
+            "--out",
+            &out_s,
+        ],
+        &[
+            ("VKGRAD_FAULT", "hang_rank:1@3"),
+            ("VKGRAD_DIST_TIMEOUT", "20"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        // The next step's first collective: batch norm's all_reduce.
+        err.contains("rank 0 of 2: waited 20 s in all_reduce"),
+        "the watchdog did not name the waiting rank and collective:\n{err}"
+    );
+    assert!(start.elapsed().as_secs() < 300);
     assert!(!out.join("results.json").exists());
 }
 

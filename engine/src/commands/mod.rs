@@ -190,10 +190,18 @@ pub fn run(cli: Cli) -> vkgrad::Result<()> {
         .as_deref()
         .map(DeviceChoice::parse)
         .unwrap_or(DeviceChoice::Auto);
+    let w = vkgrad::dist::world();
+    if w.size() > 1 && !matches!(cli.command, Command::Train(_)) {
+        // K processes would each write the same files; only training is data-parallel.
+        return Err(vkgrad::Error::Other(format!(
+            "this command runs in one process; it was launched as {} (mpirun / srun): only \
+             `vkgrad train` is data-parallel",
+            w.size()
+        )));
+    }
     match cli.command {
         Command::Train(args) => {
             // Data-parallel ranks on one machine take a device each (--device overrides).
-            let w = vkgrad::dist::world();
             let choice = match choice {
                 DeviceChoice::Auto if w.size() > 1 => DeviceChoice::AutoNth(w.local_rank()),
                 c => c,

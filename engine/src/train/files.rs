@@ -36,17 +36,24 @@ pub fn point(name: &str, epoch: usize) {
     }
 }
 
-/// With `VKGRAD_FAULT=kill_rank:R@STEP` the data-parallel rank R ends itself by SIGKILL after
-/// step STEP, as a machine that dies would (no error message, no MPI_Abort): the job must
-/// still end, naming the rank.
-pub fn kill_point(rank: usize, step: u64) {
-    if let Some(f) = fault() {
-        if f.strip_prefix("kill_rank:") == Some(&format!("{rank}@{step}")) {
-            eprintln!("VKGRAD_FAULT: rank {rank} kills itself after step {step}");
-            // SAFETY: signalling this process; nothing of Rust's state is touched.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
+/// Faults of one data-parallel rank after a step: `VKGRAD_FAULT=kill_rank:R@STEP` ends rank R
+/// by SIGKILL, as a machine that dies would (no message, no MPI_Abort); `hang_rank:R@STEP`
+/// makes it stop answering, as a driver that hangs would. Either way the job must end, naming
+/// the rank (the launcher) or the collective that waited (the watchdog).
+pub fn rank_point(rank: usize, step: u64) {
+    let Some(f) = fault() else { return };
+    let at = format!("{rank}@{step}");
+    if f.strip_prefix("kill_rank:") == Some(&at) {
+        eprintln!("VKGRAD_FAULT: rank {rank} kills itself after step {step}");
+        // SAFETY: signalling this process; nothing of Rust's state is touched.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+    if f.strip_prefix("hang_rank:") == Some(&at) {
+        eprintln!("VKGRAD_FAULT: rank {rank} hangs after step {step}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
         }
     }
 }

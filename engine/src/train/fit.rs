@@ -65,7 +65,7 @@ impl Trainer {
                 // A diverged step is an error before anything is saved: the run folder keeps
                 // the last good checkpoint.
                 let l = self.train_step(&idx)?;
-                super::files::kill_point(crate::dist::world().rank(), self.step);
+                super::files::rank_point(crate::dist::world().rank(), self.step);
                 sum += l as f64;
                 steps.push(StepLog {
                     step: self.step,
