@@ -41,3 +41,6 @@ if [ ! -f "$SHADERC_DIR/libshaderc_combined.a" ] || [ "$SHADERC_DIR/libshaderc_c
 fi
 export SHADERC_LIB_DIR="$SHADERC_DIR"
 echo "setup: ok (SHADERC_LIB_DIR=$SHADERC_DIR)" >&2
+# Data-parallel runs: `mpirun -np K ./target/release/vkgrad train ...`; as root OpenMPI also
+# needs --allow-run-as-root, in containers OMPI_MCA_btl_vader_single_copy_mechanism=none
+# (docs/distributed.md).

@@ -367,7 +367,10 @@ impl Trainer {
             th.ema_from(&self.head, tau as f32)?;
         }
         self.step += 1;
-        let v = loss.item()?;
+        let w2 = health.map(|h| h.item()).transpose()?;
+        // Data-parallel: rank 0's values decide (and are logged) on every rank, so the NaN
+        // stop cannot split the ranks even where devices round differently.
+        let (v, w2) = parallel::rank0_values(loss.item()?, w2)?;
         let lr_now = self.cfg.lr();
         if !v.is_finite() {
             return Err(Error::Other(format!(
@@ -375,8 +378,7 @@ impl Trainer {
                 self.step
             )));
         }
-        if let Some(h) = health {
-            let w2 = h.item()?;
+        if let Some(w2) = w2 {
             if !w2.is_finite() {
                 return Err(Error::Other(format!(
                     "the parameters are no longer finite after step {} (sum of squared weights = {w2}): \

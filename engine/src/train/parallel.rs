@@ -101,6 +101,28 @@ impl Trainer {
     }
 }
 
+/// Rank 0's step loss and parameter health (Σ w²) on every rank.
+pub fn rank0_values(loss: f32, w2: Option<f32>) -> Result<(f32, Option<f32>)> {
+    let w = world();
+    if w.size() == 1 {
+        return Ok((loss, w2));
+    }
+    let mut bytes: Vec<u8> = [loss, w2.unwrap_or(0.0)]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    w.broadcast(0, &mut bytes)?;
+    let at = |i: usize| f32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    if bytes.len() != 8 {
+        return Err(Error::Other(format!(
+            "rank {}: rank 0 sent {} bytes for the step's loss, expected 8",
+            w.rank(),
+            bytes.len()
+        )));
+    }
+    Ok((at(0), w2.map(|_| at(4))))
+}
+
 /// Whether this process writes the run's files (rank 0 alone: checkpoints, logs, plots,
 /// results, the run lock).
 pub fn writes() -> bool {
