@@ -255,6 +255,7 @@ fn a_run_of_two_ranks_resumes_with_one() {
 
 #[test]
 fn a_global_batch_the_ranks_cannot_share_is_refused() {
+    common::shipped_plugins(); // the plugins vkgrad finds beside itself
     let out = tmp("odd");
     let out_s = out.display().to_string();
     let o = mpirun(
@@ -299,6 +300,7 @@ fn only_train_runs_data_parallel() {
 
 #[test]
 fn a_rank_killed_mid_run_ends_the_job_naming_it() {
+    common::shipped_plugins(); // the plugins vkgrad finds beside itself
     let out = tmp("killed");
     let out_s = out.display().to_string();
     // Rank 1 ends itself by SIGKILL after its third step (the trainer's fault injection,
@@ -331,6 +333,7 @@ fn a_rank_killed_mid_run_ends_the_job_naming_it() {
 
 #[test]
 fn a_hung_rank_ends_the_job_by_the_watchdog() {
+    common::shipped_plugins(); // the plugins vkgrad finds beside itself
     let out = tmp("hung");
     let out_s = out.display().to_string();
     // Rank 1 stops answering after step 3; rank 0 waits in the next step's collective until
