@@ -135,17 +135,10 @@ fn assert_same_run(a: &Path, b: &Path, batch: usize, what: &str) {
     }
 }
 
-/// 640 vectors of 12 features in 4 classes (5 steps of 128 after the held-out split).
+/// 640 training vectors (5 steps of 128 after the held-out split).
 fn vectors() -> String {
     let dir = tmp("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let n = 800;
-    let x: Vec<f32> = (0..n * 12)
-        .map(|i| ((i % 12 + (i / 12 % 4) * 12) as f32 * 0.7).sin() + 0.3 * (i as f32 * 1.37).sin())
-        .collect();
-    let y: Vec<i64> = (0..n as i64).map(|i| i % 4).collect();
-    common::save_npy(&dir.join("features.npy"), &[n as u64, 12], &x);
-    common::save_npy(&dir.join("labels.npy"), &[n as u64], &y);
+    common::write_vectors(&dir, 800);
     dir.display().to_string()
 }
 
@@ -298,59 +291,48 @@ fn only_train_runs_data_parallel() {
     );
 }
 
+/// A 2-rank digits run into a fresh folder with a fault injected by `env`: the output, the
+/// folder, and the seconds it took (the plugins are those vkgrad finds beside itself).
+fn faulty_run(name: &str, env: &[(&str, &str)]) -> (Output, PathBuf, u64) {
+    common::shipped_plugins();
+    let out = tmp(name);
+    let out_s = out.display().to_string();
+    let start = std::time::Instant::now();
+    let args = [
+        "train",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--out",
+        &out_s,
+    ];
+    let o = mpirun(2, Path::new(env!("CARGO_BIN_EXE_vkgrad")), &args, env);
+    (o, out, start.elapsed().as_secs())
+}
+
 #[test]
 fn a_rank_killed_mid_run_ends_the_job_naming_it() {
-    common::shipped_plugins(); // the plugins vkgrad finds beside itself
-    let out = tmp("killed");
-    let out_s = out.display().to_string();
     // Rank 1 ends itself by SIGKILL after its third step (the trainer's fault injection,
     // VKGRAD_FAULT): the job must end, not hang, and say which rank died.
-    let start = std::time::Instant::now();
-    let o = mpirun(
-        2,
-        Path::new(env!("CARGO_BIN_EXE_vkgrad")),
-        &[
-            "train",
-            "--batch-size",
-            "64",
-            "--epochs",
-            "1",
-            "--out",
-            &out_s,
-        ],
-        &[("VKGRAD_FAULT", "kill_rank:1@3")],
-    );
+    let (o, out, secs) = faulty_run("killed", &[("VKGRAD_FAULT", "kill_rank:1@3")]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(
         err.contains("rank 1") && err.contains("signal 9"),
         "the job's error does not name the killed rank:\n{err}"
     );
-    assert!(start.elapsed().as_secs() < 300);
+    assert!(secs < 300);
     // Nothing of the run was saved as if it had finished.
     assert!(!out.join("results.json").exists());
 }
 
 #[test]
 fn a_hung_rank_ends_the_job_by_the_watchdog() {
-    common::shipped_plugins(); // the plugins vkgrad finds beside itself
-    let out = tmp("hung");
-    let out_s = out.display().to_string();
     // Rank 1 stops answering after step 3; rank 0 waits in the next step's collective until
     // its watchdog (VKGRAD_DIST_TIMEOUT = 20 s) names it and ends the job.
-    let start = std::time::Instant::now();
-    let o = mpirun(
-        2,
-        Path::new(env!("CARGO_BIN_EXE_vkgrad")),
-        &[
-            "train",
-            "--batch-size",
-            "64",
-            "--epochs",
-            "1",
-            "--out",
-            &out_s,
-        ],
+    let (o, out, secs) = faulty_run(
+        "hung",
         &[
             ("VKGRAD_FAULT", "hang_rank:1@3"),
             ("VKGRAD_DIST_TIMEOUT", "20"),
@@ -363,7 +345,7 @@ fn a_hung_rank_ends_the_job_by_the_watchdog() {
         err.contains("rank 0 of 2: waited 20 s in all_reduce"),
         "the watchdog did not name the waiting rank and collective:\n{err}"
     );
-    assert!(start.elapsed().as_secs() < 300);
+    assert!(secs < 300);
     assert!(!out.join("results.json").exists());
 }
 

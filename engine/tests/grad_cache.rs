@@ -64,14 +64,7 @@ fn assert_same(cfg: &Config, chunk: usize) {
 
 fn vectors() -> String {
     let dir = std::env::temp_dir().join(format!("vkgrad-gc-data-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let n = 96;
-    let x: Vec<f32> = (0..n * 12)
-        .map(|i| ((i % 12 + (i / 12 % 4) * 12) as f32 * 0.7).sin() + 0.3 * (i as f32 * 1.37).sin())
-        .collect();
-    let y: Vec<i64> = (0..n as i64).map(|i| i % 4).collect();
-    common::save_npy(&dir.join("features.npy"), &[n as u64, 12], &x);
-    common::save_npy(&dir.join("labels.npy"), &[n as u64], &y);
+    common::write_vectors(&dir, 96);
     dir.display().to_string()
 }
 

@@ -83,15 +83,24 @@ impl Collectives for Single {
 
 static WORLD: OnceLock<Box<dyn Collectives>> = OnceLock::new();
 
-/// The environment variables a launcher sets for the job's size: OpenMPI, MPICH / Intel MPI
-/// (PMI), Slurm's `srun`.
-const SIZE_VARS: &[&str] = &["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"];
+/// The environment variables a launcher sets for the size of the job step this process
+/// belongs to: OpenMPI, MPICH / Intel MPI (PMI), Slurm's `srun` (the step's tasks, not the
+/// allocation's: a plain `vkgrad` inside a many-task `sbatch` script is one process).
+const SIZE_VARS: &[&str] = &["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"];
 
-/// The job size a launcher announced, if any (before MPI is initialised).
-pub fn launched_size() -> Option<usize> {
-    SIZE_VARS
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+/// The job size a launcher announced, if any (before MPI is initialised). A variable that is
+/// set but not a number is an error: guessing 1 would train alone beside the other ranks.
+pub fn launched_size() -> Result<Option<usize>> {
+    for v in SIZE_VARS {
+        if let Ok(text) = std::env::var(v) {
+            return text.trim().parse::<usize>().map(Some).map_err(|_| {
+                Error::Other(format!(
+                    "the launcher's {v} = `{text}` is not a number of processes"
+                ))
+            });
+        }
+    }
+    Ok(None)
 }
 
 /// Sets the process's world: MPI when a launcher started more than one process (and this
@@ -100,7 +109,7 @@ pub fn init() -> Result<&'static dyn Collectives> {
     if let Some(w) = WORLD.get() {
         return Ok(w.as_ref());
     }
-    let k = launched_size().unwrap_or(1);
+    let k = launched_size()?.unwrap_or(1);
     let w: Box<dyn Collectives> = if k > 1 {
         mpi_or_error(k)?
     } else {

@@ -33,6 +33,7 @@ unsafe impl Sync for MpiWorld {}
 
 impl MpiWorld {
     pub fn init() -> Result<MpiWorld> {
+        let limit = super::watchdog::limit()?;
         let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Serialized)
             .ok_or_else(|| Error::Other("MPI: already initialised".into()))?;
         if level < mpi::Threading::Serialized {
@@ -50,7 +51,7 @@ impl MpiWorld {
             rank,
             size,
             local_rank,
-            watchdog: Watchdog::start(rank, size),
+            watchdog: Watchdog::start(rank, size, limit),
             sent: AtomicU64::new(0),
         })
     }

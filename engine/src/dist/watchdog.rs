@@ -8,6 +8,7 @@
 //! takes minutes for large data). A rank that *exits* is caught sooner, by the launcher itself
 //! (mpirun ends the job when one process ends with an error or a signal).
 
+use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,21 +25,24 @@ impl Drop for Armed<'_> {
     }
 }
 
-/// The limit from `VKGRAD_DIST_TIMEOUT` (seconds), default 1800.
-pub fn limit() -> Duration {
-    let secs = std::env::var("VKGRAD_DIST_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .unwrap_or(1800.0);
-    Duration::from_secs_f64(secs)
+/// The limit from `VKGRAD_DIST_TIMEOUT` (seconds), default 1800; a value that is not a
+/// positive number is an error naming it (a typo must not leave the default in force).
+pub fn limit() -> Result<Duration> {
+    match std::env::var("VKGRAD_DIST_TIMEOUT") {
+        Err(_) => Ok(Duration::from_secs(1800)),
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+            _ => Err(Error::Other(format!(
+                "VKGRAD_DIST_TIMEOUT = `{v}`: give the watchdog's limit in seconds, a positive number"
+            ))),
+        },
+    }
 }
 
 impl Watchdog {
-    pub fn start(rank: usize, size: usize) -> Watchdog {
+    pub fn start(rank: usize, size: usize, limit: Duration) -> Watchdog {
         let armed: Arc<Mutex<Option<(Instant, String)>>> = Arc::new(Mutex::new(None));
         let seen = armed.clone();
-        let limit = limit();
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(500));
             let late = seen

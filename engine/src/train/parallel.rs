@@ -107,6 +107,7 @@ pub fn rank0_values(loss: f32, w2: Option<f32>) -> Result<(f32, Option<f32>)> {
     if w.size() == 1 {
         return Ok((loss, w2));
     }
+    // Without a health value the second word is padding (and `None` stays `None` below).
     let mut bytes: Vec<u8> = [loss, w2.unwrap_or(0.0)]
         .iter()
         .flat_map(|v| v.to_le_bytes())

@@ -79,3 +79,16 @@ pub fn save_npy<T: npyz::AutoSerialize + Copy>(path: &std::path::Path, shape: &[
     w.extend(data.iter().copied()).unwrap();
     w.finish().unwrap();
 }
+
+/// `n` vectors of 12 features in 4 classes (`features.npy`, `labels.npy`) in `dir`: sines whose
+/// pattern depends on the class, plus a sample-dependent wiggle.
+#[allow(dead_code)] // not every test file trains on vectors
+pub fn write_vectors(dir: &std::path::Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let x: Vec<f32> = (0..n * 12)
+        .map(|i| ((i % 12 + (i / 12 % 4) * 12) as f32 * 0.7).sin() + 0.3 * (i as f32 * 1.37).sin())
+        .collect();
+    let y: Vec<i64> = (0..n as i64).map(|i| i % 4).collect();
+    save_npy(&dir.join("features.npy"), &[n as u64, 12], &x);
+    save_npy(&dir.join("labels.npy"), &[n as u64], &y);
+}
