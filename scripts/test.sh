@@ -10,7 +10,12 @@ bash scripts/setup.sh
 cargo test --workspace --features vkgrad/mpi
 # The second run also turns fusion off (elementwise ops one kernel each, as before the lazy
 # graph), so every op property holds fused and unfused; tests/tests/fusion.rs compares the two.
-VKGRAD_KERNELS=gpu VKGRAD_FUSION=0 cargo test --features vkgrad/mpi -p vkgrad-tests
+# The property tests are named as test targets of the whole workspace (not `-p vkgrad-tests`):
+# the same package selection resolves the same features, so the first run's binaries are reused
+# instead of a second copy of every one being built.
+prop_tests=()
+for f in tests/tests/*.rs; do prop_tests+=(--test "$(basename "$f" .rs)"); done
+VKGRAD_KERNELS=gpu VKGRAD_FUSION=0 cargo test --workspace --features vkgrad/mpi "${prop_tests[@]}"
 # Every built-in plugin (and the template) must pass `vkgrad verify`, as any user's plugin must.
 cargo build --release --features vkgrad/mpi -p vkgrad -p vkgrad-plugin-template -p vkgrad-plugin-contrastive \
     -p vkgrad-plugin-encoders -p vkgrad-plugin-augment
