@@ -24,6 +24,10 @@ pub enum Error {
     /// Device memory ran out even after returning pooled buffers.
     #[error("out of device memory allocating {bytes} bytes")]
     OutOfMemory { bytes: u64 },
+    /// A step recorded for replay did something a replay cannot repeat (read a value back,
+    /// drew random numbers); run it without replay.
+    #[error("this step cannot be replayed: {0}")]
+    NotReplayable(String),
     /// An op was called with arguments it cannot take (shapes, axes, values).
     #[error("{op}: {message}")]
     Op { op: &'static str, message: String },

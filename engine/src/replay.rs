@@ -15,12 +15,16 @@
 
 use crate::device::{context, Recorded};
 use crate::error::{Error, Result};
-use crate::tensor::{Shape, Tensor};
+use crate::tensor::{IntTensor, Shape, Tensor};
 
 /// A recorded step, replayed by [`Replay::run`].
 pub struct Replay {
     /// Private inputs: the step's arguments; `run` copies new values into them.
     inputs: Vec<Tensor>,
+    /// Private integer inputs (labels, indices), likewise. They hold no host copy of their
+    /// values, so a step that would read them on the host (and bake them into the recording)
+    /// reads them back instead, which is refused while recording.
+    ints: Vec<IntTensor>,
     /// The step's outputs, computed by each replay into the same buffers.
     outputs: Vec<Tensor>,
     recorded: Option<Recorded>,
@@ -34,6 +38,17 @@ impl Replay {
         inputs: &[&Tensor],
         step: impl FnOnce(&[Tensor]) -> Result<Vec<Tensor>>,
     ) -> Result<(Replay, Vec<Tensor>)> {
+        Replay::record_with_ints(inputs, &[], |x, _| step(x))
+    }
+
+    /// [`Replay::record`] with integer inputs too. When the step fails because it did
+    /// something a replay cannot repeat (read a value back, drew random numbers), the error is
+    /// [`Error::NotReplayable`], whatever the step (a plugin) made of the refusal.
+    pub fn record_with_ints(
+        inputs: &[&Tensor],
+        ints: &[&IntTensor],
+        step: impl FnOnce(&[Tensor], &[IntTensor]) -> Result<Vec<Tensor>>,
+    ) -> Result<(Replay, Vec<Tensor>)> {
         let ctx = context()?;
         let private = inputs
             .iter()
@@ -46,9 +61,13 @@ impl Replay {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let private_ints = ints
+            .iter()
+            .map(|t| int_copy_of(t))
+            .collect::<Result<Vec<_>>>()?;
         ctx.begin_capture()?;
         let run = (|| {
-            let outputs = step(&private)?;
+            let outputs = step(&private, &private_ints)?;
             for o in &outputs {
                 o.storage()?;
             }
@@ -57,13 +76,18 @@ impl Replay {
         let outputs = match run {
             Ok(o) => o,
             Err(e) => {
+                let refused = ctx.capture_refusal();
                 ctx.end_capture(false)?;
-                return Err(e);
+                return Err(match refused {
+                    Some(why) => Error::NotReplayable(why),
+                    None => e,
+                });
             }
         };
         let recorded = ctx.end_capture(true)?;
         let mut replay = Replay {
             inputs: private,
+            ints: private_ints,
             // The outputs' buffers are what the recording writes; their graph is not needed.
             outputs: outputs.iter().map(Tensor::detach).collect(),
             recorded,
@@ -74,24 +98,43 @@ impl Replay {
 
     /// Runs the recorded step on new `inputs` (the shapes recorded) and returns its outputs.
     pub fn run(&mut self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        if inputs.len() != self.inputs.len() {
+        self.run_with_ints(inputs, &[])
+    }
+
+    /// [`Replay::run`] for a step recorded with integer inputs.
+    pub fn run_with_ints(
+        &mut self,
+        inputs: &[&Tensor],
+        ints: &[&IntTensor],
+    ) -> Result<Vec<Tensor>> {
+        let counts = (inputs.len(), ints.len());
+        if counts != (self.inputs.len(), self.ints.len()) {
             return Err(Error::op(
                 "replay",
                 format!(
-                    "the step was recorded with {} inputs, got {}",
+                    "the step was recorded with {} inputs and {} integer inputs, got {} and {}",
                     self.inputs.len(),
-                    inputs.len()
+                    self.ints.len(),
+                    counts.0,
+                    counts.1
                 ),
             ));
         }
-        for (i, (new, old)) in inputs.iter().zip(&self.inputs).enumerate() {
-            if new.shape() != old.shape() {
+        let new_shapes = inputs
+            .iter()
+            .map(|t| t.shape())
+            .chain(ints.iter().map(|t| t.shape()));
+        let old_shapes = self
+            .inputs
+            .iter()
+            .map(|t| t.shape())
+            .chain(self.ints.iter().map(|t| t.shape()));
+        for (i, (new, old)) in new_shapes.zip(old_shapes).enumerate() {
+            if new != old {
                 return Err(Error::op(
                     "replay",
                     format!(
-                        "input {i} has shape {:?}, the step was recorded with {:?} (record it again for new shapes)",
-                        new.shape(),
-                        old.shape()
+                        "input {i} has shape {new:?}, the step was recorded with {old:?} (record it again for new shapes)"
                     ),
                 ));
             }
@@ -99,6 +142,9 @@ impl Replay {
         let ctx = context()?;
         for (new, old) in inputs.iter().zip(&self.inputs) {
             ctx.copy(new.storage()?, old.storage()?, 4 * new.numel() as u64)?;
+        }
+        for (new, old) in ints.iter().zip(&self.ints) {
+            ctx.copy(&new.storage, &old.storage, 4 * new.numel() as u64)?;
         }
         self.submit_and_copy()
     }
@@ -131,4 +177,16 @@ fn copy_of(t: &Tensor) -> Result<Tensor> {
     let st = crate::ops::alloc_f32(&shape)?;
     context()?.copy(t.storage()?, &st, 4 * t.numel() as u64)?;
     Ok(Tensor::leaf(shape, st))
+}
+
+/// A new integer tensor holding `t`'s values on the device only (no host copy).
+fn int_copy_of(t: &IntTensor) -> Result<IntTensor> {
+    let ctx = context()?;
+    let st = ctx.alloc(4 * t.numel().max(1) as u64)?;
+    ctx.copy(&t.storage, &st, 4 * t.numel() as u64)?;
+    Ok(IntTensor {
+        shape: t.shape.clone(),
+        storage: st,
+        host: None,
+    })
 }

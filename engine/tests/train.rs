@@ -197,24 +197,13 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     assert!(ok && stdout.contains("stopped_after_epoch"), "{err}");
     let (ok, _, err) = vkgrad(&["train", "--resume", b.to_str().unwrap(), "--json"], &[]);
     assert!(ok, "{err}");
-    let (ca, cb) = (Checkpoint::load(&a).unwrap(), Checkpoint::load(&b).unwrap());
-    assert_eq!(ca.meta.get("step"), cb.meta.get("step"));
+    let ca = Checkpoint::load(&a).unwrap();
     assert!(ca.tensors.keys().any(|k| k.starts_with("target.encoder.")));
     assert!(ca
         .tensors
         .keys()
         .any(|k| k.starts_with("optimizer.velocity.")));
-    assert_eq!(
-        ca.tensors.keys().collect::<Vec<_>>(),
-        cb.tensors.keys().collect::<Vec<_>>()
-    );
-    for (name, (_, va)) in &ca.tensors {
-        let vb = &cb.tensors[name].1;
-        assert!(
-            va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{name} differs after resuming"
-        );
-    }
+    same_checkpoints(&a, &b);
     let la = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
     let lb = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
     let (sa, sb) = (
@@ -228,6 +217,74 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
             .collect::<Vec<_>>()
     };
     assert_eq!(losses(&la), losses(&lb));
+}
+
+/// Every tensor of two runs' checkpoints, bit for bit.
+fn same_checkpoints(a: &Path, b: &Path) {
+    let (ca, cb) = (Checkpoint::load(a).unwrap(), Checkpoint::load(b).unwrap());
+    assert_eq!(ca.meta.get("step"), cb.meta.get("step"));
+    assert_eq!(
+        ca.tensors.keys().collect::<Vec<_>>(),
+        cb.tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, (_, va)) in &ca.tensors {
+        let vb = &cb.tensors[name].1;
+        assert!(
+            va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+#[test]
+fn replayed_training_steps_equal_steps_run_op_by_op() {
+    plugins();
+    let dir = scratch("replay");
+    // SimCLR (NT-Xent's positives by index), SupCon (by label: the labels are an input of the
+    // recording) and BYOL (predictor, EMA target: five networks' parameters as inputs), each
+    // with another optimiser; batch norm's running statistics are outputs of the recording.
+    for (method, opt) in [("simclr", "sgd"), ("supcon", "adamw"), ("byol", "lars")] {
+        let cfg = small_config(
+            &dir,
+            &format!("method = \"{method}\"\noptimizer = \"{opt}\"\nepochs = 2"),
+        );
+        let c = cfg.to_str().unwrap();
+        let (a, b) = (
+            dir.join(format!("{method}-replayed")),
+            dir.join(format!("{method}-eager")),
+        );
+        let run = |out: &Path, env: &[(&str, &str)]| {
+            let (ok, _, err) = vkgrad(
+                // One epoch, then stop (a checkpoint, without the final evaluation).
+                &[
+                    "train",
+                    "--config",
+                    c,
+                    "--out",
+                    out.to_str().unwrap(),
+                    "--stop-after",
+                    "1",
+                    "--json",
+                ],
+                env,
+            );
+            assert!(ok, "{method}: {err}");
+            err
+        };
+        let replayed = run(&a, &[]);
+        let eager = run(&b, &[("VKGRAD_REPLAY", "0")]);
+        // digits has 10 steps of 128 per epoch: one recording, replayed in every later step.
+        assert!(
+            replayed.contains("execution: 9 steps replayed, 1 recorded"),
+            "{method}: {replayed}"
+        );
+        assert!(!eager.contains("execution:"), "{method}: {eager}");
+        let steps = |d: &Path| std::fs::read_to_string(d.join("steps.jsonl")).unwrap();
+        assert_eq!(steps(&a), steps(&b), "{method}: per-step losses");
+        same_checkpoints(&a, &b);
+    }
 }
 
 #[test]

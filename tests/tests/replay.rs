@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use std::sync::Mutex;
-use vkgrad::{Replay, Rng, Tensor, REDUCE_OPS};
+use vkgrad::{IntTensor, Replay, Rng, Tensor, REDUCE_OPS};
 use vkgrad_tests::dag::{dag, leaf, Dag};
 use vkgrad_tests::*;
 
@@ -254,5 +254,54 @@ fn what_a_recording_may_not_do_is_an_error() {
         "{e}"
     );
     let e = r.run(&[]).err().unwrap().to_string();
-    assert!(e.contains("recorded with 1 inputs, got 0"), "{e}");
+    assert!(
+        e.contains("recorded with 1 inputs and 0 integer inputs, got 0 and 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_refused_step_says_it_cannot_be_replayed_however_its_error_is_wrapped() {
+    let _t = turn();
+    let x = Tensor::from_vec(vec![1.0, 2.0], &[2]).unwrap();
+    // As a plugin passes a host error on: as text, in another variant.
+    let r = Replay::record(&[&x], |a| {
+        let s = a[0]
+            .sum_all()?
+            .item()
+            .map_err(|e| vkgrad::Error::Other(format!("plugin: {e}")))?;
+        Ok(vec![a[0].mul_scalar(s)?])
+    });
+    assert!(
+        matches!(r, Err(vkgrad::Error::NotReplayable(ref why)) if why.contains("read")),
+        "{:?}",
+        r.err()
+    );
+    // A step that fails for its own reasons keeps its error.
+    let r = Replay::record(&[&x], |a| Ok(vec![a[0].reshape(&[3])?]));
+    assert!(matches!(r, Err(vkgrad::Error::Op { .. })), "{:?}", r.err());
+}
+
+#[test]
+fn integer_inputs_are_replayed_with_new_values_and_never_read_on_the_host() {
+    let _t = turn();
+    let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]).unwrap();
+    let ids = |v: Vec<u32>| IntTensor::from_vec(v, &[3]).unwrap();
+    // x + labels as f32, on the device.
+    let step = |a: &[Tensor], i: &[IntTensor]| Ok(vec![a[0].add(&i[0].to_f32()?)?]);
+    let (mut r, first) = Replay::record_with_ints(&[&x], &[&ids(vec![1, 2, 3])], step).unwrap();
+    assert_eq!(first[0].to_vec().unwrap(), [2.0, 4.0, 6.0]);
+    let again = r.run_with_ints(&[&x], &[&ids(vec![10, 0, 7])]).unwrap();
+    assert_eq!(again[0].to_vec().unwrap(), [11.0, 2.0, 10.0]);
+    // The recording's copy of the labels has no host values: using them on the host reads
+    // them back, which is refused (rather than baking this step's labels into the recording).
+    let r = Replay::record_with_ints(&[&x], &[&ids(vec![1, 2, 3])], |a, i| {
+        let host = i[0].to_vec()?;
+        Ok(vec![a[0].add_scalar(host[0] as f32)?])
+    });
+    assert!(
+        matches!(r, Err(vkgrad::Error::NotReplayable(_))),
+        "{:?}",
+        r.err()
+    );
 }

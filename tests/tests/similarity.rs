@@ -182,6 +182,55 @@ proptest! {
     }
 }
 
+/// The positives as device codes (what a step recorded for replay passes) against the same
+/// positives given on the host: the same bits forward and backward, since the tile masks
+/// depend only on which codes are equal.
+fn device_codes_equal_host_positives(c: &Case) -> Result<(), TestCaseError> {
+    let codes = |v: Vec<f32>| Tensor::from_vec(v.clone(), &[v.len()]).unwrap();
+    let device = match c.mode {
+        1 => Positives::Codes(
+            codes(c.index.iter().map(|&j| j as f32).collect()),
+            codes((0..c.p).map(|j| j as f32).collect()),
+        ),
+        2 => Positives::Codes(
+            codes(c.labels_q.iter().map(|&l| l as f32).collect()),
+            codes(c.labels_k.iter().map(|&l| l as f32).collect()),
+        ),
+        _ => return Ok(()),
+    };
+    let run = |positives: Positives| {
+        let q = Tensor::from_slice(&c.q, &[c.m, c.d])
+            .unwrap()
+            .requires_grad();
+        let k = Tensor::from_slice(&c.k, &[c.p, c.d])
+            .unwrap()
+            .requires_grad();
+        let o = SimilarityLse {
+            positives,
+            ..c.op()
+        };
+        let y = q.similarity_lse(&k, None, &o).unwrap();
+        y.backward_with(&gpu(&probe(&[c.m, 4], 0.3))).unwrap();
+        [
+            y.to_vec().unwrap(),
+            q.grad().unwrap().to_vec().unwrap(),
+            k.grad().unwrap().to_vec().unwrap(),
+        ]
+        .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+    };
+    prop_assert_eq!(run(device), run(c.op().positives));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(32))]
+
+    #[test]
+    fn positives_as_device_codes_equal_host_positives(c in case()) {
+        device_codes_equal_host_positives(&c)?;
+    }
+}
+
 /// Every key excluded but one, rows without positives, one key, large τ range: exact edges.
 #[test]
 fn edges_are_finite_where_defined_and_minus_infinity_where_empty() {

@@ -387,6 +387,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         INTERRUPTS.load(Ordering::SeqCst) == 0
     })?;
     pb.finish_and_clear();
+    if let Some(s) = t.replay_summary().filter(|_| leader) {
+        eprintln!("{s}");
+    }
     if world.size() > 1 && leader {
         // Measured, for docs/distributed.md's scaling model.
         eprintln!(

@@ -320,13 +320,16 @@ impl Context {
                 P::KERNELS
             )));
         }
-        if kernel == Kernel::Random && lock(&self.rec).capturing() {
-            // Its seed is a push constant: every replay would draw the same numbers.
-            return Err(Error::Other(
-                "a random op inside a step recorded for replay would draw the same numbers at \
-                 every replay: draw them before the step and pass them in as inputs"
-                    .into(),
-            ));
+        if kernel == Kernel::Random {
+            let mut rec = lock(&self.rec);
+            if rec.capturing() {
+                // Its seed is a push constant: every replay would draw the same numbers.
+                return Err(rec.refuse(
+                    "a random op inside a step recorded for replay would draw the same numbers \
+                     at every replay: draw them before the step and pass them in as inputs"
+                        .into(),
+                ));
+            }
         }
         let pipeline = self.pipeline(kernel, spec)?;
         self.record(
@@ -707,6 +710,16 @@ impl Context {
     /// [`Context::end_capture`] the commands are recorded, not run.
     pub(crate) fn begin_capture(&self) -> Result<()> {
         lock(&self.rec).begin_capture()
+    }
+
+    /// Whether this thread is recording a step for replay (values cannot be read back).
+    pub(crate) fn capturing(&self) -> bool {
+        lock(&self.rec).capturing()
+    }
+
+    /// Why the step being recorded cannot be replayed, once something it did was refused.
+    pub(crate) fn capture_refusal(&self) -> Option<String> {
+        lock(&self.rec).refusal()
     }
 
     /// Ends the recording; `keep` false drops it (the step failed).

@@ -57,6 +57,9 @@ struct Capture {
     staging: Vec<Subbuffer<[u8]>>,
     /// Every buffer a command touched, pinned (kept out of the pool) while the recording lives.
     buffers: HashMap<u64, Arc<DeviceBuffer>>,
+    /// Why the step cannot be recorded, once something it did was refused (a read-back, a
+    /// random draw): however a plugin wraps the error, the caller learns it was this.
+    refused: Option<String>,
     /// The slot's hazard sets, put back when the capture ends.
     saved: (HashSet<u64>, HashSet<u64>),
     commands: usize,
@@ -186,6 +189,7 @@ impl Recorder {
             thread: std::thread::current().id(),
             staging: Vec::new(),
             buffers: HashMap::new(),
+            refused: None,
             saved,
             commands: 0,
         });
@@ -317,15 +321,29 @@ impl Recorder {
         self.capture.is_some()
     }
 
-    fn check_not_capturing(&self, what: &str) -> Result<()> {
-        match &self.capture {
-            Some(_) => Err(Error::Other(format!(
-                "cannot {what} while a step is being recorded for replay: a replayed step runs \
-                 without its host code, so it may not read values back or wait for the device \
-                 (read its outputs after it)"
-            ))),
-            None => Ok(()),
+    fn check_not_capturing(&mut self, what: &str) -> Result<()> {
+        if self.capture.is_none() {
+            return Ok(());
         }
+        Err(self.refuse(format!(
+            "cannot {what} while a step is being recorded for replay: a replayed step runs \
+             without its host code, so it may not read values back or wait for the device \
+             (read its outputs after it)"
+        )))
+    }
+
+    /// Refuses something the step being recorded did: notes why (see [`Recorder::refusal`])
+    /// and returns the error to give back.
+    pub fn refuse(&mut self, why: String) -> Error {
+        if let Some(c) = &mut self.capture {
+            c.refused.get_or_insert_with(|| why.clone());
+        }
+        Error::Other(why)
+    }
+
+    /// Why the step being recorded cannot be replayed, if something it did was refused.
+    pub fn refusal(&self) -> Option<String> {
+        self.capture.as_ref().and_then(|c| c.refused.clone())
     }
 
     /// Begins the command buffer if needed and inserts a barrier if `accesses` conflict with

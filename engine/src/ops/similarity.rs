@@ -39,6 +39,11 @@ pub enum Positives {
     Index(Vec<u32>),
     /// Every allowed key whose label equals the query's: (query labels [M], key labels [P]).
     Labels(Vec<u32>, Vec<u32>),
+    /// Every allowed key whose code equals the query's, with the codes on the device: (query
+    /// codes [M], key codes [P]), f32 values compared for equality (labels below 2^24, or the
+    /// positive index per query against 0..P). Nothing is read back, so a step recorded for
+    /// replay can take its positives from its inputs; the host forms above are validated.
+    Codes(Tensor, Tensor),
 }
 
 /// The options of `similarity_lse`.
@@ -55,11 +60,39 @@ pub struct SimilarityLse {
 
 const OP: &str = "similarity_lse";
 
-/// Positives as small f32 vectors the tile masks are built from: (query keys, key keys),
-/// compared for equality. Labels are renumbered densely first so f32 compares them exactly.
+/// The codes the tile masks are built from: (query codes [M], key codes [P]), compared for
+/// equality. Host labels are renumbered densely first so f32 compares them exactly.
+fn codes(p: &Positives, m: usize, n_keys: usize) -> Result<Option<(Tensor, Tensor)>> {
+    if let Positives::Codes(q, k) = p {
+        if q.numel() != m || k.numel() != n_keys {
+            return Err(Error::op(
+                OP,
+                format!(
+                    "query codes {:?} and key codes {:?} for {m} queries and {n_keys} keys",
+                    q.shape(),
+                    k.shape()
+                ),
+            ));
+        }
+        return Ok(Some((
+            q.detach().reshape(&[m])?,
+            k.detach().reshape(&[n_keys])?,
+        )));
+    }
+    keys(p, m, n_keys)?
+        .map(|(kq, kk)| -> Result<_> {
+            Ok((
+                Tensor::from_vec(kq, &[m])?,
+                Tensor::from_vec(kk, &[n_keys])?,
+            ))
+        })
+        .transpose()
+}
+
+/// Host positives as small f32 vectors: (query keys, key keys).
 fn keys(p: &Positives, m: usize, n_keys: usize) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
     match p {
-        Positives::None => Ok(None),
+        Positives::None | Positives::Codes(..) => Ok(None),
         Positives::Index(idx) => {
             if idx.len() != m {
                 return Err(Error::op(
@@ -254,14 +287,7 @@ impl Tensor {
                 format!("exclude_self pairs query i with key i: {m} queries but {n_keys} keys"),
             ));
         }
-        let codes = keys(&o.positives, m, n_keys)?
-            .map(|(kq, kk)| -> Result<_> {
-                Ok((
-                    Tensor::from_vec(kq, &[m])?,
-                    Tensor::from_vec(kk, &[n_keys])?,
-                ))
-            })
-            .transpose()?;
+        let codes = codes(&o.positives, m, n_keys)?;
         let tiles = Tiles {
             q: q.detach(),
             k: p.detach(),

@@ -403,6 +403,14 @@ fn ids(st: &CallState, h: Handle, what: &str) -> Result<Vec<u32>> {
     }
 }
 
+/// Positive codes on the device: an f32 tensor's values, an integer tensor's as f32.
+fn codes(st: &CallState, h: Handle) -> Result<Tensor> {
+    match st.get(h)? {
+        Held::I(t) => t.to_f32(),
+        Held::F(t) => Ok(t.clone()),
+    }
+}
+
 /// `similarity_lse`: inputs q, k, then the positives (`index`: one tensor [M]; `labels`: query
 /// labels [M] and key labels [P]), then the external positive logits [M] if `external`.
 fn similarity_lse(st: &CallState, h: &[Handle], a: &Value) -> Result<Held> {
@@ -422,7 +430,17 @@ fn similarity_lse(st: &CallState, h: &[Handle], a: &Value) -> Result<Held> {
             h.len()
         )));
     }
+    // While a step is recorded for replay the positives stay on the device (reading them back
+    // is refused there, and their values change at every replay): the same equality of codes,
+    // unvalidated; otherwise they are read and checked on the host.
+    let capturing = crate::device::context()?.capturing();
     let positives = match positives {
+        "index" if capturing => {
+            let n_keys = st.f(h[1])?.shape().first().copied().unwrap_or(0);
+            let keys: Vec<f32> = (0..n_keys).map(|j| j as f32).collect();
+            crate::Positives::Codes(codes(st, h[2])?, Tensor::from_vec(keys, &[n_keys])?)
+        }
+        "labels" if capturing => crate::Positives::Codes(codes(st, h[2])?, codes(st, h[3])?),
         "index" => crate::Positives::Index(ids(st, h[2], "positive indices")?),
         "labels" => {
             crate::Positives::Labels(ids(st, h[2], "query labels")?, ids(st, h[3], "key labels")?)

@@ -5,9 +5,10 @@
 //!
 //! The files: `config` (the settings), `defaults` (data-dependent component options), `model`
 //! (a plugin encoder with its parameters), `eval` (kNN and probes), this file (building a run
-//! and one step), `fit` (the epoch loop), `persist` (checkpoint ↔ trainer), `checkpoint`
-//! (the file format and its integrity), `logs` (metrics and step logs), `files` (atomic
-//! writes and fault injection), `rundir` (who owns a run folder), `report` (the final scores).
+//! and one step), `replayed` (a step's device work recorded once and replayed), `fit` (the
+//! epoch loop), `persist` (checkpoint ↔ trainer), `checkpoint` (the file format and its
+//! integrity), `logs` (metrics and step logs), `files` (atomic writes and fault injection),
+//! `rundir` (who owns a run folder), `report` (the final scores).
 
 pub mod checkpoint;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod logs;
 pub mod model;
 pub mod parallel;
 mod persist;
+mod replayed;
 pub mod report;
 pub mod rundir;
 
@@ -85,6 +87,9 @@ pub struct Trainer {
     lock: Option<rundir::RunLock>,
     /// A data-parallel rank other than 0: trains in step with rank 0 and writes nothing.
     follower: bool,
+    /// The recorded step, replayed while the shapes stay (`replayed.rs`).
+    replayed: replayed::State,
+    replay_counts: replayed::Counts,
 }
 
 impl Trainer {
@@ -243,6 +248,8 @@ impl Trainer {
             train_idx,
             lock: None,
             follower: false,
+            replayed: replayed::State::default(),
+            replay_counts: replayed::Counts::default(),
         })
     }
 
@@ -307,7 +314,7 @@ impl Trainer {
             Some(chunk) if self.predictor.is_none() => {
                 self.grad_cache_backward(&both, &y, b, chunk)?
             }
-            _ => self.plain_backward(&both, &y, b)?,
+            _ => self.backward_maybe_replayed(&both, &y, b)?,
         };
         self.average_gradients()?;
         self.update(loss)

@@ -89,6 +89,11 @@ impl Module {
         Ok(y)
     }
 
+    /// The indices of the buffers and of the learnable parameters in `params`, each in order.
+    pub fn slots(&self) -> (Vec<usize>, Vec<usize>) {
+        (0..self.specs.len()).partition(|&i| self.specs[i].buffer)
+    }
+
     /// The learnable parameters, for the optimiser.
     pub fn trainable_mut(&mut self) -> Vec<&mut Tensor> {
         self.params

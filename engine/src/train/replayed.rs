@@ -1,0 +1,236 @@
+//! Replayed training steps (the execution model's replay, `crate::replay`): the device work
+//! of a step — the networks' forward passes, the loss and the whole backward pass — is
+//! recorded once and re-submitted at every later step of the same shapes, so the host does not
+//! record those ops again (no op calls, plugin calls, shape checks, fusion or descriptor
+//! writes; on a GPU the host's recording is what bounds a small model's step).
+//!
+//! The replayed segment's inputs are the two views and the labels, and every parameter and
+//! buffer of the networks (copied in each step); its outputs are the loss, the trainable
+//! parameters' gradients and the batch-norm buffers' updates (copied out). What changes from
+//! step to step on the host stays outside it: the augmentation (its random draws), the
+//! optimiser (the learning rate of the schedule, Adam's step count), BYOL's EMA (τ), the
+//! read-back of the loss. A replayed step computes the same bits as the step run op by op
+//! (`engine/tests/train.rs` compares whole runs); `VKGRAD_REPLAY=0` runs every step op by op.
+//!
+//! Not replayed (the steps run op by op, with a note on stderr saying why): a loss that keeps
+//! state between calls (MoCo's queue: its host code must run every step), a component that reads
+//! values back or draws random numbers inside the step, GradCache, and data-parallel runs
+//! (their collectives are host work inside the step).
+
+use super::Trainer;
+use crate::error::{Error, Result};
+use crate::replay::Replay;
+use crate::tensor::{IntTensor, Shape, Tensor};
+
+/// Whether training steps are replayed (`VKGRAD_REPLAY`, default on).
+fn replay_enabled() -> bool {
+    std::env::var("VKGRAD_REPLAY").map_or(true, |v| v.trim() != "0")
+}
+
+/// A recorded step and what its outputs are.
+pub(super) struct StepReplay {
+    replay: Replay,
+    /// The shapes of the views and the labels it was recorded for.
+    shapes: (Shape, Shape),
+    /// Per trainable parameter (in the optimiser's order): whether the step gives it a
+    /// gradient (the same at every replay: the graph is the recorded one).
+    grads: Vec<bool>,
+}
+
+/// Steps run through a recording in this process: (recorded, replayed).
+#[derive(Default, Clone, Copy)]
+pub struct Counts {
+    pub recorded: u64,
+    pub replayed: u64,
+}
+
+/// Where a run stands with replay.
+#[derive(Default)]
+pub(super) enum State {
+    /// Not recorded yet (or the shapes changed).
+    #[default]
+    Unrecorded,
+    Recorded(Box<StepReplay>),
+    /// Steps run op by op (disabled, or the step cannot be replayed).
+    Off,
+}
+
+impl Trainer {
+    /// What replay did in this process: `None` when no step ran through a recording.
+    pub fn replay_summary(&self) -> Option<String> {
+        let c = self.replay_counts;
+        (c.recorded > 0).then(|| {
+            format!(
+                "execution: {} steps replayed, {} recorded (VKGRAD_REPLAY=0 runs them op by op)",
+                c.replayed, c.recorded
+            )
+        })
+    }
+
+    /// Whether this step may be replayed; the first time a run cannot, says why on stderr.
+    fn replayable(&mut self) -> Result<bool> {
+        if matches!(self.replayed, State::Off) {
+            return Ok(false);
+        }
+        let why = if !replay_enabled() {
+            None // asked for: nothing to say
+        } else if self.cfg.grad_cache.is_some() {
+            Some("GradCache runs the batch in chunks with host work between them".to_string())
+        } else if crate::dist::world().size() > 1 {
+            Some("data-parallel steps exchange values between ranks inside the step".into())
+        } else if self.loss.save_state()?.is_some() {
+            Some(format!(
+                "the loss {} keeps state between steps, which its host code updates",
+                self.cfg.loss
+            ))
+        } else {
+            return Ok(true);
+        };
+        if let Some(why) = why {
+            eprintln!("note: training steps run op by op, not replayed: {why}");
+        }
+        self.replayed = State::Off;
+        Ok(false)
+    }
+
+    /// Every network's parameter list, in the order the recording takes them: encoder, head,
+    /// predictor, target encoder, target head.
+    fn networks_mut(&mut self) -> Vec<&mut Vec<Tensor>> {
+        let mut v = vec![&mut self.encoder.params, &mut self.head.params];
+        if let Some(p) = &mut self.predictor {
+            v.push(&mut p.params);
+        }
+        if let Some((te, th)) = &mut self.target {
+            v.push(&mut te.params);
+            v.push(&mut th.params);
+        }
+        v
+    }
+
+    /// The online networks (whose buffers a training forward updates) with their buffer and
+    /// trainable slots.
+    fn online_slots(&self) -> Vec<(Vec<usize>, Vec<usize>)> {
+        let mut v = vec![self.encoder.slots(), self.head.slots()];
+        if let Some(p) = &self.predictor {
+            v.push(p.slots());
+        }
+        v
+    }
+
+    /// Puts `lists` in place of the networks' parameter lists and returns the old ones.
+    fn swap_networks(&mut self, lists: Vec<Vec<Tensor>>) -> Vec<Vec<Tensor>> {
+        self.networks_mut()
+            .into_iter()
+            .zip(lists)
+            .map(|(slot, l)| std::mem::replace(slot, l))
+            .collect()
+    }
+
+    /// The step's forward and backward pass, replayed where it can be (see the module's
+    /// comment), else run op by op: the loss, with every trainable parameter's gradient set
+    /// and the networks' buffers updated, as [`Trainer::plain_backward`] leaves them.
+    pub(super) fn backward_maybe_replayed(
+        &mut self,
+        both: &Tensor,
+        y: &IntTensor,
+        b: usize,
+    ) -> Result<Tensor> {
+        if !self.replayable()? {
+            return self.plain_backward(both, y, b);
+        }
+        let shapes: (Shape, Shape) = (both.shape().into(), y.shape().into());
+        let params: Vec<Tensor> = self
+            .networks_mut()
+            .into_iter()
+            .flat_map(|l| l.iter().cloned())
+            .collect();
+        let mut inputs: Vec<&Tensor> = vec![both];
+        inputs.extend(&params);
+        let (grads, outputs) = match std::mem::take(&mut self.replayed) {
+            State::Recorded(mut r) if r.shapes == shapes => {
+                let out = r.replay.run_with_ints(&inputs, &[y])?;
+                let grads = r.grads.clone();
+                self.replay_counts.replayed += 1;
+                self.replayed = State::Recorded(r);
+                (grads, out)
+            }
+            _ => match self.record(&inputs, y, b, shapes) {
+                Ok(r) => r,
+                Err(Error::NotReplayable(why)) => {
+                    eprintln!("note: training steps run op by op, not replayed: {why}");
+                    self.replayed = State::Off;
+                    return self.plain_backward(both, y, b);
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        self.apply(&grads, outputs)
+    }
+
+    /// Records the step on private copies of `inputs` (views, then every network's
+    /// parameters) and the labels; returns the gradient mask and the first run's outputs.
+    fn record(
+        &mut self,
+        inputs: &[&Tensor],
+        y: &IntTensor,
+        b: usize,
+        shapes: (Shape, Shape),
+    ) -> Result<(Vec<bool>, Vec<Tensor>)> {
+        let sizes: Vec<usize> = self.networks_mut().iter().map(|l| l.len()).collect();
+        let online = self.online_slots();
+        let mut grads = Vec::new();
+        let (replay, outputs) = Replay::record_with_ints(inputs, &[y], |x, ints| {
+            // The networks run on the recording's private copies of their parameters.
+            let mut lists = Vec::with_capacity(sizes.len());
+            let mut at = 1;
+            for &n in &sizes {
+                lists.push(x[at..at + n].to_vec());
+                at += n;
+            }
+            let saved = self.swap_networks(lists);
+            let run = self.plain_backward(&x[0], &ints[0], b);
+            let used = self.swap_networks(saved);
+            let loss = run?;
+            let mut out = vec![loss.detach()];
+            for (list, (buffers, trainable)) in used.iter().zip(&online) {
+                for &i in trainable {
+                    let g = list[i].grad();
+                    grads.push(g.is_some());
+                    out.extend(g);
+                }
+                out.extend(buffers.iter().map(|&i| list[i].clone()));
+            }
+            Ok(out)
+        })?;
+        self.replay_counts.recorded += 1;
+        self.replayed = State::Recorded(Box::new(StepReplay {
+            replay,
+            shapes,
+            grads: grads.clone(),
+        }));
+        Ok((grads, outputs))
+    }
+
+    /// Sets the gradients and buffers from a replay's outputs; returns the loss.
+    fn apply(&mut self, grads: &[bool], outputs: Vec<Tensor>) -> Result<Tensor> {
+        let online = self.online_slots();
+        let mut out = outputs.into_iter();
+        let short = || Error::Other("a replayed step returned fewer outputs than recorded".into());
+        let loss = out.next().ok_or_else(short)?;
+        let mut has_grad = grads.iter();
+        for (list, (buffers, trainable)) in self.networks_mut().into_iter().zip(&online) {
+            for &i in trainable {
+                let g = if *has_grad.next().ok_or_else(short)? {
+                    Some(out.next().ok_or_else(short)?)
+                } else {
+                    None
+                };
+                list[i].set_grad(g);
+            }
+            for &i in buffers {
+                list[i] = out.next().ok_or_else(short)?;
+            }
+        }
+        Ok(loss)
+    }
+}
