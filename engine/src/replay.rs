@@ -13,7 +13,7 @@
 //! seed is baked in: draw them outside and pass them in); both are errors while recording.
 //! A replayed step computes bit-identically to running it again (`tests/tests/replay.rs`).
 
-use crate::device::{context, Recorded};
+use crate::device::{context, Context, Recorded};
 use crate::error::{Error, Result};
 use crate::tensor::{IntTensor, Shape, Tensor};
 
@@ -66,6 +66,7 @@ impl Replay {
             .map(|t| int_copy_of(t))
             .collect::<Result<Vec<_>>>()?;
         ctx.begin_capture()?;
+        let capture = CaptureGuard(Some(ctx));
         let run = (|| {
             let outputs = step(&private, &private_ints)?;
             for o in &outputs {
@@ -77,14 +78,14 @@ impl Replay {
             Ok(o) => o,
             Err(e) => {
                 let refused = ctx.capture_refusal();
-                ctx.end_capture(false)?;
+                capture.end(false)?;
                 return Err(match refused {
                     Some(why) => Error::NotReplayable(why),
                     None => e,
                 });
             }
         };
-        let recorded = ctx.end_capture(true)?;
+        let recorded = capture.end(true)?;
         let mut replay = Replay {
             inputs: private,
             ints: private_ints,
@@ -160,6 +161,29 @@ impl Replay {
             ctx.submit_recorded(r)?;
         }
         self.outputs.iter().map(copy_of).collect()
+    }
+}
+
+/// Ends a recording however the step being recorded leaves (a panic in a plugin included), so
+/// other threads' device work, which waits while a step is recorded, is never left waiting.
+struct CaptureGuard<'a>(Option<&'a Context>);
+
+impl CaptureGuard<'_> {
+    fn end(mut self, keep: bool) -> Result<Option<Recorded>> {
+        match self.0.take() {
+            Some(ctx) => ctx.end_capture(keep),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for CaptureGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.0.take() {
+            // Only reached while unwinding from a panic, which is what the caller will see;
+            // the recording is dropped either way.
+            let _ = ctx.end_capture(false);
+        }
     }
 }
 

@@ -305,3 +305,68 @@ fn integer_inputs_are_replayed_with_new_values_and_never_read_on_the_host() {
         r.err()
     );
 }
+
+#[test]
+fn device_work_on_another_thread_waits_for_a_recording_to_end() {
+    let _t = turn();
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    let step_done = Arc::new(AtomicBool::new(false));
+    let (started, wait_start) = mpsc::channel::<()>();
+    let other = {
+        let step_done = step_done.clone();
+        std::thread::spawn(move || {
+            wait_start.recv().unwrap();
+            // Uploaded, computed and read back while the main thread is recording: none of it
+            // may land in the recording, so it runs once the recording has ended.
+            let v = Tensor::from_vec(vec![1.0, 2.0], &[2])
+                .and_then(|a| a.add_scalar(1.0))
+                .and_then(|a| a.to_vec());
+            (v, step_done.load(Ordering::SeqCst))
+        })
+    };
+    let x = Tensor::from_vec(vec![3.0, 4.0], &[2]).unwrap();
+    let (mut r, first) = Replay::record(&[&x], |a| {
+        let y = a[0].mul_scalar(2.0)?;
+        started.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let z = y.add_scalar(1.0)?;
+        step_done.store(true, Ordering::SeqCst);
+        Ok(vec![z])
+    })
+    .unwrap();
+    let (v, after_the_recording) = other.join().unwrap();
+    assert_eq!(v.unwrap(), [2.0, 3.0]);
+    assert!(
+        after_the_recording,
+        "the other thread ran during the recording"
+    );
+    assert_eq!(first[0].to_vec().unwrap(), [7.0, 9.0]);
+    let again = r
+        .run(&[&Tensor::from_vec(vec![1.0, 0.0], &[2]).unwrap()])
+        .unwrap();
+    assert_eq!(again[0].to_vec().unwrap(), [3.0, 1.0]);
+}
+
+#[test]
+fn a_step_that_panics_while_recording_leaves_the_device_to_everyone() {
+    let _t = turn();
+    let x = Tensor::from_vec(vec![1.0, 2.0], &[2]).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Replay::record(&[&x], |a| -> vkgrad::Result<Vec<Tensor>> {
+            a[0].exp()?.realize()?;
+            panic!("a step panics while it is recorded");
+        })
+    }));
+    assert!(panicked.is_err());
+    // Another thread's work would wait forever if the recording had not ended.
+    let v = std::thread::spawn(|| {
+        Tensor::from_vec(vec![5.0], &[1])
+            .and_then(|a| a.mul_scalar(2.0))
+            .and_then(|a| a.to_vec())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(v.unwrap(), [10.0]);
+    assert_eq!(x.mul_scalar(3.0).unwrap().to_vec().unwrap(), [3.0, 6.0]);
+}

@@ -12,7 +12,7 @@ use serde::Serialize;
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
 use vulkano::device::{
     Device, DeviceCreateInfo, DeviceExtensions, Queue, QueueCreateInfo, QueueFlags,
@@ -33,6 +33,9 @@ pub struct Context {
     /// Pipelines of kernels generated at run time, by source (`device/runtime.rs`).
     generated: Mutex<HashMap<String, Arc<Pipeline>>>,
     rec: Mutex<Recorder>,
+    /// Signalled when a recording for replay ends: other threads' device work waits for it
+    /// (see [`Context::rec`]).
+    capture_ended: Condvar,
     /// What kernel choice needs to know about the device (`device/caps.rs`).
     pub caps: super::caps::Caps,
     /// The largest range one storage-buffer binding may cover, and the most texels a texel
@@ -256,6 +259,7 @@ impl Context {
             pipelines: Mutex::new(HashMap::new()),
             generated: Mutex::new(HashMap::new()),
             rec: Mutex::new(rec),
+            capture_ended: Condvar::new(),
             caps,
             max_storage_range,
             max_texels,
@@ -321,7 +325,7 @@ impl Context {
             )));
         }
         if kernel == Kernel::Random {
-            let mut rec = lock(&self.rec);
+            let mut rec = self.rec();
             if rec.capturing() {
                 // Its seed is a push constant: every replay would draw the same numbers.
                 return Err(rec.refuse(
@@ -493,7 +497,7 @@ impl Context {
             })
             .collect();
         let fns = self.device.fns();
-        let mut rec = lock(&self.rec);
+        let mut rec = self.rec();
         let cb = rec.prepare(&accesses)?;
         unsafe {
             (fns.v1_0.cmd_bind_pipeline)(
@@ -555,7 +559,7 @@ impl Context {
 
     /// Fills `bytes` of `dst` with a repeated 32-bit pattern.
     pub(crate) fn fill(&self, dst: &Storage, bits: u32) -> Result<()> {
-        let mut rec = lock(&self.rec);
+        let mut rec = self.rec();
         let cb = rec.prepare(&[Access {
             buf: &dst.buf,
             write: true,
@@ -611,7 +615,7 @@ impl Context {
             .write()
             .map_err(|e| Error::vulkan("writing a staging buffer", e))?
             .copy_from_slice(data);
-        let mut rec = lock(&self.rec);
+        let mut rec = self.rec();
         let cb = rec.prepare(&[Access {
             buf: &st.buf,
             write: true,
@@ -645,7 +649,7 @@ impl Context {
             bytes,
         )?;
         {
-            let mut rec = lock(&self.rec);
+            let mut rec = self.rec();
             // The staging buffer is fresh, so only the source read needs tracking.
             let cb = rec.prepare(&[Access {
                 buf: &src.buf,
@@ -678,7 +682,7 @@ impl Context {
         if bytes == 0 {
             return Ok(());
         }
-        let mut rec = lock(&self.rec);
+        let mut rec = self.rec();
         let cb = rec.prepare(&[
             Access {
                 buf: &src.buf,
@@ -706,35 +710,52 @@ impl Context {
         Ok(())
     }
 
+    /// The recorder, once no other thread is recording a step for replay: a recording holds
+    /// the commands of its own thread only, so device work from other threads (a test beside
+    /// it, a loader thread) waits until it ends rather than landing in it or failing.
+    fn rec(&self) -> MutexGuard<'_, Recorder> {
+        let me = std::thread::current().id();
+        let mut rec = lock(&self.rec);
+        while rec.capture_thread().is_some_and(|t| t != me) {
+            rec = self
+                .capture_ended
+                .wait(rec)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        rec
+    }
+
     /// Starts recording a step for replay on this thread (`replay.rs`): until
     /// [`Context::end_capture`] the commands are recorded, not run.
     pub(crate) fn begin_capture(&self) -> Result<()> {
-        lock(&self.rec).begin_capture()
+        self.rec().begin_capture()
     }
 
     /// Whether this thread is recording a step for replay (values cannot be read back).
     pub(crate) fn capturing(&self) -> bool {
-        lock(&self.rec).capturing()
+        self.rec().capturing()
     }
 
     /// Why the step being recorded cannot be replayed, once something it did was refused.
     pub(crate) fn capture_refusal(&self) -> Option<String> {
-        lock(&self.rec).refusal()
+        self.rec().refusal()
     }
 
     /// Ends the recording; `keep` false drops it (the step failed).
     pub(crate) fn end_capture(&self, keep: bool) -> Result<Option<Recorded>> {
-        lock(&self.rec).end_capture(keep)
+        let ended = self.rec().end_capture(keep);
+        self.capture_ended.notify_all();
+        ended
     }
 
     /// Submits a recorded step after everything recorded so far (not waiting for it).
     pub(crate) fn submit_recorded(&self, r: &mut Recorded) -> Result<()> {
-        lock(&self.rec).submit_recorded(r)
+        self.rec().submit_recorded(r)
     }
 
     /// Frees a recorded step when its work is done.
     pub(crate) fn release_recorded(&self, r: Recorded) {
-        lock(&self.rec).release(r)
+        self.rec().release(r)
     }
 
     /// (maxStorageBufferRange in bytes, maxTexelBufferElements): the largest tensor an op can
@@ -745,7 +766,7 @@ impl Context {
 
     /// Submits everything recorded and waits for it.
     pub fn sync(&self) -> Result<()> {
-        lock(&self.rec).flush()
+        self.rec().flush()
     }
 
     /// Device buffers created since start; reusing a pooled buffer creates none.
@@ -756,6 +777,6 @@ impl Context {
 
     /// Dispatch, barrier and submit counters since start.
     pub fn stats(&self) -> Stats {
-        lock(&self.rec).stats
+        self.rec().stats
     }
 }

@@ -321,6 +321,11 @@ impl Recorder {
         self.capture.is_some()
     }
 
+    /// The thread recording a step for replay, if one is.
+    pub fn capture_thread(&self) -> Option<ThreadId> {
+        self.capture.as_ref().map(|c| c.thread)
+    }
+
     fn check_not_capturing(&mut self, what: &str) -> Result<()> {
         if self.capture.is_none() {
             return Ok(());
@@ -351,9 +356,10 @@ impl Recorder {
     pub fn prepare(&mut self, accesses: &[Access]) -> Result<vk::CommandBuffer> {
         if let Some(c) = &mut self.capture {
             if c.thread != std::thread::current().id() {
+                // `Context::rec` makes other threads wait for the recording to end.
                 return Err(Error::Other(
-                    "another thread is recording a step for replay; device work from other \
-                     threads waits until it ends (record steps while no other thread computes)"
+                    "internal error: another thread's command reached a step being recorded \
+                     for replay"
                         .into(),
                 ));
             }

@@ -42,6 +42,8 @@ pub(super) struct StepReplay {
 pub struct Counts {
     pub recorded: u64,
     pub replayed: u64,
+    /// Commands (dispatches, copies, fills) in the last recording.
+    pub commands: usize,
 }
 
 /// Where a run stands with replay.
@@ -61,8 +63,9 @@ impl Trainer {
         let c = self.replay_counts;
         (c.recorded > 0).then(|| {
             format!(
-                "execution: {} steps replayed, {} recorded (VKGRAD_REPLAY=0 runs them op by op)",
-                c.replayed, c.recorded
+                "execution: {} steps replayed, {} recorded ({} device commands per step's \
+                 forward and backward; VKGRAD_REPLAY=0 runs them op by op)",
+                c.replayed, c.recorded, c.commands
             )
         })
     }
@@ -203,6 +206,7 @@ impl Trainer {
             Ok(out)
         })?;
         self.replay_counts.recorded += 1;
+        self.replay_counts.commands = replay.commands();
         self.replayed = State::Recorded(Box::new(StepReplay {
             replay,
             shapes,
