@@ -285,6 +285,30 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
         assert_eq!(steps(&a), steps(&b), "{method}: per-step losses");
         same_checkpoints(&a, &b);
     }
+    // A profile times each kernel as it runs, so a profiled run is not replayed and its
+    // profile holds the step's kernels (a replayed step's would be missing from it).
+    let cfg = small_config(&dir, "epochs = 1");
+    let out = dir.join("profiled");
+    let (ok, _, err) = vkgrad(
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &[("VKGRAD_PROFILE", "1")],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("not replayed: VKGRAD_PROFILE") && !err.contains("execution:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kernel time") && err.contains("Matmul"),
+        "{err}"
+    );
 }
 
 #[test]

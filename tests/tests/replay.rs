@@ -370,3 +370,61 @@ fn a_step_that_panics_while_recording_leaves_the_device_to_everyone() {
     assert_eq!(v.unwrap(), [10.0]);
     assert_eq!(x.mul_scalar(3.0).unwrap().to_vec().unwrap(), [3.0, 6.0]);
 }
+
+#[test]
+fn a_recording_reuses_the_buffers_it_drops_but_never_one_holding_a_value_from_before_it() {
+    let _t = turn();
+    let ctx = vkgrad::device::context().unwrap();
+    // A chain of 40 same-sized values, each dropped once the next is computed: recorded, it
+    // needs a few buffers, as the chain run op by op does, not one per value.
+    let x = Tensor::from_vec((0..4096).map(|i| i as f32).collect(), &[4096]).unwrap();
+    let chain = |a: &[Tensor]| -> vkgrad::Result<Vec<Tensor>> {
+        let mut v = a[0].clone();
+        for _ in 0..40 {
+            v = v.mul_scalar(0.5)?.add_scalar(1.0)?;
+            v.realize()?;
+        }
+        Ok(vec![v])
+    };
+    // Warm the pool with the chain's sizes, then count what the recording creates.
+    chain(std::slice::from_ref(&x)).unwrap();
+    ctx.sync().unwrap();
+    let before = ctx.buffers_created();
+    let (mut r, first) = Replay::record(&[&x], chain).unwrap();
+    let created = ctx.buffers_created() - before;
+    assert!(
+        created < 10,
+        "{created} buffers created to record a chain of 40"
+    );
+    let eager = chain(std::slice::from_ref(&x)).unwrap();
+    assert_eq!(first[0].to_vec().unwrap(), eager[0].to_vec().unwrap());
+    let y = Tensor::from_vec(vec![3.0; 4096], &[4096]).unwrap();
+    let again = r.run(&[&y]).unwrap();
+    let eager = chain(std::slice::from_ref(&y)).unwrap();
+    assert_eq!(again[0].to_vec().unwrap(), eager[0].to_vec().unwrap());
+
+    // A constant made before the recording and dropped inside it keeps its value for every
+    // replay: its buffer is not handed to a later value of the recording.
+    let mut constant = Some(Tensor::from_vec(vec![5.0; 4096], &[4096]).unwrap());
+    let (mut r, first) = Replay::record(&[&x], |a| {
+        let c = constant.take().expect("recorded once");
+        let y = a[0].add(&c)?;
+        y.realize()?;
+        drop(c);
+        let z = y.mul_scalar(2.0)?;
+        z.realize()?;
+        Ok(vec![z])
+    })
+    .unwrap();
+    let want = |v: &Tensor| -> Vec<f32> {
+        v.to_vec()
+            .unwrap()
+            .iter()
+            .map(|&e| (e + 5.0) * 2.0)
+            .collect()
+    };
+    assert_eq!(first[0].to_vec().unwrap(), want(&x));
+    for _ in 0..2 {
+        assert_eq!(r.run(&[&y]).unwrap()[0].to_vec().unwrap(), want(&y));
+    }
+}

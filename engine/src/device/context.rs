@@ -540,6 +540,12 @@ impl Context {
         Ok(())
     }
 
+    /// Whether each dispatch is timed (`VKGRAD_PROFILE=1`): a step recorded for replay is not
+    /// (its kernels run in one submission), so training runs op by op while profiling.
+    pub fn profiling(&self) -> bool {
+        self.profile.is_some()
+    }
+
     /// With `VKGRAD_PROFILE=1`: dispatch counts and seconds per kernel, slowest first.
     pub fn profile_report(&self) -> Option<String> {
         let p = lock(self.profile.as_ref()?);
@@ -728,7 +734,10 @@ impl Context {
     /// Starts recording a step for replay on this thread (`replay.rs`): until
     /// [`Context::end_capture`] the commands are recorded, not run.
     pub(crate) fn begin_capture(&self) -> Result<()> {
-        self.rec().begin_capture()
+        let mut rec = self.rec();
+        rec.begin_capture()?;
+        lock(&self.pool).begin_capture();
+        Ok(())
     }
 
     /// Whether this thread is recording a step for replay (values cannot be read back).
@@ -743,7 +752,11 @@ impl Context {
 
     /// Ends the recording; `keep` false drops it (the step failed).
     pub(crate) fn end_capture(&self, keep: bool) -> Result<Option<Recorded>> {
-        let ended = self.rec().end_capture(keep);
+        let ended = {
+            let mut rec = self.rec();
+            lock(&self.pool).end_capture();
+            rec.end_capture(keep)
+        };
         self.capture_ended.notify_all();
         ended
     }

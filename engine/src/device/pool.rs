@@ -2,7 +2,7 @@
 //! no device memory after its first iteration.
 
 use crate::error::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use vulkano::buffer::view::{BufferView, BufferViewCreateInfo};
@@ -43,6 +43,21 @@ impl DeviceBuffer {
 #[derive(Default)]
 pub(crate) struct Pool {
     free: HashMap<u64, Vec<Arc<DeviceBuffer>>>,
+    /// While a step is recorded for replay: its own free list (see [`CaptureFree`]).
+    capture: Option<CaptureFree>,
+}
+
+/// The buffers a step being recorded may reuse, as a step run op by op reuses the pool's: those
+/// it took itself during the recording (`born`: its first use in the recording is a write, so a
+/// replay computes their contents before reading them) and then dropped. They stay pinned by the
+/// recording and are taken again only by its thread, in the recording's command order, so each
+/// replay reuses them exactly as the recording did; memory a replay needs is that of the step
+/// run op by op, not one buffer per intermediate value. A buffer that held something from before
+/// the recording (a constant a step reads) is never reused: a replay would read it overwritten.
+struct CaptureFree {
+    thread: std::thread::ThreadId,
+    born: HashSet<u64>,
+    free: HashMap<u64, Vec<Arc<DeviceBuffer>>>,
 }
 
 pub(crate) fn size_class(bytes: u64) -> u64 {
@@ -51,7 +66,48 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 
 impl Pool {
     pub fn take(&mut self, class: u64) -> Option<Arc<DeviceBuffer>> {
+        if let Some(c) = self.capture_here() {
+            if let Some(b) = c.free.get_mut(&class).and_then(|v| v.pop()) {
+                return Some(b);
+            }
+        }
         self.free.get_mut(&class).and_then(|v| v.pop())
+    }
+
+    /// The recording's free list when this thread is recording a step.
+    fn capture_here(&mut self) -> Option<&mut CaptureFree> {
+        let me = std::thread::current().id();
+        self.capture.as_mut().filter(|c| c.thread == me)
+    }
+
+    /// Notes a buffer this thread took while recording a step (see [`CaptureFree`]).
+    fn taken(&mut self, id: u64) {
+        if let Some(c) = self.capture_here() {
+            c.born.insert(id);
+        }
+    }
+
+    /// A pinned buffer was dropped: reused within the recording if the recording took it.
+    fn dropped_pinned(&mut self, class: u64, buf: &Arc<DeviceBuffer>) {
+        if let Some(c) = &mut self.capture {
+            if c.born.contains(&buf.id) {
+                c.free.entry(class).or_default().push(buf.clone());
+            }
+        }
+    }
+
+    /// A step starts being recorded on this thread.
+    pub fn begin_capture(&mut self) {
+        self.capture = Some(CaptureFree {
+            thread: std::thread::current().id(),
+            born: HashSet::new(),
+            free: HashMap::new(),
+        });
+    }
+
+    /// The recording ended: its free buffers live on through it (pinned) until it is released.
+    pub fn end_capture(&mut self) {
+        self.capture = None;
     }
     pub fn give(&mut self, class: u64, buf: Arc<DeviceBuffer>) {
         self.free.entry(class).or_default().push(buf);
@@ -73,12 +129,14 @@ pub(crate) struct Storage {
 
 impl Drop for Storage {
     fn drop(&mut self) {
+        let Ok(mut p) = self.pool.lock() else {
+            return;
+        };
         if self.buf.pins.load(Ordering::Acquire) > 0 {
+            p.dropped_pinned(self.class, &self.buf);
             return;
         }
-        if let Ok(mut p) = self.pool.lock() {
-            p.give(self.class, self.buf.clone());
-        }
+        p.give(self.class, self.buf.clone());
     }
 }
 
@@ -112,6 +170,7 @@ pub(crate) fn alloc(
             Err(e) => return Err(e),
         },
     };
+    lock()?.taken(buf.id);
     Ok(Arc::new(Storage {
         buf,
         bytes,

@@ -14,8 +14,8 @@
 //!
 //! Not replayed (the steps run op by op, with a note on stderr saying why): a loss that keeps
 //! state between calls (MoCo's queue: its host code must run every step), a component that reads
-//! values back or draws random numbers inside the step, GradCache, and data-parallel runs
-//! (their collectives are host work inside the step).
+//! values back or draws random numbers inside the step, GradCache, data-parallel runs (their
+//! collectives are host work inside the step), and `VKGRAD_PROFILE=1` (it times each kernel).
 
 use super::Trainer;
 use crate::error::{Error, Result};
@@ -79,6 +79,12 @@ impl Trainer {
             None // asked for: nothing to say
         } else if self.cfg.grad_cache.is_some() {
             Some("GradCache runs the batch in chunks with host work between them".to_string())
+        } else if crate::device::context()?.profiling() {
+            Some(
+                "VKGRAD_PROFILE times each kernel as it runs; a replayed step's kernels run in \
+                 one submission"
+                    .into(),
+            )
         } else if crate::dist::world().size() > 1 {
             Some("data-parallel steps exchange values between ranks inside the step".into())
         } else if self.loss.save_state()?.is_some() {
