@@ -273,8 +273,9 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
             assert!(ok, "{method}: {err}");
             err
         };
-        let replayed = run(&a, &[]);
-        let eager = run(&b, &[("VKGRAD_REPLAY", "0")]);
+        let replayed = run(&a, &[("VKGRAD_REPLAY", "1")]);
+        // Op by op is the default.
+        let eager = run(&b, &[]);
         // digits has 10 steps of 128 per epoch: one recording, replayed in every later step.
         assert!(
             replayed.contains("execution: 9 steps replayed, 1 recorded"),
@@ -298,7 +299,7 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
             out.to_str().unwrap(),
             "--json",
         ],
-        &[("VKGRAD_PROFILE", "1")],
+        &[("VKGRAD_PROFILE", "1"), ("VKGRAD_REPLAY", "1")],
     );
     assert!(ok, "{err}");
     assert!(
