@@ -29,6 +29,12 @@ impl Sgd {
     /// Updates `params` in place from their gradients (a parameter without one is left as is)
     /// and clears the gradients.
     pub fn step(&mut self, params: &mut [&mut Tensor]) -> Result<()> {
+        let values = per_step(self.begin_step()?)?;
+        self.step_with(&values, params)
+    }
+
+    /// The per-step values of the next update (see [`Optimizer::begin_step`]): `[lr]`.
+    fn begin_step(&mut self) -> Result<Vec<f32>> {
         if !(self.lr.is_finite() && self.momentum.is_finite() && self.weight_decay.is_finite()) {
             return Err(Error::op(
                 "sgd",
@@ -38,6 +44,14 @@ impl Sgd {
                 ),
             ));
         }
+        Ok(vec![self.lr])
+    }
+
+    /// The update, with the per-step values of [`Sgd::begin_step`] as device scalars.
+    fn step_with(&mut self, values: &[Tensor], params: &mut [&mut Tensor]) -> Result<()> {
+        let [lr] = values else {
+            return Err(values_error("sgd", 1, values));
+        };
         self.velocity.resize(params.len(), None);
         no_grad(|| {
             for (p, v) in params.iter_mut().zip(self.velocity.iter_mut()) {
@@ -45,7 +59,7 @@ impl Sgd {
                 if self.weight_decay != 0.0 {
                     g = g.add(&p.mul_scalar(self.weight_decay)?)?;
                 }
-                let step = if self.momentum != 0.0 {
+                let (step, nv) = if self.momentum != 0.0 {
                     let nv = match v.take() {
                         Some(prev) => prev.mul_scalar(self.momentum)?.add(&g)?,
                         None => g.clone(),
@@ -55,15 +69,20 @@ impl Sgd {
                     } else {
                         nv.clone()
                     };
-                    // State is read by the next step: computed once now (`Tensor::realize`).
-                    nv.realize()?;
-                    *v = Some(nv);
-                    s
+                    (s, Some(nv))
                 } else {
-                    g
+                    (g, None)
                 };
-                **p = p.sub(&step.mul_scalar(self.lr)?)?.requires_grad();
-                p.realize()?;
+                **p = p.sub(&step.mul(lr)?)?.requires_grad();
+                // The parameter and the state are read by the next step: computed now, in
+                // one kernel (`Tensor::realize_all`).
+                match &nv {
+                    Some(nv) => Tensor::realize_all(&[nv, p])?,
+                    None => p.realize()?,
+                }
+                if nv.is_some() {
+                    *v = nv;
+                }
             }
             Ok(())
         })
@@ -71,6 +90,10 @@ impl Sgd {
 }
 
 impl Sgd {
+    fn slots(&mut self) -> Vec<&mut Option<Tensor>> {
+        self.velocity.iter_mut().collect()
+    }
+
     /// The momentum buffers, by parameter index (for checkpoints).
     pub fn state(&self) -> Vec<(String, Tensor)> {
         indexed("velocity", &self.velocity)
@@ -92,13 +115,45 @@ fn restore(what: &str, n: usize, get: StateReader) -> Result<Vec<Option<Tensor>>
 
 /// What the training loop needs of an optimiser: one update at a learning rate (the schedule
 /// lives outside), and its state by name for checkpoints.
+///
+/// An update is split in two so it can be replayed (`crate::replay`): [`Optimizer::begin_step`]
+/// computes on the host what changes from step to step (the learning rate, Adam's bias
+/// corrections) and advances the step count; [`Optimizer::update_with`] does the device work
+/// with those values as device scalars, so a recording of it is right at every later step.
+/// `update` is the two together, and computes the same bits.
 pub trait Optimizer {
     /// Updates `params` from their gradients at learning rate `lr`.
-    fn update(&mut self, lr: f32, params: &mut [&mut Tensor]) -> Result<()>;
+    fn update(&mut self, lr: f32, params: &mut [&mut Tensor]) -> Result<()> {
+        let values = per_step(self.begin_step(lr)?)?;
+        self.update_with(&values, params)
+    }
+    /// The next update's per-step values at learning rate `lr` (host arithmetic); counts the
+    /// step.
+    fn begin_step(&mut self, lr: f32) -> Result<Vec<f32>>;
+    /// The update, its per-step values (from `begin_step`) given as rank-0 tensors.
+    fn update_with(&mut self, values: &[Tensor], params: &mut [&mut Tensor]) -> Result<()>;
+    /// Every state slot in a fixed order (for replay: a recorded update reads and writes them
+    /// as inputs and outputs); empty before the first update.
+    fn slots(&mut self) -> Vec<&mut Option<Tensor>>;
     /// The state tensors by name (momentum buffers, moments).
     fn state(&self) -> Vec<(String, Tensor)>;
     /// Restores the state of `n_params` parameters after `steps` updates.
     fn restore(&mut self, n_params: usize, steps: u64, get: StateReader) -> Result<()>;
+}
+
+/// Per-step values as rank-0 device tensors.
+fn per_step(values: Vec<f32>) -> Result<Vec<Tensor>> {
+    values.into_iter().map(Tensor::scalar).collect()
+}
+
+fn values_error(op: &'static str, want: usize, got: &[Tensor]) -> Error {
+    Error::op(
+        op,
+        format!(
+            "the update takes {want} per-step value(s), got {} (a bug in the caller)",
+            got.len()
+        ),
+    )
 }
 
 /// The optimiser a run's config names (`sgd`, `adamw`, `lars`); `None` for another name.
@@ -123,9 +178,15 @@ pub fn by_name(
 macro_rules! optimizer {
     ($t:ty) => {
         impl Optimizer for $t {
-            fn update(&mut self, lr: f32, params: &mut [&mut Tensor]) -> Result<()> {
+            fn begin_step(&mut self, lr: f32) -> Result<Vec<f32>> {
                 self.lr = lr;
-                self.step(params)
+                <$t>::begin_step(self)
+            }
+            fn update_with(&mut self, values: &[Tensor], params: &mut [&mut Tensor]) -> Result<()> {
+                self.step_with(values, params)
+            }
+            fn slots(&mut self) -> Vec<&mut Option<Tensor>> {
+                <$t>::slots(self)
             }
             fn state(&self) -> Vec<(String, Tensor)> {
                 <$t>::state(self)
@@ -180,6 +241,13 @@ impl AdamW {
     }
 
     pub fn step(&mut self, params: &mut [&mut Tensor]) -> Result<()> {
+        let values = per_step(self.begin_step()?)?;
+        self.step_with(&values, params)
+    }
+
+    /// Counts the step; its per-step values: `[lr / c1, 1 / c2, 1 − lr wd]` with the bias
+    /// corrections c1 = 1 − β1^t, c2 = 1 − β2^t.
+    fn begin_step(&mut self) -> Result<Vec<f32>> {
         check_finite(
             "adamw",
             &[
@@ -189,11 +257,23 @@ impl AdamW {
             ],
         )?;
         self.t += 1;
-        self.m.resize(params.len(), None);
-        self.v.resize(params.len(), None);
         let (b1, b2) = self.betas;
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
+        Ok(vec![
+            self.lr / c1,
+            1.0 / c2,
+            1.0 - self.lr * self.weight_decay,
+        ])
+    }
+
+    fn step_with(&mut self, values: &[Tensor], params: &mut [&mut Tensor]) -> Result<()> {
+        let [lr_c1, inv_c2, decay] = values else {
+            return Err(values_error("adamw", 3, values));
+        };
+        self.m.resize(params.len(), None);
+        self.v.resize(params.len(), None);
+        let (b1, b2) = self.betas;
         no_grad(|| {
             for ((p, m), v) in params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
                 let Some(g) = p.grad() else { continue };
@@ -206,20 +286,22 @@ impl AdamW {
                     Some(prev) => prev.mul_scalar(b2)?.add(&g2)?,
                     None => g2,
                 };
-                let denom = nv.mul_scalar(1.0 / c2)?.sqrt()?.add_scalar(self.eps)?;
-                let step = nm.mul_scalar(self.lr / c1)?.div(&denom)?;
-                // The moments are read again next step: each computed once now (one fused
-                // kernel each), then the update reads them (`Tensor::realize`).
-                nm.realize()?;
-                nv.realize()?;
-                let decayed = p.mul_scalar(1.0 - self.lr * self.weight_decay)?;
+                let denom = nv.mul(inv_c2)?.sqrt()?.add_scalar(self.eps)?;
+                let step = nm.mul(lr_c1)?.div(&denom)?;
+                let decayed = p.mul(decay)?;
                 **p = decayed.sub(&step)?.requires_grad();
-                p.realize()?;
+                // The moments and the parameter are read again next step: computed now, in
+                // one kernel that stores all three (`Tensor::realize_all`).
+                Tensor::realize_all(&[&nm, &nv, p])?;
                 *m = Some(nm);
                 *v = Some(nv);
             }
             Ok(())
         })
+    }
+
+    fn slots(&mut self) -> Vec<&mut Option<Tensor>> {
+        self.m.iter_mut().chain(self.v.iter_mut()).collect()
     }
 
     pub fn state(&self) -> Vec<(String, Tensor)> {
@@ -259,6 +341,12 @@ impl Lars {
     }
 
     pub fn step(&mut self, params: &mut [&mut Tensor]) -> Result<()> {
+        let values = per_step(self.begin_step()?)?;
+        self.step_with(&values, params)
+    }
+
+    /// The per-step values of the next update: `[lr]`.
+    fn begin_step(&mut self) -> Result<Vec<f32>> {
         check_finite(
             "lars",
             &[
@@ -268,6 +356,13 @@ impl Lars {
                 ("trust coefficient", self.trust),
             ],
         )?;
+        Ok(vec![self.lr])
+    }
+
+    fn step_with(&mut self, values: &[Tensor], params: &mut [&mut Tensor]) -> Result<()> {
+        let [lr] = values else {
+            return Err(values_error("lars", 1, values));
+        };
         self.velocity.resize(params.len(), None);
         no_grad(|| {
             for (p, v) in params.iter_mut().zip(self.velocity.iter_mut()) {
@@ -290,13 +385,16 @@ impl Lars {
                     Some(prev) => prev.mul_scalar(self.momentum)?.add(&g)?,
                     None => g,
                 };
-                nv.realize()?;
-                **p = p.sub(&nv.mul_scalar(self.lr)?)?.requires_grad();
-                p.realize()?;
+                **p = p.sub(&nv.mul(lr)?)?.requires_grad();
+                Tensor::realize_all(&[&nv, p])?;
                 *v = Some(nv);
             }
             Ok(())
         })
+    }
+
+    fn slots(&mut self) -> Vec<&mut Option<Tensor>> {
+        self.velocity.iter_mut().collect()
     }
 
     pub fn state(&self) -> Vec<(String, Tensor)> {

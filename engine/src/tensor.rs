@@ -283,6 +283,14 @@ impl Tensor {
         self.storage().map(|_| ())
     }
 
+    /// Computes several tensors' values now, pending ones of one shape in one kernel that
+    /// writes each (an optimiser's new parameter and state: a moment the parameter's update
+    /// reads is computed once, and stored). The same values as `realize` on each.
+    pub fn realize_all(ts: &[&Tensor]) -> Result<()> {
+        let values: Vec<&Arc<Value>> = ts.iter().map(|t| &t.0.value).collect();
+        crate::lazy::compute_together(&values)
+    }
+
     /// The values and the shape they are read as, for recording an elementwise op.
     pub(crate) fn lazy_input(&self) -> (&Arc<Value>, &[usize]) {
         (&self.0.value, &self.0.shape)

@@ -245,15 +245,28 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
     // SimCLR (NT-Xent's positives by index), SupCon (by label: the labels are an input of the
     // recording) and BYOL (predictor, EMA target: five networks' parameters as inputs), each
     // with another optimiser; batch norm's running statistics are outputs of the recording.
-    for (method, opt) in [("simclr", "sgd"), ("supcon", "adamw"), ("byol", "lars")] {
+    // The update (optimiser, EMA) is replayed with its per-step values (learning rate, Adam's
+    // bias corrections, τ) as device values. GradCache runs its chunks op by op, but its
+    // update replays.
+    let cases = [
+        ("simclr", "sgd", ""),
+        ("supcon", "adamw", ""),
+        ("byol", "lars", ""),
+        ("simclr", "adamw", "grad_cache = 32"),
+    ];
+    for (method, opt, extra) in cases {
         let cfg = small_config(
             &dir,
-            &format!("method = \"{method}\"\noptimizer = \"{opt}\"\nepochs = 2"),
+            &format!("method = \"{method}\"\noptimizer = \"{opt}\"\nepochs = 2\n{extra}"),
         );
         let c = cfg.to_str().unwrap();
+        let name = format!(
+            "{method}-{opt}{}",
+            if extra.is_empty() { "" } else { "-gc" }
+        );
         let (a, b) = (
-            dir.join(format!("{method}-replayed")),
-            dir.join(format!("{method}-eager")),
+            dir.join(format!("{name}-replayed")),
+            dir.join(format!("{name}-eager")),
         );
         let run = |out: &Path, env: &[(&str, &str)]| {
             let (ok, _, err) = vkgrad(
@@ -270,20 +283,29 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
                 ],
                 env,
             );
-            assert!(ok, "{method}: {err}");
+            assert!(ok, "{name}: {err}");
             err
         };
-        let replayed = run(&a, &[("VKGRAD_REPLAY", "1")]);
-        // Op by op is the default.
-        let eager = run(&b, &[]);
-        // digits has 10 steps of 128 per epoch: one recording, replayed in every later step.
+        // Replay is the default.
+        let replayed = run(&a, &[]);
+        let eager = run(&b, &[("VKGRAD_REPLAY", "0")]);
+        // digits has 10 steps of 128 per epoch: one recording, replayed in every later step;
+        // the first update creates the optimiser's state, the second is recorded.
+        if extra.is_empty() {
+            assert!(
+                replayed.contains("execution: 9 steps replayed, 1 recorded"),
+                "{name}: {replayed}"
+            );
+        } else {
+            assert!(!replayed.contains("steps replayed"), "{name}: {replayed}");
+        }
         assert!(
-            replayed.contains("execution: 9 steps replayed, 1 recorded"),
-            "{method}: {replayed}"
+            replayed.contains("8 updates replayed, 1 recorded"),
+            "{name}: {replayed}"
         );
-        assert!(!eager.contains("execution:"), "{method}: {eager}");
+        assert!(!eager.contains("execution:"), "{name}: {eager}");
         let steps = |d: &Path| std::fs::read_to_string(d.join("steps.jsonl")).unwrap();
-        assert_eq!(steps(&a), steps(&b), "{method}: per-step losses");
+        assert_eq!(steps(&a), steps(&b), "{name}: per-step losses");
         same_checkpoints(&a, &b);
     }
     // A profile times each kernel as it runs, so a profiled run is not replayed and its
@@ -299,7 +321,7 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
             out.to_str().unwrap(),
             "--json",
         ],
-        &[("VKGRAD_PROFILE", "1"), ("VKGRAD_REPLAY", "1")],
+        &[("VKGRAD_PROFILE", "1")],
     );
     assert!(ok, "{err}");
     assert!(

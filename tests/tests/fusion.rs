@@ -139,6 +139,92 @@ proptest! {
     }
 }
 
+/// Values of the DAG (the last node and `picks`), computed by `Tensor::realize_all` (`joint`)
+/// or one `realize` each, with fusion on; and the kernels it took.
+fn realized(d: &Dag, picks: &[usize], joint: bool) -> vkgrad::Result<(Vec<Vec<f32>>, u64)> {
+    set_fusion(Some(true));
+    let out = (|| {
+        let xs: Vec<Tensor> = d.leaves.iter().map(gpu).collect();
+        for x in &xs {
+            x.realize()?;
+        }
+        let vals = d.eval(&xs)?;
+        let nl = d.leaves.len();
+        let mut ts: Vec<&Tensor> = picks
+            .iter()
+            .map(|p| &vals[nl + p % d.nodes.len()])
+            .collect();
+        ts.push(vals.last().expect("one node at least"));
+        let before = device::dispatch_count();
+        if joint {
+            Tensor::realize_all(&ts)?;
+        } else {
+            for t in &ts {
+                t.realize()?;
+            }
+        }
+        let kernels = device::dispatch_count() - before;
+        let values = ts
+            .iter()
+            .map(|t| t.to_vec())
+            .collect::<vkgrad::Result<_>>()?;
+        Ok((values, kernels))
+    })();
+    set_fusion(None);
+    out
+}
+
+proptest! {
+    #![proptest_config(config(40))]
+
+    /// Several values computed by one multi-output kernel (shared subtrees once, a value inside
+    /// another's tree stored and used) are those each computes alone, bit for bit.
+    #[test]
+    fn values_computed_together_equal_values_computed_one_by_one(
+        d in dag(),
+        picks in prop::collection::vec(any::<usize>(), 1..4),
+    ) {
+        let (joint, k_joint) = realized(&d, &picks, true).map_err(|e| TestCaseError::fail(format!("together: {e}")))?;
+        let (alone, k_alone) = realized(&d, &picks, false).map_err(|e| TestCaseError::fail(format!("alone: {e}")))?;
+        for (i, (a, b)) in joint.iter().zip(&alone).enumerate() {
+            same(&format!("value {i}"), a, b)?;
+        }
+        prop_assert!(k_joint <= k_alone, "{} kernels together vs {} alone", k_joint, k_alone);
+    }
+}
+
+/// An optimiser-like update — a moment, and a parameter whose tree reads it — is one kernel
+/// writing both.
+#[test]
+fn a_value_and_one_it_reads_are_one_kernel() {
+    set_fusion(Some(true));
+    let g = gpu(&probe(&[3, 5], 0.4));
+    let p = gpu(&probe(&[3, 5], 0.9));
+    let m = gpu(&probe(&[3, 5], 0.2));
+    for x in [&g, &p, &m] {
+        x.realize().unwrap();
+    }
+    let nm = m
+        .mul_scalar(0.9)
+        .unwrap()
+        .add(&g.mul_scalar(0.1).unwrap())
+        .unwrap();
+    let np = p.sub(&nm.mul_scalar(0.5).unwrap()).unwrap();
+    let before = device::dispatch_count();
+    Tensor::realize_all(&[&nm, &np]).unwrap();
+    assert_eq!(device::dispatch_count() - before, 1);
+    let (gv, pv, mv) = (
+        g.to_vec().unwrap(),
+        p.to_vec().unwrap(),
+        m.to_vec().unwrap(),
+    );
+    let want_m: Vec<f32> = mv.iter().zip(&gv).map(|(m, g)| m * 0.9 + g * 0.1).collect();
+    let want_p: Vec<f32> = pv.iter().zip(&want_m).map(|(p, m)| p - m * 0.5).collect();
+    assert_eq!(nm.to_vec().unwrap(), want_m);
+    assert_eq!(np.to_vec().unwrap(), want_p);
+    set_fusion(None);
+}
+
 fn t(v: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_slice(v, shape).unwrap()
 }

@@ -143,24 +143,59 @@ pub(crate) struct Pieces {
     pub leaves: Vec<Arc<Storage>>,
     /// Ops in the tree (for profile labels).
     pub nodes: usize,
+    /// Values the kernel computes (1 but for `pieces_of_values`).
+    outputs: usize,
     /// Whether some leaf is broadcast (read through strides); otherwise every leaf is read
     /// whole or as one value, and `expr` can be called on vec4 components.
     strided: bool,
     reads: Vec<Read>,
 }
 
+impl<'a> Gen<'a> {
+    fn new(root: &'a [usize]) -> Gen<'a> {
+        Gen {
+            root,
+            leaves: Vec::new(),
+            leaf_ids: HashMap::new(),
+            nodes: HashMap::new(),
+            body: String::new(),
+            next: 0,
+            scalars: Vec::new(),
+        }
+    }
+}
+
 /// The pieces of the tree `expr` computing `shape`; leaf `i` is declared at `binding(i)`.
 fn pieces(shape: &[usize], expr: &Expr, binding: impl Fn(usize) -> usize) -> Result<Pieces> {
-    let mut g = Gen {
-        root: shape,
-        leaves: Vec::new(),
-        leaf_ids: HashMap::new(),
-        nodes: HashMap::new(),
-        body: String::new(),
-        next: 0,
-        scalars: Vec::new(),
-    };
+    let mut g = Gen::new(shape);
     let out = g.expr(expr)?;
+    assemble(g, shape, &[out], binding)
+}
+
+/// The pieces of several pending values of `shape` computed by one kernel: a subtree they
+/// share (one value inside another's tree included) is computed once. `expr` then takes the
+/// leaves and returns every value through `out` parameters, as `values_at(i, out ...)` does.
+fn pieces_of_values(
+    shape: &[usize],
+    values: &[Arc<Value>],
+    binding: impl Fn(usize) -> usize,
+) -> Result<Pieces> {
+    let mut g = Gen::new(shape);
+    let outs = values
+        .iter()
+        .map(|v| g.value(v))
+        .collect::<Result<Vec<_>>>()?;
+    assemble(g, shape, &outs, binding)
+}
+
+/// Declarations, push constants and functions around a generated body whose results are
+/// `outs`.
+fn assemble(
+    g: Gen,
+    shape: &[usize],
+    outs: &[String],
+    binding: impl Fn(usize) -> usize,
+) -> Result<Pieces> {
     let r = shape.len();
     let strided: Vec<usize> = (0..g.leaves.len())
         .filter(|&i| matches!(g.leaves[i].read, Read::Strided(_)))
@@ -201,13 +236,36 @@ fn pieces(shape: &[usize], expr: &Expr, binding: impl Fn(usize) -> usize) -> Res
         );
     }
     let params: Vec<String> = (0..g.leaves.len()).map(|i| format!("float l{i}")).collect();
-    let _ = write!(
-        funcs,
-        "\nfloat expr({}) {{\n{}    return {out};\n}}\n\n",
-        params.join(", "),
-        g.body
-    );
-    funcs += "float value_at(uint i) {\n";
+    let results: Vec<String> = (0..outs.len()).map(|k| format!("r{k}")).collect();
+    if let [out] = outs {
+        let _ = write!(
+            funcs,
+            "\nfloat expr({}) {{\n{}    return {out};\n}}\n\n",
+            params.join(", "),
+            g.body
+        );
+        funcs += "float value_at(uint i) {\n";
+    } else {
+        let mut all = params.clone();
+        all.extend(results.iter().map(|r| format!("out float {r}")));
+        let stores: String = results
+            .iter()
+            .zip(outs)
+            .map(|(r, o)| format!("    {r} = {o};\n"))
+            .collect();
+        let _ = write!(
+            funcs,
+            "\nvoid expr({}) {{\n{}{stores}}}\n\n",
+            all.join(", "),
+            g.body
+        );
+        let outs_params: Vec<String> = results.iter().map(|r| format!("out float {r}")).collect();
+        let _ = writeln!(
+            funcs,
+            "void values_at(uint i, {}) {{",
+            outs_params.join(", ")
+        );
+    }
     if !strided.is_empty() {
         let idx: Vec<String> = strided.iter().map(|i| format!("j{i} = 0u")).collect();
         let _ = writeln!(funcs, "    uint rem = i, {};", idx.join(", "));
@@ -231,7 +289,13 @@ fn pieces(shape: &[usize], expr: &Expr, binding: impl Fn(usize) -> usize) -> Res
             Read::Strided(_) => format!("fetch(t{i}, j{i})"),
         })
         .collect();
-    let _ = writeln!(funcs, "    return expr({});\n}}", reads.join(", "));
+    if outs.len() == 1 {
+        let _ = writeln!(funcs, "    return expr({});\n}}", reads.join(", "));
+    } else {
+        let mut args = reads;
+        args.extend(results);
+        let _ = writeln!(funcs, "    expr({});\n}}", args.join(", "));
+    }
     let (leaves, reads) = g.leaves.into_iter().map(|l| (l.st, l.read)).unzip();
     Ok(Pieces {
         decls,
@@ -240,20 +304,20 @@ fn pieces(shape: &[usize], expr: &Expr, binding: impl Fn(usize) -> usize) -> Res
         funcs,
         leaves,
         nodes: g.next,
+        outputs: outs.len(),
         strided: !strided.is_empty(),
         reads,
     })
 }
 
-/// The elementwise kernel of a tree: each invocation writes four elements of the root (one
-/// vec4 store when no leaf is broadcast).
-fn elementwise_source(k: &Pieces) -> String {
+/// A generated elementwise kernel up to the start of `main`'s body: the shared GLSL, the
+/// `outputs` declarations, the tree's leaves, push constants and functions.
+fn kernel_head(k: &Pieces, outputs: &str) -> String {
     let mut src = String::from("#version 450\n");
     src += include_str!("../../../shaders/common.glsl");
     src += include_str!("../../../shaders/elementwise.glsl");
     src += "layout(local_size_x = 256) in;\n";
-    src += "layout(set = 0, binding = 0) writeonly buffer Y { float y[]; };\n";
-    src += "layout(set = 0, binding = 0) writeonly buffer Y4 { vec4 y4[]; };\n";
+    src += outputs;
     src += &k.decls;
     let _ = write!(
         src,
@@ -261,27 +325,47 @@ fn elementwise_source(k: &Pieces) -> String {
         k.push_fields, k.funcs
     );
     src += "void main() {\n    uint q = flat_id(256u);\n    uint i0 = 4u * q;\n    if (i0 >= p.n) return;\n";
+    src
+}
+
+/// The four-at-once path's loads: one texel per leaf read whole, one value per leaf read as
+/// one value (a kernel without broadcast leaves).
+fn vec4_loads(k: &Pieces) -> String {
+    let mut src = String::new();
+    for (i, read) in k.reads.iter().enumerate() {
+        let _ = match read {
+            Read::Whole => writeln!(src, "        vec4 a{i} = texelFetch(t{i}, int(q));"),
+            _ => writeln!(src, "        float a{i} = fetch(t{i}, 0u);"),
+        };
+    }
+    src
+}
+
+/// `expr`'s leaf arguments for component `c` of the four-at-once path.
+fn lane_args(k: &Pieces, c: &str) -> Vec<String> {
+    k.reads
+        .iter()
+        .enumerate()
+        .map(|(i, read)| match read {
+            Read::Whole => format!("a{i}.{c}"),
+            _ => format!("a{i}"),
+        })
+        .collect()
+}
+
+/// The elementwise kernel of a tree: each invocation writes four elements of the root (one
+/// vec4 store when no leaf is broadcast).
+fn elementwise_source(k: &Pieces) -> String {
+    let mut src = kernel_head(
+        k,
+        "layout(set = 0, binding = 0) writeonly buffer Y { float y[]; };\n\
+         layout(set = 0, binding = 0) writeonly buffer Y4 { vec4 y4[]; };\n",
+    );
     if !k.strided {
         // Four elements at once: one texel fetch per whole leaf, one vec4 store.
         src += "    if (i0 + 3u < p.n) {\n";
-        for (i, read) in k.reads.iter().enumerate() {
-            let _ = match read {
-                Read::Whole => writeln!(src, "        vec4 a{i} = texelFetch(t{i}, int(q));"),
-                _ => writeln!(src, "        float a{i} = fetch(t{i}, 0u);"),
-            };
-        }
-        let lane = |c: &str| -> String {
-            let a: Vec<String> = k
-                .reads
-                .iter()
-                .enumerate()
-                .map(|(i, read)| match read {
-                    Read::Whole => format!("a{i}.{c}"),
-                    _ => format!("a{i}"),
-                })
-                .collect();
-            format!("expr({})", a.join(", "))
-        };
+        src += &vec4_loads(k);
+        let lane = |c: &str| format!("expr({})", lane_args(k, c).join(", "));
         let _ = writeln!(
             src,
             "        y4[q] = vec4({}, {}, {}, {});\n        return;\n    }}",
@@ -295,22 +379,92 @@ fn elementwise_source(k: &Pieces) -> String {
     src
 }
 
-/// Computes the tree into `out` with one generated kernel.
-pub(super) fn run_fused(shape: &[usize], expr: &Expr, out: &Storage) -> Result<()> {
-    let k = pieces(shape, expr, |i| i + 1)?;
-    let ctx = context()?;
-    let mut binds = vec![Bind::write(out)];
+/// The kernel of several values of one shape (`pieces_of_values`): each invocation computes
+/// four elements of every value, output `k` at binding `k`.
+fn multi_output_source(k: &Pieces) -> String {
+    let n = k.outputs;
+    let mut outputs = String::new();
+    for o in 0..n {
+        let _ = writeln!(
+            outputs,
+            "layout(set = 0, binding = {o}) writeonly buffer Y{o} {{ float y{o}[]; }};\n\
+             layout(set = 0, binding = {o}) writeonly buffer Y4_{o} {{ vec4 y4_{o}[]; }};"
+        );
+    }
+    let mut src = kernel_head(k, &outputs);
+    let outs: Vec<String> = (0..n).map(|o| format!("o{o}")).collect();
+    if !k.strided {
+        src += "    if (i0 + 3u < p.n) {\n";
+        src += &vec4_loads(k);
+        let _ = writeln!(src, "        vec4 {};", outs.join(", "));
+        for c in ["x", "y", "z", "w"] {
+            let mut a = lane_args(k, c);
+            a.extend(outs.iter().map(|o| format!("{o}.{c}")));
+            let _ = writeln!(src, "        expr({});", a.join(", "));
+        }
+        for o in 0..n {
+            let _ = writeln!(src, "        y4_{o}[q] = o{o};");
+        }
+        src += "        return;\n    }\n";
+    }
+    let _ = writeln!(
+        src,
+        "    for (uint i = i0; i < min(i0 + 4u, p.n); ++i) {{\n        float {};\n        values_at(i, {});",
+        outs.join(", "),
+        outs.join(", ")
+    );
+    for o in 0..n {
+        let _ = writeln!(src, "        y{o}[i] = o{o};");
+    }
+    src += "    }\n}\n";
+    src
+}
+
+/// Computes `values` (pending, of `shape`) into `outs` with one generated kernel; `None` when
+/// they need more leaves or push constants than one kernel may have (nothing was dispatched).
+pub(super) fn run_fused_values(
+    shape: &[usize],
+    values: &[Arc<Value>],
+    outs: &[&Storage],
+) -> Result<Option<()>> {
+    let k = pieces_of_values(shape, values, |i| i + values.len())?;
+    // The push-constant block is the element count, then the tree's words.
+    if k.leaves.len() > super::MAX_LEAVES || 1 + k.push.len() > super::MAX_PUSH_WORDS {
+        return Ok(None);
+    }
+    let label = format!("Fused {} ops, {} outputs", k.nodes, values.len());
+    dispatch(&k, &multi_output_source(&k), &label, outs, shape)?;
+    Ok(Some(()))
+}
+
+/// Dispatches a generated elementwise kernel: `outs` at the first bindings, the leaves after
+/// them, the element count and the tree's words as push constants, four elements per lane.
+fn dispatch(
+    k: &Pieces,
+    source: &str,
+    label: &str,
+    outs: &[&Storage],
+    shape: &[usize],
+) -> Result<()> {
+    let mut binds: Vec<Bind> = outs.iter().map(|o| Bind::write(o)).collect();
     binds.extend(k.leaves.iter().map(|l| Bind::texels(l)));
     let n = numel(shape) as u64;
     let mut push = vec![n as u32];
     push.extend_from_slice(&k.push);
-    ctx.dispatch_generated(
-        &elementwise_source(&k),
-        &format!("Fused {} ops", k.nodes),
+    context()?.dispatch_generated(
+        source,
+        label,
         &binds,
         bytemuck::cast_slice(&push),
         grid(n.div_ceil(4), 256),
     )
+}
+
+/// Computes the tree into `out` with one generated kernel.
+pub(super) fn run_fused(shape: &[usize], expr: &Expr, out: &Storage) -> Result<()> {
+    let k = pieces(shape, expr, |i| i + 1)?;
+    let label = format!("Fused {} ops", k.nodes);
+    dispatch(&k, &elementwise_source(&k), &label, &[out], shape)
 }
 
 /// The source of a hand-written kernel (`template`, a file of `shaders/`) that reads its input

@@ -66,6 +66,10 @@ pub(crate) struct Expr {
     pub args: SmallVec<[Arg; 3]>,
 }
 
+/// Values one multi-output kernel computes ([`compute_together`]): each is a storage-buffer
+/// binding, of which Vulkan guarantees 4 per stage.
+const MAX_OUTPUTS: usize = 4;
+
 /// Upper bounds on what a tree needs, summed when trees are combined.
 #[derive(Clone, Copy, Default)]
 struct Size {
@@ -143,6 +147,51 @@ impl Value {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// Computes several values, and where some are pending trees of one shape, computes those in
+/// one generated kernel that writes each (an optimiser's new parameter and its moments: the
+/// moments, which the parameter's tree reads, are computed once, in registers, and stored).
+/// The values are those each would have computed alone, bit for bit (`tests/tests/fusion.rs`).
+/// Values of other shapes, past [`MAX_OUTPUTS`], over the leaf or push-constant limits, or with
+/// fusion off are computed one by one.
+pub(crate) fn compute_together(values: &[&Arc<Value>]) -> Result<()> {
+    let mut group: Vec<Arc<Value>> = Vec::new();
+    if fusion_enabled() {
+        for v in values {
+            let fits = group.first().is_none_or(|g| g.shape == v.shape);
+            let seen = group.iter().any(|g| Arc::ptr_eq(g, v));
+            if fits
+                && !seen
+                && group.len() < MAX_OUTPUTS
+                && numel(&v.shape) > 0
+                && v.expr().is_some()
+            {
+                group.push((*v).clone());
+            }
+        }
+    }
+    if group.len() >= 2 {
+        let ctx = crate::device::context()?;
+        let outs = group
+            .iter()
+            .map(|v| ctx.alloc(4 * numel(&v.shape) as u64))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Storage> = outs.iter().map(|o| o.as_ref()).collect();
+        if codegen::run_fused_values(&group[0].shape, &group, &refs)?.is_some() {
+            for (v, st) in group.iter().zip(outs) {
+                // Another thread may have computed it meanwhile: the same bits; keep its.
+                let mut pending = v.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if v.ready.set(st).is_ok() {
+                    *pending = None;
+                }
+            }
+        }
+    }
+    for v in values {
+        v.storage()?;
+    }
+    Ok(())
 }
 
 /// A pending value's tree as a prologue for a consumer kernel that reads the value once per

@@ -22,6 +22,7 @@ pub mod model;
 pub mod parallel;
 mod persist;
 mod replayed;
+mod replayed_update;
 pub mod report;
 pub mod rundir;
 
@@ -90,6 +91,8 @@ pub struct Trainer {
     /// The recorded step, replayed while the shapes stay (`replayed.rs`).
     replayed: replayed::State,
     replay_counts: replayed::Counts,
+    /// The recorded update (`replayed_update.rs`).
+    update_replayed: replayed_update::UpdateState,
 }
 
 impl Trainer {
@@ -250,6 +253,7 @@ impl Trainer {
             follower: false,
             replayed: replayed::State::default(),
             replay_counts: replayed::Counts::default(),
+            update_replayed: replayed_update::UpdateState::default(),
         })
     }
 
@@ -346,33 +350,24 @@ impl Trainer {
 
     /// One step's remainder: the optimiser update, BYOL's EMA, the divergence check.
     fn update(&mut self, loss: Tensor) -> Result<f32> {
+        // What changes from step to step is computed here, on the host, and reaches the
+        // device as values (a replayed update reads them there): the optimiser's (learning
+        // rate, bias corrections) and BYOL's τ and 1 − τ.
         let lr = self.lr_at(self.step) as f32;
-        let mut params: Vec<&mut Tensor> = self.encoder.trainable_mut();
-        params.extend(self.head.trainable_mut());
-        if let Some(p) = &mut self.predictor {
-            params.extend(p.trainable_mut());
-        }
-        self.opt.update(lr, &mut params)?;
-        // Σ w² over every parameter, on the device: one number that is finite exactly when
-        // the weights are (a diverged update shows as inf or NaN), read with the loss.
-        let health = no_grad(|| {
-            let mut acc: Option<Tensor> = None;
-            for p in params.iter() {
-                let s = p.mul(p)?.sum_all()?;
-                acc = Some(match acc {
-                    Some(a) => a.add(&s)?,
-                    None => s,
-                });
-            }
-            Ok::<_, Error>(acc)
-        })?;
-        let k = self.step as f64 / self.total_steps().max(1) as f64;
-        if let Some((te, th)) = &mut self.target {
+        let mut values = self.opt.begin_step(lr)?;
+        let n_opt = values.len();
+        if self.target.is_some() {
+            let k = self.step as f64 / self.total_steps().max(1) as f64;
             let tau =
                 1.0 - (1.0 - self.cfg.ema_base) * ((std::f64::consts::PI * k).cos() + 1.0) / 2.0;
-            te.ema_from(&self.encoder, tau as f32)?;
-            th.ema_from(&self.head, tau as f32)?;
+            let tau = tau as f32;
+            values.extend([tau, 1.0 - tau]);
         }
+        let values = values
+            .into_iter()
+            .map(Tensor::scalar)
+            .collect::<Result<Vec<_>>>()?;
+        let health = self.update_maybe_replayed(&values, n_opt)?;
         self.step += 1;
         let w2 = health.map(|h| h.item()).transpose()?;
         // Data-parallel: rank 0's values decide (and are logged) on every rank, so the NaN
@@ -395,6 +390,36 @@ impl Trainer {
             }
         }
         Ok(v)
+    }
+
+    /// The update's device work: the optimiser (`values[..n_opt]` its per-step values), then
+    /// BYOL's EMA (`values[n_opt..]`: τ, 1 − τ); returns Σ w² over the trainable parameters,
+    /// one number that is finite exactly when the weights are (a diverged update shows as inf
+    /// or NaN), read with the loss.
+    fn update_core(&mut self, values: &[Tensor], n_opt: usize) -> Result<Option<Tensor>> {
+        let (opt_values, ema) = values.split_at(n_opt);
+        let mut params: Vec<&mut Tensor> = self.encoder.trainable_mut();
+        params.extend(self.head.trainable_mut());
+        if let Some(p) = &mut self.predictor {
+            params.extend(p.trainable_mut());
+        }
+        self.opt.update_with(opt_values, &mut params)?;
+        let health = no_grad(|| {
+            let mut acc: Option<Tensor> = None;
+            for p in params.iter() {
+                let s = p.mul(p)?.sum_all()?;
+                acc = Some(match acc {
+                    Some(a) => a.add(&s)?,
+                    None => s,
+                });
+            }
+            Ok::<_, Error>(acc)
+        })?;
+        if let (Some((te, th)), [tau, rest]) = (&mut self.target, ema) {
+            te.ema_from(&self.encoder, tau, rest)?;
+            th.ema_from(&self.head, tau, rest)?;
+        }
+        Ok(health)
     }
 
     /// The evaluation features of a batch: the encoder's or the head's output (`eval_features`),

@@ -133,11 +133,12 @@ impl Module {
     }
 
     /// ξ ← τ ξ + (1 − τ) θ for every parameter and buffer (BYOL's target update; running
-    /// statistics follow the online network's the same way).
-    pub fn ema_from(&mut self, online: &Module, tau: f32) -> Result<()> {
+    /// statistics follow the online network's the same way). τ and 1 − τ come as rank-0
+    /// device values (they change every step; a replayed update reads them from the device).
+    pub fn ema_from(&mut self, online: &Module, tau: &Tensor, rest: &Tensor) -> Result<()> {
         crate::no_grad(|| {
             for (t, o) in self.params.iter_mut().zip(&online.params) {
-                *t = t.mul_scalar(tau)?.add(&o.detach().mul_scalar(1.0 - tau)?)?;
+                *t = t.mul(tau)?.add(&o.detach().mul(rest)?)?;
                 t.realize()?; // read by every later step
             }
             Ok(())

@@ -8,10 +8,11 @@
 //! buffer of the networks (copied in each step); its outputs are the loss, the trainable
 //! parameters' gradients and the batch-norm buffers' updates (copied out). What changes from
 //! step to step on the host stays outside it: the augmentation (its random draws), the
-//! optimiser (the learning rate of the schedule, Adam's step count), BYOL's EMA (τ), the
-//! read-back of the loss. A replayed step computes the same bits as the step run op by op
-//! (`engine/tests/train.rs` compares whole runs). `VKGRAD_REPLAY=1` turns it on; the default
-//! runs every step op by op (see `replay_enabled`).
+//! read-back of the loss; the optimiser and BYOL's EMA are the next segment
+//! (`replayed_update.rs`), which takes the learning rate, Adam's bias corrections and τ as
+//! device values. A replayed step computes the same bits as the step run op by op
+//! (`engine/tests/train.rs` compares whole runs). `VKGRAD_REPLAY=0` runs every step op by op.
+//! The update after the gradients is a segment of its own (`replayed_update.rs`).
 //!
 //! Not replayed (the steps run op by op, with a note on stderr saying why): a loss that keeps
 //! state between calls (MoCo's queue: its host code must run every step), a component that reads
@@ -23,17 +24,16 @@ use crate::error::{Error, Result};
 use crate::replay::Replay;
 use crate::tensor::{IntTensor, Shape, Tensor};
 
-/// Whether training steps are replayed: `VKGRAD_REPLAY=1` asks for it. Off by default: on
-/// lavapipe a replayed MNIST-recipe epoch measured slower than op by op (docs/performance.md),
-/// for a reason not yet found; replay's gain, the host's recording, shows on GPUs.
-fn replay_enabled() -> Result<bool> {
+/// Whether training steps are replayed: yes unless `VKGRAD_REPLAY=0` (an op-by-op run, for
+/// comparison and bisecting; it computes the same bits).
+pub(super) fn replay_enabled() -> Result<bool> {
     match std::env::var("VKGRAD_REPLAY") {
-        Err(_) => Ok(false),
-        Ok(v) if v.trim() == "1" => Ok(true),
-        Ok(v) if v.trim() == "0" || v.trim().is_empty() => Ok(false),
+        Err(_) => Ok(true),
+        Ok(v) if v.trim() == "1" || v.trim().is_empty() => Ok(true),
+        Ok(v) if v.trim() == "0" => Ok(false),
         Ok(v) => Err(Error::Other(format!(
-            "VKGRAD_REPLAY={v}: give 1 (record each training step once and replay it) or 0 \
-             (run every step op by op, the default)"
+            "VKGRAD_REPLAY={v}: give 1 (record each training step once and replay it, the \
+             default) or 0 (run every step op by op)"
         ))),
     }
 }
@@ -55,6 +55,10 @@ pub struct Counts {
     pub replayed: u64,
     /// Commands (dispatches, copies, fills) in the last recording.
     pub commands: usize,
+    /// The same for the update (`replayed_update.rs`).
+    pub updates_recorded: u64,
+    pub updates_replayed: u64,
+    pub update_commands: usize,
 }
 
 /// Where a run stands with replay.
@@ -69,14 +73,27 @@ pub(super) enum State {
 }
 
 impl Trainer {
-    /// What replay did in this process: `None` when no step ran through a recording.
+    /// What replay did in this process: `None` when nothing ran through a recording.
     pub fn replay_summary(&self) -> Option<String> {
         let c = self.replay_counts;
-        (c.recorded > 0).then(|| {
-            format!(
-                "execution: {} steps replayed, {} recorded ({} device commands per step's \
-                 forward and backward; VKGRAD_REPLAY=1 asked for it)",
+        let mut parts = Vec::new();
+        if c.recorded > 0 {
+            parts.push(format!(
+                "{} steps replayed, {} recorded ({} device commands per step's forward and \
+                 backward)",
                 c.replayed, c.recorded, c.commands
+            ));
+        }
+        if c.updates_recorded > 0 {
+            parts.push(format!(
+                "{} updates replayed, {} recorded ({} device commands per update)",
+                c.updates_replayed, c.updates_recorded, c.update_commands
+            ));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "execution: {} (VKGRAD_REPLAY=0 runs them op by op)",
+                parts.join("; ")
             )
         })
     }
@@ -87,7 +104,7 @@ impl Trainer {
             return Ok(false);
         }
         let why = if !replay_enabled()? {
-            None // asked for: nothing to say
+            None // VKGRAD_REPLAY=0 asked for it: nothing to say
         } else if self.cfg.grad_cache.is_some() {
             Some("GradCache runs the batch in chunks with host work between them".to_string())
         } else if crate::device::context()?.profiling() {
@@ -115,7 +132,7 @@ impl Trainer {
 
     /// Every network's parameter list, in the order the recording takes them: encoder, head,
     /// predictor, target encoder, target head.
-    fn networks_mut(&mut self) -> Vec<&mut Vec<Tensor>> {
+    pub(super) fn networks_mut(&mut self) -> Vec<&mut Vec<Tensor>> {
         let mut v = vec![&mut self.encoder.params, &mut self.head.params];
         if let Some(p) = &mut self.predictor {
             v.push(&mut p.params);
@@ -129,7 +146,7 @@ impl Trainer {
 
     /// The online networks (whose buffers a training forward updates) with their buffer and
     /// trainable slots.
-    fn online_slots(&self) -> Vec<(Vec<usize>, Vec<usize>)> {
+    pub(super) fn online_slots(&self) -> Vec<(Vec<usize>, Vec<usize>)> {
         let mut v = vec![self.encoder.slots(), self.head.slots()];
         if let Some(p) = &self.predictor {
             v.push(p.slots());
@@ -138,7 +155,7 @@ impl Trainer {
     }
 
     /// Puts `lists` in place of the networks' parameter lists and returns the old ones.
-    fn swap_networks(&mut self, lists: Vec<Vec<Tensor>>) -> Vec<Vec<Tensor>> {
+    pub(super) fn swap_networks(&mut self, lists: Vec<Vec<Tensor>>) -> Vec<Vec<Tensor>> {
         self.networks_mut()
             .into_iter()
             .zip(lists)
