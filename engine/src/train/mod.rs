@@ -314,14 +314,19 @@ impl Trainer {
             (v1.narrow(0, start, b)?, v2.narrow(0, start, b)?)
         };
         let both = Tensor::concat(&[&v1, &v2], 0)?;
-        let loss = match self.cfg.grad_cache {
-            Some(chunk) if self.predictor.is_none() => {
-                self.grad_cache_backward(&both, &y, b, chunk)?
-            }
-            _ => self.backward_maybe_replayed(&both, &y, b)?,
-        };
+        let loss = self.backward_maybe_replayed(&both, &y, b)?;
         self.average_gradients()?;
         self.update(loss)
+    }
+
+    /// The step's forward and backward pass: GradCache's chunks where configured, else
+    /// [`Trainer::plain_backward`]. Returns the loss; every trainable parameter's gradient is
+    /// set and the networks' buffers updated.
+    fn step_backward(&mut self, both: &Tensor, y: &IntTensor, b: usize) -> Result<Tensor> {
+        match self.cfg.grad_cache {
+            Some(chunk) if self.predictor.is_none() => self.grad_cache_backward(both, y, b, chunk),
+            _ => self.plain_backward(both, y, b),
+        }
     }
 
     /// The rank's shard through encoder, head (and BYOL's predictor) with one graph, the pairs

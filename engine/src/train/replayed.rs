@@ -16,8 +16,9 @@
 //!
 //! Not replayed (the steps run op by op, with a note on stderr saying why): a loss that keeps
 //! state between calls (MoCo's queue: its host code must run every step), a component that reads
-//! values back or draws random numbers inside the step, GradCache, data-parallel runs (their
-//! collectives are host work inside the step), and `VKGRAD_PROFILE=1` (it times each kernel).
+//! values back or draws random numbers inside the step, data-parallel runs (their collectives
+//! are host work inside the step), and `VKGRAD_PROFILE=1` (it times each kernel). GradCache's
+//! chunks are all device work: its whole step is recorded as one.
 
 use super::Trainer;
 use crate::error::{Error, Result};
@@ -105,13 +106,11 @@ impl Trainer {
         }
         let why = if !replay_enabled()? {
             None // VKGRAD_REPLAY=0 asked for it: nothing to say
-        } else if self.cfg.grad_cache.is_some() {
-            Some("GradCache runs the batch in chunks with host work between them".to_string())
         } else if crate::device::context()?.profiling() {
             Some(
                 "VKGRAD_PROFILE times each kernel as it runs; a replayed step's kernels run in \
                  one submission"
-                    .into(),
+                    .to_string(),
             )
         } else if crate::dist::world().size() > 1 {
             Some("data-parallel steps exchange values between ranks inside the step".into())
@@ -165,7 +164,7 @@ impl Trainer {
 
     /// The step's forward and backward pass, replayed where it can be (see the module's
     /// comment), else run op by op: the loss, with every trainable parameter's gradient set
-    /// and the networks' buffers updated, as [`Trainer::plain_backward`] leaves them.
+    /// and the networks' buffers updated, as [`Trainer::step_backward`] leaves them.
     pub(super) fn backward_maybe_replayed(
         &mut self,
         both: &Tensor,
@@ -173,7 +172,7 @@ impl Trainer {
         b: usize,
     ) -> Result<Tensor> {
         if !self.replayable()? {
-            return self.plain_backward(both, y, b);
+            return self.step_backward(both, y, b);
         }
         let shapes: (Shape, Shape) = (both.shape().into(), y.shape().into());
         let params: Vec<Tensor> = self
@@ -196,7 +195,7 @@ impl Trainer {
                 Err(Error::NotReplayable(why)) => {
                     eprintln!("note: training steps run op by op, not replayed: {why}");
                     self.replayed = State::Off;
-                    return self.plain_backward(both, y, b);
+                    return self.step_backward(both, y, b);
                 }
                 Err(e) => return Err(e),
             },
@@ -225,7 +224,7 @@ impl Trainer {
                 at += n;
             }
             let saved = self.swap_networks(lists);
-            let run = self.plain_backward(&x[0], &ints[0], b);
+            let run = self.step_backward(&x[0], &ints[0], b);
             let used = self.swap_networks(saved);
             let loss = run?;
             let mut out = vec![loss.detach()];

@@ -2,8 +2,8 @@
 //! trainable parameter, the weights' health sum and BYOL's EMA of the target networks — is
 //! recorded once and re-submitted at every later step, as the forward and backward pass are
 //! (`replayed.rs`). It is a segment of its own because host work may sit between the two: a
-//! data-parallel run all-reduces the gradients there, GradCache runs its chunks before it, and
-//! a loss with state updates its queue; so the update replays in those runs too.
+//! data-parallel run all-reduces the gradients there, and a loss with state updates its queue;
+//! so the update replays in those runs too.
 //!
 //! What changes from step to step reaches the recording as device values, computed on the host
 //! each step exactly as an op-by-op update computes them (`Optimizer::begin_step`: the
