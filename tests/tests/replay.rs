@@ -306,6 +306,51 @@ fn integer_inputs_are_replayed_with_new_values_and_never_read_on_the_host() {
     );
 }
 
+/// Random draws inside a recording whose seed is a device value (how `vkgrad train` records
+/// its augmentation): each replay draws the numbers of the seed written before it, the same
+/// bits as drawing them op by op with that seed; a seed that is not one of the step's device
+/// seeds is still refused.
+#[test]
+fn draws_with_a_device_seed_follow_the_seed_written_before_each_replay() {
+    let _t = turn();
+    let x = Tensor::from_vec(vec![0.5; 6], &[2, 3]).unwrap();
+    // Two draws of one seed (offsets 0 and 1) and one of another, as two augmented views.
+    let draws = |x: &Tensor, s1: u64, s2: u64| -> vkgrad::Result<Vec<Tensor>> {
+        let mut a = Rng::new(s1);
+        let u = a.uniform(&[2, 3], -1.0, 1.0)?;
+        let n = a.normal(&[2, 3], 0.0, 2.0)?;
+        let v = Rng::new(s2).uniform(&[2, 3], 0.0, 1.0)?;
+        Ok(vec![x.add(&u)?.mul(&n)?, x.mul(&v)?])
+    };
+    let seeds = [(11u64, 12u64), (u64::MAX - 3, 1 << 40), (0, 7), (11, 12)];
+    let t = |s: u64| vkgrad::seed_tensor(s).unwrap();
+    let (s1, s2) = seeds[0];
+    let (mut r, first) = Replay::record_with_ints(&[&x], &[&t(s1), &t(s2)], |a, i| {
+        vkgrad::with_device_seeds(&[(s1, &i[0]), (s2, &i[1])], || draws(&a[0], s1, s2))
+    })
+    .unwrap();
+    assert_eq!(bits(&first), bits(&draws(&x, s1, s2).unwrap()));
+    for &(s1, s2) in &seeds[1..] {
+        let got = r.run_with_ints(&[&x], &[&t(s1), &t(s2)]).unwrap();
+        assert_eq!(bits(&got), bits(&draws(&x, s1, s2).unwrap()), "{s1} {s2}");
+    }
+    // A draw of a seed that is not a device value would be baked in: refused.
+    let r = Replay::record_with_ints(&[&x], &[&t(1)], |a, i| {
+        vkgrad::with_device_seeds(&[(1, &i[0])], || draws(&a[0], 1, 2))
+    });
+    assert!(
+        matches!(r, Err(vkgrad::Error::NotReplayable(ref why)) if why.contains("random")),
+        "{:?}",
+        r.err()
+    );
+    // Two device values for one seed: which one a draw stands for is undecidable.
+    let e = vkgrad::with_device_seeds(&[(5, &t(5)), (5, &t(5))], || Ok(()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("not distinct"), "{e}");
+}
+
 #[test]
 fn device_work_on_another_thread_waits_for_a_recording_to_end() {
     let _t = turn();

@@ -324,17 +324,6 @@ impl Context {
                 P::KERNELS
             )));
         }
-        if kernel == Kernel::Random {
-            let mut rec = self.rec();
-            if rec.capturing() {
-                // Its seed is a push constant: every replay would draw the same numbers.
-                return Err(rec.refuse(
-                    "a random op inside a step recorded for replay would draw the same numbers \
-                     at every replay: draw them before the step and pass them in as inputs"
-                        .into(),
-                ));
-            }
-        }
         let pipeline = self.pipeline(kernel, spec)?;
         self.record(
             &pipeline,
@@ -743,6 +732,16 @@ impl Context {
     /// Whether this thread is recording a step for replay (values cannot be read back).
     pub(crate) fn capturing(&self) -> bool {
         self.rec().capturing()
+    }
+
+    /// Refuses (`why`, noted as the recording's refusal) what a step recorded for replay may
+    /// not do; Ok outside a recording.
+    pub(crate) fn refuse_while_capturing(&self, why: &str) -> Result<()> {
+        let mut rec = self.rec();
+        if rec.capturing() {
+            return Err(rec.refuse(why.to_string()));
+        }
+        Ok(())
     }
 
     /// Why the step being recorded cannot be replayed, once something it did was refused.

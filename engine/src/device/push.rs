@@ -42,8 +42,9 @@ push! {
     WherePush for [Where] { n: u32, rank: u32, shape: Dims, sm: Dims, sa: Dims, sb: Dims }
     /// A strided copy from offset `s_off` (strides `ss`) to `d_off` (strides `ds`).
     CopyPush for [Copy] { n: u32, rank: u32, s_off: u32, d_off: u32, shape: Dims, ss: Dims, ds: Dims }
-    /// Philox draws: `dist` 0 uniform in [a, b), 1 normal(a, b), 2 raw bits.
-    RandomPush for [Random] { n: u32, seed_lo: u32, seed_hi: u32, offset: u32, dist: u32, a: f32, b: f32 }
+    /// Philox draws: `dist` 0 uniform in [a, b), 1 normal(a, b), 2 raw bits (the seed is a
+    /// device buffer: a replayed step draws from the seed written there).
+    RandomPush for [Random] { n: u32, offset: u32, dist: u32, a: f32, b: f32 }
     /// A reduction over n of [outer, n, inner]; `chunk` elements per invocation in thread
     /// mode; (value, index) pairs in or out for the passes of argmax/argmin.
     ReducePush for [Reduce] { outer: u32, n: u32, inner: u32, chunk: u32, in_pairs: u32, out_pairs: u32 }
