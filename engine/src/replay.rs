@@ -9,8 +9,10 @@
 //! or writes stays out of the buffer pool while the recording lives. What the step bakes in at
 //! recording: scalars (they are push constants — pass values that change per step, such as a
 //! learning rate, as one-element tensors) and constants it captured from its environment. It
-//! may not read values back (there is no host code at replay) nor draw random numbers (the
-//! seed is baked in: draw them outside and pass them in); both are errors while recording.
+//! may not read values back (there is no host code at replay) nor draw random numbers with a
+//! seed of the host (it would be baked in: draw them outside and pass them in, or pass the
+//! seed in as an integer input and name it with [`crate::with_device_seeds`]); both are
+//! errors while recording.
 //! A replayed step computes bit-identically to running it again (`tests/tests/replay.rs`).
 
 use crate::device::{context, Context, Recorded};

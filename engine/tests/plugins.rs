@@ -55,7 +55,13 @@ fn the_template_plugin_passes_verify() {
             "{out}"
         );
     }
-    assert!(out.contains("21 passed, 0 failed"), "{out}");
+    // gaussian_noise draws on the device only and says so: replayed with another seed, it
+    // gives that seed's noise.
+    assert!(
+        out.contains("ok   template::gaussian_noise — replays with its seed as a device value"),
+        "{out}"
+    );
+    assert!(out.contains("22 passed, 0 failed"), "{out}");
     assert!(
         out.contains("ok   template::linear — options sampled from their domains: sampled: in_features, out_features, relu"),
         "{out}"
@@ -244,6 +250,22 @@ fn abi_and_registration_faults_are_refused() {
 fn verify_catches_wrong_values_nan_and_panics() {
     let (ok, out, _) = fixture("ok", &["verify", "--cases", "8"]);
     assert!(ok, "{out}");
+    // An augmentation that does not declare `draws_on_device` is not replayed with its seed as
+    // a device value, so that property is not run.
+    assert!(
+        out.contains(
+            "skip fixture::jitter — replays with its seed as a device value: not declared"
+        ),
+        "{out}"
+    );
+    // One that declares it but draws on the CPU from the seed (in its reference too): only the
+    // replay property can tell.
+    let (ok, out, _) = fixture("cpu_draws", &["verify", "--cases", "8"]);
+    assert!(
+        !ok && out.contains("ok   fixture::jitter — matches CPU reference")
+            && out.contains("FAIL fixture::jitter — replays with its seed as a device value: recorded with seed"),
+        "{out}"
+    );
     let (ok, out, _) = fixture("wrong_gpu", &["verify", "--cases", "8"]);
     assert!(!ok);
     assert!(
@@ -364,7 +386,7 @@ fn the_plugin_guide_works_as_written() {
         out.status.success(),
         "the guide's steps failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("21 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("22 passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("template::alignment [loss]"), "{stdout}");
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -598,7 +620,7 @@ fn the_self_test_catches_every_injected_fault_or_names_the_blind_spot() {
         out.contains("caught fixture::cross_correlation — option `lambda` ignored (device path built with its default): by matches CPU reference"),
         "{out}"
     );
-    assert!(out.contains("9 caught, 0 blind spot(s)"), "{out}");
+    assert!(out.contains("11 caught, 0 blind spot(s)"), "{out}");
     let (ok, out, _) = vkgrad(
         &["verify", lib, "--self-test", "--cases", "0"],
         &[("VKGRAD_FIXTURE", "ok")],

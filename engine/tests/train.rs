@@ -247,12 +247,18 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
     // with another optimiser; batch norm's running statistics are outputs of the recording.
     // The update (optimiser, EMA) is replayed with its per-step values (learning rate, Adam's
     // bias corrections, τ) as device values. GradCache's chunks (two forward passes, the
-    // loss's gradient, a backward per chunk) are recorded as one step.
+    // loss's gradient, a backward per chunk) are recorded as one step. The built-in
+    // augmentation draws on the device only, so it is recorded too, its seeds device values;
+    // the fixture's `jitter` does not say so (as a plugin built before ABI 1.6) and runs op
+    // by op before each replayed step.
+    let fixture = common::built_plugin("vkgrad-fixture-plugin");
+    let jitter = "augment = \"fixture::jitter\"";
     let cases = [
         ("simclr", "sgd", ""),
         ("supcon", "adamw", ""),
         ("byol", "lars", ""),
         ("simclr", "adamw", "grad_cache = 32"),
+        ("simclr", "sgd", jitter),
     ];
     for (method, opt, extra) in cases {
         let cfg = small_config(
@@ -262,7 +268,11 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
         let c = cfg.to_str().unwrap();
         let name = format!(
             "{method}-{opt}{}",
-            if extra.is_empty() { "" } else { "-gc" }
+            match extra {
+                "" => "",
+                e if e == jitter => "-jitter",
+                _ => "-gc",
+            }
         );
         let (a, b) = (
             dir.join(format!("{name}-replayed")),
@@ -280,6 +290,8 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
                     "--stop-after",
                     "1",
                     "--json",
+                    "--plugin",
+                    fixture.to_str().unwrap(),
                 ],
                 env,
             );
@@ -293,6 +305,15 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
         // the first update creates the optimiser's state, the second is recorded.
         assert!(
             replayed.contains("execution: 9 steps replayed, 1 recorded"),
+            "{name}: {replayed}"
+        );
+        let (inside, note) = (
+            replayed.contains("per step's augmentation, forward and backward"),
+            replayed.contains("note: the augmentation fixture::jitter does not declare"),
+        );
+        assert_eq!(
+            (inside, note),
+            (extra != jitter, extra == jitter),
             "{name}: {replayed}"
         );
         assert!(

@@ -20,6 +20,11 @@ pub struct Description {
     /// Losses: the smallest batch N (ABI 1.3; absent before, which means 2).
     #[serde(default)]
     pub min_batch: Option<usize>,
+    /// Augmentations: every random number is drawn on the device from the given stream, so a
+    /// replayed step may record it with its seed as a device value (ABI 1.6; absent before,
+    /// which means no).
+    #[serde(default)]
+    pub draws_on_device: bool,
 }
 
 /// A created component.

@@ -76,6 +76,9 @@ pub struct Trainer {
     predictor: Option<Module>,
     target: Option<(Module, Module)>,
     augs: [Instance; 2],
+    /// Both augmentations draw only on the device (ABI 1.6 `draws_on_device`): a replayed
+    /// step records them with their seeds as device values.
+    augs_on_device: bool,
     loss: Instance,
     opt: Box<dyn Optimizer>,
     pub step: u64,
@@ -196,6 +199,8 @@ impl Trainer {
         let augs: [Instance; 2] = augs
             .try_into()
             .map_err(|_| Error::Other("two views".into()))?;
+        let augs_on_device =
+            augs[0].describe()?.draws_on_device && augs[1].describe()?.draws_on_device;
         let train_idx = data.indices(Split::Train);
         if train_idx.len() < cfg.batch_size {
             return Err(Error::Other(format!(
@@ -242,6 +247,7 @@ impl Trainer {
             predictor,
             target,
             augs,
+            augs_on_device,
             loss,
             opt,
             step: 0,
@@ -305,18 +311,25 @@ impl Trainer {
     pub fn train_step(&mut self, idx: &[usize]) -> Result<f32> {
         let (x, y) = self.batch(idx)?;
         let seed = self.cfg.seed;
-        let v1 = self.augs[0].augment(&x, mix(seed, self.step, 1))?;
-        let v2 = self.augs[1].augment(&x, mix(seed, self.step, 2))?;
-        let (start, b) = parallel::shard(idx.len());
-        let (v1, v2) = if b == idx.len() {
+        let seeds = [mix(seed, self.step, 1), mix(seed, self.step, 2)];
+        let loss = self.backward_maybe_replayed(&x, &y, seeds)?;
+        self.average_gradients()?;
+        self.update(loss)
+    }
+
+    /// The two views of the batch `x` (augmentation i drawing from `seeds[i]`), each cut to
+    /// this rank's shard, concatenated: `[2b, ...]` (view 1's rows, then view 2's), and b.
+    fn views(&self, x: &Tensor, seeds: [u64; 2]) -> Result<(Tensor, usize)> {
+        let v1 = self.augs[0].augment(x, seeds[0])?;
+        let v2 = self.augs[1].augment(x, seeds[1])?;
+        let n = x.shape()[0];
+        let (start, b) = parallel::shard(n);
+        let (v1, v2) = if b == n {
             (v1, v2)
         } else {
             (v1.narrow(0, start, b)?, v2.narrow(0, start, b)?)
         };
-        let both = Tensor::concat(&[&v1, &v2], 0)?;
-        let loss = self.backward_maybe_replayed(&both, &y, b)?;
-        self.average_gradients()?;
-        self.update(loss)
+        Ok((Tensor::concat(&[&v1, &v2], 0)?, b))
     }
 
     /// The step's forward and backward pass: GradCache's chunks where configured, else

@@ -4,11 +4,14 @@
 //! record those ops again (no op calls, plugin calls, shape checks, fusion or descriptor
 //! writes; on a GPU the host's recording is what bounds a small model's step).
 //!
-//! The replayed segment's inputs are the two views and the labels, and every parameter and
-//! buffer of the networks (copied in each step); its outputs are the loss, the trainable
-//! parameters' gradients and the batch-norm buffers' updates (copied out). What changes from
-//! step to step on the host stays outside it: the augmentation (its random draws), the
-//! read-back of the loss; the optimiser and BYOL's EMA are the next segment
+//! The replayed segment's inputs are the batch, the labels, the two augmentations' seeds
+//! (device values: [`crate::with_device_seeds`]) and every parameter and buffer of the
+//! networks (copied in each step); its outputs are the loss, the trainable parameters'
+//! gradients and the batch-norm buffers' updates (copied out). So the augmentation is part of
+//! the recording when both augmentations declare that they draw only on the device (ABI 1.6
+//! `draws_on_device`, which `vkgrad verify` checks; the built-in ones do); otherwise it runs
+//! op by op before the step and the segment's inputs are the two views. The read-back of the
+//! loss stays outside; the optimiser and BYOL's EMA are the next segment
 //! (`replayed_update.rs`), which takes the learning rate, Adam's bias corrections and τ as
 //! device values. A replayed step computes the same bits as the step run op by op
 //! (`engine/tests/train.rs` compares whole runs). `VKGRAD_REPLAY=0` runs every step op by op.
@@ -42,8 +45,12 @@ pub(super) fn replay_enabled() -> Result<bool> {
 /// A recorded step and what its outputs are.
 pub(super) struct StepReplay {
     replay: Replay,
-    /// The shapes of the views and the labels it was recorded for.
+    /// The shapes of its first input (the batch, or the views) and the labels it was
+    /// recorded for.
     shapes: (Shape, Shape),
+    /// Whether the augmentation is part of the recording (its inputs are then the batch and
+    /// the two seeds).
+    augmented: bool,
     /// Per trainable parameter (in the optimiser's order): whether the step gives it a
     /// gradient (the same at every replay: the graph is the recorded one).
     grads: Vec<bool>,
@@ -56,6 +63,8 @@ pub struct Counts {
     pub replayed: u64,
     /// Commands (dispatches, copies, fills) in the last recording.
     pub commands: usize,
+    /// Whether the last recording holds the augmentation.
+    pub augmented: bool,
     /// The same for the update (`replayed_update.rs`).
     pub updates_recorded: u64,
     pub updates_replayed: u64,
@@ -79,9 +88,13 @@ impl Trainer {
         let c = self.replay_counts;
         let mut parts = Vec::new();
         if c.recorded > 0 {
+            let what = if c.augmented {
+                "augmentation, forward and backward"
+            } else {
+                "forward and backward"
+            };
             parts.push(format!(
-                "{} steps replayed, {} recorded ({} device commands per step's forward and \
-                 backward)",
+                "{} steps replayed, {} recorded ({} device commands per step's {what})",
                 c.replayed, c.recorded, c.commands
             ));
         }
@@ -162,40 +175,57 @@ impl Trainer {
             .collect()
     }
 
-    /// The step's forward and backward pass, replayed where it can be (see the module's
-    /// comment), else run op by op: the loss, with every trainable parameter's gradient set
-    /// and the networks' buffers updated, as [`Trainer::step_backward`] leaves them.
+    /// The step's augmentation (of batch `x`, view i drawing from `seeds[i]`), forward and
+    /// backward pass, replayed where it can be (see the module's comment), else run op by op:
+    /// the loss, with every trainable parameter's gradient set and the networks' buffers
+    /// updated, as [`Trainer::step_backward`] leaves them.
     pub(super) fn backward_maybe_replayed(
         &mut self,
-        both: &Tensor,
+        x: &Tensor,
         y: &IntTensor,
-        b: usize,
+        seeds: [u64; 2],
     ) -> Result<Tensor> {
-        if !self.replayable()? {
-            return self.step_backward(both, y, b);
+        // Two equal seeds (a 2^-64 chance) could not be told apart in the recording: that
+        // step alone runs op by op.
+        let augmented = self.augs_on_device && seeds[0] != seeds[1];
+        if !self.replayable()? || (self.augs_on_device && !augmented) {
+            let (both, b) = self.views(x, seeds)?;
+            return self.step_backward(&both, y, b);
         }
-        let shapes: (Shape, Shape) = (both.shape().into(), y.shape().into());
+        let (first, b) = if augmented {
+            (x.clone(), super::parallel::shard(x.shape()[0]).1)
+        } else {
+            self.views(x, seeds)?
+        };
+        let mut ints = vec![y.clone()];
+        if augmented {
+            ints.push(crate::seed_tensor(seeds[0])?);
+            ints.push(crate::seed_tensor(seeds[1])?);
+        }
+        let ints: Vec<&IntTensor> = ints.iter().collect();
+        let shapes: (Shape, Shape) = (first.shape().into(), y.shape().into());
         let params: Vec<Tensor> = self
             .networks_mut()
             .into_iter()
             .flat_map(|l| l.iter().cloned())
             .collect();
-        let mut inputs: Vec<&Tensor> = vec![both];
+        let mut inputs: Vec<&Tensor> = vec![&first];
         inputs.extend(&params);
         let (grads, outputs) = match std::mem::take(&mut self.replayed) {
-            State::Recorded(mut r) if r.shapes == shapes => {
-                let out = r.replay.run_with_ints(&inputs, &[y])?;
+            State::Recorded(mut r) if r.shapes == shapes && r.augmented == augmented => {
+                let out = r.replay.run_with_ints(&inputs, &ints)?;
                 let grads = r.grads.clone();
                 self.replay_counts.replayed += 1;
                 self.replayed = State::Recorded(r);
                 (grads, out)
             }
-            _ => match self.record(&inputs, y, b, shapes) {
+            _ => match self.record(&inputs, &ints, b, shapes, augmented.then_some(seeds)) {
                 Ok(r) => r,
                 Err(Error::NotReplayable(why)) => {
                     eprintln!("note: training steps run op by op, not replayed: {why}");
                     self.replayed = State::Off;
-                    return self.step_backward(both, y, b);
+                    let (both, b) = self.views(x, seeds)?;
+                    return self.step_backward(&both, y, b);
                 }
                 Err(e) => return Err(e),
             },
@@ -203,19 +233,36 @@ impl Trainer {
         self.apply(&grads, outputs)
     }
 
-    /// Records the step on private copies of `inputs` (views, then every network's
-    /// parameters) and the labels; returns the gradient mask and the first run's outputs.
+    /// Records the step on private copies of `inputs` (the views, or the batch when `seeds`
+    /// are given, then every network's parameters) and `ints` (the labels, then the two seeds
+    /// as device values when given: the augmentation is then recorded too); returns the
+    /// gradient mask and the first run's outputs.
     fn record(
         &mut self,
         inputs: &[&Tensor],
-        y: &IntTensor,
+        ints: &[&IntTensor],
         b: usize,
         shapes: (Shape, Shape),
+        seeds: Option<[u64; 2]>,
     ) -> Result<(Vec<bool>, Vec<Tensor>)> {
+        if seeds.is_none() && self.replay_counts.recorded == 0 {
+            eprintln!(
+                "note: the augmentation {} does not declare that it draws only on the device \
+                 (`draws_on_device`, ABI 1.6): it runs op by op before each replayed step",
+                self.cfg.augment
+            );
+        }
         let sizes: Vec<usize> = self.networks_mut().iter().map(|l| l.len()).collect();
         let online = self.online_slots();
         let mut grads = Vec::new();
-        let (replay, outputs) = Replay::record_with_ints(inputs, &[y], |x, ints| {
+        let (replay, outputs) = Replay::record_with_ints(inputs, ints, |x, ints| {
+            let (both, b) = match seeds {
+                // The views drawn inside the recording, from the seeds' device values.
+                Some(s) => crate::with_device_seeds(&[(s[0], &ints[1]), (s[1], &ints[2])], || {
+                    self.views(&x[0], s)
+                })?,
+                None => (x[0].clone(), b),
+            };
             // The networks run on the recording's private copies of their parameters.
             let mut lists = Vec::with_capacity(sizes.len());
             let mut at = 1;
@@ -224,7 +271,7 @@ impl Trainer {
                 at += n;
             }
             let saved = self.swap_networks(lists);
-            let run = self.step_backward(&x[0], &ints[0], b);
+            let run = self.step_backward(&both, &ints[0], b);
             let used = self.swap_networks(saved);
             let loss = run?;
             let mut out = vec![loss.detach()];
@@ -240,9 +287,11 @@ impl Trainer {
         })?;
         self.replay_counts.recorded += 1;
         self.replay_counts.commands = replay.commands();
+        self.replay_counts.augmented = seeds.is_some();
         self.replayed = State::Recorded(Box::new(StepReplay {
             replay,
             shapes,
+            augmented: seeds.is_some(),
             grads: grads.clone(),
         }));
         Ok((grads, outputs))

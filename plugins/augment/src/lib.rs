@@ -57,6 +57,10 @@ macro_rules! pipeline {
             fn input_shape(&self) -> Vec<usize> {
                 self.input.clone()
             }
+            /// `device::apply` draws every number with `stream.uniform` on the device.
+            fn draws_on_device(&self) -> bool {
+                true
+            }
             fn forward<'h>(
                 &self,
                 host: &'h Host,

@@ -14,8 +14,10 @@ pub const ABI_MAJOR: u32 = 1;
 /// 1.1: encoders get a mode (`ENCODER_TRAINING` in `stream`) and return updated buffers.
 /// 1.2: the host op `similarity_lse`; host-op attributes checked against a schema.
 /// 1.5: the host op `replica_sum` (batch statistics shared by data-parallel ranks).
+/// 1.6: an augmentation's description says whether it draws only on the device
+/// (`draws_on_device`), which lets the host record it into a replayed training step.
 /// (docs/abi-changelog.md)
-pub const ABI_MINOR: u32 = 5;
+pub const ABI_MINOR: u32 = 6;
 /// Encoders: bit of `stream` set in training mode (batch statistics, buffer updates).
 pub const ENCODER_TRAINING: u64 = 1;
 /// The one symbol a plugin exports: `extern "C" fn() -> *const PluginDescriptor`.

@@ -47,6 +47,16 @@ pub trait Augmentation: Sized + Send + Sync + 'static {
     fn new(options: Self::Options) -> Result<Self, String>;
     /// The shape of one sample it takes (for `vkgrad verify`'s generated batches).
     fn input_shape(&self) -> Vec<usize>;
+    /// Whether every random number `forward` uses is drawn on the device from the stream it is
+    /// given (`stream.uniform` / `stream.normal`, i.e. `host.random` with `stream.seed`) and
+    /// nothing in it depends on the seed on the CPU (ABI 1.6). Then `vkgrad train` records the
+    /// augmentation into its replayed training step, the seed being a device value written
+    /// before each replay; `vkgrad verify` checks the claim (a step recorded with one seed and
+    /// replayed with another must equal a plain run with the other). Default `false`: the
+    /// augmentation runs op by op before each replayed step, whatever it does on the CPU.
+    fn draws_on_device(&self) -> bool {
+        false
+    }
     fn forward<'h>(
         &self,
         host: &'h Host,

@@ -445,7 +445,17 @@ pub unsafe extern "C" fn describe_augmentation<T: Augmentation>(
     err: *mut TextSink,
 ) -> i32 {
     let inst = unsafe { &*(instance as *const T) };
-    unsafe { guard(err, || describe_json(err, inst.input_shape(), vec![])) }
+    unsafe {
+        guard(err, || {
+            let text = json!({
+                "input_shape": inst.input_shape(),
+                "draws_on_device": inst.draws_on_device(),
+            })
+            .to_string();
+            report(err, &text);
+            Ok(())
+        })
+    }
 }
 
 fn leak(s: String) -> &'static str {

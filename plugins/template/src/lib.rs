@@ -267,6 +267,12 @@ impl Augmentation for GaussianNoise {
         vec![self.o.dim]
     }
 
+    /// Its noise is `stream.normal` on the device (ABI 1.6): `vkgrad train` may record it into
+    /// a replayed step, and `vkgrad verify` checks that a replay with another seed is right.
+    fn draws_on_device(&self) -> bool {
+        true
+    }
+
     fn forward<'h>(
         &self,
         host: &'h Host,

@@ -5,12 +5,14 @@
 //! `panic_reference`, `nan`, `wrong_gpu`, `ignores_lambda` (`cross_correlation`'s forward
 //! ignores its sampled option `lambda`), `bad_attr` (a mistyped host-op
 //! attribute), `unknown_attr` (an attribute the op does not take), `segfault` (a crash inside
-//! plugin code).
+//! plugin code), `cpu_draws` (`jitter` declares `draws_on_device` but draws on the CPU).
 //! The loss itself is the mean of squared features, with a correct CPU reference. Beside it,
 //! always registered and correct: `cross_correlation` (`cross_correlation.rs`), whose gradient
-//! vanishes at its minimum batch — it keeps `vkgrad verify`'s loss gradient floor tested.
+//! vanishes at its minimum batch — it keeps `vkgrad verify`'s loss gradient floor tested; and
+//! the augmentation `jitter` (`jitter.rs`).
 
 mod cross_correlation;
+mod jitter;
 
 use serde::Deserialize;
 use vkgrad_plugin::abi::{self, HostApi, PluginDescriptor, Registrar, Str, TextSink};
@@ -114,8 +116,11 @@ unsafe extern "C" fn init(
             }
         }
         let cc = trampolines::loss_vtable::<cross_correlation::CrossCorrelation>("fixture");
-        if unsafe { (reg.register)(reg.ctx, cc) } != abi::OK {
-            return Err("the host refused the component".into());
+        let jitter = trampolines::augmentation_vtable::<jitter::Jitter>("fixture");
+        for vt in [cc, jitter] {
+            if unsafe { (reg.register)(reg.ctx, vt) } != abi::OK {
+                return Err("the host refused the component".into());
+            }
         }
         Ok(())
     };

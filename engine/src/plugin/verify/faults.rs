@@ -22,6 +22,9 @@ pub enum Fault {
     DropGradient,
     /// NaN where the input is degenerate (a constant feature, duplicate or zero samples).
     NanAtDegenerate,
+    /// An augmentation's output plus a number computed on the CPU from its seed, as one that
+    /// wrongly declares `draws_on_device` would have (ABI 1.6).
+    HostDraw,
     /// The device path built without the k-th option that declares a domain and no exemption
     /// (the reference keeps it): an option the forward ignores.
     IgnoreOption(usize),
@@ -37,7 +40,10 @@ pub const LOSS_FAULTS: [(Fault, &str); 4] = [
 
 /// An augmentation's: it has no gradient, and its inputs are images without degenerate
 /// patterns.
-pub const AUGMENTATION_FAULTS: [(Fault, &str); 1] = [(Fault::ScaleForward, "forward × (1 + 1e-3)")];
+pub const AUGMENTATION_FAULTS: [(Fault, &str); 2] = [
+    (Fault::ScaleForward, "forward × (1 + 1e-3)"),
+    (Fault::HostDraw, "a number drawn on the CPU from the seed"),
+];
 
 thread_local! {
     static CURRENT: Cell<Fault> = const { Cell::new(Fault::None) };

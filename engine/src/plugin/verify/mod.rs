@@ -78,7 +78,12 @@ pub enum Degenerate {
 /// The properties checked on generated inputs, per component kind, in report order.
 pub fn case_properties(kind: &str) -> &'static [&'static str] {
     match kind {
-        "augmentation" => &["matches CPU reference", "finite", "deterministic"],
+        "augmentation" => &[
+            "matches CPU reference",
+            "finite",
+            "deterministic",
+            augmentation::SEED_ON_DEVICE,
+        ],
         _ => &[
             "matches CPU reference",
             "gradient vs finite differences",
@@ -223,7 +228,15 @@ pub fn verify(
         }
         // What the first panic said, if the component panicked in any case.
         let panic: std::cell::RefCell<Option<String>> = Default::default();
+        // Properties that do not apply (reported after the others: they come last).
+        let mut not_applicable = Vec::new();
         for &property in case_properties(comp.kind) {
+            if property == augmentation::SEED_ON_DEVICE
+                && !augmentation::declares_device_draws(&inst)
+            {
+                not_applicable.push(property);
+                continue;
+            }
             progress(&format!("{} {property}", comp.name));
             let mut key = [0u8; 32];
             key[..8].copy_from_slice(&seed.to_le_bytes());
@@ -304,6 +317,11 @@ pub fn verify(
             };
             check(property, outcome);
         }
+        skip(
+            &mut out,
+            &not_applicable,
+            "not declared (`draws_on_device`, ABI 1.6): `vkgrad train` runs this augmentation op by op before each replayed step",
+        );
         // The host's rule stands after verify: a plugin that panicked is not called again.
         if let Some(reason) = panic.into_inner() {
             comp.poison(reason);
