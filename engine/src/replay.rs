@@ -11,7 +11,7 @@
 //! learning rate, as one-element tensors) and constants it captured from its environment. It
 //! may not read values back (there is no host code at replay) nor draw random numbers with a
 //! seed of the host (it would be baked in: draw them outside and pass them in, or pass the
-//! seed in as an integer input and name it with [`crate::with_device_seeds`]); both are
+//! seed in as an integer input and name it with `ops::random::with_device_seeds`); both are
 //! errors while recording.
 //! A replayed step computes bit-identically to running it again (`tests/tests/replay.rs`).
 
@@ -157,6 +157,12 @@ impl Replay {
         self.recorded.as_ref().map_or(0, |r| r.commands)
     }
 
+    /// Command buffers in the recording: one, plus one per host step (a collective) that
+    /// splits it.
+    pub fn segments(&self) -> usize {
+        self.recorded.as_ref().map_or(0, |r| r.segments())
+    }
+
     fn submit_and_copy(&mut self) -> Result<Vec<Tensor>> {
         let ctx = context()?;
         if let Some(r) = &mut self.recorded {
@@ -215,4 +221,65 @@ fn int_copy_of(t: &IntTensor) -> Result<IntTensor> {
         storage: st,
         host: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::collective::through_host;
+
+    /// A step with host work inside (as a data-parallel step's collectives): the recording is
+    /// split around each host step, which runs again between the segments at every replay, so
+    /// replays equal the step run op by op on their inputs.
+    #[test]
+    fn host_steps_split_a_recording_and_run_at_every_replay() {
+        // Host work: reversed and tripled (what no device op of the step does).
+        let host = |v: Vec<f32>| Ok(v.iter().rev().map(|x| 3.0 * x).collect());
+        let step = |a: &[Tensor]| -> Result<Vec<Tensor>> {
+            let y = a[0].exp()?.add(&a[1])?;
+            let z = through_host(&y, y.shape().into(), host)?;
+            let w = z.mul(&a[0])?.sum_all()?;
+            let u = through_host(&w, Shape::new(), |v| Ok(vec![v[0] + 1.0]))?;
+            Ok(vec![z.sub(&a[1])?, u])
+        };
+        let t = |v: &[f32]| Tensor::from_vec(v.to_vec(), &[v.len()]).unwrap();
+        let bits = |ts: &[Tensor]| -> Vec<Vec<u32>> {
+            ts.iter()
+                .map(|t| t.to_vec().unwrap().iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        let inputs = [
+            (t(&[0.5, -1.0, 2.0]), t(&[1.0, 0.0, -3.0])),
+            (t(&[0.0, 1.0, -2.0]), t(&[4.0, 5.0, 6.0])),
+            (t(&[3.0, 0.25, 1.5]), t(&[-1.0, 2.0, 0.5])),
+        ];
+        let (a, b) = &inputs[0];
+        let (mut r, first) = Replay::record(&[a, b], |x| step(x)).unwrap();
+        assert_eq!(
+            r.segments(),
+            3,
+            "two host steps split it into three segments"
+        );
+        assert_eq!(bits(&first), bits(&step(&[a.clone(), b.clone()]).unwrap()));
+        for (a, b) in inputs.iter().cycle().skip(1).take(4) {
+            let got = r.run(&[a, b]).unwrap();
+            assert_eq!(bits(&got), bits(&step(&[a.clone(), b.clone()]).unwrap()));
+        }
+        // A host step that fails while recording fails the recording, and the device records
+        // and runs as before after it.
+        let e = Replay::record(&[a], |x| {
+            let y = through_host(&x[0], x[0].shape().into(), |_| {
+                Err(crate::Error::Other("no peer".into()))
+            })?;
+            Ok(vec![y])
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("no peer"), "{e}");
+        assert_eq!(
+            a.mul_scalar(2.0).unwrap().to_vec().unwrap(),
+            [1.0, -2.0, 4.0]
+        );
+    }
 }

@@ -65,6 +65,11 @@ fn tmp(name: &str) -> PathBuf {
 
 /// Trains one epoch with `k` ranks into a fresh folder; returns it.
 fn train(k: usize, name: &str, args: &[&str]) -> PathBuf {
+    train_with(k, name, args, &[])
+}
+
+/// [`train`] with environment variables set.
+fn train_with(k: usize, name: &str, args: &[&str], env: &[(&str, &str)]) -> PathBuf {
     let out = tmp(name);
     let out_s = out.display().to_string();
     let mut all: Vec<&str> = vec!["train", "--json", "--out", &out_s];
@@ -74,18 +79,29 @@ fn train(k: usize, name: &str, args: &[&str]) -> PathBuf {
     all.extend(args);
     let p = plugins();
     all.extend(p.iter().map(String::as_str));
-    let o = mpirun(k, Path::new(env!("CARGO_BIN_EXE_vkgrad")), &all, &[]);
+    let o = mpirun(k, Path::new(env!("CARGO_BIN_EXE_vkgrad")), &all, env);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         o.status.success(),
         "{k} ranks: vkgrad train {args:?} failed:\n{err}"
     );
+    if env.contains(&("VKGRAD_REPLAY", "0")) {
+        assert!(!err.contains("execution:"), "{err}");
+        return out;
+    }
     // The update after the gradients' all-reduce is a replayed segment in data-parallel runs
-    // too (the leader says so); the comparisons below then cover it.
+    // too (the leader says so), and so is the step, split into segments around its
+    // collectives; the comparisons below then cover both.
     assert!(
-        err.contains("updates replayed"),
-        "{k} ranks: vkgrad train {args:?}: no replayed update:\n{err}"
+        err.contains("updates replayed") && err.contains("steps replayed"),
+        "{k} ranks: vkgrad train {args:?}: not replayed:\n{err}"
     );
+    if k > 1 {
+        assert!(
+            err.contains("segments around its collectives"),
+            "{k} ranks: vkgrad train {args:?}: no collectives in the recording:\n{err}"
+        );
+    }
     out
 }
 
@@ -192,6 +208,32 @@ fn two_ranks_take_the_one_process_steps_on_vectors_for_every_method() {
         let two = train(2, &format!("{method}-2"), &args);
         assert_same_run(&one, &two, 128, method);
     }
+}
+
+/// Replay in a data-parallel run: the step recorded once, split around its collectives (the
+/// embeddings' all-gather, batch norm's `replica_sum` forward and backward), and replayed with
+/// the collectives run between its segments gives the bits of the same run op by op.
+#[test]
+fn two_ranks_replay_their_steps_bit_for_bit() {
+    let args = [
+        "--data",
+        "digits",
+        "--batch-size",
+        "128",
+        "--method",
+        "simclr",
+    ];
+    let replayed = train(2, "digits-replayed-2", &args);
+    let eager = train_with(2, "digits-eager-2", &args, &[("VKGRAD_REPLAY", "0")]);
+    let steps = |d: &Path| std::fs::read_to_string(d.join("steps.jsonl")).unwrap();
+    let (a, b) = (steps(&replayed), steps(&eager));
+    assert!(a.lines().count() >= 5, "{a}");
+    assert_eq!(a, b, "per-step losses");
+    assert_eq!(
+        params(&replayed),
+        params(&eager),
+        "parameters after the run"
+    );
 }
 
 #[test]

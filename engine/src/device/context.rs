@@ -598,8 +598,22 @@ impl Context {
     /// the copy has run).
     pub(crate) fn upload(&self, data: &[u8]) -> Result<Arc<Storage>> {
         let st = self.alloc(data.len() as u64)?;
+        self.write(&st, data)?;
+        Ok(st)
+    }
+
+    /// Copies host data into the start of a device buffer (recorded, through a staging
+    /// buffer).
+    pub(crate) fn write(&self, st: &Storage, data: &[u8]) -> Result<()> {
         if data.is_empty() {
-            return Ok(st);
+            return Ok(());
+        }
+        if data.len() as u64 > st.bytes {
+            return Err(Error::Other(format!(
+                "internal error: writing {} bytes into a buffer of {}",
+                data.len(),
+                st.bytes
+            )));
         }
         let staging = self.staging(
             BufferUsage::TRANSFER_SRC,
@@ -630,7 +644,7 @@ impl Context {
             )
         };
         rec.keep(staging);
-        Ok(st)
+        Ok(())
     }
 
     /// Reads `bytes` back from a device buffer; this submits everything recorded so far.
@@ -762,7 +776,35 @@ impl Context {
 
     /// Submits a recorded step after everything recorded so far (not waiting for it).
     pub(crate) fn submit_recorded(&self, r: &mut Recorded) -> Result<()> {
-        self.rec().submit_recorded(r)
+        // The segments the recording already ran are skipped on the first submission.
+        let start = std::mem::take(&mut r.ran);
+        for i in start..r.segments() {
+            self.rec().submit_recorded_segment(r, i)?;
+            if i < r.hosts.len() {
+                // The host step reads the segment's results: it must have finished.
+                self.rec().wait_recorded_segment(r, i)?;
+                (r.hosts[i])()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Host work inside device work (a collective of a data-parallel step): outside a
+    /// recording it runs now; while a step is recorded for replay, the segment recorded so
+    /// far is ended and run, `step` runs now (its read-backs and writes op by op), and the
+    /// recording goes on in a new segment — every replay runs `step` again at this point,
+    /// between the two segments. `step` must read and write only buffers it holds (the
+    /// recording's), with no other host state that changes per step.
+    pub(crate) fn host_step(&self, mut step: super::recorder::HostStep) -> Result<()> {
+        if !self.capturing() {
+            return step();
+        }
+        // While the capture is suspended, this thread's work runs op by op and other threads'
+        // still waits for the recording to end.
+        let capture = self.rec().split_capture()?;
+        let ran = step();
+        let resumed = self.rec().resume_capture(capture, step);
+        ran.and(resumed)
     }
 
     /// Frees a recorded step when its work is done.

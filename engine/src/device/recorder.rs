@@ -48,11 +48,31 @@ pub(crate) struct Recorder {
     capture: Option<Capture>,
     /// Fences of recorded steps submitted and not yet waited for by `flush`.
     replays_in_flight: Vec<vk::Fence>,
+    /// The thread whose recording is suspended while it runs a host step: other threads'
+    /// device work still waits for the recording to end.
+    suspended: Option<ThreadId>,
+}
+
+/// Host work between two recorded segments of a step (a collective: read back, exchange with
+/// the other ranks, write into a buffer the next segment reads): run once while the step is
+/// recorded and again at that point of every replay.
+pub(crate) type HostStep = Box<dyn FnMut() -> Result<()> + Send>;
+
+/// One command buffer of a recorded step.
+struct Segment {
+    cb: vk::CommandBuffer,
+    fence: vk::Fence,
+    /// Submitted and not yet waited for.
+    in_flight: bool,
 }
 
 /// A step being recorded (`device/replay.rs`), on one thread.
-struct Capture {
+pub(crate) struct Capture {
+    /// The segment being recorded (null between a host step's split and the resume).
     cb: vk::CommandBuffer,
+    /// Segments ended at host steps (each already run once), and the host step after each.
+    done: Vec<Segment>,
+    hosts: Vec<HostStep>,
     thread: ThreadId,
     staging: Vec<Subbuffer<[u8]>>,
     /// Every buffer a command touched, pinned (kept out of the pool) while the recording lives.
@@ -65,16 +85,27 @@ struct Capture {
     commands: usize,
 }
 
-/// A recorded step: its command buffer, submitted again by [`Recorder::submit_recorded`], and
-/// everything it needs alive. Release it with [`Recorder::release`].
+/// A recorded step: its command buffers (one segment, or several split by host steps),
+/// submitted again by `Context::submit_recorded`, and everything it needs alive. Release it
+/// with [`Recorder::release`].
 pub(crate) struct Recorded {
-    cb: vk::CommandBuffer,
-    fence: vk::Fence,
-    in_flight: bool,
+    segments: Vec<Segment>,
+    /// `hosts[i]` runs after `segments[i]`.
+    pub(crate) hosts: Vec<HostStep>,
+    /// Segments the recording already ran (all before the last host step's): the first
+    /// submission starts after them.
+    pub(crate) ran: usize,
     _staging: Vec<Subbuffer<[u8]>>,
     buffers: Vec<Arc<DeviceBuffer>>,
     /// Commands in it.
     pub commands: usize,
+}
+
+impl Recorded {
+    /// Its command buffers: one, plus one per host step.
+    pub fn segments(&self) -> usize {
+        self.segments.len()
+    }
 }
 
 /// Counters for benchmarks and tests of the batching behaviour.
@@ -147,6 +178,7 @@ impl Recorder {
             stats: Stats::default(),
             capture: None,
             replays_in_flight: Vec::new(),
+            suspended: None,
         })
     }
 
@@ -158,14 +190,8 @@ impl Recorder {
         }
     }
 
-    /// Starts recording a step for replay: from now until [`Recorder::end_capture`], commands
-    /// from this thread go to a command buffer of their own and nothing is submitted.
-    pub fn begin_capture(&mut self) -> Result<()> {
-        if self.capture.is_some() {
-            return Err(Error::Other(
-                "a step is already being recorded for replay (recordings do not nest)".into(),
-            ));
-        }
+    /// A new command buffer of the pool, begun (for a recorded segment).
+    fn begun_command_buffer(&self) -> Result<vk::CommandBuffer> {
         let fns = self.device.fns();
         let alloc = vk::CommandBufferAllocateInfo::default()
             .command_pool(self.pool)
@@ -180,12 +206,57 @@ impl Recorder {
             unsafe { (fns.v1_0.free_command_buffers)(self.device.handle(), self.pool, 1, &cb) };
             return Err(vk_err("beginning a command buffer", r));
         }
+        Ok(cb)
+    }
+
+    fn new_fence(&self) -> Result<vk::Fence> {
+        let mut f = vk::Fence::null();
+        unsafe {
+            (self.device.fns().v1_0.create_fence)(
+                self.device.handle(),
+                &vk::FenceCreateInfo::default(),
+                std::ptr::null(),
+                &mut f,
+            )
+        }
+        .result()
+        .map_err(|r| vk_err("creating a fence", r))?;
+        Ok(f)
+    }
+
+    /// Frees segments' command buffers and fences (their work finished or never submitted).
+    fn free_segments(&self, segments: &[Segment]) {
+        let fns = self.device.fns();
+        let dev = self.device.handle();
+        for s in segments {
+            unsafe {
+                if s.cb != vk::CommandBuffer::null() {
+                    (fns.v1_0.free_command_buffers)(dev, self.pool, 1, &s.cb);
+                }
+                if s.fence != vk::Fence::null() {
+                    (fns.v1_0.destroy_fence)(dev, s.fence, std::ptr::null());
+                }
+            }
+        }
+    }
+
+    /// Starts recording a step for replay: from now until [`Recorder::end_capture`], commands
+    /// from this thread go to a command buffer of their own and nothing is submitted.
+    pub fn begin_capture(&mut self) -> Result<()> {
+        if self.capture.is_some() {
+            return Err(Error::Other(
+                "a step is already being recorded for replay (recordings do not nest)".into(),
+            ));
+        }
+        let cb = self.begun_command_buffer()?;
         let saved = (
             std::mem::take(&mut self.reads),
             std::mem::take(&mut self.writes),
         );
         self.capture = Some(Capture {
             cb,
+            done: Vec::new(),
+            hosts: Vec::new(),
             thread: std::thread::current().id(),
             staging: Vec::new(),
             buffers: HashMap::new(),
@@ -198,87 +269,191 @@ impl Recorder {
         Ok(())
     }
 
+    /// Ends the segment being recorded at a host step: submits what was recorded before the
+    /// capture (its inputs' copies) and the segment, and waits for them, so the host step can
+    /// read the segment's results. The capture is suspended (returned) while the host step runs
+    /// op by op; [`Recorder::resume_capture`] records on into a new segment.
+    pub fn split_capture(&mut self) -> Result<Capture> {
+        let Some(mut c) = self.capture.take() else {
+            return Err(Error::Other(
+                "internal error: a host step split a recording that is not there".into(),
+            ));
+        };
+        let cb = std::mem::replace(&mut c.cb, vk::CommandBuffer::null());
+        let fence = match self.new_fence() {
+            Ok(f) => f,
+            Err(e) => {
+                c.done.push(Segment {
+                    cb,
+                    fence: vk::Fence::null(),
+                    in_flight: false,
+                });
+                self.capture = Some(c);
+                return Err(e);
+            }
+        };
+        let mut seg = Segment {
+            cb,
+            fence,
+            in_flight: false,
+        };
+        // The slots' hazard sets back (the capture's are stale once its segment ends), and
+        // the capture's back into it if this fails (it is then ended as it is).
+        std::mem::swap(&mut self.reads, &mut c.saved.0);
+        std::mem::swap(&mut self.writes, &mut c.saved.1);
+        let device = self.device.clone();
+        let fns = device.fns();
+        let ran = self
+            .submit()
+            .and_then(|_| {
+                unsafe { (fns.v1_0.end_command_buffer)(cb) }
+                    .result()
+                    .map_err(|r| vk_err("ending a command buffer", r))
+            })
+            .and_then(|_| self.submit_segment(&mut seg))
+            .and_then(|_| self.wait_segment(&mut seg));
+        c.done.push(seg);
+        if let Err(e) = ran {
+            std::mem::swap(&mut self.reads, &mut c.saved.0);
+            std::mem::swap(&mut self.writes, &mut c.saved.1);
+            self.capture = Some(c);
+            return Err(e);
+        }
+        self.suspended = Some(c.thread);
+        Ok(c)
+    }
+
+    /// Records on after a host step (`step`, which runs again at this point of every replay)
+    /// into a new segment that starts with a barrier (the host step's writes, and everything
+    /// before, complete and visible).
+    pub fn resume_capture(&mut self, mut c: Capture, step: HostStep) -> Result<()> {
+        c.hosts.push(step);
+        self.suspended = None;
+        let cb = self.begun_command_buffer();
+        std::mem::swap(&mut self.reads, &mut c.saved.0);
+        std::mem::swap(&mut self.writes, &mut c.saved.1);
+        if let Ok(cb) = cb {
+            c.cb = cb;
+        }
+        self.capture = Some(c);
+        cb?;
+        self.barrier(vk::PipelineStageFlags::ALL_COMMANDS | vk::PipelineStageFlags::HOST);
+        Ok(())
+    }
+
     /// Ends the recording: `Ok(Some)` with the recorded step (`keep`), `Ok(None)` when it is
     /// dropped (the step failed); either way recording returns to the slots.
     pub fn end_capture(&mut self, keep: bool) -> Result<Option<Recorded>> {
-        let Some(c) = self.capture.take() else {
+        let Some(mut c) = self.capture.take() else {
             return Ok(None);
         };
-        self.reads = c.saved.0;
-        self.writes = c.saved.1;
+        self.reads = std::mem::take(&mut c.saved.0);
+        self.writes = std::mem::take(&mut c.saved.1);
         let fns = self.device.fns();
-        let dev = self.device.handle();
-        let made = unsafe { (fns.v1_0.end_command_buffer)(c.cb) }
-            .result()
-            .map_err(|r| vk_err("ending a command buffer", r))
-            .and_then(|_| {
-                if !keep {
-                    return Ok(None);
-                }
-                let mut f = vk::Fence::null();
-                unsafe {
-                    (fns.v1_0.create_fence)(
-                        dev,
-                        &vk::FenceCreateInfo::default(),
-                        std::ptr::null(),
-                        &mut f,
-                    )
-                }
+        let last = Segment {
+            cb: c.cb,
+            fence: vk::Fence::null(),
+            in_flight: false,
+        };
+        let mut segments = std::mem::take(&mut c.done);
+        let ran = segments.len();
+        segments.push(last);
+        let made = if c.cb == vk::CommandBuffer::null() {
+            // A host step failed to split or resume: there is no segment to end.
+            if keep {
+                Err(Error::Other(
+                    "a recording ended without a segment to end (a host step failed)".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        } else {
+            unsafe { (fns.v1_0.end_command_buffer)(c.cb) }
                 .result()
-                .map_err(|r| vk_err("creating a fence", r))
-                .map(|_| Some(f))
-            });
+                .map_err(|r| vk_err("ending a command buffer", r))
+        }
+        .and_then(|_| {
+            if keep {
+                self.new_fence().map(Some)
+            } else {
+                Ok(None)
+            }
+        });
         match made {
-            Ok(Some(fence)) => Ok(Some(Recorded {
-                cb: c.cb,
-                fence,
-                in_flight: false,
-                _staging: c.staging,
-                buffers: c.buffers.into_values().collect(),
-                commands: c.commands,
-            })),
+            Ok(Some(fence)) => {
+                segments[ran].fence = fence;
+                Ok(Some(Recorded {
+                    segments,
+                    hosts: c.hosts,
+                    ran,
+                    _staging: c.staging,
+                    buffers: c.buffers.into_values().collect(),
+                    commands: c.commands,
+                }))
+            }
             other => {
-                unsafe { (fns.v1_0.free_command_buffers)(dev, self.pool, 1, &c.cb) };
+                // Earlier segments were waited for when they ran.
+                self.free_segments(&segments);
                 self.unpin(c.buffers.into_values().collect());
                 other.map(|_| None)
             }
         }
     }
 
-    /// Submits a recorded step after everything recorded so far; does not wait.
-    pub fn submit_recorded(&mut self, r: &mut Recorded) -> Result<()> {
-        self.check_not_capturing("replay a recorded step")?;
-        self.submit()?;
-        self.wait_recorded(r)?;
+    /// Submits one segment of a recorded step after everything recorded so far (waiting for
+    /// its previous submission first); does not wait.
+    fn submit_segment(&mut self, seg: &mut Segment) -> Result<()> {
+        self.wait_segment(seg)?;
         let fns = self.device.fns();
-        let cbs = [r.cb];
+        let cbs = [seg.cb];
         let submit = vk::SubmitInfo::default().command_buffers(&cbs);
-        let (queue, fence) = (self.queue.clone(), r.fence);
+        let (queue, fence) = (self.queue.clone(), seg.fence);
         queue
             .with(|_guard| unsafe { (fns.v1_0.queue_submit)(queue.handle(), 1, &submit, fence) })
             .result()
             .map_err(|r| vk_err("submitting a recorded step", r))?;
-        r.in_flight = true;
-        self.replays_in_flight.push(r.fence);
+        seg.in_flight = true;
+        self.replays_in_flight.push(seg.fence);
         self.stats.submits += 1;
         Ok(())
     }
 
-    /// Waits until the recorded step's last submission has finished.
-    fn wait_recorded(&mut self, r: &mut Recorded) -> Result<()> {
-        if !r.in_flight {
+    /// Submits segment `i` of a recorded step after everything recorded so far; does not
+    /// wait. (`Context::submit_recorded` runs the host steps between segments.)
+    pub fn submit_recorded_segment(&mut self, r: &mut Recorded, i: usize) -> Result<()> {
+        self.check_not_capturing("replay a recorded step")?;
+        self.submit()?;
+        self.submit_segment(&mut r.segments[i])
+    }
+
+    /// Waits until segment `i` of a recorded step has finished.
+    pub fn wait_recorded_segment(&mut self, r: &mut Recorded, i: usize) -> Result<()> {
+        self.wait_segment(&mut r.segments[i])
+    }
+
+    /// Waits until a segment's last submission has finished.
+    fn wait_segment(&mut self, seg: &mut Segment) -> Result<()> {
+        if !seg.in_flight {
             return Ok(());
         }
         let fns = self.device.fns();
         let dev = self.device.handle();
-        unsafe { (fns.v1_0.wait_for_fences)(dev, 1, &r.fence, vk::TRUE, u64::MAX) }
+        unsafe { (fns.v1_0.wait_for_fences)(dev, 1, &seg.fence, vk::TRUE, u64::MAX) }
             .result()
             .map_err(|e| vk_err("waiting for the device", e))?;
-        unsafe { (fns.v1_0.reset_fences)(dev, 1, &r.fence) }
+        unsafe { (fns.v1_0.reset_fences)(dev, 1, &seg.fence) }
             .result()
             .map_err(|e| vk_err("resetting a fence", e))?;
-        r.in_flight = false;
-        self.replays_in_flight.retain(|f| *f != r.fence);
+        seg.in_flight = false;
+        self.replays_in_flight.retain(|f| *f != seg.fence);
+        Ok(())
+    }
+
+    /// Waits until every segment of the recorded step has finished.
+    fn wait_recorded(&mut self, r: &mut Recorded) -> Result<()> {
+        for seg in &mut r.segments {
+            self.wait_segment(seg)?;
+        }
         Ok(())
     }
 
@@ -290,12 +465,8 @@ impl Recorder {
             std::mem::forget(r);
             return;
         }
-        let fns = self.device.fns();
-        let dev = self.device.handle();
-        unsafe {
-            (fns.v1_0.free_command_buffers)(dev, self.pool, 1, &r.cb);
-            (fns.v1_0.destroy_fence)(dev, r.fence, std::ptr::null());
-        }
+        self.free_segments(&r.segments);
+        r.segments.clear();
         self.unpin(std::mem::take(&mut r.buffers));
     }
 
@@ -323,7 +494,7 @@ impl Recorder {
 
     /// The thread recording a step for replay, if one is.
     pub fn capture_thread(&self) -> Option<ThreadId> {
-        self.capture.as_ref().map(|c| c.thread)
+        self.capture.as_ref().map(|c| c.thread).or(self.suspended)
     }
 
     fn check_not_capturing(&mut self, what: &str) -> Result<()> {
@@ -368,6 +539,13 @@ impl Recorder {
                     a.buf.pins.fetch_add(1, Ordering::AcqRel);
                     a.buf.clone()
                 });
+            }
+            if c.cb == vk::CommandBuffer::null() {
+                return Err(Error::Other(
+                    "a host step inside the step being recorded failed; nothing more can be \
+                     recorded into it"
+                        .into(),
+                ));
             }
             c.commands += 1;
         } else if !self.recording {

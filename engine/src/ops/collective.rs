@@ -1,6 +1,8 @@
 //! Collective ops across the processes of a data-parallel job (`crate::dist`), with their
-//! gradients. Each is a read-back, a host collective and an upload: Vulkan devices share no
-//! memory across processes, so collectives go through the host. At world size 1 each is the
+//! gradients. Each is a read-back, a host collective and a write into the result's buffer:
+//! Vulkan devices share no memory across processes, so collectives go through the host — as a
+//! host step (`Context::host_step`), so a step recorded for replay is split around each and
+//! every replay runs the collective again between its segments. At world size 1 each is the
 //! identity (values and gradients), with no copy.
 //!
 //! The gradient rules treat the job's objective as the sum over ranks of what each rank
@@ -9,9 +11,43 @@
 //! loss from gathered features, each parameter gradient is then K times the rank's share, and
 //! the trainer's average over ranks gives exactly the gradient of the one global loss.
 
+use crate::device::context;
 use crate::dist::{mismatch, world};
-use crate::error::Result;
-use crate::tensor::{IntTensor, Shape, Tensor};
+use crate::error::{Error, Result};
+use crate::tensor::{numel, IntTensor, Shape, Tensor};
+
+/// A tensor of `out_shape` whose values `f` makes on the host from `src`'s (a collective):
+/// read back, exchanged, written into the result's buffer — a host step, so in a recorded step
+/// it runs between two segments, again at every replay. `f` may keep no per-call state.
+pub(crate) fn through_host(
+    src: &Tensor,
+    out_shape: Shape,
+    mut f: impl FnMut(Vec<f32>) -> Result<Vec<f32>> + Send + 'static,
+) -> Result<Tensor> {
+    let ctx = context()?;
+    let input = src.storage()?.clone();
+    let out = super::alloc_f32(&out_shape)?;
+    let (n_in, n_out) = (src.numel(), numel(&out_shape));
+    let result = out.clone();
+    ctx.host_step(Box::new(move || {
+        let ctx = context()?;
+        let bytes = ctx.download(&input, 4 * n_in as u64)?;
+        let v: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let r = f(v)?;
+        if r.len() != n_out {
+            return Err(Error::Other(format!(
+                "a collective returned {} values where {n_out} were expected",
+                r.len()
+            )));
+        }
+        let bytes: Vec<u8> = r.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        ctx.write(&result, &bytes)
+    }))?;
+    Ok(Tensor::leaf(out_shape, out))
+}
 
 impl Tensor {
     /// Every rank's rows (axis 0) in rank order: [Σ_r n_r, ...]. The other axes must agree.
@@ -21,16 +57,14 @@ impl Tensor {
         if w.size() == 1 {
             return Ok(self.clone());
         }
-        let inner = check_inner(self.shape())?;
-        let (all, counts) = w.all_gather(&self.to_vec()?)?;
-        let row: usize = inner.iter().product();
-        let shape: Shape = [all.len() / row.max(1)]
+        let (inner, rows) = check_inner(self.shape())?;
+        let shape: Shape = [rows.iter().sum::<usize>()]
             .into_iter()
             .chain(inner.iter().copied())
             .collect();
-        let start = counts[..w.rank()].iter().sum::<usize>() / row.max(1);
+        let start = rows[..w.rank()].iter().sum::<usize>();
         let n = self.shape()[0];
-        let gathered = Tensor::from_vec(all, &shape)?;
+        let gathered = through_host(self, shape.clone(), |v| Ok(world().all_gather(&v)?.0))?;
         Ok(Tensor::from_op(
             shape,
             gathered.0.value.clone(),
@@ -47,9 +81,10 @@ impl Tensor {
         if w.size() == 1 {
             return Ok(self.clone());
         }
-        let mut v = self.to_vec()?;
-        w.all_reduce_sum(&mut v)?;
-        let summed = Tensor::from_vec(v, self.shape())?;
+        let summed = through_host(self, self.shape().into(), |mut v| {
+            world().all_reduce_sum(&mut v)?;
+            Ok(v)
+        })?;
         Ok(Tensor::from_op(
             self.shape().into(),
             summed.0.value.clone(),
@@ -79,7 +114,7 @@ impl IntTensor {
         if w.size() == 1 {
             return Ok(self.clone());
         }
-        let inner = check_inner(self.shape())?;
+        let (inner, _) = check_inner(self.shape())?;
         let (all, _) = w.all_gather_u32(&self.to_vec()?)?;
         let mut shape = self.shape().to_vec();
         shape[0] = all.len() / inner.iter().product::<usize>().max(1);
@@ -88,8 +123,8 @@ impl IntTensor {
 }
 
 /// The shape after axis 0, which every rank must share (exchanged first, so a rank whose rows
-/// differ is refused by name instead of mixing values).
-fn check_inner(shape: &[usize]) -> Result<Shape> {
+/// differ is refused by name instead of mixing values), and every rank's number of rows.
+fn check_inner(shape: &[usize]) -> Result<(Shape, Vec<usize>)> {
     if shape.is_empty() {
         return Err(mismatch(
             "all_gather",
@@ -97,20 +132,29 @@ fn check_inner(shape: &[usize]) -> Result<Shape> {
         ));
     }
     let inner: Shape = shape[1..].iter().copied().collect();
-    let mut mine = vec![u32::MAX; crate::ops::MAX_RANK];
-    for (m, &d) in mine.iter_mut().zip(&inner) {
+    // [rows, inner dimensions..., padding]
+    let mut mine = vec![u32::MAX; 1 + crate::ops::MAX_RANK];
+    mine[0] = shape[0] as u32;
+    for (m, &d) in mine[1..].iter_mut().zip(&inner) {
         *m = d as u32;
     }
     let (all, _) = world().all_gather_u32(&mine)?;
-    if all.chunks(mine.len()).any(|c| c != mine.as_slice()) {
-        let theirs: Vec<Vec<u32>> = all
-            .chunks(mine.len())
-            .map(|c| c.iter().copied().take_while(|&d| d != u32::MAX).collect())
+    let ranks = all.chunks(mine.len());
+    if ranks.clone().any(|c| c[1..] != mine[1..]) {
+        let theirs: Vec<Vec<u32>> = ranks
+            .map(|c| {
+                c[1..]
+                    .iter()
+                    .copied()
+                    .take_while(|&d| d != u32::MAX)
+                    .collect()
+            })
             .collect();
         return Err(mismatch(
             "all_gather",
             format!("tensor {shape:?}: the ranks' row shapes differ: {theirs:?}"),
         ));
     }
-    Ok(inner)
+    let rows = all.chunks(mine.len()).map(|c| c[0] as usize).collect();
+    Ok((inner, rows))
 }

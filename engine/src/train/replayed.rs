@@ -17,11 +17,15 @@
 //! (`engine/tests/train.rs` compares whole runs). `VKGRAD_REPLAY=0` runs every step op by op.
 //! The update after the gradients is a segment of its own (`replayed_update.rs`).
 //!
+//! In a data-parallel run the collectives inside the step (the embeddings' all-gather, batch
+//! norm's `replica_sum`, their gradients' all-reduces) are host steps: the recording is split
+//! into segments around each, and every replay runs segment, collective, segment, … in the
+//! same order on every rank (`Context::host_step`).
+//!
 //! Not replayed (the steps run op by op, with a note on stderr saying why): a loss that keeps
 //! state between calls (MoCo's queue: its host code must run every step), a component that reads
-//! values back or draws random numbers inside the step, data-parallel runs (their collectives
-//! are host work inside the step), and `VKGRAD_PROFILE=1` (it times each kernel). GradCache's
-//! chunks are all device work: its whole step is recorded as one.
+//! values back or draws random numbers inside the step, and `VKGRAD_PROFILE=1` (it times each
+//! kernel). GradCache's chunks are all device work: its whole step is recorded as one.
 
 use super::Trainer;
 use crate::error::{Error, Result};
@@ -65,6 +69,8 @@ pub struct Counts {
     pub commands: usize,
     /// Whether the last recording holds the augmentation.
     pub augmented: bool,
+    /// Command buffers of the last recording (more than one where collectives split it).
+    pub segments: usize,
     /// The same for the update (`replayed_update.rs`).
     pub updates_recorded: u64,
     pub updates_replayed: u64,
@@ -93,8 +99,13 @@ impl Trainer {
             } else {
                 "forward and backward"
             };
+            let split = if c.segments > 1 {
+                format!(" in {} segments around its collectives", c.segments)
+            } else {
+                String::new()
+            };
             parts.push(format!(
-                "{} steps replayed, {} recorded ({} device commands per step's {what})",
+                "{} steps replayed, {} recorded ({} device commands{split} per step's {what})",
                 c.replayed, c.recorded, c.commands
             ));
         }
@@ -125,8 +136,6 @@ impl Trainer {
                  one submission"
                     .to_string(),
             )
-        } else if crate::dist::world().size() > 1 {
-            Some("data-parallel steps exchange values between ranks inside the step".into())
         } else if self.loss.save_state()?.is_some() {
             Some(format!(
                 "the loss {} keeps state between steps, which its host code updates",
@@ -288,6 +297,7 @@ impl Trainer {
         self.replay_counts.recorded += 1;
         self.replay_counts.commands = replay.commands();
         self.replay_counts.augmented = seeds.is_some();
+        self.replay_counts.segments = replay.segments();
         self.replayed = State::Recorded(Box::new(StepReplay {
             replay,
             shapes,
