@@ -199,7 +199,7 @@ pub fn self_test(
                 eprintln!("self-test: {what}");
             }
         });
-    let failed_clean: Vec<_> = clean.iter().filter(|c| !c.passed).collect();
+    let failed_clean: Vec<_> = clean.iter().filter(|c| !c.clean()).collect();
     let blind: Vec<_> = outcomes.iter().filter(|o| o.caught_by.is_empty()).collect();
     if json {
         let out = serde_json::json!({ "plugin": plugin.name, "components": chosen.len(), "failed_without_faults": failed_clean, "faults": outcomes, "blind_spots": blind.len() });

@@ -41,9 +41,26 @@ pub struct Check {
     pub property: &'static str,
     pub passed: bool,
     /// Not run: the plugin was poisoned by a panic before this check's turn (neither passed
-    /// nor failed; the panic itself is the failure, reported where it happened).
+    /// nor failed; the panic itself is the failure, reported where it happened), or the
+    /// property does not apply ([`Check::not_applicable`]).
     pub skipped: bool,
     pub detail: String,
+}
+
+/// The detail of a property that does not apply to a component: an augmentation that does not
+/// declare `draws_on_device` is never replayed with its seed as a device value.
+const NOT_DECLARED: &str = "not declared (`draws_on_device`, ABI 1.6): `vkgrad train` runs this augmentation op by op before each replayed step";
+
+impl Check {
+    /// Skipped because the property does not apply (not because a panic stopped it).
+    pub fn not_applicable(&self) -> bool {
+        self.skipped && self.detail == NOT_DECLARED
+    }
+
+    /// Passed, or does not apply: what a component free of faults shows.
+    pub fn clean(&self) -> bool {
+        self.passed || self.not_applicable()
+    }
 }
 
 /// A generated input: a batch of `n` samples (for losses: `v` views of `d` dimensions; for
@@ -317,11 +334,7 @@ pub fn verify(
             };
             check(property, outcome);
         }
-        skip(
-            &mut out,
-            &not_applicable,
-            "not declared (`draws_on_device`, ABI 1.6): `vkgrad train` runs this augmentation op by op before each replayed step",
-        );
+        skip(&mut out, &not_applicable, NOT_DECLARED);
         // The host's rule stands after verify: a plugin that panicked is not called again.
         if let Some(reason) = panic.into_inner() {
             comp.poison(reason);
