@@ -16,6 +16,7 @@ pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
 pub use error::{Error, Result};
 pub use ops::binary::{binary_op, BinaryOp, BINARY_OPS};
 pub use ops::conv::Window;
+pub use ops::links::{OpLinks, LINKED_OPS};
 pub use ops::random::{seed_tensor, with_device_seeds, Rng};
 pub use ops::reduce::{reduce_op, ReduceOp, REDUCE_OPS};
 pub use ops::resample::Padding;

@@ -75,6 +75,14 @@ proptest! {
             &RefTensor::new(&ishape, src.data.iter().map(|v| v.abs()).collect()));
         OpCase::new("scatter_add", vec![base, src], &gpu_f, &ref_f).vjp(&vjp_f).tol(tol::ACCUMULATE).scale(scale, m + 1).check()?;
     }
+
+    /// Integers (labels, indices) as floats: exact up to 2^24, where every integer is an f32.
+    #[test]
+    fn to_f32_is_exact_up_to_2_pow_24(v in prop::collection::vec(0u32..=1 << 24, 1..300)) {
+        let got = IntTensor::from_vec(v.clone(), &[v.len()]).unwrap().to_f32().unwrap().to_vec().unwrap();
+        let want: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        prop_assert_eq!(got, want);
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub(crate) mod binary;
 pub(crate) mod collective;
 pub(crate) mod conv;
 pub(crate) mod index;
+pub mod links;
 pub(crate) mod matmul;
 pub(crate) mod movement;
 pub(crate) mod random;
