@@ -89,17 +89,18 @@ fn train_with(k: usize, name: &str, args: &[&str], env: &[(&str, &str)]) -> Path
         assert!(!err.contains("execution:"), "{err}");
         return out;
     }
-    // The update after the gradients' all-reduce is a replayed segment in data-parallel runs
-    // too (the leader says so), and so is the step, split into segments around its
-    // collectives; the comparisons below then cover both.
+    // The step is replayed in data-parallel runs too (the leader says so), split into segments
+    // around its collectives, and so is the update with the gradients' all-reduce inside; the
+    // comparisons below then cover both.
     assert!(
         err.contains("updates replayed") && err.contains("steps replayed"),
         "{k} ranks: vkgrad train {args:?}: not replayed:\n{err}"
     );
     if k > 1 {
         assert!(
-            err.contains("segments around its collectives"),
-            "{k} ranks: vkgrad train {args:?}: no collectives in the recording:\n{err}"
+            err.contains("segments around its collectives")
+                && err.contains("segments around the gradients' all-reduce"),
+            "{k} ranks: vkgrad train {args:?}: no collectives in the recordings:\n{err}"
         );
     }
     out

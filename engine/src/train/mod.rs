@@ -313,7 +313,6 @@ impl Trainer {
         let seed = self.cfg.seed;
         let seeds = [mix(seed, self.step, 1), mix(seed, self.step, 2)];
         let loss = self.backward_maybe_replayed(&x, &y, seeds)?;
-        self.average_gradients()?;
         self.update(loss)
     }
 
@@ -410,7 +409,8 @@ impl Trainer {
         Ok(v)
     }
 
-    /// The update's device work: the optimiser (`values[..n_opt]` its per-step values), then
+    /// The update's device work: the gradients averaged over data-parallel ranks (one
+    /// collective), the optimiser (`values[..n_opt]` its per-step values), then
     /// BYOL's EMA (`values[n_opt..]`: τ, 1 − τ); returns Σ w² over the trainable parameters,
     /// one number that is finite exactly when the weights are (a diverged update shows as inf
     /// or NaN), read with the loss.
@@ -421,6 +421,8 @@ impl Trainer {
         if let Some(p) = &mut self.predictor {
             params.extend(p.trainable_mut());
         }
+        // Data-parallel: the gradients averaged over the ranks first (one collective).
+        Self::average_gradients(&mut params)?;
         self.opt.update_with(opt_values, &mut params)?;
         let health = no_grad(|| {
             let mut acc: Option<Tensor> = None;

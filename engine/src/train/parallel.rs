@@ -39,38 +39,39 @@ pub fn gather_pairs(local: &Tensor) -> Result<Tensor> {
 
 impl Trainer {
     /// Averages every trainable parameter's gradient over the ranks: one all-reduce of all of
-    /// them in one buffer (one message per step, not one per tensor).
-    pub(super) fn average_gradients(&mut self) -> Result<()> {
+    /// them in one buffer (one message per step, not one per tensor). The gradients are joined
+    /// and split on the device around one collective (a host step), so in a replayed update
+    /// (`replayed_update.rs`, which runs this first) the all-reduce runs between the
+    /// recording's segments at every replay.
+    pub(super) fn average_gradients(params: &mut [&mut Tensor]) -> Result<()> {
         let w = world();
-        if w.size() == 1 {
+        if w.size() == 1 || params.is_empty() {
             return Ok(());
         }
-        let mut params: Vec<&mut Tensor> = self.encoder.trainable_mut();
-        params.extend(self.head.trainable_mut());
-        if let Some(p) = &mut self.predictor {
-            params.extend(p.trainable_mut());
-        }
-        let mut flat = Vec::new();
-        let mut sizes = Vec::with_capacity(params.len());
-        for p in &params {
-            // A parameter the loss did not reach has a zero gradient on this rank (another
-            // rank's may not be zero): every rank sends every parameter.
-            let g = match p.grad() {
-                Some(g) => g.to_vec()?,
-                None => vec![0.0; p.shape().iter().product()],
-            };
-            sizes.push(g.len());
-            flat.extend(g);
-        }
-        w.all_reduce_sum(&mut flat)?;
-        let k = w.size() as f32;
-        let mut at = 0;
-        for (p, n) in params.iter().zip(sizes) {
-            let mean: Vec<f32> = flat[at..at + n].iter().map(|v| v / k).collect();
-            at += n;
-            p.set_grad(Some(Tensor::from_vec(mean, p.shape())?));
-        }
-        Ok(())
+        crate::grad_mode::no_grad(|| {
+            let mut flat = Vec::with_capacity(params.len());
+            for p in params.iter() {
+                let n = p.numel();
+                // A parameter the loss did not reach has a zero gradient on this rank
+                // (another rank's may not be zero): every rank sends every parameter.
+                flat.push(match p.grad() {
+                    Some(g) => g.reshape(&[n])?,
+                    None => Tensor::zeros(&[n])?,
+                });
+            }
+            let refs: Vec<&Tensor> = flat.iter().collect();
+            let mean = Tensor::concat(&refs, 0)?
+                .all_reduce_sum()?
+                .div_scalar(w.size() as f32)?;
+            let mut at = 0;
+            for p in params.iter_mut() {
+                let n = p.numel();
+                let g = mean.narrow(0, at, n)?.reshape(p.shape())?;
+                at += n;
+                p.set_grad(Some(g));
+            }
+            Ok(())
+        })
     }
 }
 

@@ -75,6 +75,7 @@ pub struct Counts {
     pub updates_recorded: u64,
     pub updates_replayed: u64,
     pub update_commands: usize,
+    pub update_segments: usize,
 }
 
 /// Where a run stands with replay.
@@ -110,8 +111,16 @@ impl Trainer {
             ));
         }
         if c.updates_recorded > 0 {
+            let split = if c.update_segments > 1 {
+                format!(
+                    " in {} segments around the gradients' all-reduce",
+                    c.update_segments
+                )
+            } else {
+                String::new()
+            };
             parts.push(format!(
-                "{} updates replayed, {} recorded ({} device commands per update)",
+                "{} updates replayed, {} recorded ({} device commands{split} per update)",
                 c.updates_replayed, c.updates_recorded, c.update_commands
             ));
         }

@@ -1,9 +1,10 @@
 //! The replayed update: the device work after the gradients — the optimiser's update of every
 //! trainable parameter, the weights' health sum and BYOL's EMA of the target networks — is
 //! recorded once and re-submitted at every later step, as the forward and backward pass are
-//! (`replayed.rs`). It is a segment of its own because host work may sit between the two: a
-//! data-parallel run all-reduces the gradients there, and a loss with state updates its queue;
-//! so the update replays in those runs too.
+//! (`replayed.rs`). It is a segment of its own because host work may sit between the two (a
+//! loss with state updates its queue there), so the update replays in those runs too. In a
+//! data-parallel run it starts with the gradients' all-reduce, a host step that splits the
+//! recording in two (`Context::host_step`).
 //!
 //! What changes from step to step reaches the recording as device values, computed on the host
 //! each step exactly as an op-by-op update computes them (`Optimizer::begin_step`: the
@@ -163,6 +164,7 @@ impl Trainer {
         })?;
         self.replay_counts.updates_recorded += 1;
         self.replay_counts.update_commands = replay.commands();
+        self.replay_counts.update_segments = replay.segments();
         let rec = Box::new(UpdateReplay {
             replay,
             key,
