@@ -9,7 +9,19 @@ layout(constant_id = 1) const uint TB = 0;     // B stored [N, K]
 layout(set = 0, binding = 0) uniform samplerBuffer A;
 layout(set = 0, binding = 1) uniform samplerBuffer B;
 layout(set = 0, binding = 2) writeonly buffer C { float c_out[]; };
-layout(push_constant) uniform P { uint M; uint N; uint K; uint batch_a; uint batch_b; uint batch_c; } p;
+layout(push_constant) uniform P {
+    uint M; uint N; uint K; uint batch_a; uint batch_b; uint batch_c;
+    // @fused-push: a fused epilogue's push constants go here
+} p;
+
+// FUSED (a variant generated at run time, lazy/codegen.rs): the product is not stored as is;
+// put(i, v) stores the pending elementwise tree that consumes it (a fused epilogue: bias,
+// activation, scale, mask), computed from v at element i of C.
+#ifdef FUSED
+// @fused-input: a fused epilogue's bindings and functions go here
+#else
+void put(uint i, float v) { c_out[i] = v; }
+#endif
 
 void main() {
     uint z = gl_WorkGroupID.z;
@@ -38,5 +50,5 @@ void main() {
     uint cb = z * p.batch_c;
     for (uint i = 0u; i < 4u; ++i)
         for (uint j = 0u; j < 4u; ++j)
-            if (r0 + i < p.M && c0 + j < p.N) c_out[cb + (r0 + i) * p.N + c0 + j] = acc[i][j];
+            if (r0 + i < p.M && c0 + j < p.N) put(cb + (r0 + i) * p.N + c0 + j, acc[i][j]);
 }

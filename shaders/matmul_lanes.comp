@@ -13,7 +13,19 @@ layout(constant_id = 1) const uint TB = 0;     // B stored [N, K]
 layout(set = 0, binding = 0) uniform samplerBuffer A4;
 layout(set = 0, binding = 1) uniform samplerBuffer B4;
 layout(set = 0, binding = 2) writeonly buffer C { float c_out[]; };
-layout(push_constant) uniform P { uint M; uint N; uint K; uint batch_a; uint batch_b; uint batch_c; } p;
+layout(push_constant) uniform P {
+    uint M; uint N; uint K; uint batch_a; uint batch_b; uint batch_c;
+    // @fused-push: a fused epilogue's push constants go here
+} p;
+
+// FUSED (a variant generated at run time, lazy/codegen.rs): the product is not stored as is;
+// put(i, v) stores the pending elementwise tree that consumes it (a fused epilogue: bias,
+// activation, scale, mask), computed from v at element i of C.
+#ifdef FUSED
+// @fused-input: a fused epilogue's bindings and functions go here
+#else
+void put(uint i, float v) { c_out[i] = v; }
+#endif
 
 #define LA(i) texelFetch(A4, int(i))
 #define LB(i) texelFetch(B4, int(i))
@@ -55,7 +67,7 @@ void main() {
         KSTEP(0) KSTEP(1) KSTEP(2) KSTEP(3)
     }
     uint cb = z * p.batch_c;
-#define STORE(i, h, q) if (r0 + i < p.M && c0 + 4u * h + q < p.N) c_out[cb + (r0 + i) * p.N + c0 + 4u * h + q] = c[i][h][q];
+#define STORE(i, h, q) if (r0 + i < p.M && c0 + 4u * h + q < p.N) put(cb + (r0 + i) * p.N + c0 + 4u * h + q, c[i][h][q]);
 #define STORE_ROW(i) STORE(i, 0, 0) STORE(i, 0, 1) STORE(i, 0, 2) STORE(i, 0, 3) STORE(i, 1, 0) STORE(i, 1, 1) STORE(i, 1, 2) STORE(i, 1, 3)
     STORE_ROW(0) STORE_ROW(1) STORE_ROW(2) STORE_ROW(3) STORE_ROW(4) STORE_ROW(5) STORE_ROW(6) STORE_ROW(7)
 }

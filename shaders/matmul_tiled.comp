@@ -10,7 +10,19 @@ layout(constant_id = 1) const uint TB = 0;     // B stored [N, K]
 layout(set = 0, binding = 0) uniform samplerBuffer A;
 layout(set = 0, binding = 1) uniform samplerBuffer B;
 layout(set = 0, binding = 2) writeonly buffer C { float c_out[]; };
-layout(push_constant) uniform P { uint M; uint N; uint K; uint batch_a; uint batch_b; uint batch_c; } p;
+layout(push_constant) uniform P {
+    uint M; uint N; uint K; uint batch_a; uint batch_b; uint batch_c;
+    // @fused-push: a fused epilogue's push constants go here
+} p;
+
+// FUSED (a variant generated at run time, lazy/codegen.rs): the product is not stored as is;
+// put(i, v) stores the pending elementwise tree that consumes it (a fused epilogue: bias,
+// activation, scale, mask), computed from v at element i of C.
+#ifdef FUSED
+// @fused-input: a fused epilogue's bindings and functions go here
+#else
+void put(uint i, float v) { c_out[i] = v; }
+#endif
 
 shared float sa[16][64];   // sa[k][m]
 shared float sb[16][64];   // sb[k][n]
@@ -51,7 +63,7 @@ void main() {
         uint r = row0 + ty + 16u * i;
         for (uint j = 0u; j < 4u; ++j) {
             uint c = col0 + tx + 16u * j;
-            if (r < p.M && c < p.N) c_out[cb + r * p.N + c] = acc[i][j];
+            if (r < p.M && c < p.N) put(cb + r * p.N + c, acc[i][j]);
         }
     }
 }

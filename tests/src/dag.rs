@@ -1,5 +1,7 @@
 //! Random DAGs of elementwise ops (unary, binary, `where`, reshaped views) over broadcast
-//! leaves with special values mixed in: the generator behind the fusion and replay properties.
+//! leaves with special values mixed in, and maybe a matrix product of the output's shape among
+//! the values they read (a fused matmul epilogue): the generator behind the fusion and replay
+//! properties.
 
 use crate::*;
 use proptest::prelude::*;
@@ -71,9 +73,44 @@ pub fn leaf(shape: Vec<usize>) -> impl Strategy<Value = RefTensor> {
         })
 }
 
+/// A matrix product op(A) · op(B) whose result has the DAG's output shape: one more value
+/// the nodes may read (pending, so consumers of its shape fuse into the matmul kernel).
+#[derive(Debug, Clone)]
+pub struct Product {
+    pub a: RefTensor,
+    pub b: RefTensor,
+    pub ta: bool,
+    pub tb: bool,
+}
+
+/// The factors of a product of shape `out` (rank ≥ 2): K is often a multiple of 4, so both
+/// CPU-driver kernels (vec4 lanes and scalar) are drawn.
+pub fn product(out: Vec<usize>) -> impl Strategy<Value = Product> {
+    let r = out.len();
+    let (m, n) = (out[r - 2], out[r - 1]);
+    let batch = out[..r - 2].to_vec();
+    (
+        prop_oneof![dim(), (1usize..=8).prop_map(|k| 4 * k)],
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_flat_map(move |(k, ta, tb)| {
+            let with = |x: usize, y: usize| {
+                let mut s = batch.clone();
+                s.extend([x, y]);
+                s
+            };
+            let sa = if ta { with(k, m) } else { with(m, k) };
+            let sb = if tb { with(n, k) } else { with(k, n) };
+            (leaf(sa), leaf(sb)).prop_map(move |(a, b)| Product { a, b, ta, tb })
+        })
+}
+
 #[derive(Debug, Clone)]
 pub struct Dag {
     pub leaves: Vec<RefTensor>,
+    /// A product among the values (after the leaves, before the nodes).
+    pub product: Option<Product>,
     pub nodes: Vec<Node>,
     /// A node read back before the last one (it is then computed on its own first), or after
     /// it (it was inlined into the last node's kernel and is computed again alone).
@@ -86,9 +123,28 @@ pub struct Dag {
 }
 
 impl Dag {
-    /// Every value of the DAG on `leaves` (the leaves first, then one per node).
-    pub fn eval(&self, leaves: &[Tensor]) -> vkgrad::Result<Vec<Tensor>> {
-        let mut vals = leaves.to_vec();
+    /// The tensors [`Dag::eval`] takes: the leaves, then the product's factors.
+    pub fn inputs(&self) -> Vec<RefTensor> {
+        let mut v = self.leaves.clone();
+        if let Some(p) = &self.product {
+            v.extend([p.a.clone(), p.b.clone()]);
+        }
+        v
+    }
+
+    /// The index of the first node's value in [`Dag::eval`]'s result.
+    pub fn first_node(&self) -> usize {
+        self.leaves.len() + self.product.is_some() as usize
+    }
+
+    /// Every value of the DAG on `inputs` (as [`Dag::inputs`]): the leaves first, the product,
+    /// then one per node.
+    pub fn eval(&self, inputs: &[Tensor]) -> vkgrad::Result<Vec<Tensor>> {
+        let nl = self.leaves.len();
+        let mut vals = inputs[..nl].to_vec();
+        if let Some(p) = &self.product {
+            vals.push(Tensor::matmul_t(&inputs[nl], &inputs[nl + 1], p.ta, p.tb)?);
+        }
         for n in &self.nodes {
             let at = |i: usize| vals[i % vals.len()].clone();
             let v = match *n {
@@ -112,6 +168,13 @@ impl Dag {
 pub fn dag() -> impl Strategy<Value = Dag> {
     shape(0..=3, 300)
         .prop_flat_map(|out| {
+            let product = if out.len() >= 2 {
+                prop::option::of(product(out.clone())).boxed()
+            } else {
+                Just(None).boxed()
+            };
+            // The product is drawn last, so the seeds kept in the regression files still give
+            // the DAGs (leaves, nodes, probes) they were saved for.
             (
                 prop::collection::vec(side(out.clone()).prop_flat_map(leaf), 1..=3),
                 prop::collection::vec(node(), 1..=30),
@@ -119,11 +182,13 @@ pub fn dag() -> impl Strategy<Value = Dag> {
                 any::<bool>(),
                 0..=REDUCE_OPS.len(),
                 0usize..4,
+                product,
             )
         })
         .prop_map(
-            |(leaves, nodes, probe_at, probe_first, reduce_op, reduce_axis)| Dag {
+            |(leaves, nodes, probe_at, probe_first, reduce_op, reduce_axis, product)| Dag {
                 leaves,
+                product,
                 nodes,
                 probe_at,
                 probe_first,

@@ -9,11 +9,15 @@ use vkgrad::{device, Tensor, REDUCE_OPS, ROWWISE_OPS};
 use vkgrad_tests::dag::{dag, Dag};
 use vkgrad_tests::*;
 
-/// What a DAG computes: the last node, the probed node, and the leaves' gradients of
-/// sum(last × a fixed probe) (empty when no gradient reaches them).
+/// What a DAG computes: the last node, the probed node, the inputs' gradients of
+/// sum(last × a fixed probe) (empty when no gradient reaches them), and, from the DAG evaluated
+/// again, its last node read first (a product in its tree is then the base of a fused
+/// epilogue) and the product read after it (which that kernel stored).
 #[derive(Debug)]
 struct Run {
     last: Vec<f32>,
+    direct: Vec<f32>,
+    product: Vec<f32>,
     reduced: Vec<f32>,
     rowed: Vec<f32>,
     probed: Vec<f32>,
@@ -25,9 +29,9 @@ fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
     set_fusion(Some(fused));
     let out = (|| {
         let before = device::dispatch_count();
-        let xs: Vec<Tensor> = d.leaves.iter().map(|t| gpu(t).requires_grad()).collect();
+        let xs: Vec<Tensor> = d.inputs().iter().map(|t| gpu(t).requires_grad()).collect();
         let vals = d.eval(&xs)?;
-        let nl = d.leaves.len();
+        let nl = d.first_node();
         let probed_t = vals[nl + d.probe_at % d.nodes.len()].clone();
         let last_t = vals.last().expect("one node at least").clone();
         let reduced = reduce(d, &last_t)?;
@@ -47,8 +51,16 @@ fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
             .iter()
             .map(|x| x.grad().map(|g| g.to_vec()).transpose())
             .collect::<vkgrad::Result<_>>()?;
+        let again = d.eval(&xs)?;
+        let direct = again.last().expect("one node at least").to_vec()?;
+        let product = match d.product {
+            Some(_) => again[d.leaves.len()].to_vec()?,
+            None => Vec::new(),
+        };
         Ok(Run {
             last,
+            direct,
+            product,
             reduced,
             rowed,
             probed,
@@ -126,6 +138,8 @@ proptest! {
         same("reduction of the last node", &fused.reduced, &plain.reduced)?;
         same("row-wise op of the last node", &fused.rowed, &plain.rowed)?;
         same("probed node", &fused.probed, &plain.probed)?;
+        same("last node read first", &fused.direct, &plain.direct)?;
+        same("product", &fused.product, &plain.product)?;
         prop_assert_eq!(fused.grads.len(), plain.grads.len());
         for (i, (f, p)) in fused.grads.iter().zip(&plain.grads).enumerate() {
             prop_assert_eq!(f.is_some(), p.is_some(), "leaf {} gradient presence", i);
@@ -144,12 +158,12 @@ proptest! {
 fn realized(d: &Dag, picks: &[usize], joint: bool) -> vkgrad::Result<(Vec<Vec<f32>>, u64)> {
     set_fusion(Some(true));
     let out = (|| {
-        let xs: Vec<Tensor> = d.leaves.iter().map(gpu).collect();
+        let xs: Vec<Tensor> = d.inputs().iter().map(gpu).collect();
         for x in &xs {
             x.realize()?;
         }
         let vals = d.eval(&xs)?;
-        let nl = d.leaves.len();
+        let nl = d.first_node();
         let mut ts: Vec<&Tensor> = picks
             .iter()
             .map(|p| &vals[nl + p % d.nodes.len()])
@@ -304,6 +318,51 @@ fn reductions_and_row_wise_ops_compute_their_pending_input() {
     assert_eq!(sq, sq_plain);
     assert_eq!(m, m_plain);
     assert_eq!(ls, ls_plain);
+}
+
+/// A Linear layer's product, bias and activation are one matmul kernel (a fused epilogue), for
+/// the shapes of each CPU-driver variant (vec4 lanes: K and N multiples of 4; scalar: not),
+/// and the same bits as one kernel per op. A product still held elsewhere is stored by that
+/// kernel too, so reading it computes nothing again.
+#[test]
+fn a_product_and_its_elementwise_consumer_are_one_kernel() {
+    let vals = |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * f).sin()).collect() };
+    for (m, k, n) in [(8, 12, 16), (5, 7, 3)] {
+        let x = t(&vals(m * k, 0.37), &[m, k]);
+        let w = t(&vals(k * n, 0.91), &[k, n]);
+        let b = t(&vals(n, 1.7), &[n]);
+        let layer = || {
+            let before = device::dispatch_count();
+            let y = x.matmul(&w).unwrap().add(&b).unwrap().relu().unwrap();
+            let y = y.mul_scalar(0.5).unwrap().to_vec().unwrap();
+            (y, device::dispatch_count() - before)
+        };
+        set_fusion(Some(true));
+        let (fused, k_fused) = layer();
+        let before = device::dispatch_count();
+        let p = x.matmul(&w).unwrap();
+        let y = p.add(&b).unwrap().to_vec().unwrap();
+        let p_fused = p.to_vec().unwrap();
+        let k_held = device::dispatch_count() - before;
+        set_fusion(Some(false));
+        let (plain, k_plain) = layer();
+        let p_plain = x.matmul(&w).unwrap().to_vec().unwrap();
+        let y_plain = x.matmul(&w).unwrap().add(&b).unwrap().to_vec().unwrap();
+        set_fusion(None);
+        assert_eq!(
+            (k_fused, k_plain),
+            (1, 4),
+            "{m}x{k}x{n}: product, bias, relu, scale"
+        );
+        assert_eq!(
+            k_held, 1,
+            "{m}x{k}x{n}: the held product is stored, not computed again"
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&plain), "{m}x{k}x{n}");
+        assert_eq!(bits(&p_fused), bits(&p_plain), "{m}x{k}x{n}");
+        assert_eq!(bits(&y), bits(&y_plain), "{m}x{k}x{n}");
+    }
 }
 
 #[test]

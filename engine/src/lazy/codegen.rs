@@ -46,6 +46,13 @@ struct Gen<'a> {
     body: String,
     next: usize,
     scalars: Vec<f32>,
+    /// Whether the first pending product met becomes the base (a matmul kernel's epilogue);
+    /// otherwise, and for any further product, it is computed first and read as a leaf.
+    base_ok: bool,
+    /// The base product, as `acc` in the generated code.
+    base: Option<(Arc<Value>, Arc<Expr>)>,
+    /// Each inlined value met, and how many operand slots of the tree read it.
+    uses: HashMap<usize, (Arc<Value>, usize)>,
 }
 
 impl Gen<'_> {
@@ -76,8 +83,24 @@ impl Gen<'_> {
     fn arg(&mut self, a: &Arg) -> Result<String> {
         match a {
             Arg::Leaf { st, shape } => Ok(self.leaf(st, shape)),
-            Arg::Inline(v) => self.value(v),
+            Arg::Inline(v) => {
+                let name = self.value(v)?;
+                let slot = self.uses.entry(Arc::as_ptr(v) as usize);
+                slot.or_insert_with(|| (v.clone(), 0)).1 += 1;
+                Ok(name)
+            }
         }
+    }
+
+    /// Whether a pending value of the tree is also held outside it (a tensor, an autograd
+    /// node), so it may be computed on its own later: a fused epilogue then stores the base
+    /// product too, as that computation would otherwise repeat the matrix product.
+    fn held_outside(&self) -> bool {
+        self.uses.values().any(|(v, uses)| {
+            let ours =
+                1 + uses + self.base.as_ref().is_some_and(|(b, _)| Arc::ptr_eq(b, v)) as usize;
+            !v.is_ready() && Arc::strong_count(v) > ours
+        })
     }
 
     fn value(&mut self, v: &Arc<Value>) -> Result<String> {
@@ -86,9 +109,15 @@ impl Gen<'_> {
             return Ok(name.clone());
         }
         let name = match v.expr() {
-            Some(e) => self.expr(&e)?,
-            // computed since it was inlined
-            None => {
+            Some(e)
+                if matches!(e.op, Op::Product { .. }) && self.base_ok && self.base.is_none() =>
+            {
+                self.base = Some((v.clone(), e));
+                "acc".to_string()
+            }
+            Some(e) if !matches!(e.op, Op::Product { .. }) => self.expr(&e)?,
+            // computed since it was inlined, or a product that is not the base (computed now)
+            _ => {
                 let st = v.storage()?.clone();
                 self.leaf(&st, &v.shape.clone())
             }
@@ -119,6 +148,11 @@ impl Gen<'_> {
             }
             Op::Binary { code } => format!("binary_f({code}u, {}, {})", args[0], args[1]),
             Op::Where => format!("({} != 0.0 ? {} : {})", args[0], args[1], args[2]),
+            Op::Product { .. } => {
+                return Err(crate::error::Error::Other(
+                    "a matrix product inside an elementwise kernel (a bug in vkgrad)".into(),
+                ))
+            }
         };
         let name = format!("v{}", self.next);
         self.next += 1;
@@ -161,6 +195,9 @@ impl<'a> Gen<'a> {
             body: String::new(),
             next: 0,
             scalars: Vec::new(),
+            base_ok: false,
+            base: None,
+            uses: HashMap::new(),
         }
     }
 }
@@ -170,6 +207,57 @@ fn pieces(shape: &[usize], expr: &Expr, binding: impl Fn(usize) -> usize) -> Res
     let mut g = Gen::new(shape);
     let out = g.expr(expr)?;
     assemble(g, shape, &[out], binding)
+}
+
+/// A tree computed by the matmul kernel of its base product (a fused epilogue): the pieces,
+/// with `value_at(i, acc)` the tree at element `i` given the product's value `acc` there and
+/// `put(i, acc)` the kernel's store; whether the product is stored too.
+pub(crate) struct Epilogue {
+    pub pieces: Pieces,
+    pub product: Option<Arc<Storage>>,
+}
+
+/// Computes the tree generated in `g` (whose result is `root`) into `out` with the matmul
+/// kernel of its base product.
+fn run_epilogue(g: Gen, root: String, shape: &[usize], out: &Storage) -> Result<()> {
+    let Some((base, product)) = g.base.clone() else {
+        unreachable!("called for a tree with a base product");
+    };
+    let Op::Product { ta, tb, dims } = product.op else {
+        unreachable!("the base is a product");
+    };
+    let keep = g.held_outside();
+    // Bindings: A, B, C, the product's own buffer when kept, then the leaves.
+    let first = 3 + keep as usize;
+    let mut pieces = assemble(g, shape, &[root], |i| first + i)?;
+    let kept = if keep {
+        pieces.decls += "layout(set = 0, binding = 3) writeonly buffer CP { float c_prod[]; };\n";
+        pieces.funcs += "void put(uint i, float v) { c_out[i] = value_at(i, v); c_prod[i] = v; }\n";
+        Some(context()?.alloc(4 * numel(shape) as u64)?)
+    } else {
+        pieces.funcs += "void put(uint i, float v) { c_out[i] = value_at(i, v); }\n";
+        None
+    };
+    let operand = |i: usize| match &product.args[i] {
+        Arg::Leaf { st, .. } => Ok(st.clone()),
+        Arg::Inline(_) => Err(crate::error::Error::Other(
+            "a matrix product of a pending value (a bug in vkgrad)".into(),
+        )),
+    };
+    let e = Epilogue {
+        pieces,
+        product: kept,
+    };
+    let (a, b) = (operand(0)?, operand(1)?);
+    crate::ops::matmul::launch(&a, &b, (ta, tb), dims, out, Some(&e))?;
+    if let Some(st) = e.product {
+        // Another thread may have computed it meanwhile: the same bits; keep its.
+        let mut pending = base.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if base.ready.set(st).is_ok() {
+            *pending = None;
+        }
+    }
+    Ok(())
 }
 
 /// The pieces of several pending values of `shape` computed by one kernel: a subtree they
@@ -189,7 +277,7 @@ fn pieces_of_values(
 }
 
 /// Declarations, push constants and functions around a generated body whose results are
-/// `outs`.
+/// `outs` (with a base product, its value `acc` is a parameter of `expr` and `value_at`).
 fn assemble(
     g: Gen,
     shape: &[usize],
@@ -235,7 +323,11 @@ fn assemble(
             "float opaque{i}(float x) {{ return uintBitsToFloat(floatBitsToUint(x) ^ p.zero[{i}]); }}"
         );
     }
-    let params: Vec<String> = (0..g.leaves.len()).map(|i| format!("float l{i}")).collect();
+    let mut params: Vec<String> = (0..g.leaves.len()).map(|i| format!("float l{i}")).collect();
+    let base = g.base.is_some();
+    if base {
+        params.push("float acc".into());
+    }
     let results: Vec<String> = (0..outs.len()).map(|k| format!("r{k}")).collect();
     if let [out] = outs {
         let _ = write!(
@@ -244,7 +336,11 @@ fn assemble(
             params.join(", "),
             g.body
         );
-        funcs += "float value_at(uint i) {\n";
+        funcs += if base {
+            "float value_at(uint i, float acc) {\n"
+        } else {
+            "float value_at(uint i) {\n"
+        };
     } else {
         let mut all = params.clone();
         all.extend(results.iter().map(|r| format!("out float {r}")));
@@ -279,7 +375,7 @@ fn assemble(
         }
         funcs += "    }\n";
     }
-    let reads: Vec<String> = g
+    let mut reads: Vec<String> = g
         .leaves
         .iter()
         .enumerate()
@@ -289,6 +385,9 @@ fn assemble(
             Read::Strided(_) => format!("fetch(t{i}, j{i})"),
         })
         .collect();
+    if base {
+        reads.push("acc".into());
+    }
     if outs.len() == 1 {
         let _ = writeln!(funcs, "    return expr({});\n}}", reads.join(", "));
     } else {
@@ -460,9 +559,16 @@ fn dispatch(
     )
 }
 
-/// Computes the tree into `out` with one generated kernel.
+/// Computes the tree into `out` with one generated kernel: the matmul kernel of a pending
+/// product in it (a fused epilogue), or an elementwise one.
 pub(super) fn run_fused(shape: &[usize], expr: &Expr, out: &Storage) -> Result<()> {
-    let k = pieces(shape, expr, |i| i + 1)?;
+    let mut g = Gen::new(shape);
+    g.base_ok = true;
+    let root = g.expr(expr)?;
+    if g.base.is_some() {
+        return run_epilogue(g, root, shape, out);
+    }
+    let k = assemble(g, shape, &[root], |i| i + 1)?;
     let label = format!("Fused {} ops", k.nodes);
     dispatch(&k, &elementwise_source(&k), &label, &[out], shape)
 }

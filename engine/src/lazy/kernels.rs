@@ -70,6 +70,9 @@ pub(super) fn run(shape: &[usize], expr: &Expr) -> Result<Arc<Storage>> {
         Op::Unary { code, s } => unary(code, s, leaf(0).0, shape, &out)?,
         Op::Binary { code } => binary(code, leaf(0), leaf(1), shape, &out)?,
         Op::Where => where_(leaf(0), leaf(1), leaf(2), shape, &out)?,
+        Op::Product { ta, tb, dims } => {
+            crate::ops::matmul::launch(leaf(0).0, leaf(1).0, (ta, tb), dims, &out, None)?
+        }
     }
     Ok(out)
 }

@@ -6,6 +6,11 @@
 //! materialised leaves and writing only the root. Because autograd's backward rules are written
 //! with the same ops, the backward pass fuses the same way.
 //!
+//! A matrix product is pending too ([`record_product`]): alone it runs its hand-written kernel;
+//! inlined into an elementwise tree (a bias, an activation, a scale, a mask) it becomes that
+//! tree's base, and the matmul kernel computes the tree from each product element before it
+//! stores (a fused epilogue, `codegen.rs`: one pass over the result instead of three).
+//!
 //! What may be inlined into a consumer's tree (otherwise it is computed first and read as a
 //! leaf): a pending value **of the consumer's shape** (so every node of a fused tree has the
 //! root's shape and only leaves broadcast: no value is recomputed per broadcast element) that
@@ -16,7 +21,7 @@
 mod codegen;
 mod kernels;
 
-pub(crate) use codegen::Pieces;
+pub(crate) use codegen::{fused_variant, Epilogue, Pieces};
 pub(crate) use kernels::{dispatch_with_prologue, prologue_binding};
 
 use crate::device::Storage;
@@ -43,6 +48,13 @@ pub(crate) enum Op {
     Binary { code: u32 },
     /// `mask != 0 ? a : b`.
     Where,
+    /// The matrix product op(A) · op(B) of two computed leaves (`ops/matmul.rs`), `dims` =
+    /// [batch, M, K, N]: the base of a fused epilogue, never inside an elementwise kernel.
+    Product {
+        ta: bool,
+        tb: bool,
+        dims: [usize; 4],
+    },
 }
 
 impl Op {
@@ -117,6 +129,12 @@ impl Value {
         self.ready.get().is_some()
     }
 
+    /// Whether the value is a pending matrix product (which only a matmul kernel computes).
+    fn is_product(&self) -> bool {
+        self.expr()
+            .is_some_and(|e| matches!(e.op, Op::Product { .. }))
+    }
+
     /// The device buffer, computing the pending tree first if needed.
     pub fn storage(&self) -> Result<&Arc<Storage>> {
         if let Some(st) = self.ready.get() {
@@ -166,6 +184,7 @@ pub(crate) fn compute_together(values: &[&Arc<Value>]) -> Result<()> {
                 && group.len() < MAX_OUTPUTS
                 && numel(&v.shape) > 0
                 && v.expr().is_some()
+                && !v.is_product()
             {
                 group.push((*v).clone());
             }
@@ -205,7 +224,7 @@ pub(crate) fn prologue(
     own_push_words: usize,
     binding: impl Fn(usize) -> usize,
 ) -> Result<Option<Pieces>> {
-    if !fusion_enabled() || v.is_ready() || v.inlined.load(Ordering::Acquire) {
+    if !fusion_enabled() || v.is_ready() || v.inlined.load(Ordering::Acquire) || v.is_product() {
         return Ok(None);
     }
     let Some(p) = codegen::prologue_pieces(v, binding)? else {
@@ -267,6 +286,43 @@ fn check_limits(op: Op, shape: &[usize]) -> Result<()> {
         "{op:?}: a tensor of {bytes} bytes is larger than {} allows: {size} > {limit} {what}",
         ctx.info.name
     )))
+}
+
+/// Records the matrix product of the computed buffers `a` and `b` (`dims` = [batch, M, K, N],
+/// transposes as flagged), of `shape`. `ops/matmul.rs` has checked the shapes and that one
+/// dispatch computes it. With fusion off it is computed at once.
+pub(crate) fn record_product(
+    a: (&Arc<Storage>, &[usize]),
+    b: (&Arc<Storage>, &[usize]),
+    (ta, tb): (bool, bool),
+    dims: [usize; 4],
+    shape: &[usize],
+) -> Result<Arc<Value>> {
+    let leaf = |(st, shape): (&Arc<Storage>, &[usize])| Arg::Leaf {
+        st: st.clone(),
+        shape: shape.into(),
+    };
+    let value = Arc::new(Value {
+        shape: shape.into(),
+        ready: OnceLock::new(),
+        pending: Mutex::new(Some(Arc::new(Expr {
+            op: Op::Product { ta, tb, dims },
+            args: [leaf(a), leaf(b)].into_iter().collect(),
+        }))),
+        inlined: AtomicBool::new(false),
+        // In a consumer's tree the product counts as one node and, should it be computed
+        // first (a second product in one tree), one leaf; the matmul's own push constants
+        // take five words more than an elementwise kernel's element count.
+        size: Size {
+            nodes: 1,
+            leaves: 1,
+            push_words: 5,
+        },
+    });
+    if !fusion_enabled() {
+        value.storage()?;
+    }
+    Ok(value)
 }
 
 /// Records `op` over `inputs` (each a value and the shape it is read as), producing `shape`.

@@ -1,12 +1,16 @@
 //! Matrix product, 2-D and batched, with transpose flags read through strides (no copy for
-//! A^T B). Kernel `shaders/matmul.comp`; the register tile is chosen per device.
+//! A^T B). Kernels `shaders/matmul*.comp`, chosen per device in [`variant`]. The product is
+//! recorded lazily (`lazy::record_product`): an elementwise consumer (bias, activation, scale,
+//! mask) is then computed by the matmul kernel before it stores (a fused epilogue).
 
 use super::alloc_f32;
 use crate::device::caps::{Caps, TILED_MATMUL_SHARED};
 use crate::device::push::MatmulPush;
-use crate::device::{Bind, Kernel};
+use crate::device::{Bind, Kernel, Storage};
 use crate::error::{Error, Result};
+use crate::lazy::{self, Epilogue};
 use crate::tensor::{Shape, Tensor};
+use std::sync::Arc;
 
 impl Tensor {
     /// `self · other` for `[.., M, K] x [.., K, N]`.
@@ -57,11 +61,11 @@ impl Tensor {
         let batch: usize = sa[..ra - 2].iter().product();
         let mut out: Shape = sa[..ra - 2].into();
         out.extend([m, n]);
-        let st = matmul_raw(a, b, ta, tb, [batch, m, ka, n], &out, &shapes)?;
+        let value = matmul_value(a, b, ta, tb, [batch, m, ka, n], &out, &shapes)?;
         let (a2, b2) = (a.clone(), b.clone());
         Ok(Tensor::from_op_masked(
             out,
-            st,
+            value,
             "matmul",
             &[a, b],
             move |g, needs| {
@@ -123,10 +127,10 @@ fn variant(caps: &Caps, [batch, m, ka, n]: [usize; 4], ta: bool, tb: bool) -> Va
     }
 }
 
-/// The product's kernel dispatch (no graph): `dims` = [batch, M, K, N]. Where the driver caps
-/// loop iterations per invocation (llvmpipe), a K too long for one pass is split into chunks
-/// whose products are summed.
-fn matmul_raw(
+/// The product's values (no graph): `dims` = [batch, M, K, N]. Pending (`lazy`) when one
+/// dispatch computes it; where the driver caps loop iterations per invocation (llvmpipe), a K
+/// too long for one pass is split into chunks whose products are summed.
+fn matmul_value(
     a: &Tensor,
     b: &Tensor,
     ta: bool,
@@ -134,22 +138,29 @@ fn matmul_raw(
     [batch, m, ka, n]: [usize; 4],
     out: &[usize],
     shapes: &dyn Fn() -> String,
-) -> Result<std::sync::Arc<crate::device::Storage>> {
-    let st = alloc_f32(out)?;
+) -> Result<Arc<lazy::Value>> {
+    let ready = |st| Ok(lazy::Value::ready(out.into(), st));
     if m * n * batch == 0 {
-        return Ok(st);
+        return ready(alloc_f32(out)?);
     }
     let ctx = Tensor::ctx()?;
     if ka == 0 {
+        let st = alloc_f32(out)?;
         ctx.fill(&st, 0)?;
-        return Ok(st);
+        return ready(st);
     }
     let Variant {
-        kernel,
         groups,
         loops,
         per_k,
+        ..
     } = variant(&ctx.caps, [batch, m, ka, n], ta, tb);
+    if groups.iter().any(|&g| g > 65535) {
+        return Err(Error::op(
+            "matmul",
+            format!("{}: too large for one dispatch", shapes()),
+        ));
+    }
     if let Some(budget) = ctx.caps.loop_budget.filter(|&b| loops > b) {
         // Chunks of K that fit, a multiple of 16 so the vec4 path stays available.
         let chunk = (((budget as f64 / per_k) as usize) / 16 * 16).max(16);
@@ -164,9 +175,9 @@ fn matmul_raw(
             while k0 < ka {
                 let len = chunk.min(ka - k0);
                 let (pa, pb) = (a.narrow(axa, k0, len)?, b.narrow(axb, k0, len)?);
-                let part = Tensor::leaf(
+                let part = Tensor::leaf_value(
                     out.into(),
-                    matmul_raw(&pa, &pb, ta, tb, [batch, m, len, n], out, shapes)?,
+                    matmul_value(&pa, &pb, ta, tb, [batch, m, len, n], out, shapes)?,
                 );
                 acc = Some(match acc {
                     None => part,
@@ -174,10 +185,32 @@ fn matmul_raw(
                 });
                 k0 += len;
             }
-            Ok(acc.expect("K > 0").storage()?.clone())
+            ready(acc.expect("K > 0").storage()?.clone())
         });
     }
-    let t = [ta as u32, tb as u32];
+    lazy::record_product(
+        (a.storage()?, a.shape()),
+        (b.storage()?, b.shape()),
+        (ta, tb),
+        [batch, m, ka, n],
+        out,
+    )
+}
+
+/// Dispatches the product op(A) · op(B) of `dims` = [batch, M, K, N] into `out` (checked by
+/// [`Tensor::matmul_t`]), with its consumer's tree fused in when `epilogue` is given: the same
+/// kernel variant, so the same product bits, then the tree before the store.
+pub(crate) fn launch(
+    a: &Storage,
+    b: &Storage,
+    (ta, tb): (bool, bool),
+    [batch, m, ka, n]: [usize; 4],
+    out: &Storage,
+    epilogue: Option<&Epilogue>,
+) -> Result<()> {
+    let ctx = Tensor::ctx()?;
+    let Variant { kernel, groups, .. } = variant(&ctx.caps, [batch, m, ka, n], ta, tb);
+    let spec = [ta as u32, tb as u32];
     let push = MatmulPush {
         m: m as u32,
         n: n as u32,
@@ -186,17 +219,21 @@ fn matmul_raw(
         batch_b: (ka * n) as u32,
         batch_c: (m * n) as u32,
     };
-    let binds = [
-        Bind::texels(a.storage()?),
-        Bind::texels(b.storage()?),
-        Bind::write(&st),
-    ];
-    if groups.iter().any(|&g| g > 65535) {
-        return Err(Error::op(
-            "matmul",
-            format!("{}: too large for one dispatch", shapes()),
-        ));
-    }
-    ctx.dispatch(kernel, &t, &binds, &push, groups.map(|g| g as u32))?;
-    Ok(st)
+    let mut binds = vec![Bind::texels(a), Bind::texels(b), Bind::write(out)];
+    let groups = groups.map(|g| g as u32);
+    let Some(e) = epilogue else {
+        return ctx.dispatch(kernel, &spec, &binds, &push, groups);
+    };
+    let template = match kernel {
+        Kernel::MatmulTiled => include_str!("../../../shaders/matmul_tiled.comp"),
+        Kernel::MatmulLanes => include_str!("../../../shaders/matmul_lanes.comp"),
+        _ => include_str!("../../../shaders/matmul.comp"),
+    };
+    let source = lazy::fused_variant(template, &spec, &e.pieces)?;
+    binds.extend(e.product.as_deref().map(Bind::write));
+    binds.extend(e.pieces.leaves.iter().map(|l| Bind::texels(l)));
+    let mut words = bytemuck::bytes_of(&push).to_vec();
+    words.extend_from_slice(bytemuck::cast_slice(&e.pieces.push));
+    let label = format!("{kernel:?}+Fused {} ops", e.pieces.nodes);
+    ctx.dispatch_generated(&source, &label, &binds, &words, groups)
 }
