@@ -355,7 +355,15 @@ fn replayed_training_steps_equal_steps_run_op_by_op() {
 fn bad_configurations_are_clear_errors() {
     plugins();
     let dir = scratch("bad");
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["--loss", "contrastive::moco"],
+            "the loss contrastive::moco takes the extra inputs [\"keys\"], and `vkgrad train --method simclr` gives it []",
+        ),
+        (
+            &["--method", "byol", "--loss", "contrastive::nt_xent"],
+            "the loss contrastive::nt_xent takes the extra inputs [], and `vkgrad train --method byol` gives it [\"targets\"]",
+        ),
         (&["--method", "simsiam"], "unknown method `simsiam`"),
         (&["--encoder", "nosuch"], "no encoder named `nosuch`"),
         (

@@ -196,6 +196,22 @@ impl Trainer {
                 data.name, loss_comp.name
             )));
         }
+        // ... and one that needs extra inputs gets only those of its method: BYOL's target
+        // projections (`targets`). MoCo's keys come from a momentum encoder and a queue that
+        // `vkgrad train` does not run; a user's loss may want others.
+        let extra = loss.describe()?.extra_inputs;
+        let given: &[&str] = if cfg.method == "byol" {
+            &["targets"]
+        } else {
+            &[]
+        };
+        if extra.len() != given.len() {
+            return Err(Error::Other(format!(
+                "the loss {} takes the extra inputs {extra:?}, and `vkgrad train --method {}` gives it {given:?}: \
+                 choose a loss that takes exactly those, or call this one from your own code through the plugin API",
+                loss_comp.name, cfg.method
+            )));
+        }
         let augs: [Instance; 2] = augs
             .try_into()
             .map_err(|_| Error::Other("two views".into()))?;
