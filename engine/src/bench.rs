@@ -150,7 +150,9 @@ pub fn run(
             let a = rng.normal(&[n, n], 0.0, 1.0)?;
             let b = rng.normal(&[n, n], 0.0, 1.0)?;
             let ms = time(2, runs, || {
-                let _c = a.matmul(&b)?;
+                // The product is lazy (a consumer could fuse into it): without `realize`
+                // nothing would run.
+                a.matmul(&b)?.realize()?;
                 ctx.sync()
             })?;
             let mut r = BenchResult::new("matmul", ms, runs);
