@@ -17,6 +17,7 @@ layout(set = 0, binding = 2) writeonly buffer C4 { vec4 c4[]; };
 layout(push_constant) uniform P {
     uint n; uint rank; uint contiguous;
     uint shape[6]; uint sa[6]; uint sb[6];
+    uint magic[6];   // fast_div's multiplier of each shape[d]
 } p;
 
 float f(float u, float v) { return binary_f(OP, u, v); }
@@ -37,8 +38,9 @@ void main() {
         if (4u * i >= p.n) return;
         uint ia = 0u, ib = 0u, rem = 4u * i;
         for (int d = int(p.rank) - 1; d >= 0; --d) {
-            uint idx = rem % p.shape[d];
-            rem /= p.shape[d];
+            uint q = fast_div(rem, p.shape[d], p.magic[d]);
+            uint idx = rem - q * p.shape[d];
+            rem = q;
             ia += idx * p.sa[d];
             ib += idx * p.sb[d];
         }
@@ -51,8 +53,9 @@ void main() {
     if (i >= p.n) return;
     uint ia = 0u, ib = 0u, rem = i;
     for (int d = int(p.rank) - 1; d >= 0; --d) {
-        uint idx = rem % p.shape[d];
-        rem /= p.shape[d];
+        uint q = fast_div(rem, p.shape[d], p.magic[d]);
+        uint idx = rem - q * p.shape[d];
+        rem = q;
         ia += idx * p.sa[d];
         ib += idx * p.sb[d];
     }

@@ -26,3 +26,15 @@ uint flat_group() {
 // their caches. Integer data (indices) stays in storage buffers: texel fetches may flush the
 // denormal floats that small integers' bit patterns are.
 float fetch(samplerBuffer t, uint i) { return texelFetch(t, int(i >> 2))[i & 3u]; }
+
+// n / d without a division instruction: CPU drivers divide SIMD lanes one at a time, and the
+// index arithmetic of a strided kernel (a coordinate per dimension: a remainder and a
+// quotient each) was most of its time. m = ceil(2^(31 + s) / d) with s = ceil(log2 d), made by
+// the host (`ops::div_magic`); exact for every n < 2^31 and 1 <= d <= 2^31, since
+// n * (m * d - 2^(31 + s)) < 2^(31 + s). n * m < 2^63, so (n * m) >> 31 fits 32 bits.
+uint fast_div(uint n, uint d, uint m) {
+    uint s = d <= 1u ? 0u : uint(findMSB(d - 1u)) + 1u;
+    uint hi, lo;
+    umulExtended(n, m, hi, lo);
+    return ((hi << 1) | (lo >> 31)) >> s;
+}

@@ -14,6 +14,7 @@ layout(set = 0, binding = 1) buffer D4 { vec4 dst4[]; };
 layout(push_constant) uniform P {
     uint n; uint rank; uint s_off; uint d_off;
     uint shape[6]; uint ss[6]; uint ds[6];
+    uint magic[6];   // fast_div's multiplier of each shape[d]
 } p;
 
 void main() {
@@ -22,8 +23,9 @@ void main() {
     if (first >= p.n) return;
     uint is_ = p.s_off, id = p.d_off, rem = first;
     for (int d = int(p.rank) - 1; d >= 0; --d) {
-        uint idx = rem % p.shape[d];
-        rem /= p.shape[d];
+        uint q = fast_div(rem, p.shape[d], p.magic[d]);
+        uint idx = rem - q * p.shape[d];
+        rem = q;
         is_ += idx * p.ss[d];
         id += idx * p.ds[d];
     }

@@ -9,6 +9,7 @@ layout(set = 0, binding = 3) writeonly buffer C { float c[]; };
 layout(push_constant) uniform P {
     uint n; uint rank;
     uint shape[6]; uint sm[6]; uint sa[6]; uint sb[6];
+    uint magic[6];   // fast_div's multiplier of each shape[d] (common.glsl)
 } p;
 
 void main() {
@@ -16,8 +17,9 @@ void main() {
     if (i >= p.n) return;
     uint im = 0u, ia = 0u, ib = 0u, rem = i;
     for (int d = int(p.rank) - 1; d >= 0; --d) {
-        uint idx = rem % p.shape[d];
-        rem /= p.shape[d];
+        uint q = fast_div(rem, p.shape[d], p.magic[d]);
+        uint idx = rem - q * p.shape[d];
+        rem = q;
         im += idx * p.sm[d];
         ia += idx * p.sa[d];
         ib += idx * p.sb[d];

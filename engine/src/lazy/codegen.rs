@@ -302,8 +302,11 @@ fn assemble(
     let mut push = vec![0, 0, 0, 0];
     let mut push_fields = String::from("    uint zero[4];\n");
     if !strided.is_empty() {
-        let _ = writeln!(push_fields, "    uint shape[{r}];");
+        // The shape and fast_div's multipliers of it (shaders/common.glsl): no division
+        // instruction per coordinate.
+        let _ = writeln!(push_fields, "    uint shape[{r}];\n    uint magic[{r}];");
         push.extend(shape.iter().map(|&d| d as u32));
+        push.extend(shape.iter().map(|&d| crate::ops::div_magic(d)));
         for &i in &strided {
             let _ = writeln!(push_fields, "    uint s{i}[{r}];");
             if let Read::Strided(s) = &g.leaves[i].read {
@@ -367,7 +370,7 @@ fn assemble(
         let _ = writeln!(funcs, "    uint rem = i, {};", idx.join(", "));
         let _ = writeln!(
             funcs,
-            "    for (int d = {}; d >= 0; --d) {{\n        uint c = rem % p.shape[d];\n        rem /= p.shape[d];",
+            "    for (int d = {}; d >= 0; --d) {{\n        uint q = fast_div(rem, p.shape[d], p.magic[d]);\n        uint c = rem - q * p.shape[d];\n        rem = q;",
             r as i64 - 1
         );
         for &i in &strided {

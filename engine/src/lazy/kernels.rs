@@ -6,7 +6,7 @@ use super::{codegen, Arg, Expr, Op, Pieces};
 use crate::device::push::{BinaryPush, UnaryPush, WherePush};
 use crate::device::{context, grid, Bind, Kernel, Storage};
 use crate::error::Result;
-use crate::ops::{broadcast_strides, pad6, MAX_RANK};
+use crate::ops::{broadcast_strides, div_magics, pad6, MAX_RANK};
 use crate::tensor::numel;
 use std::sync::Arc;
 
@@ -128,6 +128,7 @@ fn binary(
         shape: pad6(shape),
         sa,
         sb,
+        magic: div_magics(shape),
     };
     context()?.dispatch(
         Kernel::Binary,
@@ -154,6 +155,7 @@ fn where_(
         sm: broadcast_strides(m_shape, shape),
         sa: broadcast_strides(a_shape, shape),
         sb: broadcast_strides(b_shape, shape),
+        magic: div_magics(shape),
     };
     context()?.dispatch(
         Kernel::Where,

@@ -87,8 +87,8 @@ const MAX_OUTPUTS: usize = 4;
 struct Size {
     nodes: usize,
     leaves: usize,
-    /// Scalars and leaf strides (the element count, four `zero` words and the shape come on
-    /// top).
+    /// Scalars and leaf strides (the element count, four `zero` words, the shape and its
+    /// fast-division multipliers come on top).
     push_words: usize,
 }
 
@@ -96,7 +96,7 @@ impl Size {
     fn fits(&self, rank: usize) -> bool {
         self.nodes <= MAX_NODES
             && self.leaves <= MAX_LEAVES
-            && 5 + rank + self.push_words <= MAX_PUSH_WORDS
+            && 5 + 2 * rank + self.push_words <= MAX_PUSH_WORDS
     }
 }
 

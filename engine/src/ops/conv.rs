@@ -2,7 +2,7 @@
 //! adjoint `fold` (col2im), each the other's backward; conv2d and the poolings are built from
 //! them and the tiled matmul, so their gradients follow from those two rules.
 
-use super::alloc_f32;
+use super::{alloc_f32, div_magic};
 use crate::device::push::Im2colPush;
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
@@ -80,7 +80,8 @@ fn nchw(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
     }
 }
 
-/// Runs the im2col kernel: MODE 0 reads an image batch and writes columns, MODE 1 the reverse.
+/// Runs the im2col kernel: MODE 0 reads an image batch and writes columns (as MODE 2, four at
+/// a time, where a row's length allows), MODE 1 the reverse.
 fn im2col(
     mode: u32,
     src: &Tensor,
@@ -102,8 +103,19 @@ fn im2col(
     if count > 0 {
         let ctx = Tensor::ctx()?;
         ctx.check_loop("unfold", kk, || format!("{kk}-tap window"))?;
-        // unfold: one invocation per (sample, window, channel); fold: one per pixel.
-        let invocations = if mode == 0 { count / kk } else { count };
+        // unfold: one invocation per (sample, window, channel), or per four entries of a row
+        // when its length is a multiple of 4 (mode 2); fold: one per pixel.
+        let ckk = c * kk;
+        let mode = if mode == 0 && ckk.is_multiple_of(4) {
+            2
+        } else {
+            mode
+        };
+        let invocations = match mode {
+            0 => count / kk,
+            2 => count / 4,
+            _ => count,
+        };
         let u = |v: usize| v as u32;
         let push = Im2colPush {
             n: u(n),
@@ -121,6 +133,11 @@ fn im2col(
             dh: u(win.dilation[0]),
             dw: u(win.dilation[1]),
             pad,
+            m_ckk4: div_magic(ckk / 4),
+            m_l: div_magic(oh * ow),
+            m_ow: div_magic(ow),
+            m_kk: div_magic(kk),
+            m_kw: div_magic(win.kernel[1]),
         };
         ctx.dispatch(
             Kernel::Im2col,

@@ -94,6 +94,27 @@ pub(crate) fn broadcast_strides(src: &[usize], out: &[usize]) -> [u32; MAX_RANK]
     res
 }
 
+/// The multiplier `m` with which `fast_div(n, d, m)` (shaders/common.glsl) computes n / d
+/// without a division: m = ceil(2^(31 + s) / d), s = ceil(log2 d); 0 for d = 0 (never divided
+/// by). Exact for n < 2^31 and d <= 2^31 (test below: the same formula on the CPU).
+pub(crate) fn div_magic(d: usize) -> u32 {
+    if d == 0 {
+        return 0;
+    }
+    let s = (d as u64).next_power_of_two().trailing_zeros();
+    let m = (1u64 << (31 + s)).div_ceil(d as u64);
+    u32::try_from(m).expect("m < 2^32 for d <= 2^31")
+}
+
+/// [`div_magic`] of each dimension, padded like [`pad6`].
+pub(crate) fn div_magics(shape: &[usize]) -> [u32; MAX_RANK] {
+    let mut r = [0u32; MAX_RANK];
+    for (i, &d) in shape.iter().enumerate() {
+        r[i] = div_magic(d);
+    }
+    r
+}
+
 pub(crate) fn pad6(v: &[usize]) -> [u32; MAX_RANK] {
     let mut r = [0u32; MAX_RANK];
     for (i, &x) in v.iter().enumerate() {
@@ -168,4 +189,76 @@ pub(crate) fn shader_name(variant: &str) -> String {
         name.push(c.to_ascii_uppercase());
     }
     name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::div_magic;
+    use proptest::prelude::*;
+
+    /// `fast_div` of shaders/common.glsl, step for step on the CPU.
+    fn fast_div(n: u32, d: u32, m: u32) -> u32 {
+        // findMSB(d - 1) + 1
+        let s = if d <= 1 {
+            0
+        } else {
+            32 - (d - 1).leading_zeros()
+        };
+        let p = n as u64 * m as u64;
+        let (hi, lo) = ((p >> 32) as u32, p as u32);
+        ((hi << 1) | (lo >> 31)) >> s
+    }
+
+    fn check(n: u32, d: u32) {
+        let q = fast_div(n, d, div_magic(d as usize));
+        assert_eq!(q, n / d, "{n} / {d}");
+    }
+
+    #[test]
+    fn fast_division_is_exact_at_the_edges() {
+        const TOP: u32 = (1 << 31) - 1;
+        let ds = [
+            1,
+            2,
+            3,
+            5,
+            6,
+            7,
+            9,
+            10,
+            13,
+            26,
+            28,
+            49,
+            100,
+            255,
+            641,
+            6700417,
+            1 << 30,
+        ];
+        for d in ds.into_iter().chain([TOP - 1, TOP, 1 << 31]) {
+            for k in [0u64, 1, 2, 3, 1000, (TOP / d) as u64] {
+                for delta in [-1i64, 0, 1] {
+                    let n = k as i64 * d as i64 + delta;
+                    if (0..=TOP as i64).contains(&n) {
+                        check(n as u32, d);
+                    }
+                }
+            }
+            check(TOP, d);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn fast_division_is_exact_below_2_pow_31(n in 0u32..(1 << 31), d in 1u32..=(1 << 31)) {
+            check(n, d);
+        }
+
+        #[test]
+        fn fast_division_is_exact_for_small_divisors(n in 0u32..(1 << 31), d in 1u32..=4096) {
+            check(n, d);
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! Movement ops: reshape (free: storage is shared), and permute, narrow, concat and expand,
 //! which copy through one strided-copy kernel (`shaders/copy.comp`).
 
-use super::{alloc_f32, broadcast_strides, check_rank, norm_axis, pad6, strides, MAX_RANK};
+use super::{
+    alloc_f32, broadcast_strides, check_rank, div_magics, norm_axis, pad6, strides, MAX_RANK,
+};
 use crate::device::push::CopyPush;
 use crate::device::{grid, Bind, Kernel, Storage};
 use crate::error::{Error, Result};
@@ -29,6 +31,7 @@ fn strided_copy(
         shape: pad6(shape),
         ss: *ss,
         ds: *ds,
+        magic: div_magics(shape),
     };
     // Rows of four when the destination's rows are contiguous and 4-aligned (shaders/copy.comp).
     let r = shape.len();
