@@ -220,13 +220,14 @@ pub(crate) struct Epilogue {
 /// Computes the tree generated in `g` (whose result is `root`) into `out` with the matmul
 /// kernel of its base product.
 fn run_epilogue(g: Gen, root: String, shape: &[usize], out: &Storage) -> Result<()> {
+    // Before `base` is cloned below (a clone is a holder too).
+    let keep = g.held_outside();
     let Some((base, product)) = g.base.clone() else {
         unreachable!("called for a tree with a base product");
     };
     let Op::Product { ta, tb, dims } = product.op else {
         unreachable!("the base is a product");
     };
-    let keep = g.held_outside();
     // Bindings: A, B, C, the product's own buffer when kept, then the leaves.
     let first = 3 + keep as usize;
     let mut pieces = assemble(g, shape, &[root], |i| first + i)?;
@@ -646,6 +647,42 @@ pub(crate) fn prologue_pieces(
 
 #[cfg(test)]
 mod tests {
+    use super::Gen;
+    use crate::tensor::Tensor;
+
+    /// Whether a fused epilogue would store the product: only when something outside the tree
+    /// still holds it (or a value between it and the root).
+    fn stores_product(y: &Tensor) -> bool {
+        let v = y.lazy_input().0;
+        let e = v.expr().expect("pending");
+        let mut g = Gen::new(y.shape());
+        g.base_ok = true;
+        g.expr(&e).unwrap();
+        assert!(g.base.is_some(), "the product is the tree's base");
+        g.held_outside()
+    }
+
+    #[test]
+    fn an_epilogue_stores_the_product_only_when_it_is_held() {
+        crate::lazy::set_fusion(Some(true));
+        let x = Tensor::from_vec((0..32).map(|i| i as f32).collect(), &[4, 8]).unwrap();
+        let w = Tensor::ones(&[8, 4]).unwrap();
+        let b = Tensor::ones(&[4]).unwrap();
+        let y = x.matmul(&w).unwrap().add(&b).unwrap().relu().unwrap();
+        assert!(!stores_product(&y), "nothing else holds the product");
+        let p = x.matmul(&w).unwrap();
+        let y = p.add(&b).unwrap().relu().unwrap();
+        assert!(stores_product(&y), "the product is held");
+        drop(p);
+        let mid = x.matmul(&w).unwrap().add(&b).unwrap();
+        let y = mid.relu().unwrap();
+        assert!(
+            stores_product(&y),
+            "a value between the product and the root is held"
+        );
+        crate::lazy::set_fusion(None);
+    }
+
     /// The generated kernels call the op functions of `shaders/elementwise.glsl`, which the
     /// hand-written kernels call too.
     #[test]
