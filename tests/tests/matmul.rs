@@ -1,4 +1,5 @@
-//! Matrix products (2-D and batched, every transpose combination) vs the reference.
+//! Matrix products (2-D, batched, and a single matrix with a batch; every transpose
+//! combination) vs the reference.
 
 use proptest::prelude::*;
 use vkgrad::Tensor;
@@ -18,21 +19,25 @@ fn mdim() -> impl Strategy<Value = usize> {
     prop_oneof![dim(), (1usize..=17).prop_map(|d| 4 * d)]
 }
 
+/// Batched cases draw whether both operands are batched or one is a single matrix used with
+/// every matrix of the other (`single`: 0 neither, 1 A, 2 B; drawn last so the saved seeds keep
+/// their cases; up to two batch dimensions).
 fn matmul_case() -> impl Strategy<Value = (RefTensor, RefTensor, bool, bool)> {
     (
-        prop::collection::vec(1usize..=3, 0..=1),
+        prop::collection::vec(1usize..=3, 0..=2),
         mdim(),
         mdim(),
         mdim(),
         any::<bool>(),
         any::<bool>(),
+        0u8..3,
     )
-        .prop_flat_map(|(batch, m, k, n, ta, tb)| {
+        .prop_flat_map(|(batch, m, k, n, ta, tb, single)| {
             let (ar, ac) = stored(m, k, ta);
             let (br, bc) = stored(k, n, tb);
-            let mut sa = batch.clone();
+            let mut sa = if single == 1 { vec![] } else { batch.clone() };
             sa.extend([ar, ac]);
-            let mut sb = batch;
+            let mut sb = if single == 2 { vec![] } else { batch };
             sb.extend([br, bc]);
             (tensor_of(sa), tensor_of(sb), Just(ta), Just(tb))
         })
@@ -94,8 +99,11 @@ fn shape_errors_name_both_shapes() {
     let d = Tensor::zeros(&[3, 4, 5]).unwrap();
     assert_eq!(
         c.matmul(&d).unwrap_err().to_string(),
-        "matmul: [2, 3, 4] x [3, 4, 5]: batch dimensions differ"
+        "matmul: [2, 3, 4] x [3, 4, 5]: batch dimensions differ (they must be equal, or one operand a single matrix)"
     );
+    // A single matrix with a batch is fine (broadcast, as in PyTorch).
+    let w = Tensor::zeros(&[2, 3]).unwrap();
+    assert_eq!(w.matmul(&c).unwrap().shape(), &[2, 2, 4]);
     let v = Tensor::zeros(&[4]).unwrap();
     assert!(a
         .matmul(&v)

@@ -240,7 +240,7 @@ fn run_epilogue(g: Gen, root: String, shape: &[usize], out: &Storage) -> Result<
         None
     };
     let operand = |i: usize| match &product.args[i] {
-        Arg::Leaf { st, .. } => Ok(st.clone()),
+        Arg::Leaf { st, shape } => Ok((st.clone(), shape.clone())),
         Arg::Inline(_) => Err(crate::error::Error::Other(
             "a matrix product of a pending value (a bug in vkgrad)".into(),
         )),
@@ -250,7 +250,7 @@ fn run_epilogue(g: Gen, root: String, shape: &[usize], out: &Storage) -> Result<
         product: kept,
     };
     let (a, b) = (operand(0)?, operand(1)?);
-    crate::ops::matmul::launch(&a, &b, (ta, tb), dims, out, Some(&e))?;
+    crate::ops::matmul::launch((&a.0, &a.1), (&b.0, &b.1), (ta, tb), dims, out, Some(&e))?;
     if let Some(st) = e.product {
         // Another thread may have computed it meanwhile: the same bits; keep its.
         let mut pending = base.pending.lock().unwrap_or_else(|p| p.into_inner());

@@ -71,7 +71,7 @@ pub(super) fn run(shape: &[usize], expr: &Expr) -> Result<Arc<Storage>> {
         Op::Binary { code } => binary(code, leaf(0), leaf(1), shape, &out)?,
         Op::Where => where_(leaf(0), leaf(1), leaf(2), shape, &out)?,
         Op::Product { ta, tb, dims } => {
-            crate::ops::matmul::launch(leaf(0).0, leaf(1).0, (ta, tb), dims, &out, None)?
+            crate::ops::matmul::launch(leaf(0), leaf(1), (ta, tb), dims, &out, None)?
         }
     }
     Ok(out)

@@ -13,13 +13,15 @@ use crate::tensor::{Shape, Tensor};
 use std::sync::Arc;
 
 impl Tensor {
-    /// `self · other` for `[.., M, K] x [.., K, N]`.
+    /// `self · other` for `[.., M, K] x [.., K, N]` (batch axes as in [`Tensor::matmul_t`]).
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
         Tensor::matmul_t(self, other, false, false)
     }
 
     /// op(a) · op(b) where op transposes the last two dimensions when its flag is set.
-    /// Leading (batch) dimensions must be equal.
+    /// Leading (batch) dimensions must be equal, or one operand a single matrix (2-D), which
+    /// is then used with every matrix of the other (as PyTorch's matmul broadcasts it): a
+    /// weight `[M, K]` against a batch `[B, K, N]` gives `[B, M, N]` without copying the weight.
     pub fn matmul_t(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<Tensor> {
         let (sa, sb) = (a.shape(), b.shape());
         let shapes = || {
@@ -36,12 +38,22 @@ impl Tensor {
             ));
         }
         let (ra, rb) = (sa.len(), sb.len());
-        if sa[..ra - 2] != sb[..rb - 2] {
+        let (lead_a, lead_b) = (&sa[..ra - 2], &sb[..rb - 2]);
+        let lead = if lead_a == lead_b || rb == 2 {
+            lead_a
+        } else if ra == 2 {
+            lead_b
+        } else {
             return Err(Error::op(
                 "matmul",
-                format!("{}: batch dimensions differ", shapes()),
+                format!(
+                    "{}: batch dimensions differ (they must be equal, or one operand a single matrix)",
+                    shapes()
+                ),
             ));
-        }
+        };
+        // A single matrix used with every matrix of a batched other.
+        let (bcast_a, bcast_b) = (ra == 2 && rb > 2, rb == 2 && ra > 2);
         let (m, ka) = if ta {
             (sa[ra - 1], sa[ra - 2])
         } else {
@@ -58,8 +70,8 @@ impl Tensor {
                 format!("{}: inner dimensions differ ({ka} vs {kb})", shapes()),
             ));
         }
-        let batch: usize = sa[..ra - 2].iter().product();
-        let mut out: Shape = sa[..ra - 2].into();
+        let batch: usize = lead.iter().product();
+        let mut out: Shape = lead.into();
         out.extend([m, n]);
         let value = matmul_value(a, b, ta, tb, [batch, m, ka, n], &out, &shapes)?;
         let (a2, b2) = (a.clone(), b.clone());
@@ -71,19 +83,92 @@ impl Tensor {
             move |g, needs| {
                 // C = op(A) op(B):  dop(A) = G op(B)ᵀ,  dop(B) = op(A)ᵀ G; a transposed operand
                 // takes the transpose of that, written as another flag choice rather than a copy.
-                let ga = match (needs[0], ta) {
-                    (false, _) => None,
-                    (true, true) => Some(Tensor::matmul_t(&b2, g, tb, true)?),
-                    (true, false) => Some(Tensor::matmul_t(g, &b2, false, !tb)?),
+                // A broadcast operand's gradient sums those over the batch, as one product.
+                let ga = match (needs[0], bcast_a, ta) {
+                    (false, ..) => None,
+                    (true, true, _) => {
+                        Some(broadcast_grad(g, &b2, tb, ta, Side::A, [batch, m, ka, n])?)
+                    }
+                    (true, false, true) => Some(Tensor::matmul_t(&b2, g, tb, true)?),
+                    (true, false, false) => Some(Tensor::matmul_t(g, &b2, false, !tb)?),
                 };
-                let gb = match (needs[1], tb) {
-                    (false, _) => None,
-                    (true, true) => Some(Tensor::matmul_t(g, &a2, true, ta)?),
-                    (true, false) => Some(Tensor::matmul_t(&a2, g, !ta, false)?),
+                let gb = match (needs[1], bcast_b, tb) {
+                    (false, ..) => None,
+                    (true, true, _) => {
+                        Some(broadcast_grad(g, &a2, ta, tb, Side::B, [batch, m, ka, n])?)
+                    }
+                    (true, false, true) => Some(Tensor::matmul_t(g, &a2, true, ta)?),
+                    (true, false, false) => Some(Tensor::matmul_t(&a2, g, !ta, false)?),
                 };
                 Ok(vec![ga, gb])
             },
         ))
+    }
+}
+
+/// Which operand of a product a gradient is for.
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    A,
+    B,
+}
+
+/// The gradient of a broadcast (2-D) operand of C = op(A) op(B) over `dims` = [batch, M, K, N]:
+/// the sum over the batch of each matrix's gradient, computed as one product whose inner
+/// dimension runs over the batch too. `other` is the batched operand (transposed by `t_other`),
+/// `t_self` the broadcast operand's flag.
+///   dop(A) = Σ_b G_b op(B_b)ᵀ = [G_0 … G_b] (M × bN) · [op(B_0)ᵀ; …] (bN × K)
+///   dop(B) = Σ_b op(A_b)ᵀ G_b = [op(A_0)ᵀ … ] (K × bM) · [G_0; …] (bM × N)
+/// The stacked G of dop(B) and the stacked B of a transposed B (A of a plain A) are the stored
+/// tensors reshaped; the others take one permute.
+fn broadcast_grad(
+    g: &Tensor,
+    other: &Tensor,
+    t_other: bool,
+    t_self: bool,
+    side: Side,
+    [batch, m, ka, n]: [usize; 4],
+) -> Result<Tensor> {
+    // `rows` is the side's stacked gradient factor as [R, batch·C] or [batch·R, C];
+    // (x, tx) the stacked other so that the gradient of op(self) = rows · op(x).
+    let stacked_rows_of = |t: &Tensor, r: usize, c: usize| -> Result<Tensor> {
+        // [batch, r, c] -> [r, batch·c]
+        t.reshape(&[batch, r, c])?
+            .permute(&[1, 0, 2])?
+            .reshape(&[r, batch * c])
+    };
+    let (d, x, tx) = match side {
+        Side::A => {
+            let d = stacked_rows_of(g, m, n)?; // [M, bN]
+                                               // op(B_b)ᵀ is [N, K]: stored so when tb; else B_b [K, N] stacked as [K, bN], transposed.
+            if t_other {
+                (d, other.reshape(&[batch * n, ka])?, false)
+            } else {
+                (d, stacked_rows_of(other, ka, n)?, true)
+            }
+        }
+        Side::B => {
+            let d = g.reshape(&[batch * m, n])?; // [bM, N]
+                                                 // op(A_b)ᵀ is [K, M]: stored so when ta (stacked as [K, bM]); else A_b [M, K] stacked
+                                                 // as [bM, K], transposed. Here the product is x · d.
+            let (x, tx) = if t_other {
+                (stacked_rows_of(other, ka, m)?, false)
+            } else {
+                (other.reshape(&[batch * m, ka])?, true)
+            };
+            return if t_self {
+                // stored Bᵀ = dᵀ · op(x)ᵀ
+                Tensor::matmul_t(&d, &x, true, !tx)
+            } else {
+                Tensor::matmul_t(&x, &d, tx, false)
+            };
+        }
+    };
+    if t_self {
+        // stored Aᵀ = op(x)ᵀ · dᵀ
+        Tensor::matmul_t(&x, &d, !tx, true)
+    } else {
+        Tensor::matmul_t(&d, &x, false, tx)
     }
 }
 
@@ -201,8 +286,8 @@ fn matmul_value(
 /// [`Tensor::matmul_t`]), with its consumer's tree fused in when `epilogue` is given: the same
 /// kernel variant, so the same product bits, then the tree before the store.
 pub(crate) fn launch(
-    a: &Storage,
-    b: &Storage,
+    (a, shape_a): (&Storage, &[usize]),
+    (b, shape_b): (&Storage, &[usize]),
     (ta, tb): (bool, bool),
     [batch, m, ka, n]: [usize; 4],
     out: &Storage,
@@ -215,8 +300,17 @@ pub(crate) fn launch(
         m: m as u32,
         n: n as u32,
         k: ka as u32,
-        batch_a: (m * ka) as u32,
-        batch_b: (ka * n) as u32,
+        // A single matrix (2-D) is used with every matrix of the batch: stride 0.
+        batch_a: if shape_a.len() == 2 {
+            0
+        } else {
+            (m * ka) as u32
+        },
+        batch_b: if shape_b.len() == 2 {
+            0
+        } else {
+            (ka * n) as u32
+        },
         batch_c: (m * n) as u32,
     };
     let mut binds = vec![Bind::texels(a), Bind::texels(b), Bind::write(out)];

@@ -447,11 +447,23 @@ pub fn arg_extreme(x: &RefTensor, axis: usize, keepdim: bool, max: bool) -> (Vec
 
 // ---------------------------------------------------------------- matmul
 
+/// Element (r, c) of op(x) in matrix `batch`; a 2-D x is the same matrix for every batch.
 fn mat_at(x: &RefTensor, batch: usize, r: usize, c: usize, t: bool) -> f64 {
     let k = x.shape.len();
     let (rows, cols) = (x.shape[k - 2], x.shape[k - 1]);
     let (i, j) = if t { (c, r) } else { (r, c) };
+    let batch = if k == 2 { 0 } else { batch };
     x.data[batch * rows * cols + i * cols + j]
+}
+
+/// The batch dimensions of a product: the operands' (equal), or the batched one's when the
+/// other is a single matrix.
+fn matmul_lead<'a>(a: &'a RefTensor, b: &'a RefTensor) -> &'a [usize] {
+    if a.shape.len() == 2 {
+        &b.shape[..b.shape.len() - 2]
+    } else {
+        &a.shape[..a.shape.len() - 2]
+    }
 }
 
 fn mat_dims(x: &RefTensor, t: bool) -> (usize, usize) {
@@ -463,12 +475,13 @@ fn mat_dims(x: &RefTensor, t: bool) -> (usize, usize) {
     }
 }
 
-/// op(a) · op(b), batched over equal leading dimensions. Returns (product, scale), where scale
-/// holds sum_k |a_ik b_kj| for each output (the rounding scale of the dot product).
+/// op(a) · op(b), batched over equal leading dimensions, or a single (2-D) matrix with each
+/// matrix of a batched other. Returns (product, scale), where scale holds sum_k |a_ik b_kj|
+/// for each output (the rounding scale of the dot product).
 pub fn matmul(a: &RefTensor, b: &RefTensor, ta: bool, tb: bool) -> (RefTensor, RefTensor) {
     let (m, k) = mat_dims(a, ta);
     let (_, n) = mat_dims(b, tb);
-    let lead = &a.shape[..a.shape.len() - 2];
+    let lead = matmul_lead(a, b);
     let batch: usize = lead.iter().product();
     let mut shape = lead.to_vec();
     shape.extend([m, n]);
@@ -500,9 +513,12 @@ pub fn matmul_vjp(
 ) -> (RefTensor, RefTensor) {
     let (m, k) = mat_dims(a, ta);
     let (_, n) = mat_dims(b, tb);
-    let batch: usize = a.shape[..a.shape.len() - 2].iter().product();
+    let batch: usize = matmul_lead(a, b).iter().product();
     let (mut ga, mut gb) = (RefTensor::zeros(&a.shape), RefTensor::zeros(&b.shape));
+    // A single matrix's entries are shared by every batch: their gradients add up.
+    let (single_a, single_b) = (a.shape.len() == 2, b.shape.len() == 2);
     let a_pos = |z: usize, i: usize, l: usize| {
+        let z = if single_a { 0 } else { z };
         if ta {
             z * m * k + l * m + i
         } else {
@@ -510,6 +526,7 @@ pub fn matmul_vjp(
         }
     };
     let b_pos = |z: usize, l: usize, j: usize| {
+        let z = if single_b { 0 } else { z };
         if tb {
             z * k * n + j * k + l
         } else {

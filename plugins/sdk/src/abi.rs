@@ -17,7 +17,7 @@ pub const ABI_MAJOR: u32 = 1;
 /// 1.6: an augmentation's description says whether it draws only on the device
 /// (`draws_on_device`), which lets the host record it into a replayed training step.
 /// (docs/abi-changelog.md)
-pub const ABI_MINOR: u32 = 6;
+pub const ABI_MINOR: u32 = 7;
 /// Encoders: bit of `stream` set in training mode (batch statistics, buffer updates).
 pub const ENCODER_TRAINING: u64 = 1;
 /// The one symbol a plugin exports: `extern "C" fn() -> *const PluginDescriptor`.

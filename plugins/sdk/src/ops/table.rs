@@ -192,7 +192,7 @@ pub const HOST_OPS: &[OpSpec] = &[
         "a.matmul(&b) / a.matmul_t(&b, ta, tb)",
         "a [.., M, K], b [.., K, N]",
         &[("ta", Bool, Optional("false")), ("tb", Bool, Optional("false"))],
-        "a·b over the last two axes; `ta`/`tb` transpose an operand first",
+        "a·b over the last two axes; `ta`/`tb` transpose an operand first; batch axes equal, or one operand 2-D (used with every matrix of the other)",
     ),
     op("reshape", "x.reshape(&shape)", X, SHAPE, "the same values in a new shape"),
     op(

@@ -156,7 +156,8 @@ impl<'h> HostTensor<'h> {
     pub fn argmin(&self, axis: isize, keepdim: bool) -> R<'h> {
         self.call("argmin", &[], json!({ "axis": axis, "keepdim": keepdim }))
     }
-    /// self · other over the last two axes.
+    /// self · other over the last two axes; batch axes equal, or one operand 2-D (used with
+    /// every matrix of the other; ABI 1.7).
     pub fn matmul(&self, other: &HostTensor) -> R<'h> {
         self.call("matmul", &[other], json!({}))
     }
