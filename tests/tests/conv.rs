@@ -72,9 +72,13 @@ proptest! {
         (n, c, h, w) in (1usize..=2, 1usize..=3, 3usize..=9, 3usize..=9),
         max in any::<bool>(),
         x in tensor_of(vec![18 * 81]),
+        dil in 1usize..=2,
     ) {
         let p = p.min(k / 2);
-        let win = Window::new(k).stride(s).padding(p);
+        let win = Window::new(k).stride(s).padding(p).dilation(dil);
+        // The dilated window must fit: span d(k-1)+1 <= size + 2p.
+        let span = dil * (k - 1) + 1;
+        let (h, w) = (h.max(span), w.max(span));
         let x = RefTensor::new(&[n, c, h, w], x.data[..n * c * h * w].to_vec());
         let g = geo(&win);
         let gpu_f = |xs: &[Tensor]| if max { xs[0].max_pool2d(&win) } else { xs[0].avg_pool2d(&win) };

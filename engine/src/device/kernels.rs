@@ -57,6 +57,7 @@ kernels! {
     MatmulTiled => matmul_tiled_cs, "../shaders/matmul_tiled.comp";
     Index => index_cs, "../shaders/index.comp";
     Im2col => im2col_cs, "../shaders/im2col.comp";
+    Pool => pool_cs, "../shaders/pool.comp";
     Resample => resample_cs, "../shaders/resample.comp";
     Similarity => similarity_cs, "../shaders/similarity.comp";
 }

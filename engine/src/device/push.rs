@@ -61,6 +61,13 @@ push! {
         sh: u32, sw: u32, ph: u32, pw: u32, dh: u32, dw: u32, pad: f32,
         m_ckk4: u32, m_l: u32, m_ow: u32, m_kk: u32, m_kw: u32,
     }
+    /// Max pooling of an [n, c, h, w] batch with a kh×kw window (stride, padding, dilation
+    /// per axis) to oh×ow, and its backward.
+    PoolPush for [Pool] {
+        n: u32, c: u32, h: u32, w: u32, kh: u32, kw: u32, oh: u32, ow: u32,
+        sh: u32, sw: u32, ph: u32, pw: u32, dh: u32, dw: u32,
+        m_l: u32, m_ow: u32, m_hw: u32, m_w: u32,
+    }
     /// Affine resampling of [n, c, h, w] images to oh×ow.
     ResamplePush for [Resample] { n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32 }
     /// similarity_lse's fused tile of `rows` query rows from `r0` against n keys; the last
@@ -124,6 +131,7 @@ mod tests {
         check::<MatmulPush>("MatmulPush");
         check::<IndexPush>("IndexPush");
         check::<Im2colPush>("Im2colPush");
+        check::<PoolPush>("PoolPush");
         check::<ResamplePush>("ResamplePush");
         check::<SimilarityPush>("SimilarityPush");
         // Every kernel has a block above.
@@ -138,6 +146,7 @@ mod tests {
             MatmulPush::KERNELS,
             IndexPush::KERNELS,
             Im2colPush::KERNELS,
+            PoolPush::KERNELS,
             ResamplePush::KERNELS,
             SimilarityPush::KERNELS,
         ]

@@ -3,7 +3,7 @@
 //! them and the tiled matmul, so their gradients follow from those two rules.
 
 use super::{alloc_f32, div_magic};
-use crate::device::push::Im2colPush;
+use crate::device::push::{Im2colPush, PoolPush};
 use crate::device::{grid, Bind, Kernel};
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Tensor};
@@ -150,6 +150,84 @@ fn im2col(
     Ok(Tensor::leaf(out_shape.into(), st))
 }
 
+/// Runs the max-pooling kernel: MODE 0 the pooled `[N, C, OH, OW]` of `x`, MODE 1 the gradient
+/// of `x` (`[N, C, H, W]`) given the output's gradient `g`.
+fn pool_kernel(
+    mode: u32,
+    x: &Tensor,
+    g: Option<&Tensor>,
+    image: [usize; 4],
+    win: &Window,
+    [oh, ow]: [usize; 2],
+) -> Result<std::sync::Arc<crate::device::Storage>> {
+    let [n, c, h, w] = image;
+    let count = if mode == 0 {
+        n * c * oh * ow
+    } else {
+        n * c * h * w
+    };
+    let shape = if mode == 0 {
+        vec![n, c, oh, ow]
+    } else {
+        image.to_vec()
+    };
+    let st = alloc_f32(&shape)?;
+    if count == 0 {
+        return Ok(st);
+    }
+    let ctx = Tensor::ctx()?;
+    let [kh, kw] = win.kernel;
+    // Windows that do not overlap (each stride at least the window's span, as 2x2 pooling with
+    // stride 2) take the backward per window (MODE 2): each tap's share computed once, every
+    // pixel written by at most one window, the others left at the zero filled here.
+    let disjoint = (0..2).all(|i| win.stride[i] > win.dilation[i] * (win.kernel[i] - 1));
+    let (mode, count) = if mode == 1 && disjoint {
+        ctx.fill(&st, 0)?;
+        (2, n * c * oh * ow)
+    } else {
+        (mode, count)
+    };
+    // A per-pixel backward invocation visits every window covering its pixel (at most
+    // ceil(kh/sh)·ceil(kw/sw) of them), each over its taps; a window's own loops are two.
+    let covering = kh.div_ceil(win.stride[0]) * kw.div_ceil(win.stride[1]);
+    let loops = 2 * kh * kw * if mode == 1 { covering } else { 1 };
+    ctx.check_loop("max_pool2d", loops, || format!("a {kh}x{kw} window"))?;
+    let u = |v: usize| v as u32;
+    let push = PoolPush {
+        n: u(n),
+        c: u(c),
+        h: u(h),
+        w: u(w),
+        kh: u(kh),
+        kw: u(kw),
+        oh: u(oh),
+        ow: u(ow),
+        sh: u(win.stride[0]),
+        sw: u(win.stride[1]),
+        ph: u(win.padding[0]),
+        pw: u(win.padding[1]),
+        dh: u(win.dilation[0]),
+        dw: u(win.dilation[1]),
+        m_l: div_magic(oh * ow),
+        m_ow: div_magic(ow),
+        m_hw: div_magic(h * w),
+        m_w: div_magic(w),
+    };
+    let xs = x.storage()?;
+    let gs = match g {
+        Some(g) => g.storage()?,
+        None => xs,
+    };
+    ctx.dispatch(
+        Kernel::Pool,
+        &[mode],
+        &[Bind::texels(xs), Bind::texels(gs), Bind::write(&st)],
+        &push,
+        grid(count as u64, 256),
+    )?;
+    Ok(st)
+}
+
 impl Tensor {
     /// PyTorch's `unfold` with the window's columns last: `[N, C, H, W]` →
     /// `[N, OH*OW, C*KH*KW]`, entry (c*KH + kh)*KW + kw of row oh*OW + ow being the pixel under
@@ -255,7 +333,8 @@ impl Tensor {
         }
     }
 
-    /// Pools each window of each channel: `[N, C, H, W]` → `[N, C, OH, OW]`.
+    /// Pools each window of each channel: `[N, C, H, W]` → `[N, C, OH, OW]`; max pooling by
+    /// its own kernel, average pooling as the mean of unfold's columns.
     fn pool2d(&self, win: &Window, max: bool, op: &'static str) -> Result<Tensor> {
         let [n, c, h, w] = nchw(op, self.shape())?;
         if win.padding[0] * 2 > win.kernel[0] || win.padding[1] * 2 > win.kernel[1] {
@@ -269,6 +348,9 @@ impl Tensor {
         }
         let [oh, ow] = win.output(op, h, w)?;
         let kk = win.kernel[0] * win.kernel[1];
+        if max {
+            return self.max_pool_direct(win, [n, c, h, w], [oh, ow]);
+        }
         // One channel per image, so a column holds exactly one window's taps.
         let cols = self
             .reshape(&[n * c, 1, h, w])?
@@ -279,6 +361,32 @@ impl Tensor {
             cols.sum_axis(-1, false)?.mul_scalar(1.0 / kk as f32)?
         };
         pooled.reshape(&[n, c, oh, ow])
+    }
+
+    /// Max pooling read in place (`shaders/pool.comp`): the values and gradients of the max
+    /// over unfold's columns (−∞ outside the image), without writing the columns — one pass
+    /// forward, one backward instead of unfold, a reduction, a comparison mask and fold.
+    fn max_pool_direct(
+        &self,
+        win: &Window,
+        image: [usize; 4],
+        out_hw: [usize; 2],
+    ) -> Result<Tensor> {
+        let out: Vec<usize> = vec![image[0], image[1], out_hw[0], out_hw[1]];
+        let y = pool_kernel(0, self, None, image, win, out_hw)?;
+        let (x, win) = (self.clone(), *win);
+        Ok(Tensor::from_op(
+            out.into(),
+            y,
+            "max_pool2d",
+            &[self],
+            move |g| {
+                Ok(vec![Some(Tensor::leaf(
+                    image.to_vec().into(),
+                    pool_kernel(1, &x, Some(g), image, &win, out_hw)?,
+                ))])
+            },
+        ))
     }
 
     /// PyTorch's max_pool2d (padding taps are −∞). On ties the gradient is shared among the

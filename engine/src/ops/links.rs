@@ -167,7 +167,7 @@ pub const LINKED_OPS: &[OpLinks] = &[
     op(
         "max_pool2d",
         "ops/conv.rs",
-        &["im2col.comp", "reduce.comp"],
+        &["pool.comp"],
         &["conv::pool2d", "conv::pool2d_vjp"],
         &["conv::pooling_matches_reference"],
     ),
