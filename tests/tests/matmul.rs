@@ -122,24 +122,40 @@ fn shape_errors_name_both_shapes() {
 
 #[test]
 fn a_long_inner_dimension_is_summed_in_chunks() {
-    // K = 150,001 is past llvmpipe's 65,535 loop iterations per invocation for every kernel;
-    // the product is summed over chunks of K there. Both transposed layouts, as conv2d's weight
-    // gradient uses (colsᵀ · g).
-    let (m, k, n) = (3, 150_001, 5);
-    let a = probe(&[k, m], 0.3);
-    let b = probe(&[k, n], 1.7);
-    let got = Tensor::matmul_t(&gpu(&a), &gpu(&b), true, false)
-        .unwrap()
-        .to_vec()
+    // K past llvmpipe's 65,535 loop iterations per invocation for every kernel: the product is
+    // summed over chunks of K there, Aᵀ · B as conv2d's weight gradient uses (colsᵀ · g).
+    // K = 150,001 has no divisor into chunks that fit: chunks in sequence, copied out. K =
+    // 150,000 = 3 × 50,000 (also in a batch of two; and for the vec4 kernel's M and N, K =
+    // 300,000 = 2 × 150,000): the chunks are row blocks, a batch of products in one dispatch.
+    for (batch, m, k, n) in [
+        (1, 3, 150_001, 5),
+        (1, 3, 150_000, 5),
+        (2, 3, 150_000, 5),
+        (1, 4, 300_000, 8),
+    ] {
+        let lead: Vec<usize> = if batch > 1 { vec![batch] } else { vec![] };
+        // Positive values: every chunk's partial sum is a large part of the whole, so a chunk
+        // lost, doubled or combined other than by a sum shows far beyond the tolerance (sines
+        // would cancel to partial sums within it).
+        let positive = |shape: Vec<usize>, salt: f64| {
+            let p = probe(&shape, salt);
+            RefTensor::new(&shape, p.data.iter().map(|v| 1.0 + v.abs()).collect())
+        };
+        let a = positive([lead.clone(), vec![k, m]].concat(), 0.3);
+        let b = positive([lead, vec![k, n]].concat(), 1.7);
+        let got = Tensor::matmul_t(&gpu(&a), &gpu(&b), true, false)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let (want, scale) = r::matmul(&a, &b, true, false);
+        assert_close(
+            &format!("matmul batch {batch}, M {m}, K {k}, N {n}"),
+            &got,
+            &want,
+            Some(&scale),
+            k,
+            tol::ACCUMULATE,
+        )
         .unwrap();
-    let (want, scale) = r::matmul(&a, &b, true, false);
-    assert_close(
-        "matmul K=150001",
-        &got,
-        &want,
-        Some(&scale),
-        k,
-        tol::ACCUMULATE,
-    )
-    .unwrap();
+    }
 }

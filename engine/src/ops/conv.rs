@@ -303,9 +303,14 @@ impl Tensor {
         let [oh, ow] = win.output("conv2d", h, w)?;
         let ckk = c * kh * kw;
         let w2 = weight.reshape(&[o, ckk])?;
-        // Columns per sample; chunks keep each column matrix under 2^24 floats (64 MiB).
+        // Columns per sample; chunks keep each column matrix within one buffer binding of this
+        // device (lavapipe: 2^27 bytes), and at most 2^25 floats (128 MiB) on any.
         let per_sample = (oh * ow * ckk).max(1);
-        let chunk = ((1usize << 24) / per_sample).clamp(1, n.max(1));
+        let (max_bytes, max_texels) = Tensor::ctx()?.buffer_limits();
+        let limit = (max_bytes / 4)
+            .min(max_texels.saturating_mul(4))
+            .min(1 << 25) as usize;
+        let chunk = (limit / per_sample).clamp(1, n.max(1));
         let mut parts = Vec::new();
         let mut start = 0;
         while start < n {

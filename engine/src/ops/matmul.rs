@@ -249,6 +249,12 @@ fn matmul_value(
     if let Some(budget) = ctx.caps.loop_budget.filter(|&b| loops > b) {
         // Chunks of K that fit, a multiple of 16 so the vec4 path stays available.
         let chunk = (((budget as f64 / per_k) as usize) / 16 * 16).max(16);
+        if let Some(parts) = split_k_as_batch(a, b, (ta, tb), [batch, m, ka, n], chunk) {
+            return crate::grad_mode::no_grad(|| {
+                let y = parts?.reshape(out)?;
+                ready(y.storage()?.clone())
+            });
+        }
         return crate::grad_mode::no_grad(|| {
             let (ra, rb) = (a.rank() as isize, b.rank() as isize);
             let (axa, axb) = (
@@ -280,6 +286,35 @@ fn matmul_value(
         [batch, m, ka, n],
         out,
     )
+}
+
+/// A product whose K is too long for one pass, as a batch of products over equal chunks of K
+/// computed side by side in one dispatch, then summed in chunk order — where the chunks are
+/// free: Aᵀ stored [K, M] and B stored [K, N] are split into row blocks by a reshape (a
+/// convolution's weight gradient, K = N·OH·OW, ran its chunks one after another on one
+/// workgroup each and copied every chunk out first). `None` (chunks in sequence) for other
+/// layouts, a single matrix with a batch, or a K without a divisor into chunks of at most
+/// `chunk` (keeping the vec4 kernel's multiple of 4 where K had it).
+fn split_k_as_batch(
+    a: &Tensor,
+    b: &Tensor,
+    (ta, tb): (bool, bool),
+    [batch, m, ka, n]: [usize; 4],
+    chunk: usize,
+) -> Option<Result<Tensor>> {
+    if !(ta && !tb) || a.rank() != b.rank() {
+        return None;
+    }
+    let first = ka.div_ceil(chunk);
+    let s = (first..=first * 4).find(|&s| ka % s == 0 && (ka % 4 != 0 || (ka / s) % 4 == 0))?;
+    let kc = ka / s;
+    Some((|| {
+        let a3 = a.reshape(&[batch * s, kc, m])?;
+        let b3 = b.reshape(&[batch * s, kc, n])?;
+        Tensor::matmul_t(&a3, &b3, true, false)?
+            .reshape(&[batch, s, m, n])?
+            .sum_axis(1, false)
+    })())
 }
 
 /// Dispatches the product op(A) · op(B) of `dims` = [batch, M, K, N] into `out` (checked by
