@@ -302,7 +302,7 @@ fn split_k_as_batch(
     [batch, m, ka, n]: [usize; 4],
     chunk: usize,
 ) -> Option<Result<Tensor>> {
-    if !(ta && !tb) || a.rank() != b.rank() {
+    if !ta || tb || a.rank() != b.rank() {
         return None;
     }
     let first = ka.div_ceil(chunk);
