@@ -8,11 +8,18 @@
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint ROWS = 0;
+// Specialisation constants rather than push constants (lavapipe, Mesa 22.3, runs a kernel
+// markedly slower for the mere presence of paths and loops it does not take): the rank, so
+// the coordinate loop unrolls, and on the rows path how the source row is read — 0 four
+// values stepping by ss[RANK - 1], 1 one texel (contiguous, 4-aligned), 2 one value (constant
+// along the row: an expand's broadcast).
+layout(constant_id = 1) const uint RANK = 1;
+layout(constant_id = 2) const uint SRC = 0;
 layout(set = 0, binding = 0) uniform samplerBuffer src_t;
 layout(set = 0, binding = 1) buffer D { float dst[]; };
 layout(set = 0, binding = 1) buffer D4 { vec4 dst4[]; };
 layout(push_constant) uniform P {
-    uint n; uint rank; uint s_off; uint d_off;
+    uint n; uint s_off; uint d_off;
     uint shape[6]; uint ss[6]; uint ds[6];
     uint magic[6];   // fast_div's multiplier of each shape[d]
 } p;
@@ -22,22 +29,27 @@ void main() {
     uint first = ROWS == 1u ? 4u * i : i;
     if (first >= p.n) return;
     uint is_ = p.s_off, id = p.d_off, rem = first;
-    for (int d = int(p.rank) - 1; d >= 0; --d) {
+    // (the outermost coordinate is what remains: no division there)
+    for (int d = int(RANK) - 1; d > 0; --d) {
         uint q = fast_div(rem, p.shape[d], p.magic[d]);
         uint idx = rem - q * p.shape[d];
         rem = q;
         is_ += idx * p.ss[d];
         id += idx * p.ds[d];
     }
+    is_ += rem * p.ss[0];
+    id += rem * p.ds[0];
     if (ROWS == 0u) {
         dst[id] = fetch(src_t, is_);
         return;
     }
-    uint step = p.ss[p.rank - 1u];
     vec4 v;
-    if (step == 1u && (is_ & 3u) == 0u) {
+    if (SRC == 1u) {
         v = texelFetch(src_t, int(is_ >> 2));
+    } else if (SRC == 2u) {
+        v = vec4(fetch(src_t, is_));
     } else {
+        uint step = p.ss[RANK - 1u];
         v = vec4(fetch(src_t, is_), fetch(src_t, is_ + step), fetch(src_t, is_ + 2u * step),
                  fetch(src_t, is_ + 3u * step));
     }

@@ -13,11 +13,15 @@
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint MODE = 0;
+// The window's size as specialisation constants: the tap loops unroll (lavapipe runs loops
+// with a pushed bound markedly slower).
+layout(constant_id = 1) const uint KH = 1;
+layout(constant_id = 2) const uint KW = 1;
 layout(set = 0, binding = 0) uniform samplerBuffer x_t;
 layout(set = 0, binding = 1) uniform samplerBuffer g_t;
 layout(set = 0, binding = 2) writeonly buffer O { float outv[]; };
 layout(push_constant) uniform P {
-    uint n; uint c; uint h; uint w; uint kh; uint kw; uint oh; uint ow;
+    uint n; uint c; uint h; uint w; uint oh; uint ow;
     uint sh; uint sw; uint ph; uint pw; uint dh; uint dw;
     // fast_div multipliers of OH*OW, OW, H*W and W
     uint m_l; uint m_ow; uint m_hw; uint m_w;
@@ -39,8 +43,8 @@ float window_max(uint plane, uint oy, uint ox, out float count) {
     float m = 0.0;
     count = 0.0;
     bool first = true;
-    for (uint ky = 0u; ky < p.kh; ++ky)
-        for (uint kx = 0u; kx < p.kw; ++kx) {
+    for (uint ky = 0u; ky < KH; ++ky)
+        for (uint kx = 0u; kx < KW; ++kx) {
             float v = tap(plane, y0 + int(ky * p.dh), x0 + int(kx * p.dw));
             if (first || v > m) {
                 m = v;
@@ -84,8 +88,8 @@ void main() {
         float m = window_max(plane, oy, ox, count);
         int y0 = int(oy * p.sh) - int(p.ph), x0 = int(ox * p.sw) - int(p.pw);
         float q = fetch(g_t, id) / count;
-        for (uint ky = 0u; ky < p.kh; ++ky)
-            for (uint kx = 0u; kx < p.kw; ++kx) {
+        for (uint ky = 0u; ky < KH; ++ky)
+            for (uint kx = 0u; kx < KW; ++kx) {
                 int y = y0 + int(ky * p.dh), x = x0 + int(kx * p.dw);
                 if (y < 0 || y >= int(p.h) || x < 0 || x >= int(p.w)) continue;
                 float v = fetch(x_t, plane + uint(y) * p.w + uint(x));
@@ -103,7 +107,7 @@ void main() {
     // ascending); undilated windows find them with two divisions per axis, as fold does.
     if (p.dh == 1u && p.dw == 1u) {
         int yy = int(y + p.ph), xx = int(x + p.pw);
-        int ny = yy - int(p.kh) + 1, nx = xx - int(p.kw) + 1;
+        int ny = yy - int(KH) + 1, nx = xx - int(KW) + 1;
         int oy_lo = ny <= 0 ? 0 : (ny + int(p.sh) - 1) / int(p.sh);
         int ox_lo = nx <= 0 ? 0 : (nx + int(p.sw) - 1) / int(p.sw);
         int oy_hi = min(yy / int(p.sh), int(p.oh) - 1);
@@ -115,9 +119,9 @@ void main() {
         outv[id] = acc;
         return;
     }
-    for (uint ky = 0u; ky < p.kh; ++ky) {
+    for (uint ky = 0u; ky < KH; ++ky) {
         int ty = int(y + p.ph) - int(ky * p.dh);
-        for (uint kx = 0u; kx < p.kw; ++kx) {
+        for (uint kx = 0u; kx < KW; ++kx) {
             int tx = int(x + p.pw) - int(kx * p.dw);
             if (ty < 0 || tx < 0) continue;
             uint oy = uint(ty), ox = uint(tx);

@@ -24,8 +24,7 @@ layout(push_constant) uniform P {
 } p;
 
 #ifdef FUSED
-// @fused-input: a fused prologue's bindings and functions go here
-float load_x(uint i) { return value_at(i); }
+// @fused-input: a fused prologue's bindings and functions (walk_start, walk_at) go here
 #else
 float load_x(uint i) { return fetch(x_t, i); }
 #endif
@@ -67,11 +66,16 @@ void main() {
         uint j_end = min(p.n, (c + 1u) * p.chunk);
         float acc = init_value();
         uint best = 0xffffffffu;
-        for (uint j = c * p.chunk; j < j_end; ++j) {
+        uint j_begin = c * p.chunk;
+#ifdef FUSED
+        walk_start((o * p.n + j_begin) * p.inner + k);
+#endif
+        for (uint j = j_begin; j < j_end; ++j) {
             uint at = (o * p.n + j) * p.inner + k;
 #ifdef FUSED
-            // A fused prologue is only ever the first pass: no pairs to read.
-            float v = load_x(at);
+            // A fused prologue is only ever the first pass: no pairs to read. Its broadcast
+            // leaves step along the reduced axis from where walk_start put them.
+            float v = walk_at(at, j - j_begin);
             uint vj = j;
 #else
             float v = p.in_pairs != 0u ? fetch(x_t, 2u * at) : fetch(x_t, at);
@@ -90,8 +94,15 @@ void main() {
     float acc = init_value();
     uint best = 0xffffffffu;
     // The host sends rows of at most 64 chunks here, so each lane loops <= chunk times.
+#ifdef FUSED
+    walk_start(base + lane);
+#endif
     for (uint j = lane; j < p.n; j += 64u) {
+#ifdef FUSED
+        float v = walk_at(base + j, j - lane);
+#else
         float v = load_x(base + j);
+#endif
         if (OP == R_SUM) acc += v;
         else if (best == 0xffffffffu || better(v, j, acc, best)) { acc = v; best = j; }
     }

@@ -19,6 +19,7 @@ struct Run {
     direct: Vec<f32>,
     product: Vec<f32>,
     reduced: Vec<f32>,
+    reduced_view: Vec<f32>,
     rowed: Vec<f32>,
     probed: Vec<f32>,
     grads: Vec<Option<Vec<f32>>>,
@@ -35,6 +36,10 @@ fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
         let probed_t = vals[nl + d.probe_at % d.nodes.len()].clone();
         let last_t = vals.last().expect("one node at least").clone();
         let reduced = reduce(d, &last_t)?;
+        // The same pending value again, reduced through a reshape (whose axes are not the
+        // value's own): a fused prologue must index the value's shape.
+        let again = d.eval(&xs)?;
+        let reduced_view = reduce(d, &view(again.last().expect("one node at least"))?)?;
         let rowed = rowwise(d, &xs)?;
         let (probed, last) = if d.probe_first {
             let p = probed_t.to_vec()?;
@@ -62,6 +67,7 @@ fn run(d: &Dag, fused: bool) -> vkgrad::Result<Run> {
             direct,
             product,
             reduced,
+            reduced_view,
             rowed,
             probed,
             grads,
@@ -110,6 +116,20 @@ fn reduce(d: &Dag, x: &Tensor) -> vkgrad::Result<Vec<f32>> {
     }
 }
 
+/// `x` reshaped so that its axes are not its value's: the first two merged (rank ≥ 2: a
+/// reduction over a later axis is one of the value's, over the merged one is not), else a
+/// leading 1 (the value's axis 0 is the view's axis 1).
+fn view(x: &Tensor) -> vkgrad::Result<Tensor> {
+    let s = x.shape();
+    if s.len() >= 2 {
+        let mut v = vec![s[0] * s[1]];
+        v.extend_from_slice(&s[2..]);
+        x.reshape(&v)
+    } else {
+        x.reshape(&[1, x.numel()])
+    }
+}
+
 /// Equal bit for bit; any NaN equals any NaN (payloads are not specified).
 fn same(what: &str, a: &[f32], b: &[f32]) -> Result<(), TestCaseError> {
     prop_assert_eq!(a.len(), b.len(), "{}: lengths", what);
@@ -136,6 +156,7 @@ proptest! {
         let plain = run(&d, false).map_err(|e| TestCaseError::fail(format!("unfused: {e}")))?;
         same("last node", &fused.last, &plain.last)?;
         same("reduction of the last node", &fused.reduced, &plain.reduced)?;
+        same("reduction of a reshaped view", &fused.reduced_view, &plain.reduced_view)?;
         same("row-wise op of the last node", &fused.rowed, &plain.rowed)?;
         same("probed node", &fused.probed, &plain.probed)?;
         same("last node read first", &fused.direct, &plain.direct)?;

@@ -36,12 +36,13 @@ pub(crate) type Dims = [u32; 6];
 push! {
     /// y = f(x, s) over n elements.
     UnaryPush for [Unary] { n: u32, s: f32 }
-    /// Broadcast a ∘ b; `contiguous` selects the four-per-invocation row path.
-    BinaryPush for [Binary] { n: u32, rank: u32, contiguous: u32, shape: Dims, sa: Dims, sb: Dims, magic: Dims }
+    /// Broadcast a ∘ b (the path, the rank and how each input is read along a row are
+    /// specialisation constants of binary.comp).
+    BinaryPush for [Binary] { n: u32, shape: Dims, sa: Dims, sb: Dims, magic: Dims }
     /// mask ? a : b, broadcast.
     WherePush for [Where] { n: u32, rank: u32, shape: Dims, sm: Dims, sa: Dims, sb: Dims, magic: Dims }
     /// A strided copy from offset `s_off` (strides `ss`) to `d_off` (strides `ds`).
-    CopyPush for [Copy] { n: u32, rank: u32, s_off: u32, d_off: u32, shape: Dims, ss: Dims, ds: Dims, magic: Dims }
+    CopyPush for [Copy] { n: u32, s_off: u32, d_off: u32, shape: Dims, ss: Dims, ds: Dims, magic: Dims }
     /// Philox draws: `dist` 0 uniform in [a, b), 1 normal(a, b), 2 raw bits (the seed is a
     /// device buffer: a replayed step draws from the seed written there).
     RandomPush for [Random] { n: u32, offset: u32, dist: u32, a: f32, b: f32 }
@@ -61,10 +62,10 @@ push! {
         sh: u32, sw: u32, ph: u32, pw: u32, dh: u32, dw: u32, pad: f32,
         m_ckk4: u32, m_l: u32, m_ow: u32, m_kk: u32, m_kw: u32,
     }
-    /// Max pooling of an [n, c, h, w] batch with a kh×kw window (stride, padding, dilation
-    /// per axis) to oh×ow, and its backward.
+    /// Max pooling of an [n, c, h, w] batch with a window (its size KH×KW: specialisation
+    /// constants; stride, padding, dilation per axis) to oh×ow, and its backward.
     PoolPush for [Pool] {
-        n: u32, c: u32, h: u32, w: u32, kh: u32, kw: u32, oh: u32, ow: u32,
+        n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32,
         sh: u32, sw: u32, ph: u32, pw: u32, dh: u32, dw: u32,
         m_l: u32, m_ow: u32, m_hw: u32, m_w: u32,
     }

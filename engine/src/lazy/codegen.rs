@@ -182,6 +182,12 @@ pub(crate) struct Pieces {
     /// Whether some leaf is broadcast (read through strides); otherwise every leaf is read
     /// whole or as one value, and `expr` can be called on vec4 components.
     strided: bool,
+    /// With broadcast leaves: whether four elements of a row can be computed at once — the
+    /// innermost size is a multiple of 4 and every broadcast leaf is constant along it or
+    /// steps by 1 — so the coordinates are computed once per four elements (`row_index`).
+    rows: bool,
+    /// The coordinate arithmetic setting `j{leaf}` for each broadcast leaf from `rem`.
+    index: String,
     reads: Vec<Read>,
 }
 
@@ -366,18 +372,9 @@ fn assemble(
             outs_params.join(", ")
         );
     }
+    let index = index_code(&strided, r);
     if !strided.is_empty() {
-        let idx: Vec<String> = strided.iter().map(|i| format!("j{i} = 0u")).collect();
-        let _ = writeln!(funcs, "    uint rem = i, {};", idx.join(", "));
-        let _ = writeln!(
-            funcs,
-            "    for (int d = {}; d >= 0; --d) {{\n        uint q = fast_div(rem, p.shape[d], p.magic[d]);\n        uint c = rem - q * p.shape[d];\n        rem = q;",
-            r as i64 - 1
-        );
-        for &i in &strided {
-            let _ = writeln!(funcs, "        j{i} += c * p.s{i}[d];");
-        }
-        funcs += "    }\n";
+        let _ = writeln!(funcs, "    uint rem = i;\n{index}");
     }
     let mut reads: Vec<String> = g
         .leaves
@@ -399,6 +396,12 @@ fn assemble(
         args.extend(results);
         let _ = writeln!(funcs, "    expr({});\n}}", args.join(", "));
     }
+    let rows = !strided.is_empty()
+        && shape[r - 1].is_multiple_of(4)
+        && g.leaves.iter().all(|l| match &l.read {
+            Read::Strided(s) => s[r - 1] <= 1,
+            _ => true,
+        });
     let (leaves, reads) = g.leaves.into_iter().map(|l| (l.st, l.read)).unzip();
     Ok(Pieces {
         decls,
@@ -409,8 +412,37 @@ fn assemble(
         nodes: g.next,
         outputs: outs.len(),
         strided: !strided.is_empty(),
+        rows,
+        index,
         reads,
     })
+}
+
+/// GLSL setting `j{leaf}` (declared here) for each broadcast leaf of `strided` from the flat
+/// index `rem` of a rank-`r` root: one coordinate per dimension, innermost first, unrolled
+/// (llvmpipe runs a loop over the dimensions markedly slower), and no division for the
+/// outermost (the quotient there is 0, as `rem` < the element count).
+fn index_code(strided: &[usize], r: usize) -> String {
+    let mut src = String::new();
+    if strided.is_empty() {
+        return src;
+    }
+    let js: Vec<String> = strided.iter().map(|i| format!("j{i} = 0u")).collect();
+    let _ = writeln!(src, "    uint {};", js.join(", "));
+    for d in (1..r).rev() {
+        let _ = writeln!(
+            src,
+            "    {{\n        uint q = fast_div(rem, p.shape[{d}], p.magic[{d}]);\n        uint c = rem - q * p.shape[{d}];\n        rem = q;"
+        );
+        for &i in strided {
+            let _ = writeln!(src, "        j{i} += c * p.s{i}[{d}];");
+        }
+        src += "    }\n";
+    }
+    for &i in strided {
+        let _ = writeln!(src, "    j{i} += rem * p.s{i}[0];");
+    }
+    src
 }
 
 /// A generated elementwise kernel up to the start of `main`'s body: the shared GLSL, the
@@ -438,22 +470,42 @@ fn vec4_loads(k: &Pieces) -> String {
     for (i, read) in k.reads.iter().enumerate() {
         let _ = match read {
             Read::Whole => writeln!(src, "        vec4 a{i} = texelFetch(t{i}, int(q));"),
-            _ => writeln!(src, "        float a{i} = fetch(t{i}, 0u);"),
+            Read::One => writeln!(src, "        float a{i} = fetch(t{i}, 0u);"),
+            // The rows path: constant along the row, or stepping by 1 along it — then the
+            // leaf's other strides are multiples of its innermost size, a multiple of 4, so
+            // the row's four values are one texel.
+            Read::Strided(s) if s.last() == Some(&0) => {
+                writeln!(src, "        float a{i} = fetch(t{i}, j{i});")
+            }
+            Read::Strided(_) => {
+                writeln!(src, "        vec4 a{i} = texelFetch(t{i}, int(j{i} >> 2));")
+            }
         };
     }
     src
 }
 
-/// `expr`'s leaf arguments for component `c` of the four-at-once path.
+/// `expr`'s leaf arguments for component `c` of the four-at-once paths.
 fn lane_args(k: &Pieces, c: &str) -> Vec<String> {
     k.reads
         .iter()
         .enumerate()
         .map(|(i, read)| match read {
             Read::Whole => format!("a{i}.{c}"),
+            Read::Strided(s) if s.last() != Some(&0) => format!("a{i}.{c}"),
             _ => format!("a{i}"),
         })
         .collect()
+}
+
+/// The start of the four-at-once path: unconditional on the rows path (the element count is a
+/// multiple of 4 there), after the coordinates of the row's first element.
+fn vec4_head(k: &Pieces) -> String {
+    if k.rows {
+        format!("    {{\n    uint rem = i0;\n{}", k.index)
+    } else {
+        "    if (i0 + 3u < p.n) {\n".to_string()
+    }
 }
 
 /// The elementwise kernel of a tree: each invocation writes four elements of the root (one
@@ -464,9 +516,9 @@ fn elementwise_source(k: &Pieces) -> String {
         "layout(set = 0, binding = 0) writeonly buffer Y { float y[]; };\n\
          layout(set = 0, binding = 0) writeonly buffer Y4 { vec4 y4[]; };\n",
     );
-    if !k.strided {
+    if !k.strided || k.rows {
         // Four elements at once: one texel fetch per whole leaf, one vec4 store.
-        src += "    if (i0 + 3u < p.n) {\n";
+        src += &vec4_head(k);
         src += &vec4_loads(k);
         let lane = |c: &str| format!("expr({})", lane_args(k, c).join(", "));
         let _ = writeln!(
@@ -496,8 +548,8 @@ fn multi_output_source(k: &Pieces) -> String {
     }
     let mut src = kernel_head(k, &outputs);
     let outs: Vec<String> = (0..n).map(|o| format!("o{o}")).collect();
-    if !k.strided {
-        src += "    if (i0 + 3u < p.n) {\n";
+    if !k.strided || k.rows {
+        src += &vec4_head(k);
         src += &vec4_loads(k);
         let _ = writeln!(src, "        vec4 {};", outs.join(", "));
         for c in ["x", "y", "z", "w"] {
@@ -635,14 +687,66 @@ pub(crate) fn fused_variant(template: &str, spec: &[u32], k: &Pieces) -> Result<
 /// The pieces of a pending value's tree, for a kernel that reads the value through
 /// `value_at(i)` instead of from memory (a fused prologue), with leaf `i` at `binding(i)`.
 /// Errors if the value has been computed meanwhile.
+///
+/// With `walk` (an axis of the value), the pieces also define `walk_start(i)` and
+/// `walk_at(i, t)`: the value at flat index `i`, which lies `t` steps along that axis from
+/// the element last given to `walk_start`. A consumer that reads along one axis (a reduction
+/// over it) computes the broadcast leaves' coordinates once, at the start, and steps each
+/// leaf's index by its stride along the axis — no division per element. Without `walk` they
+/// are `value_at(i)`.
 pub(crate) fn prologue_pieces(
     v: &Arc<Value>,
+    walk: Option<usize>,
     binding: impl Fn(usize) -> usize,
 ) -> Result<Option<Pieces>> {
     match v.expr() {
-        Some(e) => Ok(Some(pieces(&v.shape, &e, binding)?)),
+        Some(e) => {
+            let mut k = pieces(&v.shape, &e, binding)?;
+            k.funcs += &walk_funcs(&k, walk);
+            Ok(Some(k))
+        }
         None => Ok(None),
     }
+}
+
+/// `walk_start` and `walk_at` of a prologue's pieces (see `prologue_pieces`).
+fn walk_funcs(k: &Pieces, walk: Option<usize>) -> String {
+    let strided: Vec<usize> = (0..k.reads.len())
+        .filter(|&i| matches!(k.reads[i], Read::Strided(_)))
+        .collect();
+    let Some(ax) = walk.filter(|_| !strided.is_empty()) else {
+        return "void walk_start(uint i) {}\nfloat walk_at(uint i, uint t) { return value_at(i); }\n"
+            .into();
+    };
+    let mut src = String::new();
+    for i in &strided {
+        let _ = writeln!(src, "uint w{i};");
+    }
+    let _ = write!(
+        src,
+        "void walk_start(uint i) {{\n    uint rem = i;\n{}",
+        k.index
+    );
+    for i in &strided {
+        let _ = writeln!(src, "    w{i} = j{i};");
+    }
+    src += "}\n";
+    let args: Vec<String> = k
+        .reads
+        .iter()
+        .enumerate()
+        .map(|(i, read)| match read {
+            Read::Whole => format!("fetch(t{i}, i)"),
+            Read::One => format!("fetch(t{i}, 0u)"),
+            Read::Strided(_) => format!("fetch(t{i}, w{i} + t * p.s{i}[{ax}])"),
+        })
+        .collect();
+    let _ = writeln!(
+        src,
+        "float walk_at(uint i, uint t) {{ return expr({}); }}",
+        args.join(", ")
+    );
+    src
 }
 
 #[cfg(test)]

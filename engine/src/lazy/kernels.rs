@@ -121,10 +121,20 @@ fn binary(
     } else {
         0
     };
+    // How mode 2 reads each input along a row (binary.comp: STEPS).
+    let last = shape.len().saturating_sub(1);
+    let how = |in_shape: &[usize], s: &[u32; MAX_RANK]| match s[last] {
+        _ if in_shape == shape => 2,
+        1 => 1,
+        _ => 0,
+    };
+    let steps = if mode == 2 {
+        how(a_shape, &sa) | how(b_shape, &sb) << 2
+    } else {
+        0
+    };
     let push = BinaryPush {
         n: n as u32,
-        rank: shape.len() as u32,
-        contiguous: mode,
         shape: pad6(shape),
         sa,
         sb,
@@ -132,7 +142,7 @@ fn binary(
     };
     context()?.dispatch(
         Kernel::Binary,
-        &[code],
+        &[code, mode, shape.len().max(1) as u32, steps],
         &[Bind::texels(a), Bind::texels(b), Bind::write(out)],
         &push,
         // the contiguous and row paths handle four elements per invocation

@@ -218,16 +218,24 @@ pub(crate) fn compute_together(values: &[&Arc<Value>]) -> Result<()> {
 /// memory. None — the consumer reads the value's buffer — when fusion is off, the value is
 /// computed, another consumer has inlined it (it is then computed once, in its own kernel), or
 /// the tree's push constants and the consumer's `own_push_words` exceed the limit. Leaf `i` is
-/// declared at `binding(i)`.
+/// declared at `binding(i)`. `walk`: (n, inner) when the consumer reads the value as
+/// [outer, n, inner] along its middle axis (a reduction over it); where that is an axis of the
+/// value's own shape (the axis of size n with `inner` elements after it — a reshape of the
+/// value may view it otherwise), the prologue walks along it (`codegen::prologue_pieces`).
 pub(crate) fn prologue(
     v: &Arc<Value>,
     own_push_words: usize,
+    walk: Option<(usize, usize)>,
     binding: impl Fn(usize) -> usize,
 ) -> Result<Option<Pieces>> {
     if !fusion_enabled() || v.is_ready() || v.inlined.load(Ordering::Acquire) || v.is_product() {
         return Ok(None);
     }
-    let Some(p) = codegen::prologue_pieces(v, binding)? else {
+    let s = &v.shape;
+    let axis = walk.and_then(|(n, inner)| {
+        (0..s.len()).find(|&a| s[a] == n && s[a + 1..].iter().product::<usize>() == inner)
+    });
+    let Some(p) = codegen::prologue_pieces(v, axis, binding)? else {
         return Ok(None);
     };
     if p.leaves.is_empty()

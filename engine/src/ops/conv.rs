@@ -198,8 +198,6 @@ fn pool_kernel(
         c: u(c),
         h: u(h),
         w: u(w),
-        kh: u(kh),
-        kw: u(kw),
         oh: u(oh),
         ow: u(ow),
         sh: u(win.stride[0]),
@@ -220,7 +218,7 @@ fn pool_kernel(
     };
     ctx.dispatch(
         Kernel::Pool,
-        &[mode],
+        &[mode, u(kh), u(kw)],
         &[Bind::texels(xs), Bind::texels(gs), Bind::write(&st)],
         &push,
         grid(count as u64, 256),

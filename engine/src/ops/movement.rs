@@ -27,7 +27,6 @@ fn strided_copy(
     let (shape, ss, ds) = (&shape[..], &ss, &ds);
     let push = CopyPush {
         n: n as u32,
-        rank: shape.len() as u32,
         s_off: s_off as u32,
         d_off: d_off as u32,
         shape: pad6(shape),
@@ -42,9 +41,20 @@ fn strided_copy(
         && ds[r - 1] == 1
         && d_off.is_multiple_of(4)
         && ds[..r - 1].iter().all(|d| d % 4 == 0);
+    // How the rows path reads a source row (copy.comp: SRC): one texel where it is contiguous
+    // and every row starts 4-aligned, one value where it is constant, else four steps.
+    let src_read = match r.checked_sub(1).map(|l| ss[l]) {
+        Some(1) if s_off.is_multiple_of(4) && ss[..r - 1].iter().all(|s| s % 4 == 0) => 1,
+        Some(0) => 2,
+        _ => 0,
+    };
     Tensor::ctx()?.dispatch(
         Kernel::Copy,
-        &[rows as u32],
+        &[
+            rows as u32,
+            r.max(1) as u32,
+            if rows { src_read } else { 0 },
+        ],
         &[Bind::texels(src), Bind::write(dst)],
         &push,
         grid(if rows { n / 4 } else { n }, 256),

@@ -153,7 +153,14 @@ impl Tensor {
             // A pending input is computed inside the first pass where it can be (its own push
             // words on top of the reduction's six).
             let words = std::mem::size_of::<ReducePush>() / 4;
-            match crate::lazy::prologue(&self.0.value, words, crate::lazy::prologue_binding)? {
+            // It walks along the reduced axis (`lazy::prologue`: its broadcast leaves'
+            // coordinates computed once per run of the reduction, not per element).
+            let walk = match axes {
+                Axes::One(_) => Some((n, inner)),
+                Axes::All => None,
+            };
+            match crate::lazy::prologue(&self.0.value, words, walk, crate::lazy::prologue_binding)?
+            {
                 Some(p) if n > 0 => reduce_passes(Input::Fused(p), op, outer, n, inner, &st)?,
                 _ => reduce_passes(Input::Buffer(self.storage()?), op, outer, n, inner, &st)?,
             }

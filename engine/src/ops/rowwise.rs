@@ -70,7 +70,7 @@ impl Tensor {
             let pro = if backward_reads_x {
                 None
             } else {
-                crate::lazy::prologue(&self.0.value, words, crate::lazy::prologue_binding)?
+                crate::lazy::prologue(&self.0.value, words, None, crate::lazy::prologue_binding)?
             };
             match pro {
                 Some(pro) => crate::lazy::dispatch_with_prologue(
