@@ -55,12 +55,12 @@ push! {
     MatmulPush for [Matmul, MatmulLanes, MatmulTiled] { m: u32, n: u32, k: u32, batch_a: u32, batch_b: u32, batch_c: u32 }
     /// Gather / scatter over [outer, n_src, inner] with n_idx indices (index strides iso, isj, isk).
     IndexPush for [Index] { outer: u32, n_src: u32, n_idx: u32, inner: u32, iso: u32, isj: u32, isk: u32 }
-    /// im2col / col2im of an [n, c, h, w] image with a kh×kw window (stride, padding,
-    /// dilation per axis) and `pad` outside the image.
+    /// im2col / col2im of an [n, c, h, w] image with a window (its size KH×KW: specialisation
+    /// constants; stride, padding, dilation per axis) and `pad` outside the image.
     Im2colPush for [Im2col] {
-        n: u32, c: u32, h: u32, w: u32, kh: u32, kw: u32, oh: u32, ow: u32,
-        sh: u32, sw: u32, ph: u32, pw: u32, dh: u32, dw: u32, pad: f32,
-        m_ckk4: u32, m_l: u32, m_ow: u32, m_kk: u32, m_kw: u32,
+        n: u32, c: u32, h: u32, w: u32, oh: u32, ow: u32,
+        sh: u32, sw: u32, ph: u32, pw: u32, dh: u32, dw: u32, pad: f32, row: u32,
+        m_row4: u32, m_l: u32, m_ow: u32,
     }
     /// Max pooling of an [n, c, h, w] batch with a window (its size KH×KW: specialisation
     /// constants; stride, padding, dilation per axis) to oh×ow, and its backward.

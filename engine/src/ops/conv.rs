@@ -81,20 +81,22 @@ fn nchw(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
 }
 
 /// Runs the im2col kernel: MODE 0 reads an image batch and writes columns (as MODE 2, four at
-/// a time, where a row's length allows), MODE 1 the reverse.
+/// a time, where a row's length allows), MODE 1 the reverse. Rows of the columns are `row`
+/// long: C·KH·KW, or padded with zeros past it to a multiple of 4 (`Rows::Padded`).
 fn im2col(
     mode: u32,
     src: &Tensor,
     image: [usize; 4],
     win: &Window,
     out_hw: [usize; 2],
-    pad: f32,
+    (pad, row): (f32, usize),
 ) -> Result<Tensor> {
     let [n, c, h, w] = image;
     let [oh, ow] = out_hw;
     let kk = win.kernel[0] * win.kernel[1];
+    debug_assert!(row == c * kk || (row > c * kk && row.is_multiple_of(4)));
     let out_shape: Vec<usize> = if mode == 0 {
-        vec![n, oh * ow, c * kk]
+        vec![n, oh * ow, row]
     } else {
         image.to_vec()
     };
@@ -105,8 +107,7 @@ fn im2col(
         ctx.check_loop("unfold", kk, || format!("{kk}-tap window"))?;
         // unfold: one invocation per (sample, window, channel), or per four entries of a row
         // when its length is a multiple of 4 (mode 2); fold: one per pixel.
-        let ckk = c * kk;
-        let mode = if mode == 0 && ckk.is_multiple_of(4) {
+        let mode = if mode == 0 && row.is_multiple_of(4) {
             2
         } else {
             mode
@@ -122,8 +123,6 @@ fn im2col(
             c: u(c),
             h: u(h),
             w: u(w),
-            kh: u(win.kernel[0]),
-            kw: u(win.kernel[1]),
             oh: u(oh),
             ow: u(ow),
             sh: u(win.stride[0]),
@@ -133,15 +132,15 @@ fn im2col(
             dh: u(win.dilation[0]),
             dw: u(win.dilation[1]),
             pad,
-            m_ckk4: div_magic(ckk / 4),
+            row: u(row),
+            m_row4: div_magic(row / 4),
             m_l: div_magic(oh * ow),
             m_ow: div_magic(ow),
-            m_kk: div_magic(kk),
-            m_kw: div_magic(win.kernel[1]),
         };
+        let undilated = win.dilation == [1, 1];
         ctx.dispatch(
             Kernel::Im2col,
-            &[mode],
+            &[mode, u(win.kernel[0]), u(win.kernel[1]), undilated as u32],
             &[Bind::texels(src.storage()?), Bind::write(&st)],
             &push,
             grid(invocations as u64, 256),
@@ -232,25 +231,38 @@ impl Tensor {
     /// tap (kh, kw) of that window; `pad` fills taps outside the image (0 for convolution, −∞
     /// for max pooling). Gradient: `fold`.
     pub fn unfold(&self, win: &Window, pad: f32) -> Result<Tensor> {
+        let [_, c, ..] = nchw("unfold", self.shape())?;
+        self.unfold_rows(win, pad, c * win.kernel[0] * win.kernel[1])
+    }
+
+    /// `unfold` with rows `row` long (C·KH·KW, or padded with zeros to a multiple of 4);
+    /// gradient `fold_rows`.
+    fn unfold_rows(&self, win: &Window, pad: f32, row: usize) -> Result<Tensor> {
         let image = nchw("unfold", self.shape())?;
         let out_hw = win.output("unfold", image[2], image[3])?;
-        let y = im2col(0, self, image, win, out_hw, pad)?;
+        let y = im2col(0, self, image, win, out_hw, (pad, row))?;
         let win = *win;
         Ok(Tensor::from_op(
             y.0.shape.clone(),
             y.0.value.clone(),
             "unfold",
             &[self],
-            move |g| Ok(vec![Some(g.fold(&win, image)?)]),
+            move |g| Ok(vec![Some(g.fold_rows(&win, image, row)?)]),
         ))
     }
 
     /// The adjoint of `unfold` (PyTorch's `fold`, col2im): columns `[N, OH*OW, C*KH*KW]` summed
     /// back into an `image` = `[N, C, H, W]` batch. Gradient: `unfold` with zero padding.
     pub fn fold(&self, win: &Window, image: [usize; 4]) -> Result<Tensor> {
-        let [n, c, h, w] = image;
+        self.fold_rows(win, image, image[1] * win.kernel[0] * win.kernel[1])
+    }
+
+    /// `fold` of columns with rows `row` long (the entries past C·KH·KW are not read);
+    /// gradient `unfold_rows`.
+    fn fold_rows(&self, win: &Window, image: [usize; 4], row: usize) -> Result<Tensor> {
+        let [n, _, h, w] = image;
         let [oh, ow] = win.output("fold", h, w)?;
-        let want = [n, oh * ow, c * win.kernel[0] * win.kernel[1]];
+        let want = [n, oh * ow, row];
         if self.shape() != want {
             return Err(Error::op(
                 "fold",
@@ -260,14 +272,14 @@ impl Tensor {
                 ),
             ));
         }
-        let y = im2col(1, self, image, win, [oh, ow], 0.0)?;
+        let y = im2col(1, self, image, win, [oh, ow], (0.0, row))?;
         let win = *win;
         Ok(Tensor::from_op(
             y.0.shape.clone(),
             y.0.value.clone(),
             "fold",
             &[self],
-            move |g| Ok(vec![Some(g.unfold(&win, 0.0)?)]),
+            move |g| Ok(vec![Some(g.unfold_rows(&win, 0.0, row)?)]),
         ))
     }
 
@@ -300,10 +312,20 @@ impl Tensor {
         }
         let [oh, ow] = win.output("conv2d", h, w)?;
         let ckk = c * kh * kw;
+        // Rows of the column matrix padded with zeros (and the weight's with zero columns)
+        // where the matmul kernel this device takes wants K a multiple of 4: the first conv of
+        // a one-channel image (K = 9) then runs the vec4 kernel (12 columns) instead of the
+        // scalar one; the zero terms add exact zeros.
+        let row = crate::ops::matmul::padded_inner(&Tensor::ctx()?.caps, ckk);
         let w2 = weight.reshape(&[o, ckk])?;
+        let w2 = if row > ckk {
+            Tensor::concat(&[&w2, &Tensor::zeros(&[o, row - ckk])?], 1)?
+        } else {
+            w2
+        };
         // Columns per sample; chunks keep each column matrix within one buffer binding of this
         // device (lavapipe: 2^27 bytes), and at most 2^25 floats (128 MiB) on any.
-        let per_sample = (oh * ow * ckk).max(1);
+        let per_sample = (oh * ow * row).max(1);
         let (max_bytes, max_texels) = Tensor::ctx()?.buffer_limits();
         let limit = (max_bytes / 4)
             .min(max_texels.saturating_mul(4))
@@ -318,7 +340,9 @@ impl Tensor {
             } else {
                 self.narrow(0, start, len)?
             };
-            let cols = xs.unfold(win, 0.0)?.reshape(&[len * oh * ow, ckk])?;
+            let cols = xs
+                .unfold_rows(win, 0.0, row)?
+                .reshape(&[len * oh * ow, row])?;
             let y = Tensor::matmul_t(&cols, &w2, false, true)?; // [len*L, O]
             parts.push(y.reshape(&[len, oh, ow, o])?.permute(&[0, 3, 1, 2])?);
             start += len;
