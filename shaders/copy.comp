@@ -5,6 +5,11 @@
 // elements of a row per invocation, the index arithmetic done once, a vec4 store, and a vec4
 // load where the source row is contiguous and aligned too (expand and narrow on CPU drivers
 // run several times faster).
+// ROWS = 2, a transpose of the last two dimensions (both multiples of 4, the source
+// contiguous along the second-to-last, the destination along the last, both 4-aligned: the
+// permutes between NHWC and NCHW around a convolution): one 4×4 block per invocation, four
+// texel loads and four vec4 stores instead of sixteen scalar fetches. The host pushes the
+// grid of blocks as the shape, with the last two strides times 4 (each block's corner).
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint ROWS = 0;
@@ -26,7 +31,7 @@ layout(push_constant) uniform P {
 
 void main() {
     uint i = flat_id(256u);
-    uint first = ROWS == 1u ? 4u * i : i;
+    uint first = ROWS == 1u ? 4u * i : i;   // (ROWS 2: the block; n counts blocks)
     if (first >= p.n) return;
     uint is_ = p.s_off, id = p.d_off, rem = first;
     // (the outermost coordinate is what remains: no division there)
@@ -41,6 +46,20 @@ void main() {
     id += rem * p.ds[0];
     if (ROWS == 0u) {
         dst[id] = fetch(src_t, is_);
+        return;
+    }
+    if (ROWS == 2u) {
+        // v_q: the source's four values at position q of the last dimension (contiguous
+        // along the other); the destination's row c takes component c of each.
+        uint s1 = p.ss[RANK - 1u] / 4u, d2 = p.ds[max(RANK, 2u) - 2u] / 4u;
+        vec4 v0 = texelFetch(src_t, int(is_ >> 2));
+        vec4 v1 = texelFetch(src_t, int((is_ + s1) >> 2));
+        vec4 v2 = texelFetch(src_t, int((is_ + 2u * s1) >> 2));
+        vec4 v3 = texelFetch(src_t, int((is_ + 3u * s1) >> 2));
+        dst4[id >> 2] = vec4(v0.x, v1.x, v2.x, v3.x);
+        dst4[(id + d2) >> 2] = vec4(v0.y, v1.y, v2.y, v3.y);
+        dst4[(id + 2u * d2) >> 2] = vec4(v0.z, v1.z, v2.z, v3.z);
+        dst4[(id + 3u * d2) >> 2] = vec4(v0.w, v1.w, v2.w, v3.w);
         return;
     }
     vec4 v;

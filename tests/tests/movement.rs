@@ -19,6 +19,26 @@ proptest! {
         OpCase::new("permute", vec![x], &gpu_f, &ref_f).vjp(&vjp_f).tol(tol::EXACT).check()?;
     }
 
+    /// The permutes between NHWC and NCHW (and a plain transpose) with sizes that take the
+    /// copy kernel's 4×4 block transpose (both moved sizes multiples of 4), forward and
+    /// backward; random shapes reach it too rarely to rely on.
+    #[test]
+    fn block_transposes_match_reference((x, dims) in (1usize..=3, 1usize..=2, 1usize..=3, 1usize..=4, 0usize..3)
+        .prop_flat_map(|(b, h, w4, c4, which)| {
+            let (w, c) = (2 * w4, 4 * c4);
+            let (shape, dims) = match which {
+                0 => (vec![b, 2 * h, w, c], vec![0, 3, 1, 2]),   // NHWC -> NCHW
+                1 => (vec![b, c, 2 * h, w], vec![0, 2, 3, 1]),   // NCHW -> NHWC
+                _ => (vec![4 * b * h, c], vec![1, 0]),
+            };
+            (tensor_of(shape), Just(dims))
+        })) {
+        let gpu_f = |xs: &[Tensor]| xs[0].permute(&dims);
+        let ref_f = |xs: &[RefTensor]| r::permute(&xs[0], &dims);
+        let vjp_f = |_: &[RefTensor], g: &RefTensor| vec![r::permute_vjp(&dims, g)];
+        OpCase::new("permute", vec![x], &gpu_f, &ref_f).vjp(&vjp_f).tol(tol::EXACT).check()?;
+    }
+
     #[test]
     fn reshape_keeps_elements((x, split) in shape(1..=4, 3000).prop_flat_map(|s| { let r = s.len(); (tensor_of(s), 0..=r) })) {
         // reshape to [prod(before split), prod(after split)]

@@ -25,6 +25,10 @@ fn strided_copy(
     }
     let (shape, ss, ds) = merge_dims(shape, ss, ds);
     let (shape, ss, ds) = (&shape[..], &ss, &ds);
+    let r = shape.len();
+    if let Some(blocks) = transpose_blocks(shape, (s_off, ss), (d_off, ds)) {
+        return copy_blocks(src, dst, (s_off, d_off), blocks);
+    }
     let push = CopyPush {
         n: n as u32,
         s_off: s_off as u32,
@@ -35,7 +39,6 @@ fn strided_copy(
         magic: div_magics(shape),
     };
     // Rows of four when the destination's rows are contiguous and 4-aligned (shaders/copy.comp).
-    let r = shape.len();
     let rows = r > 0
         && shape[r - 1].is_multiple_of(4)
         && ds[r - 1] == 1
@@ -58,6 +61,65 @@ fn strided_copy(
         &[Bind::texels(src), Bind::write(dst)],
         &push,
         grid(if rows { n / 4 } else { n }, 256),
+    )
+}
+
+/// A copy that transposes its last two dimensions in 4×4 blocks (copy.comp's ROWS = 2): both
+/// sizes multiples of 4, the source contiguous along the second-to-last and the destination
+/// along the last, every other stride and both offsets multiples of 4 (so each block's rows
+/// are texels). Returns the grid of blocks as a copy shape with its strides (the last two
+/// times 4: each block's corner).
+fn transpose_blocks(
+    shape: &[usize],
+    (s_off, ss): (usize, &[u32; MAX_RANK]),
+    (d_off, ds): (usize, &[u32; MAX_RANK]),
+) -> Option<(Vec<usize>, [u32; MAX_RANK], [u32; MAX_RANK])> {
+    let r = shape.len();
+    let four = |v: u32| v % 4 == 0;
+    let fits = r >= 2
+        && shape[r - 1].is_multiple_of(4)
+        && shape[r - 2].is_multiple_of(4)
+        && ss[r - 2] == 1
+        && ds[r - 1] == 1
+        && s_off.is_multiple_of(4)
+        && d_off.is_multiple_of(4)
+        && (0..r).all(|d| (d == r - 2 || four(ss[d])) && (d == r - 1 || four(ds[d])));
+    if !fits {
+        return None;
+    }
+    let mut grid = shape.to_vec();
+    let (mut gs, mut gd) = (*ss, *ds);
+    for d in [r - 2, r - 1] {
+        grid[d] /= 4;
+        gs[d] *= 4;
+        gd[d] *= 4;
+    }
+    Some((grid, gs, gd))
+}
+
+/// Dispatches copy.comp's block transpose over `grid` (see `transpose_blocks`).
+fn copy_blocks(
+    src: &Storage,
+    dst: &Storage,
+    (s_off, d_off): (usize, usize),
+    (grid_shape, ss, ds): (Vec<usize>, [u32; MAX_RANK], [u32; MAX_RANK]),
+) -> Result<()> {
+    let blocks = numel(&grid_shape) as u64;
+    let push = CopyPush {
+        n: blocks as u32,
+        s_off: s_off as u32,
+        d_off: d_off as u32,
+        shape: pad6(&grid_shape),
+        ss,
+        ds,
+        magic: div_magics(&grid_shape),
+    };
+    Tensor::ctx()?.dispatch(
+        Kernel::Copy,
+        &[2, grid_shape.len() as u32, 0],
+        &[Bind::texels(src), Bind::write(dst)],
+        &push,
+        grid(blocks, 256),
     )
 }
 
