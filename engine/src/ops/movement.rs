@@ -75,7 +75,7 @@ fn transpose_blocks(
     (d_off, ds): (usize, &[u32; MAX_RANK]),
 ) -> Option<(Vec<usize>, [u32; MAX_RANK], [u32; MAX_RANK])> {
     let r = shape.len();
-    let four = |v: u32| v % 4 == 0;
+    let four = |v: u32| v.is_multiple_of(4);
     let fits = r >= 2
         && shape[r - 1].is_multiple_of(4)
         && shape[r - 2].is_multiple_of(4)
