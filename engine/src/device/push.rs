@@ -54,7 +54,7 @@ push! {
     /// C[batch] = op(A) op(B): M×K times K×N, batch strides of A, B, C.
     MatmulPush for [Matmul, MatmulLanes, MatmulTiled] { m: u32, n: u32, k: u32, batch_a: u32, batch_b: u32, batch_c: u32 }
     /// Gather / scatter over [outer, n_src, inner] with n_idx indices (index strides iso, isj, isk).
-    IndexPush for [Index] { outer: u32, n_src: u32, n_idx: u32, inner: u32, iso: u32, isj: u32, isk: u32 }
+    IndexPush for [Index] { outer: u32, n_src: u32, n_idx: u32, inner: u32, iso: u32, isj: u32, isk: u32, m_inner: u32, m_src: u32, m_idx: u32 }
     /// im2col / col2im of an [n, c, h, w] image with a window (its size KH×KW: specialisation
     /// constants; stride, padding, dilation per axis) and `pad` outside the image.
     Im2colPush for [Im2col] {

@@ -1,7 +1,7 @@
 //! Index ops (`shaders/index.comp`): index_select, gather and scatter_add, plus the u32 -> f32
 //! conversion of integer tensors. Indices given from the host are validated before dispatch.
 
-use super::{alloc_f32, norm_axis};
+use super::{alloc_f32, div_magic, norm_axis};
 use crate::device::push::IndexPush;
 use crate::device::{grid, Bind, Kernel, Storage};
 use crate::error::{Error, Result};
@@ -58,14 +58,17 @@ fn index_kernel(
         iso,
         isj,
         isk,
+        m_inner: div_magic(sizes[3]),
+        m_src: div_magic(sizes[1]),
+        m_idx: div_magic(sizes[2]),
     };
     Tensor::ctx()?.dispatch(
         Kernel::Index,
         &[mode],
         &[
-            Bind::read(src),
+            Bind::texels(src),
             Bind::read(&idx.storage),
-            Bind::read(upd),
+            Bind::texels(upd),
             Bind::write(out),
         ],
         &push,
