@@ -20,8 +20,13 @@ layout(push_constant) uniform P {
 
 #ifdef FUSED
 // @fused-input: a fused prologue's bindings and functions go here
-float load_x(uint i) { return value_at(i); }
+// The prologue is walked along the row from its first element (`start_row`): its broadcast
+// leaves' coordinates are computed once per row, not per read.
+uint row_base;
+void start_row(uint base) { row_base = base; walk_start(base); }
+float load_x(uint i) { return walk_at(i, i - row_base); }
 #else
+void start_row(uint base) {}
 float load_x(uint i) { return fetch(x_t, i); }
 #endif
 
@@ -69,6 +74,7 @@ void main() {
         uint row = flat_id(64u);
         if (row >= p.rows) return;
         uint base = row * p.n;
+        start_row(base);
         float m = shift(pass1(base, 0u, 1u));
         finish(row, 0u, 1u, m, pass2(base, 0u, 1u, m));
         return;
@@ -77,6 +83,7 @@ void main() {
     uint lane = gl_LocalInvocationID.x;
     if (row >= p.rows) return;   // uniform per workgroup
     uint base = row * p.n;
+    start_row(base);
     s_red[lane] = pass1(base, lane, 64u);
     barrier();
     for (uint k = 32u; k > 0u; k >>= 1) {

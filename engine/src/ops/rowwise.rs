@@ -70,7 +70,13 @@ impl Tensor {
             let pro = if backward_reads_x {
                 None
             } else {
-                crate::lazy::prologue(&self.0.value, words, None, crate::lazy::prologue_binding)?
+                // walked along the row (its broadcast leaves' coordinates once per row)
+                crate::lazy::prologue(
+                    &self.0.value,
+                    words,
+                    Some((n, 1)),
+                    crate::lazy::prologue_binding,
+                )?
             };
             match pro {
                 Some(pro) => crate::lazy::dispatch_with_prologue(
