@@ -184,7 +184,7 @@ pub(crate) struct Pieces {
     strided: bool,
     /// With broadcast leaves: whether four elements of a row can be computed at once — the
     /// innermost size is a multiple of 4 and every broadcast leaf is constant along it or
-    /// steps by 1 — so the coordinates are computed once per four elements (`row_index`).
+    /// steps by 1 — so the coordinates are computed once per four elements (`vec4_head`).
     rows: bool,
     /// The coordinate arithmetic setting `j{leaf}` for each broadcast leaf from `rem`.
     index: String,

@@ -219,9 +219,10 @@ pub(crate) fn compute_together(values: &[&Arc<Value>]) -> Result<()> {
 /// computed, another consumer has inlined it (it is then computed once, in its own kernel), or
 /// the tree's push constants and the consumer's `own_push_words` exceed the limit. Leaf `i` is
 /// declared at `binding(i)`. `walk`: (n, inner) when the consumer reads the value as
-/// [outer, n, inner] along its middle axis (a reduction over it); where that is an axis of the
-/// value's own shape (the axis of size n with `inner` elements after it — a reshape of the
-/// value may view it otherwise), the prologue walks along it (`codegen::prologue_pieces`).
+/// [outer, n, inner] along its middle axis (a reduction over it; a row-wise op, inner = 1);
+/// where that is an axis of the value's own shape (the axis of size n with `inner` elements
+/// after it — a reshape of the value may view it otherwise), the prologue walks along it
+/// (`codegen::prologue_pieces`).
 pub(crate) fn prologue(
     v: &Arc<Value>,
     own_push_words: usize,

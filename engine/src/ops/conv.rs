@@ -82,7 +82,8 @@ fn nchw(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
 
 /// Runs the im2col kernel: MODE 0 reads an image batch and writes columns (as MODE 2, four at
 /// a time, where a row's length allows), MODE 1 the reverse. Rows of the columns are `row`
-/// long: C·KH·KW, or padded with zeros past it to a multiple of 4 (`Rows::Padded`).
+/// long: C·KH·KW, or padded with zeros past it to a multiple of 4 (conv2d's, for the vec4
+/// matmul kernel; `matmul::padded_inner`).
 fn im2col(
     mode: u32,
     src: &Tensor,
